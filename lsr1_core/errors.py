@@ -1,0 +1,28 @@
+"""Exceptions raised by lsr1_core.
+
+Every error names what was wrong and, where possible, what to do about it.
+They subclass ValueError so code that catches ValueError keeps working.
+"""
+
+
+class LSR1Error(ValueError):
+    """Base class for the library's input and state errors."""
+
+
+class ShapeError(LSR1Error):
+    """A tensor has the wrong number of dimensions or the wrong size."""
+
+
+class NonFiniteError(LSR1Error):
+    """A starting point or parameter contains NaN or infinity."""
+
+
+class UnknownNameError(LSR1Error, KeyError):
+    """An unknown solver, objective or preset name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0] if self.args else ""
+
+
+class CheckpointError(LSR1Error):
+    """A checkpoint file is missing, truncated, foreign or does not fit the model."""

@@ -1,0 +1,142 @@
+"""The batched solver interface and the loop that runs any solver into a Trace."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import LSR1Error, ShapeError
+from ..objectives.base import Objective, check_finite
+from ..operators import CurvatureOperator
+from ..trace import Trace
+
+
+@dataclass
+class StepInfo:
+    """What one step did: x_new = x − step_size ⊙ direction."""
+
+    direction: torch.Tensor
+    step_size: torch.Tensor
+    operator: CurvatureOperator | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    evals: int = 1
+
+
+class Solver:
+    """A batched solver. Subclasses implement :meth:`_init` and :meth:`_step`.
+
+    The state lives in ``self.state`` (a dict of tensors with the batch first, always holding
+    ``x``, ``f`` and ``g`` at the current iterate). Each row of the batch is an independent
+    problem: nothing couples rows, so a row that diverges never disturbs the others.
+    """
+
+    name = "solver"
+
+    def reset(self, objective: Objective, x0: torch.Tensor) -> None:
+        objective.check(x0)
+        check_finite(x0)
+        x0 = x0.detach().clone()
+        f, g = objective.value_and_grad(x0)
+        self.state = {"x": x0, "f": f.detach(), "g": g.detach(), "k": 0}
+        self._init(objective)
+
+    def step(self, objective: Objective) -> StepInfo:
+        info = self._step(objective)
+        self.state["k"] += 1
+        return info
+
+    def _init(self, objective: Objective) -> None:
+        pass
+
+    def _step(self, objective: Objective) -> StepInfo:
+        raise NotImplementedError
+
+    def _apply(self, objective: Objective, step_size: torch.Tensor, direction: torch.Tensor) -> None:
+        """x ← x − step_size ⊙ direction, and refresh f and g."""
+        x = self.state["x"] - step_size * direction
+        f, g = objective.value_and_grad(x)
+        self.state.update(x=x.detach(), f=f.detach(), g=g.detach())
+
+    def freeze_rows(self, rows: torch.Tensor, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> None:
+        """Put diverged rows back at their last finite point and scrub non-finite state."""
+        for key, val in list(self.state.items()):
+            if isinstance(val, torch.Tensor) and val.is_floating_point():
+                self.state[key] = torch.nan_to_num(val, nan=0.0, posinf=0.0, neginf=0.0)
+        self.state["x"][rows] = x[rows]
+        self.state["f"][rows] = f[rows]
+        self.state["g"][rows] = g[rows]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, record_vectors: bool = True,
+        keep_operators: bool = True) -> Trace:
+    """Run ``solver`` for ``steps`` steps from ``x0`` (B, N) and return a :class:`Trace`.
+
+    A row whose iterate, value or gradient becomes non-finite is marked diverged at that step,
+    frozen at its last finite point, and the others go on.
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise LSR1Error(f"steps must be a non-negative integer, got {steps!r}")
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
+        raise ShapeError(f"x0 must be a tensor of shape (B, N), got "
+                         f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        solver.reset(objective, x0)
+    st = solver.state
+    B, N = st["x"].shape
+    if not torch.isfinite(st["f"]).all() or not torch.isfinite(st["g"]).all():
+        bad = (~torch.isfinite(st["f"]) | ~torch.isfinite(st["g"]).all(-1)).nonzero().flatten().tolist()
+        raise LSR1Error(f"the objective is not finite at the starting point (rows {bad[:10]})")
+    xs, fs, gs = [st["x"].clone()], [st["f"].clone()], [st["g"].clone()]
+    ds, als, ops, evals = [], [], [], []
+    extras: dict[str, list] = {}
+    diverged_at = torch.full((B,), -1, dtype=torch.long)
+    reason: list[str | None] = [None] * B
+    x_last, f_last, g_last = st["x"].clone(), st["f"].clone(), st["g"].clone()
+    for k in range(steps):
+        with torch.no_grad():
+            info = solver.step(objective)
+        st = solver.state
+        bad_x = ~torch.isfinite(st["x"]).all(-1)
+        bad_f = ~torch.isfinite(st["f"])
+        bad_g = ~torch.isfinite(st["g"]).all(-1)
+        new_bad = (bad_x | bad_f | bad_g).cpu() & (diverged_at < 0)
+        if new_bad.any():
+            for r in new_bad.nonzero().flatten().tolist():
+                what = "iterate" if bad_x[r] else ("objective value" if bad_f[r] else "gradient")
+                reason[r] = f"{what} became non-finite at step {k + 1} (diverged)"
+            diverged_at[new_bad] = k + 1
+        frozen = (diverged_at >= 0).to(st["x"].device)
+        if frozen.any():
+            solver.freeze_rows(frozen, x_last, f_last, g_last)
+            st = solver.state
+        x_last, f_last, g_last = st["x"].clone(), st["f"].clone(), st["g"].clone()
+        d = torch.nan_to_num(info.direction.detach())
+        a = torch.nan_to_num(info.step_size.detach().expand(B, N) if info.step_size.dim() else
+                             info.step_size.detach().expand(B, N))
+        if frozen.any():
+            d = d.masked_fill(frozen.view(-1, 1), 0.0)
+            a = a.masked_fill(frozen.view(-1, 1), 0.0)
+        fs.append(st["f"].clone())
+        evals.append(info.evals)
+        if record_vectors or k == steps - 1:
+            xs.append(x_last)
+            gs.append(g_last)
+            ds.append(d)
+            als.append(a)
+        ops.append(info.operator.detach() if (keep_operators and info.operator is not None) else None)
+        for key, val in info.extras.items():
+            extras.setdefault(key, []).append(val.detach())
+    empty = torch.zeros(0, B, N, dtype=xs[0].dtype, device=xs[0].device)
+    trace = Trace(
+        solver=solver.name, objective=getattr(objective, "name", "objective"),
+        x=torch.stack(xs), f=torch.stack(fs), g=torch.stack(gs),
+        d=torch.stack(ds) if ds else empty, alpha=torch.stack(als) if als else empty,
+        operators=ops, extras={k: torch.stack(v) for k, v in extras.items() if len(v) == steps},
+        evals=torch.tensor(evals, dtype=torch.long), diverged_at=diverged_at, reason=reason,
+        wall_time_s=time.perf_counter() - t0)
+    return trace

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian libraries (when root with apt), a virtual environment in .venv,
+# PyTorch (CPU build from local disk where available) and the project in editable mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+# EGL/Mesa for offscreen rendering, Chromium for the browser test. Installed only when missing.
+DEB_PKGS="libegl1 libgl1 chromium"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=""
+  for p in $DEB_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "[setup] apt-get install$missing"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
+      || echo "[setup] warning: could not install$missing; rendering/browser tests will be skipped"
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+STAMP=.venv/.installed-$(cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+if [ ! -f "$STAMP" ]; then
+  echo "[setup] installing requirements"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
+  rm -f .venv/.installed-* && touch "$STAMP"
+fi
