@@ -1,0 +1,242 @@
+"""The L-SR1 model (Algorithm 1, Eq. 7-9) and its differentiable step.
+
+State per run (all (B, N) unless noted): the previous iterate x, step p, direction d,
+gradient g and gradient change q, the buffer W (B, l, N) of the last L generated vectors.
+
+One step k:
+    f_k = E(x_{k-1}, p_{k-1}, d_{k-1}, g_{k-1}, q_{k-1})   per coordinate
+    v_k = P(f_k),  α_k = γ1·exp(γ2·G(f_k))                 element-wise
+    buffer ← last L of (buffer, v_k)
+    d_k = B̃_k g_{k-1},  B̃_k = I + Σ v vᵀ                    (Eq. 7)
+    x_k = x_{k-1} − α_k ⊙ d_k
+    R_sec = ‖p_k − B̃_k q_k‖²                                (Eq. 8)
+
+Where the paper and the authors' released code differ, :class:`LSR1Config` names each choice.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from ..errors import LSR1Error, NonFiniteError, ShapeError
+from ..operators import CurvatureOperator
+from .mlp import ElementwiseMLP
+
+FEATURES = ("x", "p", "d", "g", "q")
+
+
+@dataclass
+class LSR1Config:
+    """Architecture and behaviour of an L-SR1 model. Validated on construction.
+
+    Paper/code differences (see docs/design.md for the measurements behind the defaults):
+      rescale_direction        authors' code rescales B̃g to ‖g‖ per problem (the learning-rate
+                               generator then sets the whole step length); the paper does not.
+      drop_identity_when_full  authors' code drops B0 = I once the buffer holds L vectors
+                               (Algorithm 1 line 9); Eq. 7 keeps it. Dropping it loses the
+                               guarantee that all eigenvalues are >= 1.
+      bq_feature               authors' code feeds B̃_{k-1}q as the third feature instead of d.
+      detach_features          authors' code detaches the encoder inputs (first-order meta-gradient).
+      bn_train_at_eval         authors' code evaluates with BatchNorm in train mode (batch statistics).
+      lr_clamp                 authors' code clamps learning rates at 10; None disables.
+    """
+
+    hidden: int = 128
+    dropout: float = 0.0
+    memory: int = 8
+    gamma1: float = 0.4
+    gamma2: float = 0.001
+    features: tuple[str, ...] = FEATURES
+    rescale_direction: bool = False
+    drop_identity_when_full: bool = False
+    bq_feature: bool = False
+    detach_features: bool = True
+    bn_train_at_eval: bool = True
+    lr_clamp: float | None = 10.0
+
+    def __post_init__(self):
+        self.features = tuple(self.features)
+        if not isinstance(self.hidden, int) or self.hidden < 1:
+            raise LSR1Error(f"hidden width must be a positive integer, got {self.hidden!r}")
+        if not isinstance(self.memory, int) or self.memory < 1:
+            raise LSR1Error(f"buffer size L (memory) must be a positive integer, got {self.memory!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LSR1Error(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not (self.gamma1 > 0 and math.isfinite(self.gamma1)):
+            raise LSR1Error(f"gamma1 must be positive and finite, got {self.gamma1}")
+        if not math.isfinite(self.gamma2):
+            raise LSR1Error(f"gamma2 must be finite, got {self.gamma2}")
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad or not self.features or len(set(self.features)) != len(self.features):
+            raise LSR1Error(f"features must be a non-empty subset of {FEATURES} without repeats, got {self.features}")
+        if self.lr_clamp is not None and not self.lr_clamp > 0:
+            raise LSR1Error(f"lr_clamp must be positive or None, got {self.lr_clamp}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["features"] = list(self.features)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LSR1Config":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LSR1Error(f"unknown L-SR1 config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "LSR1Config":
+        d = self.to_dict()
+        d.update(changes)
+        return LSR1Config.from_dict(d)
+
+
+class LSR1Net(nn.Module):
+    """The three element-wise modules: input encoder E, vector generator P, LR generator G."""
+
+    def __init__(self, config: LSR1Config | None = None):
+        super().__init__()
+        self.config = config or LSR1Config()
+        c = self.config
+        self.encoder = ElementwiseMLP(len(c.features), c.hidden, c.hidden, c.dropout)
+        self.vector_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout)
+        self.lr_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout)
+        # Start close to B̃ = I (plain gradient steps of size γ1): small generated vectors.
+        with torch.no_grad():
+            self.vector_generator.fc2.weight.mul_(0.1)
+            self.vector_generator.fc2.bias.zero_()
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feats`` (B, N, F) → v (B, N), α (B, N)."""
+        B, N, F = feats.shape
+        z = self.encoder(feats.reshape(B * N, F))
+        v = self.vector_generator(z).reshape(B, N)
+        a_tilde = self.lr_generator(z).reshape(B, N)
+        c = self.config
+        alpha = c.gamma1 * torch.exp(c.gamma2 * a_tilde)
+        if c.lr_clamp is not None:
+            alpha = alpha.clamp(max=c.lr_clamp)
+        return v, alpha
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class LSR1Operator(CurvatureOperator):
+    """B̃ = s·I + Σ_i v_i v_iᵀ (s = 1, or 0 once the buffer is full with ``drop_identity_when_full``),
+    optionally followed by the authors' per-row rescaling of the output to the input's norm."""
+
+    def __init__(self, W: torch.Tensor, identity: bool = True, rescale: bool = False):
+        self.W, self.identity, self.rescale = W, identity, rescale
+        self.dtype, self.device = W.dtype, W.device
+
+    @property
+    def shape(self):
+        return (self.W.shape[0], self.W.shape[2])
+
+    def linear_matvec(self, u: torch.Tensor) -> torch.Tensor:
+        out = u if self.identity else torch.zeros_like(u)
+        if self.W.shape[1]:
+            out = out + torch.einsum("bl,bln->bn", torch.einsum("bln,bn->bl", self.W, u), self.W)
+        return out
+
+    def matvec(self, u: torch.Tensor) -> torch.Tensor:
+        out = self.linear_matvec(u)
+        if self.rescale:
+            out = out * (u.norm(dim=-1, keepdim=True) / out.norm(dim=-1, keepdim=True).clamp_min(1e-30))
+        return out
+
+    def dense(self) -> torch.Tensor:
+        """The linear part (B, N, N) — without the rescaling, which is not linear."""
+        B, N = self.shape
+        M = torch.einsum("bli,blj->bij", self.W, self.W)
+        if self.identity:
+            M = M + torch.eye(N, dtype=self.dtype, device=self.device)
+        return M
+
+    def detach(self):
+        return LSR1Operator(self.W.detach(), self.identity, self.rescale)
+
+
+@dataclass
+class LSR1State:
+    x: torch.Tensor
+    f: torch.Tensor
+    g: torch.Tensor
+    p: torch.Tensor
+    d: torch.Tensor
+    q: torch.Tensor
+    W: torch.Tensor  # (B, l, N), oldest first
+    Bq: torch.Tensor  # B̃_{k-1} q_{k-1}, the authors' alternative third feature
+    k: int = 0
+
+
+@dataclass
+class LSR1StepOut:
+    v: torch.Tensor
+    alpha: torch.Tensor
+    d: torch.Tensor
+    operator: LSR1Operator
+    secant: torch.Tensor  # (B,) ‖p_k − B̃_k q_k‖²
+    secant_rel: torch.Tensor  # (B,) ‖p_k − B̃_k q_k‖ / ‖p_k‖
+    extras: dict = field(default_factory=dict)
+
+
+def init_state(objective, x0: torch.Tensor, create_graph: bool = False) -> LSR1State:
+    """Algorithm 1, line 1: p_0 = x_0, q_0 = g_0, d_0 = g_0, empty buffer."""
+    f, g = objective.value_and_grad(x0)
+    B, N = x0.shape
+    W = x0.new_zeros(B, 0, N)
+    return LSR1State(x=x0, f=f, g=g, p=x0, d=g, q=g, W=W, Bq=g, k=0)
+
+
+def _features(state: LSR1State, cfg: LSR1Config) -> torch.Tensor:
+    pool = {"x": state.x, "p": state.p, "d": state.Bq if cfg.bq_feature else state.d, "g": state.g, "q": state.q}
+    feats = torch.stack([pool[name] for name in cfg.features], dim=-1)
+    return feats.detach() if cfg.detach_features else feats
+
+
+def propose(net: LSR1Net, state: LSR1State):
+    """Lines 3-10 of Algorithm 1: features → v, α → buffer → d = B̃ g → proposed x.
+
+    Returns (x_new, v, alpha, d, W, operator); evaluating f and ∇f at x_new is the caller's.
+    """
+    cfg = net.config
+    v, alpha = net(_features(state, cfg))
+    W = torch.cat([state.W, v.unsqueeze(1)], dim=1)[:, -cfg.memory:]
+    full = W.shape[1] >= cfg.memory
+    op = LSR1Operator(W, identity=not (cfg.drop_identity_when_full and full), rescale=cfg.rescale_direction)
+    d = op.matvec(state.g)
+    return state.x - alpha * d, v, alpha, d, W, op
+
+
+def advance(state: LSR1State, x, f, g, d, W, op) -> tuple[LSR1State, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Line 11: p, q and the secant residual of the operator that made the step (Eq. 8)."""
+    p = x - state.x
+    q = g - state.g
+    Bq = op.matvec(q)
+    r = p - Bq
+    secant = (r * r).sum(-1)
+    secant_rel = r.detach().norm(dim=-1) / p.detach().norm(dim=-1).clamp_min(1e-30)
+    new = LSR1State(x=x, f=f, g=g, p=p, d=d, q=q, W=W, Bq=Bq, k=state.k + 1)
+    return new, secant, secant_rel, Bq
+
+
+def lsr1_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False) -> tuple[LSR1State, LSR1StepOut]:
+    """One differentiable L-SR1 step. Gradients flow into ``net`` unless called under no_grad."""
+    x, v, alpha, d, W, op = propose(net, state)
+    f, g = objective.value_and_grad(x)
+    if detach_gradient:
+        g = g.detach()
+    new, secant, secant_rel, _ = advance(state, x, f, g, d, W, op)
+    return new, LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel)
+
+
+def check_model_input(x0: torch.Tensor) -> None:
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
+        raise ShapeError("x0 must be a tensor of shape (B, N)")
+    if not torch.isfinite(x0).all():
+        raise NonFiniteError("starting point contains NaN or infinity")

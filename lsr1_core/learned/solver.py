@@ -1,0 +1,106 @@
+"""L-SR1 as a solver on the batched interface, and the inference-mode switch."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import LSR1Error
+from ..solvers.base import Solver, StepInfo
+from .model import LSR1Net, LSR1State, init_state, lsr1_step
+
+
+@contextlib.contextmanager
+def inference_mode(net: LSR1Net, rows: int | None = None):
+    """Evaluation behaviour of an L-SR1 net, restored on exit.
+
+    Dropout is off. BatchNorm uses batch statistics when the config says
+    ``bn_train_at_eval`` (the authors' evaluation) — with momentum 0 so the stored running
+    statistics are never changed by inference — and running statistics otherwise, or when
+    there is only one row to normalise over.
+    """
+    was_training = net.training
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    net.eval()
+    use_batch = net.config.bn_train_at_eval and (rows is None or rows > 1)
+    try:
+        if use_batch:
+            for m in bns:
+                m.train()
+                m.momentum = 0.0
+        yield net
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            m.num_batches_tracked.copy_(nbt)
+        net.train(was_training)
+
+
+class LSR1Solver(Solver):
+    """A trained L-SR1 model as a solver.
+
+    ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/quadratic")``; ``memory``
+    overrides the buffer size L used at test time (the paper tests with other L than trained).
+    """
+
+    name = "lsr1"
+
+    def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
+                 memory: int | None = None, name: str | None = None, device=None):
+        if (model is None) == (checkpoint is None):
+            raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
+        if checkpoint is not None:
+            from ..checkpoints import load_model
+            model, card = load_model(checkpoint, device=device)
+            self.card = card
+        else:
+            self.card = None
+        if memory is not None:
+            if not isinstance(memory, int) or memory < 1:
+                raise LSR1Error(f"buffer size L must be a positive integer, got {memory!r}")
+            model = _with_memory(model, memory)
+        self.net = model
+        if name:
+            self.name = name
+
+    def reset(self, objective, x0):
+        super().reset(objective, x0)
+
+    def _init(self, objective):
+        st = self.state
+        x = st["x"]
+        p = next(self.net.parameters())
+        if x.dtype != p.dtype or x.device != p.device:
+            self.net.to(device=x.device, dtype=x.dtype)
+        s = init_state(objective, x)
+        self._s = LSR1State(x=s.x, f=st["f"], g=st["g"], p=s.p, d=st["g"], q=st["g"], W=s.W, Bq=st["g"], k=0)
+
+    def _step(self, objective):
+        s = self._s
+        s.x, s.f, s.g = self.state["x"], self.state["f"], self.state["g"]
+        with torch.no_grad(), inference_mode(self.net, rows=s.x.numel()):
+            new, out = lsr1_step(self.net, s, objective)
+        self._s = new
+        self.state.update(x=new.x, f=new.f, g=new.g, W=new.W)
+        return StepInfo(direction=out.d, step_size=out.alpha, operator=out.operator,
+                        extras={"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant})
+
+    def freeze_rows(self, rows, x, f, g):
+        super().freeze_rows(rows, x, f, g)
+        s = self._s
+        for name in ("p", "d", "q", "W", "Bq"):
+            t = torch.nan_to_num(getattr(s, name), nan=0.0, posinf=0.0, neginf=0.0)
+            setattr(s, name, t)
+        self.state["W"] = s.W
+
+
+def _with_memory(net: LSR1Net, memory: int) -> LSR1Net:
+    """A view of ``net`` with another buffer size L (same weights, shared)."""
+    clone = LSR1Net.__new__(LSR1Net)
+    nn.Module.__init__(clone)
+    clone.config = net.config.replace(memory=memory)
+    clone.encoder, clone.vector_generator, clone.lr_generator = net.encoder, net.vector_generator, net.lr_generator
+    return clone

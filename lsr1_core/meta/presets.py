@@ -1,0 +1,116 @@
+"""Named training configurations (presets) for the paper's analytic experiments."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import LSR1Error, UnknownNameError
+from ..learned.model import LSR1Config
+
+TASKS = ("random_quadratic", "rosenbrock", "rastrigin")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a meta-training run needs. Validated on construction."""
+
+    task: str = "random_quadratic"
+    n: int = 2                       # problem dimension during training and validation
+    batch: int = 128                 # problems (starting points) per meta-iteration
+    val_size: int = 32               # fixed validation problems
+    unroll: int = 16                 # K, unrolled inner steps per meta-iteration
+    secant_weight: float = 100.0     # λ_sec
+    iterations: int = 10_000
+    lr: float = 1e-4                 # AdamW, as in the paper
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0           # max global norm of the meta-gradient
+    val_every: int = 100
+    ckpt_every: int = 200
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+    detach_gradient: bool = False    # first-order: do not back-propagate through ∇f(x_k)
+    model: LSR1Config = field(default_factory=LSR1Config)
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = LSR1Config.from_dict(self.model)
+        self.betas = tuple(self.betas)
+        if self.task not in TASKS:
+            raise UnknownNameError(f"unknown task {self.task!r}; choose one of {list(TASKS)}")
+        checks = [("n", self.n, 1), ("batch", self.batch, 1), ("val_size", self.val_size, 1),
+                  ("unroll (K)", self.unroll, 1), ("iterations", self.iterations, 0),
+                  ("val_every", self.val_every, 1), ("ckpt_every", self.ckpt_every, 1)]
+        for name, val, lo in checks:
+            if not isinstance(val, int) or isinstance(val, bool) or val < lo:
+                raise LSR1Error(f"{name} must be an integer >= {lo}, got {val!r}")
+        if self.task == "rosenbrock" and self.n < 2:
+            raise LSR1Error("the Rosenbrock task needs n >= 2")
+        for name, val in (("secant_weight", self.secant_weight), ("weight_decay", self.weight_decay)):
+            if not (math.isfinite(val) and val >= 0):
+                raise LSR1Error(f"{name} must be a non-negative finite number, got {val!r}")
+        for name, val in (("lr", self.lr), ("grad_clip", self.grad_clip)):
+            if not (math.isfinite(val) and val > 0):
+                raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise LSR1Error(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not all(0 <= b < 1 for b in self.betas) or len(self.betas) != 2:
+            raise LSR1Error(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LSR1Error(f"unknown training config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        d = self.to_dict()
+        model_changes = changes.pop("model", None)
+        d.update(changes)
+        if model_changes:
+            d["model"] = {**d["model"], **(model_changes if isinstance(model_changes, dict) else model_changes.to_dict())}
+        return TrainConfig.from_dict(d)
+
+
+def _quadratic_c21(secant: float) -> TrainConfig:
+    # Appendix C.2.1: N = 2, batch 128, validation 32, L = 8, K = 16, γ1 = 0.4, γ2 = 0.001.
+    return TrainConfig(task="random_quadratic", n=2, batch=128, val_size=32, unroll=16, secant_weight=secant,
+                       model=LSR1Config(memory=8, gamma1=0.4, gamma2=0.001))
+
+
+def _profile(task: str, memory: int, unroll: int, secant: float) -> TrainConfig:
+    # Table 7: N = 100, 8 fresh training starts per meta-iteration, 8 fixed validation starts, γ1 = 0.1.
+    return TrainConfig(task=task, n=100, batch=8, val_size=8, unroll=unroll, secant_weight=secant,
+                       model=LSR1Config(memory=memory, gamma1=0.1, gamma2=0.001))
+
+
+PRESETS = {
+    "quadratic": lambda: _quadratic_c21(100.0),
+    "quadratic_nosec": lambda: _quadratic_c21(0.0),
+    "profile_quadratic": lambda: _profile("random_quadratic", 16, 32, 10.0),
+    "profile_quadratic_nosec": lambda: _profile("random_quadratic", 16, 32, 0.0),
+    "profile_rosenbrock": lambda: _profile("rosenbrock", 32, 64, 1.0),
+    "profile_rosenbrock_nosec": lambda: _profile("rosenbrock", 32, 64, 0.0),
+    "profile_rastrigin": lambda: _profile("rastrigin", 32, 64, 1.0),
+    "profile_rastrigin_nosec": lambda: _profile("rastrigin", 32, 64, 0.0),
+}
+# Test-time buffer sizes of Table 7 (training uses the preset's own memory).
+TEST_MEMORY = {"profile_quadratic": 64, "profile_rosenbrock": 64, "profile_rastrigin": 64}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A named configuration, optionally with overrides (``model={...}`` for model fields)."""
+    try:
+        cfg = PRESETS[name]()
+    except KeyError:
+        raise UnknownNameError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return cfg.replace(**overrides) if overrides else cfg

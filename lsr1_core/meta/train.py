@@ -1,0 +1,263 @@
+"""Unrolled meta-training of L-SR1 (Eq. 9) with validation, checkpoints and resume.
+
+A run lives in a directory:
+    config.json       the validated TrainConfig
+    metrics.jsonl     one JSON object per meta-iteration (validation fields every val_every)
+    latest.*          model + optimizer + RNG state for resume (safetensors + JSON)
+    best.*            the model with the lowest validation meta-loss (a normal model checkpoint)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..checkpoints import atomic_write_bytes, load_tensors_and_card, save_model, save_tensors_and_card
+from ..device import resolve_device, resolve_dtype
+from ..errors import CheckpointError, LSR1Error
+from ..learned.model import LSR1Net, init_state, lsr1_step
+from ..learned.solver import inference_mode
+from .presets import TrainConfig
+from .tasks import MetaTask
+
+
+def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight: float,
+           detach_gradient: bool = False) -> tuple[torch.Tensor, dict]:
+    """K unrolled L-SR1 steps; returns the meta-loss of Eq. 9 and per-run statistics.
+
+    L_meta = (1/K) Σ_k [ mean_b f(x_k) + λ_sec · mean_b ‖p_k − B̃_k q_k‖² ]
+    """
+    state = init_state(objective, x0)
+    total = x0.new_zeros(())
+    f_sum = x0.new_zeros(())
+    sec_sum = x0.new_zeros(())
+    rel = []
+    for _ in range(steps):
+        state, out = lsr1_step(net, state, objective, detach_gradient=detach_gradient)
+        f_k = state.f.mean()
+        s_k = out.secant.mean()
+        total = total + f_k + secant_weight * s_k
+        f_sum = f_sum + f_k.detach()
+        sec_sum = sec_sum + s_k.detach()
+        rel.append(out.secant_rel.detach().mean())
+    loss = total / steps
+    stats = {"f_mean": float(f_sum / steps), "f_final": float(state.f.detach().mean()),
+             "secant": float(sec_sum / steps), "secant_rel": float(torch.stack(rel).mean())}
+    return loss, stats
+
+
+def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float) -> dict:
+    with torch.no_grad(), inference_mode(net, rows=x0.numel()):
+        loss, stats = unroll(net, objective, x0, steps, secant_weight)
+    return {"loss": float(loss), **stats}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    best_val: float
+    last_val: dict
+    wall_time_s: float
+    skipped: int
+
+
+class Trainer:
+    """Meta-trains one L-SR1 model. ``Trainer(cfg, run_dir).fit()``; ``Trainer.resume(run_dir)``."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, log: Callable[[dict], None] | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        torch.manual_seed(cfg.seed)
+        self.net = LSR1Net(cfg.model).to(device=self.device, dtype=self.dtype)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.task = MetaTask(cfg, self.device, self.dtype)
+        self.val_obj, self.val_x0 = self.task.validation()
+        self.iteration = 0
+        self.best_val = math.inf
+        self.last_val: dict = {}
+        self.skipped = 0
+        self.elapsed = 0.0
+        self.log = log
+        self._stop = False
+
+    # --- persistence ----------------------------------------------------------
+    def _prepare_dir(self, fresh: bool) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise LSR1Error(f"cannot write to run directory {self.run_dir}: {e}") from None
+        if fresh:
+            if (self.run_dir / "latest.json").exists():
+                raise LSR1Error(f"{self.run_dir} already holds a run; resume it or choose another directory")
+            atomic_write_bytes(self.run_dir / "config.json", (json.dumps(self.cfg.to_dict(), indent=2) + "\n").encode())
+
+    def save_latest(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
+        osd = self.opt.state_dict()
+        for idx, st in osd["state"].items():
+            for key, val in st.items():
+                tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.task"] = self.task.generator.get_state()
+        card = {"kind": "lsr1-train-state", "iteration": self.iteration, "best_val": self.best_val,
+                "last_val": self.last_val, "skipped": self.skipped, "elapsed_s": self.elapsed,
+                "param_groups": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
+                                 for g in osd["param_groups"]],
+                "config": self.cfg.to_dict()}
+        save_tensors_and_card(self.run_dir / "latest", tensors, card)
+
+    def _load_latest(self) -> None:
+        tensors, card = load_tensors_and_card(self.run_dir / "latest", kind="lsr1-train-state")
+        model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.net.load_state_dict(model_sd)
+        except RuntimeError as e:
+            raise CheckpointError(f"latest checkpoint in {self.run_dir} does not fit the run's config: {e}") from None
+        self.net.to(device=self.device, dtype=self.dtype)
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v.to(self.device) if key != "step" else v
+        groups = self.opt.state_dict()["param_groups"]
+        for g, saved in zip(groups, card["param_groups"]):
+            g.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items()})
+        self.opt.load_state_dict({"state": state, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.task.generator.set_state(tensors["rng.task"])
+        self.iteration = int(card["iteration"])
+        self.best_val = float(card["best_val"])
+        self.last_val = card.get("last_val", {})
+        self.skipped = int(card.get("skipped", 0))
+        self.elapsed = float(card.get("elapsed_s", 0.0))
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, iterations: int | None = None, log=None) -> "Trainer":
+        run_dir = Path(run_dir)
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.exists():
+            raise LSR1Error(f"{run_dir} is not a run directory (no config.json)")
+        try:
+            cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        except json.JSONDecodeError as e:
+            raise LSR1Error(f"{cfg_path} is corrupted: {e}") from None
+        if iterations is not None:
+            cfg = cfg.replace(iterations=iterations)
+        tr = cls(cfg, run_dir, log=log)
+        if (run_dir / "latest.json").exists():
+            tr._load_latest()
+        if iterations is not None:
+            atomic_write_bytes(cfg_path, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+        return tr
+
+    def _write_metrics(self, rec: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+        if self.log:
+            self.log(rec)
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines beyond the checkpointed iteration (work lost by a crash is redone)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if rec.get("iteration", 0) <= self.iteration:
+                keep.append(line)
+        atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
+
+    def request_stop(self) -> None:
+        """Ask fit() to checkpoint and return after the current meta-iteration."""
+        self._stop = True
+
+    # --- the loop ---------------------------------------------------------------
+    def validate(self) -> dict:
+        return evaluate(self.net, self.val_obj, self.val_x0, self.cfg.unroll, self.cfg.secant_weight)
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.net.train()
+        obj, x0 = self.task.sample()
+        loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient)
+        self.opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            return {"meta_loss": None, "skipped": True, **stats}
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        if not torch.isfinite(gnorm):
+            self.opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            return {"meta_loss": float(loss.detach()), "skipped": True, **stats}
+        self.opt.step()
+        return {"meta_loss": float(loss.detach()), "grad_norm": float(gnorm), **stats}
+
+    def fit(self, progress: bool = True, fresh: bool | None = None) -> TrainResult:
+        cfg = self.cfg
+        if fresh is None:
+            fresh = self.iteration == 0 and not (self.run_dir / "latest.json").exists()
+        self._prepare_dir(fresh)
+        if not fresh:
+            self._truncate_metrics()
+        if self.iteration == 0 and not self.last_val:
+            self.last_val = self.validate()
+            self.best_val = self.last_val["loss"]
+            save_model(self.run_dir / "best", self.net, preset=None, iterations=0,
+                       metrics={"val_" + k: v for k, v in self.last_val.items()}, extra={"train_config": cfg.to_dict()})
+            self._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in self.last_val.items()}})
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="meta-training", unit="it",
+                       disable=os.environ.get("LSR1_NO_PROGRESS") == "1")
+        t_start = time.perf_counter() - self.elapsed
+        consecutive_skips = 0
+        while self.iteration < cfg.iterations and not self._stop:
+            rec = self.train_step()
+            self.iteration += 1
+            consecutive_skips = consecutive_skips + 1 if rec.get("skipped") else 0
+            if consecutive_skips >= 50:
+                self.save_latest()
+                raise LSR1Error(f"meta-training diverged: 50 consecutive meta-iterations had a non-finite loss or "
+                                f"gradient (at iteration {self.iteration}); lower the learning rate or gamma1")
+            rec["iteration"] = self.iteration
+            self.elapsed = time.perf_counter() - t_start
+            rec["elapsed_s"] = round(self.elapsed, 3)
+            if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
+                self.last_val = self.validate()
+                rec.update({"val_" + k: v for k, v in self.last_val.items()})
+                if self.last_val["loss"] < self.best_val:
+                    self.best_val = self.last_val["loss"]
+                    save_model(self.run_dir / "best", self.net, iterations=self.iteration,
+                               metrics={"val_" + k: v for k, v in self.last_val.items()},
+                               extra={"train_config": cfg.to_dict()})
+                    rec["best"] = True
+            self._write_metrics(rec)
+            if self.iteration % cfg.ckpt_every == 0 or self.iteration == cfg.iterations:
+                self.save_latest()
+            if bar is not None:
+                bar.update(1)
+                if rec.get("meta_loss") is not None:
+                    bar.set_postfix(loss=f"{rec['meta_loss']:.3g}", val=f"{self.best_val:.3g}")
+        self.save_latest()
+        if bar is not None:
+            bar.close()
+        return TrainResult(self.run_dir, self.iteration, self.best_val, self.last_val, self.elapsed, self.skipped)
