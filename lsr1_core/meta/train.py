@@ -88,6 +88,7 @@ class Trainer:
         self.elapsed = 0.0
         self.log = log
         self._stop = False
+        self._resumed = False
 
     # --- persistence ----------------------------------------------------------
     def _prepare_dir(self, fresh: bool) -> None:
@@ -156,6 +157,7 @@ class Trainer:
         if iterations is not None:
             cfg = cfg.replace(iterations=iterations)
         tr = cls(cfg, run_dir, log=log)
+        tr._resumed = True
         if (run_dir / "latest.json").exists():
             tr._load_latest()
         if iterations is not None:
@@ -213,7 +215,7 @@ class Trainer:
     def fit(self, progress: bool = True, fresh: bool | None = None) -> TrainResult:
         cfg = self.cfg
         if fresh is None:
-            fresh = self.iteration == 0 and not (self.run_dir / "latest.json").exists()
+            fresh = not self._resumed and self.iteration == 0
         self._prepare_dir(fresh)
         if not fresh:
             self._truncate_metrics()
@@ -258,6 +260,7 @@ class Trainer:
                 if rec.get("meta_loss") is not None:
                     bar.set_postfix(loss=f"{rec['meta_loss']:.3g}", val=f"{self.best_val:.3g}")
         self.save_latest()
+        self._resumed = True  # a second fit() on this trainer continues the same run
         if bar is not None:
             bar.close()
         return TrainResult(self.run_dir, self.iteration, self.best_val, self.last_val, self.elapsed, self.skipped)

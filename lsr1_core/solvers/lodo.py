@@ -99,13 +99,20 @@ def apply_network(blocks: torch.Tensor, perms: torch.Tensor, v: torch.Tensor) ->
     h = nb * k
     n = v.shape[-1]
     lead = v.shape[:-1]
+    extra = (1,) * (len(lead) - 1)
+    last = len(lead)
+    inv = torch.argsort(perms, dim=1)
     z = torch.nn.functional.pad(v, (0, h - n))
+    # Row-vector convention: z ← z·B_l applies the transpose of the stored block; any fixed
+    # convention works because the product is followed by its own transpose.
     for layer in range(L):  # W: permute, then the block-diagonal matrix
-        z = z[..., perms[layer]].reshape(*lead, nb, k)
-        z = torch.einsum("b...qi,bqio->b...qo", z, blocks[:, layer]).reshape(*lead, h)
+        Wl = blocks[:, layer].reshape(B, *extra, nb, k, k)
+        z = z.index_select(last, perms[layer]).reshape(*lead, nb, 1, k)
+        z = (z @ Wl).reshape(*lead, h)
     for layer in range(L - 1, -1, -1):  # Wᵀ: transposed blocks, then the inverse permutation
-        z = torch.einsum("b...qo,bqio->b...qi", z.reshape(*lead, nb, k), blocks[:, layer]).reshape(*lead, h)
-        z = torch.empty_like(z).index_copy(z.dim() - 1, perms[layer], z)
+        Wl = blocks[:, layer].reshape(B, *extra, nb, k, k)
+        z = (z.reshape(*lead, nb, 1, k) @ Wl.transpose(-1, -2)).reshape(*lead, h)
+        z = z.index_select(last, inv[layer])
     return z[..., :n]
 
 
