@@ -20,6 +20,9 @@ class TrainConfig:
     val_size: int = 32               # fixed validation problems
     unroll: int = 16                 # K, unrolled inner steps per meta-iteration
     secant_weight: float = 100.0     # λ_sec
+    # "absolute": ‖p − B̃q‖² as in Eq. 8. "relative": ‖p − B̃q‖² / ‖p‖², which cannot be lowered by
+    # merely shortening the steps (see docs/design.md for the measurement).
+    secant_form: str = "absolute"
     iterations: int = 10_000
     lr: float = 1e-4                 # AdamW, as in the paper
     betas: tuple[float, float] = (0.9, 0.999)
@@ -53,6 +56,8 @@ class TrainConfig:
         for name, val in (("lr", self.lr), ("grad_clip", self.grad_clip)):
             if not (math.isfinite(val) and val > 0):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
+        if self.secant_form not in ("absolute", "relative"):
+            raise LSR1Error(f"secant_form must be 'absolute' or 'relative', got {self.secant_form!r}")
         if self.dtype not in ("float32", "float64"):
             raise LSR1Error(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not all(0 <= b < 1 for b in self.betas) or len(self.betas) != 2:

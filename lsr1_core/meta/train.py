@@ -28,7 +28,7 @@ from .tasks import MetaTask
 
 
 def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight: float,
-           detach_gradient: bool = False) -> tuple[torch.Tensor, dict]:
+           detach_gradient: bool = False, secant_form: str = "absolute") -> tuple[torch.Tensor, dict]:
     """K unrolled L-SR1 steps; returns the meta-loss of Eq. 9 and per-run statistics.
 
     L_meta = (1/K) Σ_k [ mean_b f(x_k) + λ_sec · mean_b ‖p_k − B̃_k q_k‖² ]
@@ -41,7 +41,10 @@ def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight:
     for _ in range(steps):
         state, out = lsr1_step(net, state, objective, detach_gradient=detach_gradient)
         f_k = state.f.mean()
-        s_k = out.secant.mean()
+        if secant_form == "relative":
+            s_k = (out.secant / (state.p * state.p).sum(-1).clamp_min(1e-12)).mean()
+        else:
+            s_k = out.secant.mean()
         total = total + f_k + secant_weight * s_k
         f_sum = f_sum + f_k.detach()
         sec_sum = sec_sum + s_k.detach()
@@ -52,9 +55,9 @@ def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight:
     return loss, stats
 
 
-def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float) -> dict:
+def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float, secant_form: str = "absolute") -> dict:
     with torch.no_grad(), inference_mode(net, rows=x0.numel()):
-        loss, stats = unroll(net, objective, x0, steps, secant_weight)
+        loss, stats = unroll(net, objective, x0, steps, secant_weight, secant_form=secant_form)
     return {"loss": float(loss), **stats}
 
 
@@ -192,13 +195,14 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------
     def validate(self) -> dict:
-        return evaluate(self.net, self.val_obj, self.val_x0, self.cfg.unroll, self.cfg.secant_weight)
+        return evaluate(self.net, self.val_obj, self.val_x0, self.cfg.unroll, self.cfg.secant_weight,
+                        self.cfg.secant_form)
 
     def train_step(self) -> dict:
         cfg = self.cfg
         self.net.train()
         obj, x0 = self.task.sample()
-        loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient)
+        loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient, cfg.secant_form)
         self.opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             self.skipped += 1

@@ -102,16 +102,17 @@ def apply_network(blocks: torch.Tensor, perms: torch.Tensor, v: torch.Tensor) ->
     extra = (1,) * (len(lead) - 1)
     last = len(lead)
     inv = torch.argsort(perms, dim=1)
+    # unbind once: indexing blocks[:, layer] per layer would make autograd zero-fill a full-size
+    # gradient for every layer.
+    Ws = [W.reshape(B, *extra, nb, k, k) for W in blocks.unbind(1)]
     z = torch.nn.functional.pad(v, (0, h - n))
     # Row-vector convention: z ← z·B_l applies the transpose of the stored block; any fixed
     # convention works because the product is followed by its own transpose.
     for layer in range(L):  # W: permute, then the block-diagonal matrix
-        Wl = blocks[:, layer].reshape(B, *extra, nb, k, k)
         z = z.index_select(last, perms[layer]).reshape(*lead, nb, 1, k)
-        z = (z @ Wl).reshape(*lead, h)
+        z = (z @ Ws[layer]).reshape(*lead, h)
     for layer in range(L - 1, -1, -1):  # Wᵀ: transposed blocks, then the inverse permutation
-        Wl = blocks[:, layer].reshape(B, *extra, nb, k, k)
-        z = (z.reshape(*lead, nb, 1, k) @ Wl.transpose(-1, -2)).reshape(*lead, h)
+        z = (z.reshape(*lead, nb, 1, k) @ Ws[layer].transpose(-1, -2)).reshape(*lead, h)
         z = z.index_select(last, inv[layer])
     return z[..., :n]
 
