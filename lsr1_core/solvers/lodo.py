@@ -292,6 +292,8 @@ class LODOOptimizer(torch.optim.Optimizer):
             st.update(perms=perms, theta=blocks.unsqueeze(0), adam_m=torch.zeros_like(blocks).unsqueeze(0),
                       adam_v=torch.zeros_like(blocks).unsqueeze(0), momentum=torch.zeros_like(x),
                       pending=torch.zeros_like(x), step=torch.zeros((), dtype=torch.float64))
+        # Optimizer.load_state_dict casts every state tensor of a floating parameter to its dtype.
+        st["perms"] = st["perms"].long()
         return st
 
     @torch.no_grad()
@@ -314,16 +316,17 @@ class LODOOptimizer(torch.optim.Optimizer):
                 (hg,) = torch.autograd.grad(d, th, grad_outputs=-g.unsqueeze(0))
             b1, b2 = 0.9, 0.999
             t = int(st["step"])
-            st["adam_m"].mul_(b1).add_((1 - b1) * hg)
-            st["adam_v"].mul_(b2).add_((1 - b2) * hg * hg)
+            # No in-place updates: a state loaded from another optimizer's state_dict may share tensors.
+            st["adam_m"] = b1 * st["adam_m"] + (1 - b1) * hg
+            st["adam_v"] = b2 * st["adam_v"] + (1 - b2) * hg * hg
             mhat = st["adam_m"] / (1 - b1 ** t)
             vhat = st["adam_v"] / (1 - b2 ** t)
             st["theta"] = st["theta"] - grp["meta_lr"] * mhat / (vhat.sqrt() + 1e-8)
-        st["momentum"].mul_(grp["beta"]).add_((1 - grp["beta"]) * g)
+        st["momentum"] = grp["beta"] * st["momentum"] + (1 - grp["beta"]) * g
         d = lr * apply_network(st["theta"], st["perms"], st["momentum"].unsqueeze(0))[0]
         self._add_to_params(-d)
-        st["pending"] = st["momentum"].clone()
-        st["step"] += 1
+        st["pending"] = st["momentum"]
+        st["step"] = st["step"] + 1
         return loss
 
 
