@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cpu, cuda or auto")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override any TrainConfig field; model fields as model.KEY (repeatable)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the MLPs (faster after ~20 s)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--list-presets", action="store_true")
     args = ap.parse_args(argv)
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.preset or not args.run_dir:
                 ap.error("give --preset and --run-dir for a new run, or --resume RUN_DIR")
             overrides = parse_overrides(args.set)
+            if args.compile:
+                overrides["compile"] = True
             for key in ("iterations", "seed", "device"):
                 if getattr(args, key) is not None:
                     overrides[key] = getattr(args, key)

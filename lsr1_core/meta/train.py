@@ -81,6 +81,10 @@ class Trainer:
         self.dtype = resolve_dtype(cfg.dtype)
         torch.manual_seed(cfg.seed)
         self.net = LSR1Net(cfg.model).to(device=self.device, dtype=self.dtype)
+        if cfg.compile:
+            # Compiles each module's forward in place; parameters and state_dict keys are unchanged.
+            for module in (self.net.encoder, self.net.vector_generator, self.net.lr_generator):
+                module.compile(dynamic=False)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.task = MetaTask(cfg, self.device, self.dtype)
         self.val_obj, self.val_x0 = self.task.validation()
