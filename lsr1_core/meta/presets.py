@@ -22,7 +22,7 @@ class TrainConfig:
     secant_weight: float = 100.0     # λ_sec
     # "absolute": ‖p − B̃q‖² as in Eq. 8. "relative": ‖p − B̃q‖² / ‖p‖², which cannot be lowered by
     # merely shortening the steps (see docs/design.md for the measurement).
-    secant_form: str = "absolute"
+    secant_form: str = "relative"
     iterations: int = 10_000
     lr: float = 1e-4                 # AdamW, as in the paper
     betas: tuple[float, float] = (0.9, 0.999)

@@ -1,0 +1,123 @@
+"""Shipped pretrained L-SR1 models: list, load, and reproduce them from their cards.
+
+    python -m lsr1_core.pretrained list
+    python -m lsr1_core.pretrained train quadratic --iterations 3000     # (re)train and ship one
+    python -m lsr1_core.pretrained reproduce quadratic                    # retrain exactly as its card says
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .checkpoints import git_commit, load_model, load_tensors_and_card, save_tensors_and_card
+from .errors import LSR1Error, UnknownNameError
+from .meta import Trainer, TrainConfig, preset
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def list_pretrained(directory: Path | None = None) -> dict[str, dict]:
+    """name → card for every checkpoint in ``pretrained/`` (cards that do not parse are skipped)."""
+    directory = Path(directory or PRETRAINED_DIR)
+    out = {}
+    for card_path in sorted(directory.glob("*.json")):
+        try:
+            card = json.loads(card_path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if card.get("kind") == "lsr1":
+            out[card_path.stem] = card
+    return out
+
+
+def pretrained_path(name: str, directory: Path | None = None) -> Path:
+    directory = Path(directory or PRETRAINED_DIR)
+    if not (directory / f"{name}.json").exists():
+        avail = sorted(list_pretrained(directory))
+        raise UnknownNameError(f"no pretrained model {name!r} in {directory}; available: {avail}")
+    return directory / name
+
+
+def load_pretrained(name: str, device=None, dtype=None):
+    import torch
+    return load_model(pretrained_path(name), device=device, dtype=dtype or torch.float32)
+
+
+def train_and_ship(name: str, cfg: TrainConfig, *, run_root: Path = Path("runs/pretrained"),
+                   out_dir: Path | None = None, progress: bool = True) -> Path:
+    """Train ``cfg`` (resuming a previous chunk if its run directory exists) and copy the best
+    checkpoint to ``pretrained/NAME`` with a card that records how it was made."""
+    out_dir = Path(out_dir or PRETRAINED_DIR)
+    run_dir = Path(run_root) / name
+    t0 = time.time()
+    if (run_dir / "latest.json").exists():
+        tr = Trainer.resume(run_dir, iterations=cfg.iterations)
+    else:
+        tr = Trainer(cfg, run_dir)
+    res = tr.fit(progress=progress)
+    tensors, card = load_tensors_and_card(run_dir / "best", kind="lsr1")
+    card.update({
+        "name": name,
+        "preset": card.get("preset") or cfg_preset_name(cfg),
+        "iterations_run": res.iterations,
+        "best_at_iteration": card.get("iterations"),
+        "wall_time_s_total": round(res.wall_time_s, 1),
+        "wall_time_s_this_call": round(time.time() - t0, 1),
+        "trained_by_commit": git_commit(),
+        "train_config": cfg.replace(iterations=res.iterations).to_dict(),
+        "reproduce": f"python -m lsr1_core.pretrained reproduce {name}",
+    })
+    save_tensors_and_card(out_dir / name, tensors, card)
+    return out_dir / name
+
+
+def cfg_preset_name(cfg: TrainConfig) -> str | None:
+    return getattr(cfg, "_preset_name", None)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lsr1_core.pretrained")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list")
+    t = sub.add_parser("train", help="train a preset and ship its best checkpoint under NAME")
+    t.add_argument("name")
+    t.add_argument("--preset", help="defaults to NAME")
+    t.add_argument("--iterations", type=int, required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--compile", action="store_true")
+    r = sub.add_parser("reproduce", help="retrain a shipped checkpoint from its card's config")
+    r.add_argument("name")
+    r.add_argument("--out-dir", default=None, help="where to write (default: overwrite pretrained/)")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for name, card in list_pretrained().items():
+                m = card.get("metrics", {})
+                print(f"{name:28s} preset={card.get('preset')} iterations={card.get('iterations_run')} "
+                      f"val_loss={m.get('val_loss')}")
+            return 0
+        if args.cmd == "train":
+            pname = args.preset or args.name
+            cfg = preset(pname, iterations=args.iterations, seed=args.seed, compile=args.compile)
+            object.__setattr__(cfg, "_preset_name", pname)
+            print(train_and_ship(args.name, cfg))
+            return 0
+        if args.cmd == "reproduce":
+            _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")
+            cfg = TrainConfig.from_dict(card["train_config"])
+            object.__setattr__(cfg, "_preset_name", card.get("preset"))
+            out = Path(args.out_dir) if args.out_dir else None
+            print(train_and_ship(args.name, cfg, run_root=Path("runs/reproduce"), out_dir=out))
+            return 0
+    except LSR1Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
