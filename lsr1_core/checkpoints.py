@@ -66,18 +66,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_tensors_and_card(path: str | Path, tensors: dict[str, torch.Tensor], card: dict) -> Path:
-    """Save ``tensors`` and ``card`` atomically (weights first, then the card that names their hash)."""
+def save_tensors_and_card(path: str | Path, tensors: dict[str, torch.Tensor], card: dict,
+                          versioned: bool = False) -> Path:
+    """Save ``tensors`` and ``card`` atomically (weights first, then the card that names their hash).
+
+    With ``versioned=True`` the weights go to ``NAME.<hash>.safetensors`` and the previous version is
+    deleted only after the new card is in place, so a process killed at any moment leaves a card
+    whose weights file exists and matches (used for the resume state of runs).
+    """
     wpath, cpath = _paths(path)
     wpath.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=wpath.parent, prefix=f".{wpath.name}.", suffix=".tmp")
     os.close(fd)
+    old_versions = sorted(wpath.parent.glob(f"{cpath.stem}.*.safetensors")) if versioned else []
     try:
         save_file(tensors, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         digest = sha256_file(Path(tmp))
+        if versioned:
+            wpath = wpath.with_name(f"{cpath.stem}.{digest[:16]}.safetensors")
         os.replace(tmp, wpath)
     except BaseException:
         if os.path.exists(tmp):
@@ -86,6 +95,12 @@ def save_tensors_and_card(path: str | Path, tensors: dict[str, torch.Tensor], ca
     card = dict(card)
     card.update(format=FORMAT, format_version=FORMAT_VERSION, weights_file=wpath.name, weights_sha256=digest)
     atomic_write_bytes(cpath, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    for old in old_versions:
+        if old.name != wpath.name:
+            try:
+                old.unlink()
+            except OSError:
+                pass
     return cpath
 
 
@@ -93,8 +108,6 @@ def load_tensors_and_card(path: str | Path, kind: str | None = None) -> tuple[di
     wpath, cpath = _paths(path)
     if not cpath.exists():
         raise CheckpointError(f"no model card at {cpath} (a checkpoint is NAME.safetensors + NAME.json)")
-    if not wpath.exists():
-        raise CheckpointError(f"model card {cpath} found but its weights file {wpath} is missing")
     try:
         card = json.loads(cpath.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -106,6 +119,11 @@ def load_tensors_and_card(path: str | Path, kind: str | None = None) -> tuple[di
                               f"understands ({FORMAT_VERSION}); upgrade lsr1_core")
     if kind is not None and card.get("kind") != kind:
         raise CheckpointError(f"{cpath} holds a {card.get('kind')!r} checkpoint, not a {kind!r} one")
+    named = card.get("weights_file")
+    if isinstance(named, str) and named and Path(named).name == named:  # a bare file name, never a path
+        wpath = cpath.with_name(named)
+    if not wpath.exists():
+        raise CheckpointError(f"model card {cpath} found but its weights file {wpath} is missing")
     digest = sha256_file(wpath)
     if digest != card.get("weights_sha256"):
         raise CheckpointError(f"weights file {wpath} does not match its card (SHA-256 {digest[:12]}… vs "
@@ -140,9 +158,9 @@ def model_card(net, *, preset: str | None = None, iterations: int | None = None,
     return card
 
 
-def save_model(path: str | Path, net, **card_kwargs) -> Path:
+def save_model(path: str | Path, net, versioned: bool = False, **card_kwargs) -> Path:
     """Save an :class:`~lsr1_core.learned.model.LSR1Net` as safetensors + JSON card."""
-    return save_tensors_and_card(path, net.state_dict(), model_card(net, **card_kwargs))
+    return save_tensors_and_card(path, net.state_dict(), model_card(net, **card_kwargs), versioned=versioned)
 
 
 def load_model(path: str | Path, device=None, dtype=torch.float32):

@@ -124,7 +124,7 @@ class Trainer:
                 "param_groups": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
                                  for g in osd["param_groups"]],
                 "config": self.cfg.to_dict()}
-        save_tensors_and_card(self.run_dir / "latest", tensors, card)
+        save_tensors_and_card(self.run_dir / "latest", tensors, card, versioned=True)
 
     def _load_latest(self) -> None:
         tensors, card = load_tensors_and_card(self.run_dir / "latest", kind="lsr1-train-state")
@@ -230,7 +230,7 @@ class Trainer:
         if self.iteration == 0 and not self.last_val:
             self.last_val = self.validate()
             self.best_val = self.last_val["loss"]
-            save_model(self.run_dir / "best", self.net, preset=None, iterations=0,
+            save_model(self.run_dir / "best", self.net, versioned=True, preset=None, iterations=0,
                        metrics={"val_" + k: v for k, v in self.last_val.items()}, extra={"train_config": cfg.to_dict()})
             self._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in self.last_val.items()}})
         bar = None
@@ -256,7 +256,7 @@ class Trainer:
                 rec.update({"val_" + k: v for k, v in self.last_val.items()})
                 if self.last_val["loss"] < self.best_val:
                     self.best_val = self.last_val["loss"]
-                    save_model(self.run_dir / "best", self.net, iterations=self.iteration,
+                    save_model(self.run_dir / "best", self.net, versioned=True, iterations=self.iteration,
                                metrics={"val_" + k: v for k, v in self.last_val.items()},
                                extra={"train_config": cfg.to_dict()})
                     rec["best"] = True
