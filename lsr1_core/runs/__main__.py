@@ -1,0 +1,74 @@
+"""python -m lsr1_core.runs start|list|show|cancel|resume — the job runner's command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import LSR1Error
+from ..meta.presets import preset
+from ..train import parse_overrides
+from .manager import RunManager, worker
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lsr1_core.runs")
+    ap.add_argument("--root", default="runs/jobs", help="directory holding the runs")
+    ap.add_argument("--max-concurrent", type=int, default=1)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start", help="queue a new run and start it when a slot is free")
+    s.add_argument("--preset", required=True)
+    s.add_argument("--name", help="run id (default: time stamp and preset)")
+    s.add_argument("--iterations", type=int)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--wait", action="store_true", help="block until the run ends")
+    sub.add_parser("list")
+    sh = sub.add_parser("show")
+    sh.add_argument("run_id")
+    c = sub.add_parser("cancel")
+    c.add_argument("run_id")
+    r = sub.add_parser("resume")
+    r.add_argument("run_id")
+    r.add_argument("--iterations", type=int)
+    w = sub.add_parser("_worker", help=argparse.SUPPRESS)
+    w.add_argument("run_dir")
+    args = ap.parse_args(argv)
+    if args.cmd == "_worker":
+        return worker(args.run_dir, args.root, args.max_concurrent)
+    try:
+        mgr = RunManager(args.root, max_concurrent=args.max_concurrent)
+        if args.cmd == "start":
+            overrides = parse_overrides(args.set)
+            if args.iterations is not None:
+                overrides["iterations"] = args.iterations
+            rid = mgr.start(preset(args.preset, **overrides), preset_name=args.preset, run_id=args.name)
+            print(rid)
+            if args.wait:
+                info = mgr.wait(rid, timeout=10**9)
+                print(info.state)
+                return 0 if info.state == "finished" else 1
+            return 0
+        if args.cmd == "list":
+            mgr.schedule()
+            for r in mgr.list():
+                print(f"{r.run_id:40s} {r.state:11s} {r.iteration:>7d}/{r.total:<7d} best_val={r.best_val}"
+                      + (f"  error: {r.error}" if r.error else ""))
+            return 0
+        if args.cmd == "show":
+            info = mgr.info(args.run_id)
+            print(json.dumps({**info.__dict__, "path": str(info.path)}, indent=2, default=str))
+            return 0
+        if args.cmd == "cancel":
+            print(mgr.cancel(args.run_id, wait=30))
+            return 0
+        if args.cmd == "resume":
+            print(mgr.resume(args.run_id, iterations=args.iterations))
+            return 0
+    except LSR1Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
