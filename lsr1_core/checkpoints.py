@@ -59,6 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints and cards are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -85,6 +86,7 @@ def save_tensors_and_card(path: str | Path, tensors: dict[str, torch.Tensor], ca
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         digest = sha256_file(Path(tmp))
+        os.chmod(tmp, 0o644)
         if versioned:
             wpath = wpath.with_name(f"{cpath.stem}.{digest[:16]}.safetensors")
         os.replace(tmp, wpath)

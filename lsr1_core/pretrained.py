@@ -58,17 +58,25 @@ def train_and_ship(name: str, cfg: TrainConfig, *, run_root: Path = Path("runs/p
         tr = Trainer.resume(run_dir, iterations=cfg.iterations)
     else:
         tr = Trainer(cfg, run_dir)
-    res = tr.fit(progress=progress)
+    stopped = None
+    try:
+        res = tr.fit(progress=progress)
+        iterations, wall = res.iterations, res.wall_time_s
+    except LSR1Error as e:  # e.g. meta-training diverged: ship the best model before it, and say so
+        stopped = str(e)
+        iterations, wall = tr.iteration, tr.elapsed
     tensors, card = load_tensors_and_card(run_dir / "best", kind="lsr1")
     card.update({
         "name": name,
         "preset": card.get("preset") or cfg_preset_name(cfg),
-        "iterations_run": res.iterations,
+        "iterations_run": iterations,
+        "iterations_requested": cfg.iterations,
+        "training_stopped_early": stopped,
         "best_at_iteration": card.get("iterations"),
-        "wall_time_s_total": round(res.wall_time_s, 1),
+        "wall_time_s_total": round(wall, 1),
         "wall_time_s_this_call": round(time.time() - t0, 1),
         "trained_by_commit": git_commit(),
-        "train_config": cfg.replace(iterations=res.iterations).to_dict(),
+        "train_config": cfg.replace(iterations=iterations).to_dict(),
         "reproduce": f"python -m lsr1_core.pretrained reproduce {name}",
     })
     save_tensors_and_card(out_dir / name, tensors, card)
