@@ -46,10 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cpu, cuda or auto")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override any TrainConfig field; model fields as model.KEY (repeatable)")
+    ap.add_argument("--distributed", action="store_true",
+                    help="data-parallel over processes started by torchrun (gloo on CPU, NCCL on GPUs)")
+    ap.add_argument("--dump-final-params", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--compile", action="store_true", help="torch.compile the MLPs (faster after ~20 s)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--list-presets", action="store_true")
     args = ap.parse_args(argv)
+    if args.distributed:
+        import torch
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
+        dist.init_process_group(backend=backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(__import__("os").environ.get("LOCAL_RANK", 0)))
     try:
         if args.list_presets:
             for name in sorted(PRESETS):
@@ -68,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                     overrides[key] = getattr(args, key)
             tr = Trainer(preset(args.preset, **overrides), args.run_dir)
         res = tr.fit(progress=not args.no_progress)
+        if args.dump_final_params:
+            from safetensors.torch import save_file
+            from pathlib import Path
+            Path(args.dump_final_params).mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in tr.net.state_dict().items()},
+                      str(Path(args.dump_final_params) / f"rank{tr.rank}.safetensors"))
+        if tr.rank != 0:
+            return 0
     except LSR1Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,8 +22,11 @@ def test_architecture_follows_tables_5_and_6():
     assert net.vector_generator.fc1.in_features == 128 and net.vector_generator.fc2.out_features == 1
     assert net.lr_generator.fc2.out_features == 1
     blk = enc.mlp1
-    assert [type(m).__name__ for m in blk.children()] == ["Linear", "BatchNorm1d", "PReLU", "Dropout", "Linear",
-                                                          "BatchNorm1d", "Dropout"]
+    kinds = [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.Module, torch.nn.Dropout, torch.nn.Linear,
+             torch.nn.BatchNorm1d, torch.nn.Dropout]
+    children = list(blk.children())
+    assert len(children) == 7 and all(isinstance(m, k) for m, k in zip(children, kinds))
+    assert type(children[2]).__name__ == "PReLU"
     assert LSR1Net(LSR1Config(features=("x", "g"))).encoder.fc1.in_features == 2
 
 

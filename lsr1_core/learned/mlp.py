@@ -22,6 +22,42 @@ class PReLU(nn.Module):
         return torch.relu(x) - self.weight * torch.relu(-x)
 
 
+_SYNC_GROUP = None  # set by meta-training under torch.distributed: BatchNorm then uses global statistics
+
+
+def set_batchnorm_sync(group) -> None:
+    """Make every :class:`GlobalBatchNorm1d` in training mode normalise with statistics over all
+    processes of ``group`` (``None`` switches it off). Used for data-parallel meta-training, so that
+    two processes on half the batch compute exactly what one process computes on the whole batch."""
+    global _SYNC_GROUP
+    _SYNC_GROUP = group
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d (same parameters and state) that can use cross-process batch statistics."""
+
+    def forward(self, x):
+        if _SYNC_GROUP is None or not self.training:
+            return super().forward(x)
+        import torch.distributed.nn.functional as dfn
+
+        n = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+        stats = torch.cat([x.sum(0), (x * x).sum(0), n])
+        stats = dfn.all_reduce(stats, group=_SYNC_GROUP)
+        C = x.shape[1]
+        total = stats[-1]
+        mean = stats[:C] / total
+        var = (stats[C:2 * C] / total - mean * mean).clamp_min(0)
+        if self.track_running_stats and self.momentum:
+            with torch.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * total / (total - 1).clamp_min(1))
+                self.num_batches_tracked.add_(1)
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        return y * self.weight + self.bias if self.affine else y
+
+
 class BasicBlock(nn.Module):
     """Table 6: Linear, BN, PReLU, Dropout, Linear, BN, Dropout — with a residual connection.
 
@@ -32,11 +68,11 @@ class BasicBlock(nn.Module):
     def __init__(self, width: int, dropout: float):
         super().__init__()
         self.fc1 = nn.Linear(width, width)
-        self.bn1 = nn.BatchNorm1d(width)
+        self.bn1 = GlobalBatchNorm1d(width)
         self.prelu = PReLU()
         self.do1 = nn.Dropout(dropout)
         self.fc2 = nn.Linear(width, width)
-        self.bn2 = nn.BatchNorm1d(width)
+        self.bn2 = GlobalBatchNorm1d(width)
         self.do2 = nn.Dropout(dropout)
 
     def forward(self, h):
@@ -51,7 +87,7 @@ class ElementwiseMLP(nn.Module):
     def __init__(self, d_in: int, d_out: int, width: int = 128, dropout: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(d_in, width)
-        self.bn1 = nn.BatchNorm1d(width)
+        self.bn1 = GlobalBatchNorm1d(width)
         self.prelu = PReLU()
         self.do1 = nn.Dropout(dropout)
         self.mlp1 = BasicBlock(width, dropout)

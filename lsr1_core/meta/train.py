@@ -71,6 +71,14 @@ class TrainResult:
     skipped: int
 
 
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Trainer:
     """Meta-trains one L-SR1 model. ``Trainer(cfg, run_dir).fit()``; ``Trainer.resume(run_dir)``."""
 
@@ -79,6 +87,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype)
+        self.rank, self.world = _dist_rank_world()
+        if cfg.batch % self.world:
+            raise LSR1Error(f"batch {cfg.batch} must be divisible by the number of processes ({self.world})")
         torch.manual_seed(cfg.seed)
         self.net = LSR1Net(cfg.model).to(device=self.device, dtype=self.dtype)
         if cfg.compile:
@@ -99,6 +110,8 @@ class Trainer:
 
     # --- persistence ----------------------------------------------------------
     def _prepare_dir(self, fresh: bool) -> None:
+        if self.rank != 0:
+            return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -112,6 +125,8 @@ class Trainer:
             atomic_write_bytes(self.run_dir / "config.json", (json.dumps(self.cfg.to_dict(), indent=2) + "\n").encode())
 
     def save_latest(self) -> None:
+        if self.rank != 0:
+            return
         tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
         osd = self.opt.state_dict()
         for idx, st in osd["state"].items():
@@ -172,6 +187,8 @@ class Trainer:
         return tr
 
     def _write_metrics(self, rec: dict) -> None:
+        if self.rank != 0:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
@@ -180,6 +197,8 @@ class Trainer:
 
     def _truncate_metrics(self) -> None:
         """Drop metric lines beyond the checkpointed iteration (work lost by a crash is redone)."""
+        if self.rank != 0:
+            return
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
@@ -206,12 +225,34 @@ class Trainer:
         cfg = self.cfg
         self.net.train()
         obj, x0 = self.task.sample()
-        loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient, cfg.secant_form)
+        if self.world > 1:
+            # Every process draws the same global batch and keeps its own contiguous shard.
+            per = cfg.batch // self.world
+            idx = slice(self.rank * per, (self.rank + 1) * per)
+            obj = obj.subset(idx) if hasattr(obj, "subset") else obj
+            x0 = x0[idx]
+            import torch.distributed as dist
+            from ..learned.mlp import set_batchnorm_sync
+            set_batchnorm_sync(dist.group.WORLD)
+        try:
+            loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient,
+                                 cfg.secant_form)
+        finally:
+            if self.world > 1:
+                set_batchnorm_sync(None)
         self.opt.zero_grad(set_to_none=True)
+        if self.world > 1:
+            loss = self._all_reduce_mean(loss)
         if not torch.isfinite(loss):
             self.skipped += 1
             return {"meta_loss": None, "skipped": True, **stats}
         loss.backward()
+        if self.world > 1:
+            import torch.distributed as dist
+            for p in self.net.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(self.world)
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         if not torch.isfinite(gnorm):
             self.opt.zero_grad(set_to_none=True)
@@ -219,6 +260,15 @@ class Trainer:
             return {"meta_loss": float(loss.detach()), "skipped": True, **stats}
         self.opt.step()
         return {"meta_loss": float(loss.detach()), "grad_norm": float(gnorm), **stats}
+
+    def _all_reduce_mean(self, loss: torch.Tensor) -> torch.Tensor:
+        """The global mean of the per-process losses, for logging and the finiteness check; the
+        per-process loss keeps its graph (gradients are averaged after backward)."""
+        import torch.distributed as dist
+
+        val = loss.detach().clone()
+        dist.all_reduce(val)
+        return loss + (val / self.world - loss.detach())
 
     def fit(self, progress: bool = True, fresh: bool | None = None) -> TrainResult:
         cfg = self.cfg
@@ -230,11 +280,12 @@ class Trainer:
         if self.iteration == 0 and not self.last_val:
             self.last_val = self.validate()
             self.best_val = self.last_val["loss"]
-            save_model(self.run_dir / "best", self.net, versioned=True, preset=None, iterations=0,
+            if self.rank == 0:
+                save_model(self.run_dir / "best", self.net, versioned=True, preset=None, iterations=0,
                        metrics={"val_" + k: v for k, v in self.last_val.items()}, extra={"train_config": cfg.to_dict()})
             self._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in self.last_val.items()}})
         bar = None
-        if progress:
+        if progress and self.rank == 0:
             from tqdm.auto import tqdm
             bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="meta-training", unit="it",
                        disable=os.environ.get("LSR1_NO_PROGRESS") == "1")
@@ -256,7 +307,8 @@ class Trainer:
                 rec.update({"val_" + k: v for k, v in self.last_val.items()})
                 if self.last_val["loss"] < self.best_val:
                     self.best_val = self.last_val["loss"]
-                    save_model(self.run_dir / "best", self.net, versioned=True, iterations=self.iteration,
+                    if self.rank == 0:
+                        save_model(self.run_dir / "best", self.net, versioned=True, iterations=self.iteration,
                                metrics={"val_" + k: v for k, v in self.last_val.items()},
                                extra={"train_config": cfg.to_dict()})
                     rec["best"] = True
