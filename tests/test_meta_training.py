@@ -49,7 +49,9 @@ def test_short_meta_training_lowers_validation_loss(tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first = lines[0]["val_loss"]
     assert res.best_val < first - 0.05 * abs(first)
-    assert (tmp_path / "run" / "best.safetensors").exists()
+    from lsr1_core.checkpoints import load_model
+    net, card = load_model(tmp_path / "run" / "best")
+    assert card["metrics"]["val_loss"] == pytest.approx(res.best_val)
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):

@@ -23,10 +23,23 @@ def _model_tensors(path):
     return {k: v for k, v in tensors.items() if k.startswith("model.")}, card
 
 
-def _reference(tmp_path, cfg):
+def _assert_same_as_uninterrupted(tmp_path, cfg, run_path):
+    """Same batches, same losses, same parameters — up to floating-point nondeterminism (thread counts
+    differ between processes; Adam turns reduction-order noise in near-zero gradients into steps of up
+    to lr, so parameters are compared to 2·lr·iterations while losses must agree to 1e-4)."""
     tr = Trainer(cfg, tmp_path / "reference")
     tr.fit(progress=False)
-    return {f"model.{k}": v for k, v in tr.net.state_dict().items()}
+    ref_loss = {m["iteration"]: m["meta_loss"] for m in read_metrics(tmp_path / "reference") if "meta_loss" in m}
+    got_loss = {m["iteration"]: m["meta_loss"] for m in read_metrics(run_path) if "meta_loss" in m}
+    assert sorted(got_loss) == sorted(ref_loss) == list(range(1, cfg.iterations + 1))
+    for it, v in ref_loss.items():
+        assert abs(got_loss[it] - v) <= 1e-4 * max(1.0, abs(v)), (it, got_loss[it], v)
+    got, _ = _model_tensors(run_path)
+    for k, v in tr.net.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            assert torch.equal(got[f"model.{k}"], v)
+            continue
+        assert torch.allclose(got[f"model.{k}"].double(), v.double(), atol=2 * cfg.lr * cfg.iterations, rtol=1e-3), k
 
 
 def _wait_for_iteration(mgr, rid, it, timeout=120):
@@ -67,10 +80,7 @@ def test_cancel_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert card["iteration"] == info.iteration  # checkpointed at the stop, nothing lost
     assert mgr.resume(rid) in ("running", "finished")
     assert mgr.wait(rid, timeout=180).state == "finished"
-    got, _ = _model_tensors(info.path)
-    ref = _reference(tmp_path, cfg)
-    for k, v in ref.items():
-        assert torch.allclose(got[k].double(), v.double(), atol=1e-5), k
+    _assert_same_as_uninterrupted(tmp_path, cfg, info.path)
 
 
 @pytest.mark.slow
@@ -93,10 +103,7 @@ def test_sigkill_leaves_a_run_that_loads_and_resumes(tmp_path):
     metrics = read_metrics(info.path)
     its = [m["iteration"] for m in metrics]
     assert its == sorted(set(its)) and its[-1] == 60  # no duplicated or missing iterations
-    got, _ = _model_tensors(info.path)
-    ref = _reference(tmp_path, cfg)
-    for k, v in ref.items():
-        assert torch.allclose(got[k].double(), v.double(), atol=1e-5), k
+    _assert_same_as_uninterrupted(tmp_path, cfg, info.path)
 
 
 def test_bad_requests_give_clear_errors(tmp_path):
