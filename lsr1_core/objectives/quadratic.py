@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import LSR1Error, ShapeError
 from .base import Objective, check_batch, solve_or_lstsq
 
 
@@ -159,8 +159,10 @@ def random_quadratics(n: int, batch: int, *, generator: torch.Generator, max_con
             H = H[(ev[:, 0] > 0) & (cond <= max_cond)]
         Hs.extend(H.unbind(0))
         tries += 1
-        if tries > 10000:
-            raise RuntimeError(f"could not draw {batch} quadratics with condition <= {max_cond} at N = {n}")
+        if tries >= 200 and len(Hs) == 0 or tries > 10000:
+            raise LSR1Error(f"could not draw {batch} quadratics H = AᵀA with condition number <= {max_cond} at "
+                            f"N = {n} (accepted {len(Hs)} after {tries} rounds): the condition number of AᵀA "
+                            f"grows like N², so use max_cond=None for N above about 20")
     H = torch.stack(Hs[:batch])
     H = H / torch.linalg.matrix_norm(H, ord="fro", dim=(1, 2)).view(-1, 1, 1)
     b = torch.randn(batch, n, generator=generator, dtype=torch.float64)
@@ -170,11 +172,16 @@ def random_quadratics(n: int, batch: int, *, generator: torch.Generator, max_con
     return q, x0.to(device=device, dtype=dtype)
 
 
+COND_FILTER_MAX_N = 20
+
+
 def quadratic_split(split: str, n: int | None = None, size: int | None = None, dtype=torch.float64,
-                    device=None) -> tuple[Quadratic, torch.Tensor]:
+                    device=None, max_cond: float | None | str = "auto") -> tuple[Quadratic, torch.Tensor]:
     """The fixed validation or test set of C.2.1 (validation N=2, test N=10, 32 each by default).
 
     The seed depends only on the split and N, so the same call always gives the same problems.
+    ``max_cond="auto"`` applies the paper's condition filter (≤ 1000) up to N = 20; above that almost no
+    AᵀA passes it (its condition number grows like N²), so larger sets are drawn unfiltered.
     """
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose 'validation' or 'test' (training batches come from "
@@ -182,8 +189,10 @@ def quadratic_split(split: str, n: int | None = None, size: int | None = None, d
     dn, ds = SPLIT_DEFAULTS[split]
     n = dn if n is None else n
     size = ds if size is None else size
+    if max_cond == "auto":
+        max_cond = 1000.0 if n <= COND_FILTER_MAX_N else None
     g = torch.Generator().manual_seed(SPLIT_SEEDS[split] * 100003 + n)
-    return random_quadratics(n, size, generator=g, max_cond=1000.0, dtype=dtype, device=device)
+    return random_quadratics(n, size, generator=g, max_cond=max_cond, dtype=dtype, device=device)
 
 
 class QuadraticSampler:
