@@ -59,6 +59,13 @@ class TrainConfig:
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
         if self.secant_form not in ("absolute", "relative"):
             raise LSR1Error(f"secant_form must be 'absolute' or 'relative', got {self.secant_form!r}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise LSR1Error(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                raise LSR1Error(f"device {self.device!r} was requested but CUDA is not available on this machine; "
+                                f"use 'cpu' or 'auto'")
         if self.dtype not in ("float32", "float64"):
             raise LSR1Error(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not all(0 <= b < 1 for b in self.betas) or len(self.betas) != 2:
