@@ -1,0 +1,14 @@
+"""L-SR1 Explorer: the Streamlit router. Start with ``streamlit run explorer/app.py``."""
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="L-SR1 Explorer", layout="wide")
+
+pages = [
+    st.Page(str(HERE / "views" / "home.py"), title="Home", default=True),
+    st.Page(str(HERE / "views" / "training.py"), title="Meta-training", url_path="training"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,26 @@
+"""Home page: what L-SR1 is and how to read the app."""
+import streamlit as st
+
+st.title("L-SR1 Explorer")
+st.markdown(r"""
+**L-SR1** (Lifshitz et al., arXiv 2508.12270) is a *learned* quasi-Newton optimizer. Like classical SR1 it
+builds an approximation $\tilde B$ of the **inverse Hessian** from rank-one terms and steps along
+$d = \tilde B g$:
+
+$$\tilde B_k = I + \sum_{i=1}^{L} v_i v_i^\top, \qquad x_k = x_{k-1} - \alpha_k \odot \tilde B_k\, g_{k-1}.$$
+
+The vectors $v_i$ and the element-wise step sizes $\alpha_k = \gamma_1 e^{\gamma_2 \tilde\alpha_k}$ come from
+small MLPs that look at each coordinate's $(x, p, d, g, q)$. Because every term is an outer product,
+$\tilde B$ is always positive semi-definite (all eigenvalues $\ge 1$), so $d$ is always a descent direction —
+unlike classical SR1, whose update can make the matrix indefinite and send the step uphill.
+
+What keeps $\tilde B$ *curvature-consistent* is the **secant condition** $p = \tilde B q$ with
+$p = x_k - x_{k-1}$ and $q = g_k - g_{k-1}$: during meta-training the penalty
+$\lambda_{\text{sec}}\,\|p - \tilde B q\|^2$ is added to the objective values along the unrolled run.
+
+**Reading the app**
+- *Meta-training*: launch, watch, cancel and resume training runs that live in the background.
+- The trajectory, curvature and benchmark pages show how each solver's direction compares with Newton's,
+  how far $\tilde B$ is from satisfying the secant equation, and how its eigenvalues compare with those of the
+  true inverse Hessian.
+""")
