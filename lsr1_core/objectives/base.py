@@ -129,7 +129,10 @@ class Objective:
 
 def solve_or_lstsq(H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Solve ``H d = g`` per batch row; fall back to least squares for singular H."""
-    sol, info = torch.linalg.solve_ex(H, g.unsqueeze(-1))
+    try:
+        sol, info = torch.linalg.solve_ex(H, g.unsqueeze(-1))
+    except RuntimeError:  # some LAPACK builds raise on an exactly singular pivot instead of reporting it
+        sol, info = torch.zeros_like(g).unsqueeze(-1), torch.ones(g.shape[0], dtype=torch.int32, device=g.device)
     sol = sol.squeeze(-1)
     bad = (info != 0) | ~torch.isfinite(sol).all(dim=-1)
     if bad.any():

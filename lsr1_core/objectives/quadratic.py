@@ -172,6 +172,26 @@ def random_quadratics(n: int, batch: int, *, generator: torch.Generator, max_con
     return q, x0.to(device=device, dtype=dtype)
 
 
+def spectrum_quadratics(n: int, batch: int, *, generator: torch.Generator, max_cond: float = 1000.0,
+                        dtype=torch.float64, device=None) -> tuple[Quadratic, torch.Tensor]:
+    """Quadratics with a controlled spectrum at any N: H = Q diag(λ) Qᵀ, Q Haar-random orthogonal,
+    log10 λ uniform on [−log10 max_cond, 0] (so cond ≤ max_cond), then unit Frobenius norm; b and x0 as in
+    C.2.1. Used where the paper's AᵀA with a condition filter cannot be drawn (N above about 20)."""
+    if n < 1 or batch < 1:
+        raise ShapeError(f"N and batch must be at least 1, got N = {n}, batch = {batch}")
+    G = torch.randn(batch, n, n, generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(G)
+    Q = Q * torch.sign(torch.diagonal(R, dim1=1, dim2=2)).unsqueeze(1)
+    lam = 10 ** (-torch.rand(batch, n, generator=generator, dtype=torch.float64) * torch.log10(torch.tensor(max_cond)))
+    H = Q @ torch.diag_embed(lam) @ Q.transpose(1, 2)
+    H = H / torch.linalg.matrix_norm(H, ord="fro", dim=(1, 2)).view(-1, 1, 1)
+    b = torch.randn(batch, n, generator=generator, dtype=torch.float64)
+    b = b / b.norm(dim=1, keepdim=True)
+    x0 = torch.randn(batch, n, generator=generator, dtype=torch.float64)
+    q = Quadratic(H.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype), name=f"spectrum_quadratic_n{n}")
+    return q, x0.to(device=device, dtype=dtype)
+
+
 COND_FILTER_MAX_N = 20
 
 
