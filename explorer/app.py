@@ -9,6 +9,7 @@ st.set_page_config(page_title="L-SR1 Explorer", layout="wide")
 
 pages = [
     st.Page(str(HERE / "views" / "home.py"), title="Home", default=True),
+    st.Page(str(HERE / "views" / "trajectories.py"), title="Trajectories", url_path="trajectories"),
     st.Page(str(HERE / "views" / "training.py"), title="Meta-training", url_path="training"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,129 @@
+"""Trajectories: animated paths of several solvers on a 2-D function."""
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from explorer.state import all_specs, cached_run, sidebar
+from lsr1_core.errors import LSR1Error
+from lsr1_core.objectives import TEACHING_FUNCTIONS, teaching_function
+from lsr1_core.viz.explore import SolverSpec
+from lsr1_core.viz.plots import objective_figure, trajectory_figure
+
+
+def settings(prefix: str, models: dict, column=None):
+    c = column or st
+    fn = c.selectbox("Function", list(TEACHING_FUNCTIONS), key=f"{prefix}fn")
+    fn_kwargs = {}
+    if fn == "quadratic":
+        fn_kwargs["cond"] = float(c.slider("condition number κ", 1.0, 1000.0, 10.0, key=f"{prefix}cond"))
+        fn_kwargs["angle"] = float(c.slider("rotation (degrees)", 0.0, 180.0, 30.0, key=f"{prefix}angle"))
+    obj = teaching_function(fn, **fn_kwargs)
+    (x0, x1), (y0, y1) = obj.bounds
+    sx, sy = obj.default_start
+    a, b = c.columns(2)
+    start = (a.number_input("start x₁", value=float(sx), step=0.1, format="%.3f", key=f"{prefix}sx"),
+             b.number_input("start x₂", value=float(sy), step=0.1, format="%.3f", key=f"{prefix}sy"))
+    specs = all_specs(fn, models)
+    default = [l for l in specs if l.startswith("L-SR1")][:1] + ["SR1 (classical)", "L-BFGS", "Adam",
+                                                                  "Gradient descent", "Newton"]
+    chosen = c.multiselect("Solvers", list(specs), default=[d for d in default if d in specs], key=f"{prefix}solvers")
+    steps = int(c.slider("steps", 5, 500, 100, key=f"{prefix}steps"))
+    memory = int(c.number_input("buffer size L (L-SR1, SR1, L-BFGS)", min_value=0, max_value=64, value=8,
+                                key=f"{prefix}mem"))
+    with c.expander("learning rates"):
+        final = []
+        for lab in chosen:
+            spec = specs[lab]
+            kw = dict(spec.kwargs)
+            if "lr" in kw:
+                kw["lr"] = float(st.number_input(f"{lab} lr", min_value=1e-6, value=float(kw["lr"]), format="%.4g",
+                                                 key=f"{prefix}lr_{lab}"))
+            final.append(SolverSpec(spec.label, spec.name, tuple(sorted(kw.items())), spec.checkpoint))
+    return fn, fn_kwargs, start, final, steps, memory
+
+
+def compute(fn, fn_kwargs, start, specs, steps, memory):
+    if memory < 1:
+        raise LSR1Error("the buffer size L must be at least 1")
+    if not specs:
+        raise LSR1Error("choose at least one solver")
+    return cached_run(fn, tuple(sorted(fn_kwargs.items())), tuple(start), tuple(specs), steps, memory)
+
+
+def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True):
+    obj = teaching_function(fn, **fn_kwargs)
+    for lab, err in result.errors.items():
+        st.error(f"{lab}: {err}")
+    T = max((t.steps for t in result.traces.values()), default=0)
+    step = st.slider("step", 0, T, T, key=f"{key}_step") if T else 0
+    traj = trajectory_figure(obj, result.traces, obj.bounds, step=step, animate=True,
+                             title=f"{fn} — ▶ animates, the slider below it scrubs")
+    objf = objective_figure(result.traces, result.f_star, step)
+    if side_by_side:
+        c1, c2 = st.columns([3, 2])
+        c1.plotly_chart(traj, key=f"{key}_traj")
+        c2.plotly_chart(objf, key=f"{key}_obj")
+    else:
+        st.plotly_chart(traj, key=f"{key}_traj")
+        st.plotly_chart(objf, key=f"{key}_obj")
+    notes = [f"**{lab}**: {tr.reason[0]}" for lab, tr in result.traces.items() if tr.reason[0]]
+    if notes:
+        st.warning("Diverged — shown up to its last finite point:\n\n" + "\n\n".join(notes))
+    return traj, step
+
+
+def exports(result, fig, key):
+    rows = []
+    for lab, tr in result.traces.items():
+        rows += tr.to_records()
+    import csv
+    import io
+    buf = io.StringIO()
+    fields = sorted({k for r in rows for k in r}, key=lambda k: ["solver", "step", "x0", "x1", "f", "diverged"].index(k)
+                    if k in ("solver", "step", "x0", "x1", "f", "diverged") else 99)
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Trajectories (CSV)", buf.getvalue(), "trajectories.csv", "text/csv", key=f"{key}_csv")
+    c2.download_button("Trajectories (JSON)", json.dumps(rows), "trajectories.json", "application/json",
+                       key=f"{key}_json")
+    c3.download_button("Figure (HTML)", fig.to_html(include_plotlyjs="cdn"), "trajectories.html", "text/html",
+                       key=f"{key}_html")
+
+
+def render():
+    ctx = sidebar()
+    st.title("Trajectories")
+    st.caption("Each solver starts from the same point. L-SR1 models come from the sidebar; "
+               "learning rates of the classical solvers are set per function and editable.")
+    compare = st.toggle("Compare two settings side by side", key="tr_compare")
+    if not compare:
+        with st.sidebar:
+            st.header("Problem")
+            args = settings("tr_", ctx["models"])
+        try:
+            result = compute(*args)
+        except LSR1Error as e:
+            st.error(str(e))
+            return
+        fig, _ = show(result, args[0], args[1], "main")
+        st.session_state["last_run_args"] = args
+        exports(result, fig, "main")
+    else:
+        left, right = st.columns(2)
+        for col, prefix in ((left, "A_"), (right, "B_")):
+            with col:
+                st.subheader("Setting " + prefix[0])
+                args = settings(prefix, ctx["models"])
+                try:
+                    result = compute(*args)
+                except LSR1Error as e:
+                    st.error(str(e))
+                    continue
+                show(result, args[0], args[1], prefix, side_by_side=False)
+
+
+render()

@@ -1,0 +1,170 @@
+"""Computation behind the explorer's pages: run solvers on a problem and derive per-step series.
+
+Pure functions of small, hashable arguments, so a page can cache them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..analysis import cosine_to_newton
+from ..errors import LSR1Error, UnknownNameError
+from ..objectives import teaching_function
+from ..solvers import make_solver, run
+from ..trace import Trace
+
+# label → (solver name, kwargs). The defaults are tuned for the 2-D teaching functions (largest curvature ≈ 1
+# for the quadratic); users change the learning rate on the page.
+CLASSICAL = {
+    "Gradient descent": ("gd", {"lr": 1e-3}),
+    "Adam": ("adam", {"lr": 0.05}),
+    "L-BFGS": ("lbfgs", {"history": 8, "line_search": "strong_wolfe"}),
+    "SR1 (classical)": ("sr1", {"memory": 8, "lr": 1.0}),
+    "Newton": ("newton", {"lr": 1.0}),
+    "AdaHessian": ("adahessian", {"lr": 0.05}),
+    "LODO": ("lodo", {"lr": 1e-3}),
+}
+LR_DEFAULTS = {"rosenbrock": {"gd": 1e-3, "adam": 0.05, "adahessian": 0.05, "lodo": 1e-3},
+               "rastrigin": {"gd": 3e-3, "adam": 0.1, "adahessian": 0.1, "lodo": 3e-3},
+               "quadratic": {"gd": 1.0, "adam": 0.2, "adahessian": 0.2, "lodo": 1.0},
+               "himmelblau": {"gd": 0.01, "adam": 0.1, "adahessian": 0.1, "lodo": 0.01},
+               "beale": {"gd": 0.01, "adam": 0.05, "adahessian": 0.05, "lodo": 0.01},
+               "six_hump_camel": {"gd": 0.05, "adam": 0.05, "adahessian": 0.05, "lodo": 0.05}}
+
+
+@dataclass
+class SolverSpec:
+    label: str
+    name: str
+    kwargs: tuple = ()  # sorted (key, value) pairs so the spec is hashable
+    checkpoint: str | None = None
+
+    def build(self, memory: int | None = None):
+        kw = dict(self.kwargs)
+        if self.name == "lsr1":
+            from ..learned import LSR1Solver
+            return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label)
+        if self.name in ("lbfgs",) and memory is not None:
+            kw["history"] = memory
+        if self.name == "sr1" and memory is not None:
+            kw["memory"] = memory
+        s = make_solver(self.name, **kw)
+        s.name = self.label
+        return s
+
+
+def default_specs(function: str) -> dict[str, SolverSpec]:
+    out = {}
+    lrs = LR_DEFAULTS.get(function, {})
+    for label, (name, kw) in CLASSICAL.items():
+        kw = dict(kw)
+        if name in lrs:
+            kw["lr"] = lrs[name]
+        out[label] = SolverSpec(label, name, tuple(sorted(kw.items())))
+    return out
+
+
+@dataclass
+class RunResult:
+    """Traces and derived per-step series for one problem, every solver."""
+
+    function: str
+    fn_kwargs: dict
+    start: tuple
+    traces: dict[str, Trace]
+    cosines: dict[str, np.ndarray]     # (T,) per solver
+    secant: dict[str, np.ndarray]      # (T,) per solver (NaN without an operator)
+    f_star: float | None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def check_start(function: str, start, fn_kwargs: dict | None = None) -> None:
+    f = teaching_function(function, **(fn_kwargs or {}))
+    (x0, x1), (y0, y1) = f.bounds
+    x, y = start
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise LSR1Error("the start point must be finite numbers")
+    if not (x0 <= x <= x1 and y0 <= y <= y1):
+        raise LSR1Error(f"start point ({x:g}, {y:g}) lies outside the plotted range "
+                        f"x ∈ [{x0:g}, {x1:g}], y ∈ [{y0:g}, {y1:g}] of {function}")
+
+
+def run_2d(function: str, fn_kwargs: dict, start: tuple, specs: list[SolverSpec], steps: int,
+           memory: int | None = None) -> RunResult:
+    if not isinstance(steps, int) or steps < 1:
+        raise LSR1Error(f"the number of steps must be a positive integer, got {steps!r}")
+    if memory is not None and (not isinstance(memory, int) or memory < 1):
+        raise LSR1Error(f"the buffer size must be a positive integer, got {memory!r}")
+    check_start(function, start, fn_kwargs)
+    obj = teaching_function(function, **fn_kwargs)
+    x0 = torch.tensor([start], dtype=torch.float64)
+    traces, cos, sec, errors = {}, {}, {}, {}
+    for spec in specs:
+        try:
+            solver = spec.build(memory)
+            dtype = torch.float64
+            if spec.name == "lsr1":
+                solver.net.double()
+            tr = run(solver, obj, x0.to(dtype), steps)
+        except (LSR1Error, UnknownNameError, ImportError, RuntimeError) as e:
+            errors[spec.label] = str(e)
+            continue
+        traces[spec.label] = tr
+        cos[spec.label] = newton_cosines(tr, obj)
+        sec[spec.label] = secant_series(tr)
+    xs = obj.minimizer()
+    f_star = float(obj.value(xs.to(torch.float64))[0]) if xs is not None else None
+    return RunResult(function, dict(fn_kwargs), tuple(start), traces, cos, sec, f_star, errors)
+
+
+def newton_cosines(tr: Trace, obj) -> np.ndarray:
+    out = np.full(tr.steps, np.nan)
+    for k in range(tr.steps):
+        if 0 <= int(tr.diverged_at[0]) <= k:
+            break
+        nd = obj.newton_direction(tr.x[k])
+        out[k] = float(cosine_to_newton(tr.d[k], nd)[0])
+    return out
+
+
+def secant_series(tr: Trace) -> np.ndarray:
+    """‖p_k − B_k q_k‖/‖p_k‖ of the operator that made step k (linear part for L-SR1)."""
+    out = np.full(tr.steps, np.nan)
+    for k, op in enumerate(tr.operators):
+        if op is None or 0 <= int(tr.diverged_at[0]) <= k:
+            continue
+        p = tr.x[k + 1] - tr.x[k]
+        q = tr.g[k + 1] - tr.g[k]
+        if float(p.norm()) == 0:
+            continue
+        lin = getattr(op, "linear_matvec", None)
+        Bq = lin(q) if lin is not None else op.matvec(q)
+        out[k] = float(((p - Bq).norm(dim=-1) / p.norm(dim=-1))[0])
+    return out
+
+
+def operator_matrix(tr: Trace, k: int) -> np.ndarray | None:
+    """Dense (N, N) curvature matrix of step k (row 0), or None."""
+    if k >= len(tr.operators) or tr.operators[k] is None:
+        return None
+    return tr.operators[k].dense()[0].double().cpu().numpy()
+
+
+def true_inverse_hessian(obj, x: torch.Tensor) -> np.ndarray:
+    H = obj.hessian(x.to(torch.float64))[0].cpu().numpy()
+    return np.linalg.pinv(H)
+
+
+def spectra_over_steps(tr: Trace, obj) -> dict[str, list]:
+    """Per step: eigenvalues of B_k and of the true inverse Hessian at x_k (row 0)."""
+    steps, approx, true = [], [], []
+    for k in range(tr.steps):
+        M = operator_matrix(tr, k)
+        if M is None or 0 <= int(tr.diverged_at[0]) <= k:
+            continue
+        steps.append(k + 1)
+        approx.append(np.linalg.eigvalsh(0.5 * (M + M.T)))
+        true.append(np.linalg.eigvalsh(true_inverse_hessian(obj, tr.x[k])))
+    return {"steps": steps, "approx": approx, "true": true}

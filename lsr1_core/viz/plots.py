@@ -1,0 +1,207 @@
+"""Pure figure builders for the explorer (data in, plotly figure out; testable via fig.to_dict())."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from ..trace import Trace
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+
+
+def color_for(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _grid_values(obj, bounds, n=120):
+    (x0, x1), (y0, y1) = bounds
+    xs = np.linspace(x0, x1, n)
+    ys = np.linspace(y0, y1, n)
+    X, Y = np.meshgrid(xs, ys)
+    pts = torch.tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=torch.float64)
+    with torch.no_grad():
+        Z = obj.value(pts).numpy().reshape(n, n)
+    return xs, ys, Z
+
+
+def _path(tr: Trace) -> np.ndarray:
+    """(T+1, 2) iterates of row 0, cut after divergence (the row is frozen there)."""
+    xy = tr.x[:, 0, :2].double().cpu().numpy()
+    k = int(tr.diverged_at[0])
+    return xy[:k] if k >= 0 else xy
+
+
+def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = None, animate: bool = True,
+                      title: str = "") -> go.Figure:
+    """Contour of ``obj`` with one path per solver; the current step is a large marker.
+
+    With ``animate`` the figure carries one frame per step, a play/pause button and a step slider.
+    A diverged solver's path stops at its last finite point, marked with an ✕ and "(diverged at k)".
+    """
+    xs, ys, Z = _grid_values(obj, bounds)
+    zmin = float(np.nanmin(Z))
+    fig = go.Figure()
+    fig.add_trace(go.Contour(x=xs, y=ys, z=np.log10(Z - zmin + 1e-3), colorscale="Greys", showscale=False,
+                             contours=dict(coloring="heatmap", showlines=True), opacity=0.55, hoverinfo="skip",
+                             name="log10(f − min + 1e-3)"))
+    paths = {lab: _path(tr) for lab, tr in traces.items()}
+    T = max((tr.steps for tr in traces.values()), default=0)
+    step = T if step is None else max(0, min(step, T))
+    line_idx = []
+    for i, (lab, tr) in enumerate(traces.items()):
+        p = paths[lab]
+        k = min(step, len(p) - 1)
+        div = int(tr.diverged_at[0])
+        name = lab + (f" (diverged at step {div})" if div >= 0 else "")
+        line_idx.append(len(fig.data))
+        fig.add_trace(go.Scatter(x=p[:k + 1, 0], y=p[:k + 1, 1], mode="lines+markers", name=name,
+                                 line=dict(color=color_for(i), width=2), marker=dict(size=4), legendgroup=lab))
+        fig.add_trace(go.Scatter(x=[p[k, 0]], y=[p[k, 1]], mode="markers", showlegend=False, legendgroup=lab,
+                                 marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
+                                             symbol="x" if (div >= 0 and step >= div) else "circle"),
+                                 name=f"{lab} @ step {k}"))
+    minima = getattr(obj, "minima", ())
+    if minima:
+        fig.add_trace(go.Scatter(x=[m[0] for m in minima], y=[m[1] for m in minima], mode="markers",
+                                 marker=dict(symbol="star", size=14, color="gold", line=dict(color="black", width=1)),
+                                 name="minimum"))
+    if animate and T > 0:
+        frames = []
+        for s in range(T + 1):
+            data = []
+            for i, (lab, tr) in enumerate(traces.items()):
+                p = paths[lab]
+                k = min(s, len(p) - 1)
+                div = int(tr.diverged_at[0])
+                data.append(go.Scatter(x=p[:k + 1, 0], y=p[:k + 1, 1]))
+                data.append(go.Scatter(x=[p[k, 0]], y=[p[k, 1]],
+                                       marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
+                                                   symbol="x" if (div >= 0 and s >= div) else "circle")))
+            idx = [j for li in line_idx for j in (li, li + 1)]
+            frames.append(go.Frame(data=data, traces=idx, name=str(s)))
+        fig.frames = frames
+        fig.update_layout(
+            updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.08, xanchor="left", yanchor="top",
+                              buttons=[dict(label="▶ play", method="animate",
+                                            args=[None, dict(frame=dict(duration=60, redraw=False), fromcurrent=True,
+                                                             transition=dict(duration=0))]),
+                                       dict(label="⏸ pause", method="animate",
+                                            args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+            sliders=[dict(active=step, x=0.15, len=0.85, y=-0.05, currentvalue=dict(prefix="step "),
+                          steps=[dict(label=str(s), method="animate",
+                                      args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=False))])
+                                 for s in range(T + 1)])])
+    (x0, x1), (y0, y1) = bounds
+    fig.update_layout(title=title, xaxis=dict(range=[x0, x1], title="x₁"), yaxis=dict(range=[y0, y1], title="x₂",
+                      scaleanchor="x", scaleratio=1), height=560, margin=dict(l=40, r=10, t=40, b=90),
+                      legend=dict(orientation="h", y=1.08))
+    return fig
+
+
+def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int | None = None) -> go.Figure:
+    """f(x_k) − f* (or f when f* is unknown) against iteration, log scale; a dashed line at the step."""
+    fig = go.Figure()
+    for i, (lab, tr) in enumerate(traces.items()):
+        f = tr.f[:, 0].double().cpu().numpy()
+        div = int(tr.diverged_at[0])
+        if div >= 0:
+            f = f[:div]
+        y = f - f_star if f_star is not None else f
+        y = np.maximum(y, 1e-16) if f_star is not None else y
+        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=lab, line=dict(color=color_for(i))))
+    if step is not None:
+        fig.add_vline(x=step, line_dash="dash", line_color="gray")
+    fig.update_layout(xaxis_title="iteration", yaxis_title="f(x) − f*" if f_star is not None else "f(x)",
+                      yaxis_type="log" if f_star is not None else "linear", height=420,
+                      margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, log: bool = False,
+                  yrange=None) -> go.Figure:
+    """One line per solver of a per-step quantity (steps numbered from 1); dashed line at the step."""
+    fig = go.Figure()
+    for i, (lab, y) in enumerate(series.items()):
+        y = np.asarray(y, dtype=float)
+        if np.all(~np.isfinite(y)):
+            continue
+        fig.add_trace(go.Scatter(x=np.arange(1, len(y) + 1), y=y, mode="lines+markers", name=lab,
+                                 marker=dict(size=4), line=dict(color=color_for(i))))
+    if step is not None and step > 0:
+        fig.add_vline(x=step, line_dash="dash", line_color="gray")
+    fig.update_layout(xaxis_title="step", yaxis_title=ytitle, yaxis_type="log" if log else "linear", height=330,
+                      margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.15))
+    if yrange:
+        fig.update_yaxes(range=yrange)
+    return fig
+
+
+def spectra_figure(spec: dict, label: str, step: int | None = None) -> go.Figure:
+    """Eigenvalues of the solver's B_k and of the true inverse Hessian at x_k, against step."""
+    fig = go.Figure()
+    xa, ya, xt, yt = [], [], [], []
+    for s, a, t in zip(spec["steps"], spec["approx"], spec["true"]):
+        xa += [s] * len(a)
+        ya += list(a)
+        xt += [s] * len(t)
+        yt += list(t)
+    fig.add_trace(go.Scatter(x=xa, y=ya, mode="markers", name=f"eig B_k ({label})",
+                             marker=dict(color="#1f77b4", size=7)))
+    fig.add_trace(go.Scatter(x=xt, y=yt, mode="markers", name="eig true H⁻¹(x_k)",
+                             marker=dict(color="#d62728", size=7, symbol="diamond-open")))
+    if step is not None and step > 0:
+        fig.add_vline(x=step, line_dash="dash", line_color="gray")
+    logy = all(v > 0 for v in ya + yt) and len(ya + yt) > 0
+    fig.update_layout(xaxis_title="step", yaxis_title="eigenvalue", yaxis_type="log" if logy else "linear",
+                      height=330, margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.15))
+    return fig
+
+
+def _ellipse(M: np.ndarray, center: np.ndarray, scale: float, n: int = 80):
+    """Boundary of {c + scale·M u : |u| = 1} for symmetric M (axes along eigenvectors, lengths |λ|)."""
+    w, V = np.linalg.eigh(0.5 * (M + M.T))
+    t = np.linspace(0, 2 * math.pi, n)
+    circ = np.stack([np.cos(t), np.sin(t)])
+    pts = V @ np.diag(np.abs(w)) @ circ * scale
+    return center[:, None] + pts, w, V
+
+
+def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, true_inv: np.ndarray,
+                   buffer: np.ndarray | None = None, label: str = "B̃") -> go.Figure:
+    """At the current point: the true inverse Hessian and the solver's B as ellipses (axes = eigenvectors
+    scaled by |eigenvalue|; a negative eigenvalue's axis is drawn dashed red), the buffer vectors as arrows.
+    Both ellipses share one scale so their sizes compare."""
+    xs, ys, Z = _grid_values(obj, bounds, n=80)
+    zmin = float(np.nanmin(Z))
+    fig = go.Figure(go.Contour(x=xs, y=ys, z=np.log10(Z - zmin + 1e-3), colorscale="Greys", showscale=False,
+                               opacity=0.35, hoverinfo="skip", contours=dict(coloring="heatmap")))
+    mats = [(true_inv, "true H⁻¹", "#d62728")] + ([(approx, label, "#1f77b4")] if approx is not None else [])
+    span = min(bounds[0][1] - bounds[0][0], bounds[1][1] - bounds[1][0])
+    biggest = max(np.abs(np.linalg.eigvalsh(0.5 * (m + m.T))).max() for m, _, _ in mats)
+    scale = 0.3 * span / max(biggest, 1e-12)
+    for M, name, col in mats:
+        pts, w, V = _ellipse(M, point, scale)
+        fig.add_trace(go.Scatter(x=pts[0], y=pts[1], mode="lines", name=name, line=dict(color=col, width=3)))
+        for j in range(2):
+            a = V[:, j] * abs(w[j]) * scale
+            fig.add_trace(go.Scatter(x=[point[0] - a[0], point[0] + a[0]], y=[point[1] - a[1], point[1] + a[1]],
+                                     mode="lines", showlegend=False,
+                                     line=dict(color="red" if w[j] < 0 else col, width=2,
+                                               dash="dash" if w[j] < 0 else "dot")))
+    if buffer is not None:
+        for j, v in enumerate(buffer):
+            vv = v * scale * 0.5 * max(1.0, 1.0)
+            fig.add_annotation(x=point[0] + vv[0], y=point[1] + vv[1], ax=point[0], ay=point[1], xref="x", yref="y",
+                               axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=2,
+                               arrowcolor="#2ca02c", text="")
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#2ca02c"),
+                                 name=f"buffer vectors v (×{0.5 * scale:.2g})"))
+    fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(color="black", size=9),
+                             name="current point"))
+    (x0, x1), (y0, y1) = bounds
+    fig.update_layout(xaxis=dict(range=[x0, x1]), yaxis=dict(range=[y0, y1], scaleanchor="x", scaleratio=1),
+                      height=460, margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.1))
+    return fig
