@@ -10,6 +10,7 @@ st.set_page_config(page_title="L-SR1 Explorer", layout="wide")
 pages = [
     st.Page(str(HERE / "views" / "home.py"), title="Home", default=True),
     st.Page(str(HERE / "views" / "trajectories.py"), title="Trajectories", url_path="trajectories"),
+    st.Page(str(HERE / "views" / "curvature.py"), title="Curvature & secant", url_path="curvature"),
     st.Page(str(HERE / "views" / "training.py"), title="Meta-training", url_path="training"),
 ]
 st.navigation(pages).run()

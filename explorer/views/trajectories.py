@@ -12,9 +12,10 @@ from lsr1_core.viz.explore import SolverSpec
 from lsr1_core.viz.plots import objective_figure, trajectory_figure
 
 
-def settings(prefix: str, models: dict, column=None):
+def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock"):
     c = column or st
-    fn = c.selectbox("Function", list(TEACHING_FUNCTIONS), key=f"{prefix}fn")
+    names = list(TEACHING_FUNCTIONS)
+    fn = c.selectbox("Function", names, index=names.index(default_fn), key=f"{prefix}fn")
     fn_kwargs = {}
     if fn == "quadratic":
         fn_kwargs["cond"] = float(c.slider("condition number κ", 1.0, 1000.0, 10.0, key=f"{prefix}cond"))
@@ -126,4 +127,5 @@ def render():
                 show(result, args[0], args[1], prefix, side_by_side=False)
 
 
-render()
+if __name__ == "__main__":  # run as a page; importing it (for its widgets) renders nothing
+    render()
