@@ -11,6 +11,7 @@ pages = [
     st.Page(str(HERE / "views" / "home.py"), title="Home", default=True),
     st.Page(str(HERE / "views" / "trajectories.py"), title="Trajectories", url_path="trajectories"),
     st.Page(str(HERE / "views" / "curvature.py"), title="Curvature & secant", url_path="curvature"),
+    st.Page(str(HERE / "views" / "benchmarks.py"), title="Benchmarks", url_path="benchmarks"),
     st.Page(str(HERE / "views" / "training.py"), title="Meta-training", url_path="training"),
 ]
 st.navigation(pages).run()

@@ -205,3 +205,42 @@ def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, tr
     fig.update_layout(xaxis=dict(range=[x0, x1]), yaxis=dict(range=[y0, y1], scaleanchor="x", scaleratio=1),
                       height=460, margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.1))
     return fig
+
+
+def profile_figure(taus, profile: dict[str, list], auc: dict[str, float] | None = None,
+                   names: dict[str, str] | None = None) -> go.Figure:
+    """Dolan-Moré performance profiles ρ_s(τ) as step lines, log τ axis."""
+    fig = go.Figure()
+    order = sorted(profile, key=lambda s: -(auc or {}).get(s, 0.0))
+    for i, s in enumerate(order):
+        lab = (names or {}).get(s, s) + (f" (area {auc[s]:.2f})" if auc and s in auc else "")
+        fig.add_trace(go.Scatter(x=list(taus), y=list(profile[s]), mode="lines", line_shape="hv", name=lab,
+                                 line=dict(color=color_for(i), width=2)))
+    fig.update_layout(xaxis_type="log", xaxis_title="τ", yaxis_title="fraction of problems with ratio ≤ τ",
+                      yaxis_range=[0, 1.03], height=430, margin=dict(l=40, r=10, t=30, b=40))
+    return fig
+
+
+def convergence_figure(results: dict, buffer: int) -> go.Figure:
+    """Median gap f(x_k) − f* with its 25–75 % band on the test quadratics, per solver, for one buffer size."""
+    row = results["buffers"][str(buffer)] if str(buffer) in results["buffers"] else results["buffers"][buffer]
+    fig = go.Figure()
+    names = {"lsr1": "L-SR1", "lsr1_nosec": "L-SR1 w/o secant", "lbfgs": "L-BFGS"}
+    series = dict(row)
+    if "gd" in results:
+        series["gd"] = results["gd"]
+        names["gd"] = f"GD (lr {results['gd'].get('lr')})"
+    for i, (lab, s) in enumerate(series.items()):
+        y = np.clip(np.array(s["gap_median"], dtype=float), 1e-16, None)
+        x = np.arange(len(y))
+        col = color_for(i)
+        if "gap_q25" in s:
+            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]),
+                                     y=np.concatenate([np.clip(s["gap_q75"], 1e-16, None),
+                                                       np.clip(s["gap_q25"], 1e-16, None)[::-1]]),
+                                     fill="toself", line=dict(width=0), fillcolor=col, opacity=0.15,
+                                     showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=names.get(lab, lab), line=dict(color=col, width=2)))
+    fig.update_layout(yaxis_type="log", xaxis_title="iteration", yaxis_title="median f(x_k) − f*", height=400,
+                      margin=dict(l=40, r=10, t=30, b=40), title=f"L = {buffer}")
+    return fig
