@@ -1,0 +1,149 @@
+"""Timings for the explorer's quality bar, measured through Streamlit's own test runner.
+
+The bar: the Trajectories page with six solvers and 200 steps renders in under 2 s after first load, and
+moving the step slider updates the linked plots in under 0.5 s. ``AppTest`` runs the real page script
+(widgets, caching, figure building, serialisation of the figures into the page); what it leaves out is the
+browser drawing the plotly JSON, which is reported separately as the size of that JSON.
+
+    python -m lsr1_core.viz.bench_app            # prints a table and appends it to docs/benchmarks_app.md
+
+This module imports streamlit's testing package only inside ``measure`` (the library itself never needs
+streamlit); it is a command, not part of the figure builders.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "explorer" / "app.py"
+DOC = ROOT / "docs" / "benchmarks_app.md"
+PAGE = "views/trajectories.py"
+# The page's widget keys (explorer/views/trajectories.py, single-setting mode).
+KEY_SOLVERS, KEY_STEPS, KEY_STEP = "tr_solvers", "tr_steps", "main_step"
+TARGET_RENDER_S, TARGET_SLIDER_S = 2.0, 0.5
+
+
+@dataclass
+class AppTimings:
+    solvers: list[str]
+    steps: int
+    first_load_s: float          # fresh session: imports, model loading, solvers run, figures built
+    new_setting_s: list[float]   # six solvers × steps, cache cleared before each: compute + render
+    cached_s: list[float]        # the same setting again (what a rerun after first load costs)
+    slider_s: list[float]        # step slider moved to a new position
+    figure_json_kb: float        # plotly JSON the browser must parse and draw, all charts on the page
+
+    def rows(self) -> list[tuple[str, float, float | None]]:
+        med = statistics.median
+        return [("first load of the page (fresh session)", self.first_load_s, None),
+                (f"{len(self.solvers)} solvers × {self.steps} steps, cache cold", med(self.new_setting_s), TARGET_RENDER_S),
+                (f"{len(self.solvers)} solvers × {self.steps} steps, cached rerun", med(self.cached_s), TARGET_RENDER_S),
+                ("step slider moved (linked plots rebuilt)", med(self.slider_s), TARGET_SLIDER_S)]
+
+
+def _widget(at, kind: str, key: str):
+    found = [w for w in getattr(at, kind) if getattr(w, "key", None) == key]
+    if not found:
+        raise RuntimeError(f"the Trajectories page has no {kind[:-1]} with key {key!r}; "
+                           f"update lsr1_core/viz/bench_app.py to match explorer/views/trajectories.py")
+    return found[0]
+
+
+def _timed_run(at, timeout: float) -> float:
+    t0 = time.perf_counter()
+    at.run(timeout=timeout)
+    dt = time.perf_counter() - t0
+    if at.exception:
+        raise RuntimeError("the page raised: " + "\n".join(e.value for e in at.exception))
+    return dt
+
+
+def _figure_bytes(at) -> int:
+    """Bytes of plotly JSON on the page: what the browser receives for the charts."""
+    total = 0
+    for node in at.get("plotly_chart"):
+        proto = getattr(node, "proto", None)
+        spec = getattr(proto, "spec", "") if proto is not None else ""
+        total += len(spec)
+    return total
+
+
+def measure(steps: int = 200, n_solvers: int = 6, repeats: int = 3, timeout: float = 300.0) -> AppTimings:
+    os.environ.setdefault("LSR1_NO_PROGRESS", "1")
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    t0 = time.perf_counter()
+    at.run()
+    at.switch_page(PAGE)
+    _timed_run(at, timeout)
+    first = time.perf_counter() - t0
+    ms = _widget(at, "multiselect", KEY_SOLVERS)
+    options = list(ms.options)
+    lsr1 = [o for o in options if o.startswith("L-SR1")]
+    classical = [o for o in ["SR1 (classical)", "L-BFGS", "Adam", "Gradient descent", "Newton", "AdaHessian", "LODO"]
+                 if o in options]
+    chosen = (lsr1[:2] + classical)[:n_solvers]
+    ms.set_value(chosen)
+    _widget(at, "slider", KEY_STEPS).set_value(steps)
+    new_setting, cached, slider = [], [], []
+    for _ in range(repeats):
+        st.cache_data.clear()
+        new_setting.append(_timed_run(at, timeout))
+        cached.append(_timed_run(at, timeout))
+    fig_kb = _figure_bytes(at) / 1024
+    for i in range(repeats):
+        s = _widget(at, "slider", KEY_STEP)
+        s.set_value([steps // 4, steps // 2, 3 * steps // 4][i % 3])
+        slider.append(_timed_run(at, timeout))
+    return AppTimings(chosen, steps, first, new_setting, cached, slider, fig_kb)
+
+
+def markdown(t: AppTimings, note: str = "") -> str:
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines = [f"## Trajectories page, {stamp}",
+             "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}. "
+             f"Solvers: {', '.join(t.solvers)}; {t.steps} steps. Median of the repeats, seconds of "
+             "`AppTest.run()` (the page script, caching and figure serialisation; not the browser's drawing).",
+             "",
+             "| what | seconds | target | meets |",
+             "|---|---:|---:|---|"]
+    for name, sec, target in t.rows():
+        lines.append(f"| {name} | {sec:.3f} | {'' if target is None else f'< {target:g}'} | "
+                     f"{'' if target is None else ('yes' if sec < target else 'no')} |")
+    lines += ["", f"Plotly JSON on the page: {t.figure_json_kb:.0f} KiB.", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["Command: `python -m lsr1_core.viz.bench_app`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--solvers", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks_app.md")
+    a = ap.parse_args(argv)
+    t = measure(a.steps, a.solvers, a.repeats)
+    text = markdown(t)
+    print(text)
+    if not a.no_write:
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        head = "" if DOC.exists() else ("# Explorer app timings\n\nEach section is appended by "
+                                         "`python -m lsr1_core.viz.bench_app`.\n\n")
+        with open(DOC, "a") as fh:
+            fh.write(head + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
