@@ -27,7 +27,7 @@ def mat(M):
 def two_d_section(ctx):
     with st.sidebar:
         st.header("Problem")
-        args = settings("cv_", ctx["models"], default_fn="quadratic")
+        args = settings("cv_", ctx["models"], default_fn="quadratic", default_steps=30)
     try:
         result = compute(*args)
     except LSR1Error as e:

@@ -12,7 +12,7 @@ from lsr1_core.viz.explore import SolverSpec
 from lsr1_core.viz.plots import objective_figure, trajectory_figure
 
 
-def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock"):
+def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock", default_steps: int = 100):
     c = column or st
     names = list(TEACHING_FUNCTIONS)
     fn = c.selectbox("Function", names, index=names.index(default_fn), key=f"{prefix}fn")
@@ -30,7 +30,7 @@ def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbro
     default = [l for l in specs if l.startswith("L-SR1")][:1] + ["SR1 (classical)", "L-BFGS", "Adam",
                                                                   "Gradient descent", "Newton"]
     chosen = c.multiselect("Solvers", list(specs), default=[d for d in default if d in specs], key=f"{prefix}solvers")
-    steps = int(c.slider("steps", 5, 500, 100, key=f"{prefix}steps"))
+    steps = int(c.slider("steps", 5, 500, default_steps, key=f"{prefix}steps"))
     memory = int(c.number_input("buffer size L (L-SR1, SR1, L-BFGS)", min_value=0, max_value=64, value=8,
                                 key=f"{prefix}mem"))
     with c.expander("learning rates"):
@@ -59,8 +59,9 @@ def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True):
         st.error(f"{lab}: {err}")
     T = max((t.steps for t in result.traces.values()), default=0)
     step = st.slider("step", 0, T, T, key=f"{key}_step") if T else 0
-    traj = trajectory_figure(obj, result.traces, obj.bounds, step=step, animate=True,
-                             title=f"{fn} — ▶ animates, the slider below it scrubs")
+    st.caption("▶ play animates the paths inside the figure and its own slider scrubs them; the step slider above "
+               "moves every linked plot (and the Curvature page) to that step.")
+    traj = trajectory_figure(obj, result.traces, obj.bounds, step=step, animate=True)
     objf = objective_figure(result.traces, result.f_star, step)
     if side_by_side:
         c1, c2 = st.columns([3, 2])

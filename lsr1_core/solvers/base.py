@@ -131,6 +131,23 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
         ops.append(info.operator.detach() if (keep_operators and info.operator is not None) else None)
         for key, val in info.extras.items():
             extras.setdefault(key, []).append(val.detach())
+        if bool((diverged_at >= 0).all()) and k < steps - 1:
+            # every row has stopped: record the frozen state for the remaining steps instead of computing
+            remaining = steps - 1 - k
+            for _ in range(remaining):
+                fs.append(st["f"].clone())
+                evals.append(0)
+                if record_vectors:
+                    xs.append(x_last)
+                    gs.append(g_last)
+                    ds.append(torch.zeros_like(d))
+                    als.append(torch.zeros_like(a))
+                ops.append(None)
+                for key in extras:
+                    extras[key].append(torch.zeros_like(extras[key][-1]))
+            if not record_vectors:
+                xs[-1], gs[-1] = x_last, g_last
+            break
     empty = torch.zeros(0, B, N, dtype=xs[0].dtype, device=xs[0].device)
     trace = Trace(
         solver=solver.name, objective=getattr(objective, "name", "objective"),

@@ -34,6 +34,19 @@ def _path(tr: Trace) -> np.ndarray:
     return xy[:k] if k >= 0 else xy
 
 
+MAX_FRAMES = 61
+
+
+def frame_steps(T: int, step: int, max_frames: int = MAX_FRAMES) -> list[int]:
+    """The steps that get an animation frame: every step up to ``max_frames``, else an even stride that
+    always includes 0, T and the current step (the figure's size grows with frames × T)."""
+    if T + 1 <= max_frames:
+        return list(range(T + 1))
+    stride = math.ceil(T / (max_frames - 1))
+    shown = set(range(0, T + 1, stride)) | {T, step}
+    return sorted(shown)
+
+
 def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = None, animate: bool = True,
                       title: str = "") -> go.Figure:
     """Contour of ``obj`` with one path per solver; the current step is a large marker.
@@ -69,35 +82,39 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
                                  marker=dict(symbol="star", size=14, color="gold", line=dict(color="black", width=1)),
                                  name="minimum"))
     if animate and T > 0:
+        shown = frame_steps(T, step)
+        idx = [j for li in line_idx for j in (li, li + 1)]
         frames = []
-        for s in range(T + 1):
+        for s in shown:
             data = []
             for i, (lab, tr) in enumerate(traces.items()):
                 p = paths[lab]
                 k = min(s, len(p) - 1)
                 div = int(tr.diverged_at[0])
-                data.append(go.Scatter(x=p[:k + 1, 0], y=p[:k + 1, 1]))
-                data.append(go.Scatter(x=[p[k, 0]], y=[p[k, 1]],
-                                       marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
-                                                   symbol="x" if (div >= 0 and s >= div) else "circle")))
-            idx = [j for li in line_idx for j in (li, li + 1)]
-            frames.append(go.Frame(data=data, traces=idx, name=str(s)))
+                # Plain dicts and float32 coordinates: plotly validates and base64-encodes every frame, and the
+                # browser parses all of them, so both the build time and the page size scale with frames × T.
+                data.append(dict(type="scatter", x=p[:k + 1, 0].astype(np.float32), y=p[:k + 1, 1].astype(np.float32)))
+                data.append(dict(type="scatter", x=[float(p[k, 0])], y=[float(p[k, 1])],
+                                 marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
+                                             symbol="x" if (div >= 0 and s >= div) else "circle")))
+            frames.append(dict(data=data, traces=idx, name=str(s)))
         fig.frames = frames
         fig.update_layout(
             updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.08, xanchor="left", yanchor="top",
                               buttons=[dict(label="▶ play", method="animate",
                                             args=[None, dict(frame=dict(duration=60, redraw=False), fromcurrent=True,
                                                              transition=dict(duration=0))]),
-                                       dict(label="⏸ pause", method="animate",
+                                       dict(label="❚❚ pause", method="animate",
                                             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-            sliders=[dict(active=step, x=0.15, len=0.85, y=-0.05, currentvalue=dict(prefix="step "),
+            sliders=[dict(active=shown.index(step), x=0.15, len=0.85, y=-0.05, currentvalue=dict(prefix="step "),
                           steps=[dict(label=str(s), method="animate",
                                       args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=False))])
-                                 for s in range(T + 1)])])
+                                 for s in shown])])
     (x0, x1), (y0, y1) = bounds
-    fig.update_layout(title=title, xaxis=dict(range=[x0, x1], title="x₁"), yaxis=dict(range=[y0, y1], title="x₂",
-                      scaleanchor="x", scaleratio=1), height=560, margin=dict(l=40, r=10, t=40, b=90),
-                      legend=dict(orientation="h", y=1.08))
+    fig.update_layout(title=dict(text=title, y=0.99) if title else None,
+                      xaxis=dict(range=[x0, x1], title="x₁"), yaxis=dict(range=[y0, y1], title="x₂"),
+                      height=580, margin=dict(l=40, r=10, t=90 if title else 60, b=90),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom"))
     return fig
 
 
