@@ -135,6 +135,11 @@ def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list
               "matmul reference is `torch.mm` of an (N, hidden) by (hidden, hidden) matrix on the same machine.", ""]
     for sec in extra_sections or []:
         lines += [sec, ""]
+    # keep the app section written by `python -m explorer.bench_app`
+    old = path.read_text() if path.exists() else ""
+    begin, end = "<!-- app-bench:begin -->", "<!-- app-bench:end -->"
+    if begin in old and end in old:
+        lines += [old[old.index(begin):old.index(end) + len(end)], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
