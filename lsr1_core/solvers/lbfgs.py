@@ -1,5 +1,23 @@
-"""L-BFGS on the batched interface: two-loop recursion, optional batched strong-Wolfe or exact line search."""
+"""L-BFGS on the batched interface: two-loop recursion, optional batched strong-Wolfe or exact line search.
+
+    solver = LBFGS(history=8, lr=1.0, line_search="strong_wolfe")
+
+Conventions follow ``torch.optim.LBFGS`` so that a single problem (B = 1) gives the same iterates:
+
+* H0 = γI with γ = sᵀy / yᵀy of the newest accepted pair (γ = 1 before the first one);
+* a pair is stored only if sᵀy > 1e-10 (curvature condition); the oldest pair is dropped when full;
+* the first step's trial length is lr · min(1, 1/‖g‖₁) (``first_step="torch"``), later ones lr;
+* the strong-Wolfe search is a batched port of torch's ``_strong_wolfe`` (bracketing with cubic
+  extrapolation, then zoom with cubic interpolation and the "insufficient progress" safeguard),
+  c1 = 1e-4, c2 = 0.9, at most 25 evaluations. Every row has its own step length; each evaluation is
+  one call of ``objective.value_and_grad`` on the whole batch.
+
+Sign convention: the direction ``d`` is such that x_new = x − t·d, so torch's direction is −d and
+torch's directional derivative gᵀd_torch is our −gᵀd.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -7,138 +25,208 @@ from ..errors import LSR1Error
 from ..operators import LBFGSInverse
 from .base import Solver, StepInfo
 
-
-def cubic_minimizer(t1, f1, d1, t2, f2, d2, lo, hi):
-    """Minimiser of the cubic through (t1, f1, f1') and (t2, f2, f2'), clamped to [lo, hi]; the
-    midpoint where the cubic has no minimiser. All arguments are (B,) tensors."""
-    denom = t1 - t2
-    safe = denom.abs() > 1e-300
-    denom = torch.where(safe, denom, torch.ones_like(denom))
-    e1 = d1 + d2 - 3 * (f1 - f2) / denom
-    e2sq = e1 * e1 - d1 * d2
-    e2 = e2sq.clamp_min(0).sqrt()
-    forward = t1 <= t2
-    num_a, den_a = d2 + e2 - e1, d2 - d1 + 2 * e2
-    num_b, den_b = d1 + e2 - e1, d1 - d2 + 2 * e2
-    den_a = torch.where(den_a.abs() > 1e-300, den_a, torch.full_like(den_a, 1e-300))
-    den_b = torch.where(den_b.abs() > 1e-300, den_b, torch.full_like(den_b, 1e-300))
-    t_a = t2 - (t2 - t1) * (num_a / den_a)
-    t_b = t1 - (t1 - t2) * (num_b / den_b)
-    t = torch.where(forward, t_a, t_b)
-    mid = 0.5 * (lo + hi)
-    ok = (e2sq >= 0) & safe & torch.isfinite(t)
-    t = torch.where(ok, t, mid)
-    return torch.minimum(torch.maximum(t, lo), hi)
+CURVATURE_EPS = 1e-10  # pairs with sᵀy ≤ this are skipped (torch.optim.LBFGS uses the same threshold)
 
 
-def strong_wolfe(objective, x, d, f0, g0, t0, c1=1e-4, c2=0.9, max_evals=25, tol_change=1e-9):
-    """Batched strong-Wolfe line search along x − t·d (Nocedal & Wright, Alg. 3.5/3.6, cubic interpolation).
+def cubic_interpolate(x1, f1, g1, x2, f2, g2, lo=None, hi=None):
+    """Batched port of torch.optim.lbfgs._cubic_interpolate.
 
-    Each row runs its own bracketing/zoom; the objective is evaluated on the whole batch at the rows'
-    trial steps. Returns (t, f(x − t d), g(x − t d), evaluations, satisfied mask).
+    Minimiser of the cubic through (x1, f1, g1) and (x2, f2, g2) (values and slopes), clamped to
+    [lo, hi] (default: the interval between x1 and x2); the midpoint of [lo, hi] where the cubic has
+    no real minimiser (or the formula breaks down). All arguments are (B,) tensors.
     """
+    if lo is None:
+        lo, hi = torch.minimum(x1, x2), torch.maximum(x1, x2)
+    dx = x1 - x2
+    dx = torch.where(dx == 0, torch.full_like(dx, 1e-300), dx)
+    d1 = g1 + g2 - 3 * (f1 - f2) / dx
+    d2sq = d1 * d1 - g1 * g2
+    d2 = d2sq.clamp_min(0).sqrt()
+    fwd = x1 <= x2
+    pos_a = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+    pos_b = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    pos = torch.where(fwd, pos_a, pos_b)
+    mid = 0.5 * (lo + hi)
+    ok = (d2sq >= 0) & torch.isfinite(pos)
+    return torch.where(ok, torch.minimum(torch.maximum(pos, lo), hi), mid)
+
+
+def strong_wolfe(objective, x, d, f0, g0, t0, c1: float = 1e-4, c2: float = 0.9, max_evals: int = 25,
+                 tol_change: float = 1e-9):
+    """Batched strong-Wolfe line search along x − t·d, one independent search per row.
+
+    A row-by-row port of torch.optim.lbfgs._strong_wolfe (itself from Torch7's lswolfe.lua), with
+    ``max_evals`` playing the part of ``max_ls + 1``. Rows advance in lock step: each iteration
+    evaluates the objective on the whole batch at every row's own trial step; finished rows are masked.
+
+    Returns ``(t, f, g, evals, ok)``: per row the accepted step (B,), f and g there, the number of
+    batched evaluations used, and whether the strong-Wolfe conditions were satisfied (rows that ran out
+    of evaluations or whose bracket became tiny return the bracket's best point, as torch does).
+    """
+    if max_evals < 1:
+        raise LSR1Error(f"max_evals must be at least 1, got {max_evals!r}")
+    max_ls = max_evals - 1
     B = x.shape[0]
-    dphi0 = -(g0 * d).sum(-1)  # φ'(0) < 0 for a descent direction
-    t = t0.clone()
-    t_prev = torch.zeros_like(t)
-    f_prev, dphi_prev = f0.clone(), dphi0.clone()
-    zoom = torch.zeros(B, dtype=torch.bool, device=x.device)
-    done = torch.zeros_like(zoom)
-    lo_t, lo_f, lo_d = torch.zeros_like(t), f0.clone(), dphi0.clone()
-    hi_t, hi_f, hi_d = torch.zeros_like(t), f0.clone(), dphi0.clone()
-    lo_g = g0.clone()
-    t_acc, f_acc, g_acc = torch.zeros_like(t), f0.clone(), g0.clone()
+    dev = x.device
+    gtd0 = -(g0 * d).sum(-1)  # torch's gtd: the slope of φ(t) = f(x − t d) at 0 (negative for descent)
+    d_norm = d.abs().amax(-1)
+    t = t0.clone().to(f0)
+    # bracketing state
+    t_prev, f_prev, g_prev, gtd_prev = torch.zeros_like(t), f0.clone(), g0.clone(), gtd0.clone()
+    # bracket [a, b] (positional, as torch's bracket[0], bracket[1]) with values, gradients, slopes
+    a_t, a_f, a_g, a_gtd = torch.zeros_like(t), f0.clone(), g0.clone(), gtd0.clone()
+    b_t, b_f, b_g, b_gtd = torch.zeros_like(t), f0.clone(), g0.clone(), gtd0.clone()
+    low_a = torch.ones(B, dtype=torch.bool, device=dev)  # low_pos == 0
+    insuf = torch.zeros(B, dtype=torch.bool, device=dev)
+    zoom = torch.zeros(B, dtype=torch.bool, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)  # finished (result stored)
+    ok = torch.zeros(B, dtype=torch.bool, device=dev)  # strong-Wolfe satisfied
+    t_res, f_res, g_res = torch.zeros_like(t), f0.clone(), g0.clone()
+    ls_iter = 0
     evals = 0
-    for it in range(max_evals):
-        f_t, g_t = objective.value_and_grad(x - t.unsqueeze(-1) * d)
-        f_t, g_t = f_t.detach(), g_t.detach()
+
+    def wsel(m, new, old):
+        return torch.where(m.unsqueeze(-1) if new.dim() == 2 else m, new, old)
+
+    def finish_low(m):
+        nonlocal t_res, f_res, g_res, done
+        t_res = torch.where(m, torch.where(low_a, a_t, b_t), t_res)
+        f_res = torch.where(m, torch.where(low_a, a_f, b_f), f_res)
+        g_res = wsel(m, wsel(low_a, a_g, b_g), g_res)
+        done = done | m
+
+    while True:
+        f_new, g_new = objective.value_and_grad(x - t.unsqueeze(-1) * d)
+        f_new, g_new = f_new.detach(), g_new.detach()
         evals += 1
-        dphi = -(g_t * d).sum(-1)
+        gtd_new = -(g_new * d).sum(-1)
         active = ~done
-        armijo_fail = (f_t > f0 + c1 * t * dphi0) | ~torch.isfinite(f_t)
-        curv_ok = dphi.abs() <= -c2 * dphi0
-        # --- bracketing rows ----------------------------------------------------
+        armijo_fail = ~(f_new <= f0 + c1 * t * gtd0)  # NaN counts as failure
+        curv = gtd_new.abs() <= -c2 * gtd0
+
+        # ---- bracketing phase -------------------------------------------------------------
         br = active & ~zoom
-        to_zoom_a = br & (armijo_fail | ((f_t >= f_prev) & (it > 0)))
-        accept_b = br & ~to_zoom_a & curv_ok
-        to_zoom_b = br & ~to_zoom_a & ~accept_b & (dphi >= 0)
-        extend = br & ~to_zoom_a & ~accept_b & ~to_zoom_b
-        # --- zoom rows ----------------------------------------------------------
-        zm = active & zoom
-        shrink_hi = zm & (armijo_fail | (f_t >= lo_f))
-        accept_z = zm & ~shrink_hi & curv_ok
-        move_lo = zm & ~shrink_hi & ~accept_z
-        flip = move_lo & (dphi * (hi_t - lo_t) >= 0)
-        # acceptances
-        acc = accept_b | accept_z
-        t_acc = torch.where(acc, t, t_acc)
-        f_acc = torch.where(acc, f_t, f_acc)
-        g_acc = torch.where(acc.unsqueeze(-1), g_t, g_acc)
-        done = done | acc
-        # bracket updates for new zoom rows: (lo, hi) = (prev, t) or (t, prev)
-        lo_t = torch.where(to_zoom_a, t_prev, torch.where(to_zoom_b, t, lo_t))
-        lo_f = torch.where(to_zoom_a, f_prev, torch.where(to_zoom_b, f_t, lo_f))
-        lo_d = torch.where(to_zoom_a, dphi_prev, torch.where(to_zoom_b, dphi, lo_d))
-        lo_g = torch.where(to_zoom_b.unsqueeze(-1), g_t, lo_g)
-        hi_t = torch.where(to_zoom_a, t, torch.where(to_zoom_b, t_prev, hi_t))
-        hi_f = torch.where(to_zoom_a, f_t, torch.where(to_zoom_b, f_prev, hi_f))
-        hi_d = torch.where(to_zoom_a, dphi, torch.where(to_zoom_b, dphi_prev, hi_d))
-        zoom = zoom | to_zoom_a | to_zoom_b
-        # zoom updates
-        hi_t = torch.where(shrink_hi, t, torch.where(flip, lo_t, hi_t))
-        hi_f = torch.where(shrink_hi, f_t, torch.where(flip, lo_f, hi_f))
-        hi_d = torch.where(shrink_hi, dphi, torch.where(flip, lo_d, hi_d))
-        lo_t = torch.where(move_lo, t, lo_t)
-        lo_f = torch.where(move_lo, f_t, lo_f)
-        lo_d = torch.where(move_lo, dphi, lo_d)
-        lo_g = torch.where(move_lo.unsqueeze(-1), g_t, lo_g)
-        # bracket too small → accept the low end
-        tiny = zoom & ~done & ((hi_t - lo_t).abs() * d.abs().amax(-1) < tol_change)
-        t_acc = torch.where(tiny, lo_t, t_acc)
-        f_acc = torch.where(tiny, lo_f, f_acc)
-        g_acc = torch.where(tiny.unsqueeze(-1), lo_g, g_acc)
-        done = done | tiny
+        if ls_iter >= max_ls:  # ran out in bracketing: bracket = [0, t]
+            a_t, a_f, a_g = wsel(br, torch.zeros_like(t), a_t), wsel(br, f0, a_f), wsel(br, g0, a_g)
+            b_t, b_f, b_g = wsel(br, t, b_t), wsel(br, f_new, b_f), wsel(br, g_new, b_g)
+            low_a = torch.where(br, ~(a_f > b_f), low_a)
+            finish_low(br)
+            br_extend = torch.zeros_like(br)
+        else:
+            cond_a = br & (armijo_fail | ((ls_iter > 1) & (f_new >= f_prev)))
+            cond_w = br & ~cond_a & curv
+            cond_b = br & ~cond_a & ~cond_w & (gtd_new >= 0)
+            new_br = cond_a | cond_b
+            a_t, a_f, a_g, a_gtd = (wsel(new_br, t_prev, a_t), wsel(new_br, f_prev, a_f),
+                                    wsel(new_br, g_prev, a_g), wsel(new_br, gtd_prev, a_gtd))
+            b_t, b_f, b_g, b_gtd = (wsel(new_br, t, b_t), wsel(new_br, f_new, b_f),
+                                    wsel(new_br, g_new, b_g), wsel(new_br, gtd_new, b_gtd))
+            low_a = torch.where(new_br, ~(a_f > b_f), low_a)
+            zoom = zoom | new_br
+            # Wolfe satisfied while bracketing: accept t
+            t_res, f_res, g_res = wsel(cond_w, t, t_res), wsel(cond_w, f_new, f_res), wsel(cond_w, g_new, g_res)
+            ok = ok | cond_w
+            done = done | cond_w
+            br_extend = br & ~new_br & ~cond_w
+
+        # ---- zoom phase (rows that were already zooming when t was evaluated) ----------------
+        zm = active & zoom & ~(br & zoom)  # exclude rows that just entered the zoom
+        hi_t, hi_f = torch.where(low_a, b_t, a_t), torch.where(low_a, b_f, a_f)
+        lo_t, lo_f = torch.where(low_a, a_t, b_t), torch.where(low_a, a_f, b_f)
+        repl_hi = zm & (armijo_fail | (f_new >= lo_f))
+        wolfe = zm & ~repl_hi & curv
+        flip = zm & ~repl_hi & ~wolfe & (gtd_new * (hi_t - lo_t) >= 0)
+        repl_lo = zm & ~repl_hi
+        # old high becomes new low's value (only for flip rows): write low into the high slot
+        hi_is_a = ~low_a
+        into_a_from_low = flip & hi_is_a
+        into_b_from_low = flip & ~hi_is_a
+        a_t, a_f, a_g, a_gtd = (wsel(into_a_from_low, b_t, a_t), wsel(into_a_from_low, b_f, a_f),
+                                wsel(into_a_from_low, b_g, a_g), wsel(into_a_from_low, b_gtd, a_gtd))
+        b_t, b_f, b_g, b_gtd = (wsel(into_b_from_low, a_t, b_t), wsel(into_b_from_low, a_f, b_f),
+                                wsel(into_b_from_low, a_g, b_g), wsel(into_b_from_low, a_gtd, b_gtd))
+        # the new point replaces the high end (repl_hi) or the low end (repl_lo)
+        to_a = (repl_hi & hi_is_a) | (repl_lo & low_a)
+        to_b = (repl_hi & ~hi_is_a) | (repl_lo & ~low_a)
+        a_t, a_f = wsel(to_a, t, a_t), wsel(to_a, f_new, a_f)
+        a_g, a_gtd = wsel(to_a, g_new, a_g), wsel(to_a, gtd_new, a_gtd)
+        b_t, b_f = wsel(to_b, t, b_t), wsel(to_b, f_new, b_f)
+        b_g, b_gtd = wsel(to_b, g_new, b_g), wsel(to_b, gtd_new, b_gtd)
+        low_a = torch.where(repl_hi, ~(a_f > b_f), low_a)
+        ok = ok | wolfe
+        finish_low(wolfe)
+        ls_iter_next = ls_iter + 1  # the count after the next evaluation
+
+        # ---- next trial steps ---------------------------------------------------------------
+        zoom_rows = ~done & zoom
+        if ls_iter >= max_ls:
+            finish_low(zoom_rows)
+            zoom_rows = torch.zeros_like(zoom_rows)
+        tiny = zoom_rows & ((b_t - a_t).abs() * d_norm < tol_change)
+        finish_low(tiny)
+        zoom_rows = zoom_rows & ~tiny
         if bool(done.all()):
             break
-        # next trial steps
-        lo_b = torch.minimum(lo_t, hi_t)
-        hi_b = torch.maximum(lo_t, hi_t)
-        width = hi_b - lo_b
-        t_zoom = cubic_minimizer(lo_t, lo_f, lo_d, hi_t, hi_f, hi_d, lo_b + 0.1 * width, hi_b - 0.1 * width)
-        t_ext = cubic_minimizer(t_prev, f_prev, dphi_prev, t, f_t, dphi, t + 0.01 * (t - t_prev), 10 * t)
-        t_ext = torch.where(torch.isfinite(t_ext), t_ext, 2 * t)
-        t_prev = torch.where(extend, t, t_prev)
-        f_prev = torch.where(extend, f_t, f_prev)
-        dphi_prev = torch.where(extend, dphi, dphi_prev)
-        t = torch.where(extend, t_ext, torch.where(zoom, t_zoom, t))
-    # rows that never satisfied the conditions: take the bracket's low end (sufficient decrease) or no step
-    left = ~done
-    t_acc = torch.where(left, lo_t, t_acc)
-    f_acc = torch.where(left, lo_f, f_acc)
-    g_acc = torch.where(left.unsqueeze(-1), lo_g, g_acc)
-    return t_acc, f_acc, g_acc, evals, done
+        # bracketing rows: cubic extrapolation in [t + 0.01 (t − t_prev), 10 t]
+        t_ext = cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, t + 0.01 * (t - t_prev), 10 * t)
+        t_prev = torch.where(br_extend, t, t_prev)
+        f_prev = torch.where(br_extend, f_new, f_prev)
+        g_prev = wsel(br_extend, g_new, g_prev)
+        gtd_prev = torch.where(br_extend, gtd_new, gtd_prev)
+        # zoom rows: cubic interpolation inside the bracket, kept 10% away from its ends when stuck
+        t_z = cubic_interpolate(a_t, a_f, a_gtd, b_t, b_f, b_gtd)
+        bmin, bmax = torch.minimum(a_t, b_t), torch.maximum(a_t, b_t)
+        eps = 0.1 * (bmax - bmin)
+        near = torch.minimum(bmax - t_z, t_z - bmin) < eps
+        move = near & (insuf | (t_z >= bmax) | (t_z <= bmin))
+        t_moved = torch.where((t_z - bmax).abs() < (t_z - bmin).abs(), bmax - eps, bmin + eps)
+        t_z_final = torch.where(move, t_moved, t_z)
+        insuf = torch.where(zoom_rows, near & ~move, insuf)
+        t = torch.where(br_extend, t_ext, torch.where(zoom_rows, t_z_final, t))
+        ls_iter = ls_iter_next
+    return t_res, f_res, g_res, evals, ok
 
 
 class LBFGS(Solver):
     """Limited-memory BFGS.
 
-    history: number of (s, y) pairs kept; lr: step size (initial trial step with a line search);
-    line_search: None (fixed step lr, like ``torch.optim.LBFGS`` without line search), ``"strong_wolfe"``
-    (batched, c1 = 1e-4, c2 = 0.9) or ``"exact"`` (exact minimisation along d for quadratics, via hvp).
-    As in ``torch.optim.LBFGS`` the first step is scaled by min(1, 1/‖g‖₁). Pairs with sᵀy ≤ 1e-10 are
-    skipped; H0 = γI with γ = sᵀy / yᵀy of the newest pair.
+    Args:
+        history: number of (s, y) pairs kept (m ≥ 1).
+        lr: step size without a line search; the initial trial step with one.
+        line_search: None (fixed step, like ``torch.optim.LBFGS(line_search_fn=None)``),
+            ``"strong_wolfe"`` (batched, see :func:`strong_wolfe`) or ``"exact"`` (exact minimisation
+            along d for quadratics: t = gᵀd / dᵀHd with dᵀHd from ``objective.hvp``; rows with
+            dᵀHd ≤ 0 fall back to the trial step).
+        first_step: ``"torch"`` (first trial step lr·min(1, 1/‖g‖₁), as torch.optim.LBFGS) or ``"lr"``.
+        max_evals: evaluation budget of the strong-Wolfe search per step (25 as torch's default max_ls).
+        c1, c2: the Wolfe constants; tolerance_change: the search stops when the bracket is shorter
+            than this (in units of max|d|), as torch's.
+
+    The operator reported in StepInfo is the :class:`~lsr1_core.operators.LBFGSInverse` that produced
+    the direction. extras: ``pair_accepted`` (1 where the step's pair passed sᵀy > 1e-10) and, with the
+    strong-Wolfe search, ``wolfe`` (1 where the accepted step satisfies both conditions).
     """
 
     name = "lbfgs"
 
-    def __init__(self, history: int = 8, lr: float = 1.0, line_search: str | None = None, max_evals: int = 25):
-        if not isinstance(history, int) or history < 1:
+    def __init__(self, history: int = 8, lr: float = 1.0, line_search: str | None = None, max_evals: int = 25,
+                 first_step: str = "torch", c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9):
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise LSR1Error(f"history (memory) must be a positive integer, got {history!r}")
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise LSR1Error(f"lr must be a positive number, got {lr!r}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise LSR1Error(f"lr must be a positive finite number, got {lr!r}")
         if line_search not in (None, "strong_wolfe", "exact"):
             raise LSR1Error(f"line_search must be None, 'strong_wolfe' or 'exact', got {line_search!r}")
+        if first_step not in ("torch", "lr"):
+            raise LSR1Error(f"first_step must be 'torch' or 'lr', got {first_step!r}")
+        if not isinstance(max_evals, int) or max_evals < 1:
+            raise LSR1Error(f"max_evals must be a positive integer, got {max_evals!r}")
+        if not 0 < c1 < c2 < 1:
+            raise LSR1Error(f"the Wolfe constants must satisfy 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+        if not tolerance_change >= 0:
+            raise LSR1Error(f"tolerance_change must be non-negative, got {tolerance_change!r}")
         self.history, self.lr, self.line_search, self.max_evals = history, float(lr), line_search, max_evals
+        self.first_step, self.c1, self.c2, self.tolerance_change = first_step, c1, c2, tolerance_change
 
     def _init(self, objective):
         x = self.state["x"]
@@ -149,6 +237,7 @@ class LBFGS(Solver):
         self.state["gamma"] = x.new_ones(B, 1)
 
     def operator(self) -> LBFGSInverse:
+        """The current inverse-Hessian approximation (two-loop recursion)."""
         st = self.state
         return LBFGSInverse(st["S"], st["Y"], st["valid"], st["gamma"])
 
@@ -157,43 +246,46 @@ class LBFGS(Solver):
         x, f, g = st["x"], st["f"], st["g"]
         op = self.operator()
         d = op.matvec(g)
-        # a non-descent direction (can only come from round-off) falls back to the gradient
-        bad = (g * d).sum(-1) <= 0
+        # a non-descent direction (only possible through round-off: H is positive definite) → gradient
+        bad = ~((g * d).sum(-1) > 0)
         d = torch.where(bad.unsqueeze(-1), g, d)
-        if st["k"] == 0:
-            t = self.lr * torch.clamp(1.0 / g.abs().sum(-1).clamp_min(1e-300), max=1.0)
+        if st["k"] == 0 and self.first_step == "torch":
+            t = self.lr * torch.clamp(1.0 / g.abs().sum(-1), max=1.0)
         else:
             t = torch.full_like(f, self.lr)
         evals = 1
+        extras = {}
         if self.line_search == "strong_wolfe":
-            t, f_new, g_new, evals, _ = strong_wolfe(objective, x, d, f, g, t, max_evals=self.max_evals)
+            t, f_new, g_new, evals, wolfe = strong_wolfe(objective, x, d, f, g, t, c1=self.c1, c2=self.c2,
+                                                         max_evals=self.max_evals, tol_change=self.tolerance_change)
             x_new = x - t.unsqueeze(-1) * d
+            extras["wolfe"] = wolfe.to(x.dtype)
         elif self.line_search == "exact":
             Hd = objective.hvp(x, d)
             curv = (d * Hd).sum(-1)
-            t = torch.where(curv > 0, (g * d).sum(-1) / curv.clamp_min(1e-300), t)
+            t = torch.where(curv > 0, (g * d).sum(-1) / torch.where(curv > 0, curv, torch.ones_like(curv)), t)
             x_new = x - t.unsqueeze(-1) * d
             f_new, g_new = objective.value_and_grad(x_new)
         else:
             x_new = x - t.unsqueeze(-1) * d
             f_new, g_new = objective.value_and_grad(x_new)
+        f_new, g_new = f_new.detach(), g_new.detach()
         s = x_new - x
         y = g_new - g
         sy = (s * y).sum(-1)
-        accept = sy > 1e-10
+        accept = sy > CURVATURE_EPS
+        extras["pair_accepted"] = accept.to(x.dtype)
         S = torch.cat([st["S"], s.unsqueeze(1)], 1)
         Y = torch.cat([st["Y"], y.unsqueeze(1)], 1)
         V = torch.cat([st["valid"], accept.unsqueeze(1)], 1)
-        # rows that skip the pair keep their old history: mark the new slot invalid for them
-        # and compact so that each row's newest valid pairs are kept
         if S.shape[1] > self.history:
-            # drop the oldest slot only for rows whose history is full of valid pairs
             S, Y, V = _compact(S, Y, V, self.history)
         st["S"], st["Y"], st["valid"] = S, Y, V
         yy = (y * y).sum(-1)
-        st["gamma"] = torch.where(accept, sy / yy.clamp_min(1e-300), st["gamma"].squeeze(-1)).unsqueeze(-1)
-        st.update(x=x_new.detach(), f=f_new.detach(), g=g_new.detach())
-        return StepInfo(direction=d, step_size=t.unsqueeze(-1), operator=op, evals=evals)
+        st["gamma"] = torch.where(accept, sy / torch.where(accept, yy, torch.ones_like(yy)),
+                                  st["gamma"].squeeze(-1)).unsqueeze(-1)
+        st.update(x=x_new.detach(), f=f_new, g=g_new)
+        return StepInfo(direction=d, step_size=t.unsqueeze(-1), operator=op, extras=extras, evals=evals)
 
 
 def _compact(S, Y, V, m):

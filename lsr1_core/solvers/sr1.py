@@ -1,6 +1,16 @@
 """Classical symmetric-rank-one quasi-Newton (limited memory), in the paper's inverse form p = B q.
 
-B_k = B_{k−1} + w wᵀ / (wᵀq),  w = p − B_{k−1} q.
+B_k = B_{k−1} + w wᵀ / (wᵀq),  w = p − B_{k−1} q,
+
+where B approximates the INVERSE Hessian, p = x_{k+1} − x_k and q = g_{k+1} − g_k (so B q = p is the
+secant equation). The limited-memory operator is rebuilt every step from the stored pairs (oldest
+first) starting at B_0 = γI: it is ``LowRank(W, c, γ)`` with the recursive w_i and c_i = 1/(w_iᵀq_i).
+An update is skipped (c_i = 0) when |qᵀw| ≤ r‖q‖‖w‖ (r = 1e-8), the standard safeguard (≤ so that
+w = 0, a pair H already satisfies, is skipped rather than divided by zero).
+
+With the default ``init_scale="auto"`` (γ = pᵀq/qᵀq of the newest pair) a lone pair is always skipped:
+w = p − γq is orthogonal to q by construction, so the second step is the Barzilai–Borwein step γg and
+SR1 updates start from the second pair on.
 
 The update satisfies the secant equation exactly but may make B indefinite, so d = B g can point
 uphill — exactly what the explorer shows next to L-SR1's positive semi-definite construction.
@@ -9,16 +19,25 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import LSR1Error
+import math
+
+from ..errors import LSR1Error, ShapeError
 from ..operators import LowRank
 from .base import Solver, StepInfo
 
 
 def sr1_update(B: torch.Tensor, p: torch.Tensor, q: torch.Tensor, r: float = 1e-8) -> torch.Tensor:
-    """Dense batched SR1 update of (B, N, N) matrices with the pairs (p, q) (B, N), skip rule included."""
+    """Dense batched SR1 update, for teaching: ``B + w wᵀ/(wᵀq)`` with ``w = p − B q``.
+
+    ``B`` is (batch, N, N), ``p`` and ``q`` are (batch, N); rows where |wᵀq| < r‖q‖‖w‖ are returned
+    unchanged (the skip rule). The result satisfies ``B_new q = p`` for every row that was updated.
+    """
+    if B.dim() != 3 or p.shape != q.shape or B.shape[:2] != p.shape or B.shape[1] != B.shape[2]:
+        raise ShapeError(f"sr1_update expects B (batch, N, N) and p, q (batch, N); got {tuple(B.shape)}, "
+                         f"{tuple(p.shape)}, {tuple(q.shape)}")
     w = p - torch.einsum("bij,bj->bi", B, q)
     wq = (w * q).sum(-1)
-    skip = wq.abs() < r * q.norm(dim=-1) * w.norm(dim=-1)
+    skip = wq.abs() <= r * q.norm(dim=-1) * w.norm(dim=-1)
     coef = torch.where(skip, torch.zeros_like(wq), 1.0 / torch.where(skip, torch.ones_like(wq), wq))
     return B + coef.view(-1, 1, 1) * torch.einsum("bi,bj->bij", w, w)
 
@@ -34,7 +53,7 @@ def build_operator(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, r: flo
             Hq = Hq + (c * (w * q).sum(-1)).unsqueeze(-1) * w
         w = p - Hq
         wq = (w * q).sum(-1)
-        skip = (wq.abs() < r * q.norm(dim=-1) * w.norm(dim=-1)) | (q.norm(dim=-1) == 0)
+        skip = (wq.abs() <= r * q.norm(dim=-1) * w.norm(dim=-1)) | (q.norm(dim=-1) == 0)
         c = torch.where(skip, torch.zeros_like(wq), 1.0 / torch.where(skip, torch.ones_like(wq), wq))
         Ws.append(w)
         cs.append(c)
@@ -46,20 +65,33 @@ def build_operator(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, r: flo
 class LimitedMemorySR1(Solver):
     """Limited-memory SR1 with the standard skip rule |qᵀw| < r‖q‖‖w‖ (r = 1e-8).
 
-    memory: pairs kept; lr: step size; init_scale: H0 = init_scale·I, or "auto" for γ = pᵀq/qᵀq of the
-    newest pair with pᵀq > 0; line_search: None (fixed step, the direction is used as it is, uphill or not)
-    or "armijo" (backtracking; a non-descent direction is replaced by the gradient first).
+    Args:
+        memory: pairs (p, q) kept (m ≥ 1); the operator is rebuilt from them each step.
+        lr: step size (the initial trial step of the Armijo search).
+        init_scale: ``"auto"`` (default) for H0 = γI with γ = pᵀq/qᵀq of the newest pair with pᵀq > 1e-10
+            (γ = 1 before that), or a fixed positive number (H0 = init_scale·I throughout).
+        line_search: None (fixed step lr: the direction d = H g is used as it is, uphill or not) or
+            ``"armijo"`` (backtracking by halves to f(x − t d) ≤ f − 1e-4·t·gᵀd, at most 30 halvings; a
+            non-descent direction cannot satisfy it, so there it is replaced by the gradient first).
+        r: the skip-rule threshold.
+
+    extras per step: ``descent`` (1 where the SR1 direction H g satisfies gᵀd > 0, before any fallback),
+    ``min_eig`` (smallest eigenvalue of H, only when N ≤ 64) and, with Armijo, ``fallback`` (1 where the
+    gradient replaced an uphill direction).
     """
 
     name = "sr1"
 
-    def __init__(self, memory: int = 8, lr: float = 1.0, init_scale: float | str = 1.0,
+    def __init__(self, memory: int = 8, lr: float = 1.0, init_scale: float | str = "auto",
                  line_search: str | None = None, r: float = 1e-8):
-        if not isinstance(memory, int) or memory < 1:
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
             raise LSR1Error(f"memory must be a positive integer, got {memory!r}")
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise LSR1Error(f"lr must be a positive number, got {lr!r}")
-        if init_scale != "auto" and not (isinstance(init_scale, (int, float)) and init_scale > 0):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise LSR1Error(f"lr must be a positive finite number, got {lr!r}")
+        if not (isinstance(r, (int, float)) and 0 <= r < 1):
+            raise LSR1Error(f"the skip threshold r must lie in [0, 1), got {r!r}")
+        if init_scale != "auto" and not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale)
+                                         and init_scale > 0):
             raise LSR1Error(f"init_scale must be a positive number or 'auto', got {init_scale!r}")
         if line_search not in (None, "armijo"):
             raise LSR1Error(f"line_search must be None or 'armijo', got {line_search!r}")
@@ -89,7 +121,9 @@ class LimitedMemorySR1(Solver):
         t = torch.full_like(f, self.lr)
         evals = 1
         if self.line_search == "armijo":
-            d = torch.where((gd <= 0).unsqueeze(-1), g, d)
+            fallback = ~(gd > 0)
+            extras["fallback"] = fallback.to(x.dtype)
+            d = torch.where(fallback.unsqueeze(-1), g, d)
             gd = (g * d).sum(-1)
             done = torch.zeros_like(gd, dtype=torch.bool)
             for _ in range(30):
