@@ -96,8 +96,8 @@ def check_start(function: str, start, fn_kwargs: dict | None = None) -> None:
 def single_thread():
     """Run tiny (2-D) problems on one intra-op thread. With torch's default pool every small op enters a
     parallel region; when other processes hold the cores (a training job, another session) those regions
-    wait on busy threads: a 200-step L-SR1 run on the 2-D quadratic measured 0.3-0.5 s on one thread and 10-24 s on two
-    (2 cores, another process busy)."""
+    wait on busy threads: a 200-step L-SR1 run on the 2-D quadratic measured 0.3-0.5 s on one thread and
+    10-24 s on two (2 cores, another process busy)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -135,11 +135,16 @@ def run_2d(function: str, fn_kwargs: dict, start: tuple, specs: list[SolverSpec]
     return RunResult(function, dict(fn_kwargs), tuple(start), traces, cos, sec, f_star, errors)
 
 
-def newton_cosines(tr: Trace, obj) -> np.ndarray:
+def newton_cosines(tr: Trace, obj, gtol: float = 1e-12) -> np.ndarray:
+    """cos(d_k, Newton direction) per step; NaN once ‖g_k‖ ≤ gtol·max(1, ‖g_0‖): at the minimiser both
+    directions are rounding noise (or exactly zero, which the cosine reports as 0, a false "orthogonal")."""
     out = np.full(tr.steps, np.nan)
+    g0 = float(tr.g[0, 0].norm()) if len(tr.g) else 0.0
     for k in range(tr.steps):
         if 0 <= int(tr.diverged_at[0]) <= k:
             break
+        if len(tr.g) > k and float(tr.g[k, 0].norm()) <= gtol * max(1.0, g0):
+            continue
         nd = obj.newton_direction(tr.x[k])
         out[k] = float(cosine_to_newton(tr.d[k], nd)[0])
     return out

@@ -119,8 +119,13 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
 
 
 def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int | None = None) -> go.Figure:
-    """f(x_k) − f* (or f when f* is unknown) against iteration, log scale; a dashed line at the step."""
+    """f(x_k) − f* (or f when f* is unknown) against iteration, log scale; a dashed line at the step.
+
+    The log axis stops at 10⁴ × the largest starting gap, so one diverging solver (whose values reach 1e100
+    before they become non-finite) does not squash every other curve into a line; its legend entry says so.
+    """
     fig = go.Figure()
+    starts, lows = [], []
     for i, (lab, tr) in enumerate(traces.items()):
         f = tr.f[:, 0].double().cpu().numpy()
         div = int(tr.diverged_at[0])
@@ -128,12 +133,20 @@ def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int |
             f = f[:div]
         y = f - f_star if f_star is not None else f
         y = np.maximum(y, 1e-16) if f_star is not None else y
-        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=lab, line=dict(color=color_for(i))))
+        if f_star is not None and len(y):
+            starts.append(float(y[0]))
+            lows.append(float(np.nanmin(y)))
+        name = lab + (f" (diverged at step {div})" if div >= 0 else "")
+        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=name, line=dict(color=color_for(i))))
     if step is not None:
         fig.add_vline(x=step, line_dash="dash", line_color="gray")
     fig.update_layout(xaxis_title="iteration", yaxis_title="f(x) − f*" if f_star is not None else "f(x)",
                       yaxis_type="log" if f_star is not None else "linear", height=420,
-                      margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.12))
+                      margin=dict(l=40, r=10, t=60, b=40), legend=dict(orientation="h", yanchor="bottom", y=1.02))
+    if starts:
+        top = math.log10(max(starts) * 1e4)
+        bottom = math.log10(max(min(lows), 1e-16)) - 0.5
+        fig.update_yaxes(range=[bottom, top], exponentformat="power")
     return fig
 
 
@@ -149,8 +162,12 @@ def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, 
                                  marker=dict(size=4), line=dict(color=color_for(i))))
     if step is not None and step > 0:
         fig.add_vline(x=step, line_dash="dash", line_color="gray")
-    fig.update_layout(xaxis_title="step", yaxis_title=ytitle, yaxis_type="log" if log else "linear", height=330,
-                      margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.15))
+    # Legend above the plotting area (not over it: cosines sit at 1, where a legend would hide them);
+    # powers of ten rather than SI prefixes (1f, 1p) on log axes.
+    fig.update_layout(xaxis_title="step", yaxis_title=ytitle, yaxis_type="log" if log else "linear", height=360,
+                      margin=dict(l=40, r=10, t=70, b=40), legend=dict(orientation="h", yanchor="bottom", y=1.02))
+    if log:
+        fig.update_yaxes(exponentformat="power")
     if yrange:
         fig.update_yaxes(range=yrange)
     return fig
@@ -225,7 +242,7 @@ def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, tr
 
 
 def profile_figure(taus, profile: dict[str, list], auc: dict[str, float] | None = None,
-                   names: dict[str, str] | None = None) -> go.Figure:
+                   names: dict[str, str] | None = None, tau_max: float = 1e4) -> go.Figure:
     """Dolan-Moré performance profiles ρ_s(τ) as step lines, log τ axis."""
     fig = go.Figure()
     order = sorted(profile, key=lambda s: -(auc or {}).get(s, 0.0))
@@ -235,6 +252,14 @@ def profile_figure(taus, profile: dict[str, list], auc: dict[str, float] | None 
                                  line=dict(color=color_for(i), width=2)))
     fig.update_layout(xaxis_type="log", xaxis_title="τ", yaxis_title="fraction of problems with ratio ≤ τ",
                       yaxis_range=[0, 1.03], height=430, margin=dict(l=40, r=10, t=30, b=40))
+    taus = np.asarray(list(taus), dtype=float)
+    if taus.size and taus.max() > tau_max:
+        # Ratios of a failing solver can reach 1e150; on such an axis the region where solvers differ
+        # (τ between 1 and 10) is a few pixels wide. The areas in the legend use the full range.
+        fig.update_xaxes(range=[math.log10(max(taus.min(), 1.0)), math.log10(tau_max)], exponentformat="power")
+        fig.add_annotation(text=f"τ axis cut at {tau_max:g}; curves that rise later are off to the right",
+                           xref="paper", yref="paper", x=1, y=0.02, xanchor="right", showarrow=False,
+                           font=dict(size=11, color="gray"))
     return fig
 
 
