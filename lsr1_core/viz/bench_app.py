@@ -26,12 +26,13 @@ APP = ROOT / "explorer" / "app.py"
 DOC = ROOT / "docs" / "benchmarks_app.md"
 PAGE = "views/trajectories.py"
 # The page's widget keys (explorer/views/trajectories.py, single-setting mode).
-KEY_SOLVERS, KEY_STEPS, KEY_STEP = "tr_solvers", "tr_steps", "main_step"
+KEY_FN, KEY_SOLVERS, KEY_STEPS, KEY_STEP = "tr_fn", "tr_solvers", "tr_steps", "main_step"
 TARGET_RENDER_S, TARGET_SLIDER_S = 2.0, 0.5
 
 
 @dataclass
 class AppTimings:
+    function: str
     solvers: list[str]
     steps: int
     first_load_s: float          # fresh session: imports, model loading, solvers run, figures built
@@ -75,7 +76,9 @@ def _figure_bytes(at) -> int:
     return total
 
 
-def measure(steps: int = 200, n_solvers: int = 6, repeats: int = 3, timeout: float = 300.0) -> AppTimings:
+def measure(steps: int = 200, n_solvers: int = 6, repeats: int = 3, function: str = "quadratic",
+            timeout: float = 300.0) -> AppTimings:
+    """The default function is the quadratic: there no solver diverges early, so all six run 200 steps."""
     os.environ.setdefault("LSR1_NO_PROGRESS", "1")
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -86,6 +89,8 @@ def measure(steps: int = 200, n_solvers: int = 6, repeats: int = 3, timeout: flo
     at.switch_page(PAGE)
     _timed_run(at, timeout)
     first = time.perf_counter() - t0
+    _widget(at, "selectbox", KEY_FN).set_value(function)
+    _timed_run(at, timeout)
     ms = _widget(at, "multiselect", KEY_SOLVERS)
     options = list(ms.options)
     lsr1 = [o for o in options if o.startswith("L-SR1")]
@@ -104,7 +109,7 @@ def measure(steps: int = 200, n_solvers: int = 6, repeats: int = 3, timeout: flo
         s = _widget(at, "slider", KEY_STEP)
         s.set_value([steps // 4, steps // 2, 3 * steps // 4][i % 3])
         slider.append(_timed_run(at, timeout))
-    return AppTimings(chosen, steps, first, new_setting, cached, slider, fig_kb)
+    return AppTimings(function, chosen, steps, first, new_setting, cached, slider, fig_kb)
 
 
 def markdown(t: AppTimings, note: str = "") -> str:
@@ -112,7 +117,7 @@ def markdown(t: AppTimings, note: str = "") -> str:
     lines = [f"## Trajectories page, {stamp}",
              "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}. "
-             f"Solvers: {', '.join(t.solvers)}; {t.steps} steps. Median of the repeats, seconds of "
+             f"Function {t.function}; solvers: {', '.join(t.solvers)}; {t.steps} steps. Median of the repeats, seconds of "
              "`AppTest.run()` (the page script, caching and figure serialisation; not the browser's drawing).",
              "",
              "| what | seconds | target | meets |",
@@ -132,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--solvers", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--function", default="quadratic")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks_app.md")
     a = ap.parse_args(argv)
-    t = measure(a.steps, a.solvers, a.repeats)
+    t = measure(a.steps, a.solvers, a.repeats, a.function)
     text = markdown(t)
     print(text)
     if not a.no_write:
