@@ -54,13 +54,24 @@ def compute(fn, fn_kwargs, start, specs, steps, memory):
 
 
 def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True):
-    obj = teaching_function(fn, **fn_kwargs)
     for lab, err in result.errors.items():
         st.error(f"{lab}: {err}")
     T = max((t.steps for t in result.traces.values()), default=0)
-    step = st.slider("step", 0, T, T, key=f"{key}_step") if T else 0
-    st.caption("▶ play animates the paths inside the figure and its own slider scrubs them; the step slider above "
-               "moves every linked plot (and the Curvature page) to that step.")
+    if T:
+        st.caption("▶ play animates the paths inside the figure and its own slider scrubs them; the step slider "
+                   "below moves every linked plot to that step.")
+        linked_plots(result, fn, fn_kwargs, key, side_by_side, T)
+    notes = [f"**{lab}**: {tr.reason[0]}" for lab, tr in result.traces.items() if tr.reason[0]]
+    if notes:
+        st.warning("Diverged — shown up to its last finite point:\n\n" + "\n\n".join(notes))
+
+
+@st.fragment
+def linked_plots(result, fn, fn_kwargs, key: str, side_by_side: bool, T: int):
+    """The step slider and the plots it drives. A fragment: moving the slider reruns only this part, not the
+    settings, the cache look-up (which unpickles every trace and operator) or the exports."""
+    obj = teaching_function(fn, **fn_kwargs)
+    step = st.slider("step", 0, T, T, key=f"{key}_step")
     traj = trajectory_figure(obj, result.traces, obj.bounds, step=step, animate=True)
     objf = objective_figure(result.traces, result.f_star, step)
     if side_by_side:
@@ -70,30 +81,40 @@ def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True):
     else:
         st.plotly_chart(traj, key=f"{key}_traj")
         st.plotly_chart(objf, key=f"{key}_obj")
-    notes = [f"**{lab}**: {tr.reason[0]}" for lab, tr in result.traces.items() if tr.reason[0]]
-    if notes:
-        st.warning("Diverged — shown up to its last finite point:\n\n" + "\n\n".join(notes))
-    return traj, step
 
 
-def exports(result, fig, key):
-    rows = []
-    for lab, tr in result.traces.items():
-        rows += tr.to_records()
+def records_csv(result) -> str:
     import csv
     import io
+    rows = [r for tr in result.traces.values() for r in tr.to_records()]
+    first = ["solver", "step", "x0", "x1", "f", "diverged"]
+    fields = sorted({k for r in rows for k in r}, key=lambda k: first.index(k) if k in first else 99)
     buf = io.StringIO()
-    fields = sorted({k for r in rows for k in r}, key=lambda k: ["solver", "step", "x0", "x1", "f", "diverged"].index(k)
-                    if k in ("solver", "step", "x0", "x1", "f", "diverged") else 99)
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)
+    return buf.getvalue()
+
+
+def records_json(result) -> str:
+    return json.dumps([r for tr in result.traces.values() for r in tr.to_records()])
+
+
+def figure_html(result, fn, fn_kwargs) -> str:
+    obj = teaching_function(fn, **fn_kwargs)
+    T = max((t.steps for t in result.traces.values()), default=0)
+    return trajectory_figure(obj, result.traces, obj.bounds, step=T, animate=True).to_html(include_plotlyjs="cdn")
+
+
+def exports(result, fn, fn_kwargs, key):
+    # Callables: the files are built when a button is pressed, not on every rerun (the HTML alone is 0.07 s).
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Trajectories (CSV)", buf.getvalue(), "trajectories.csv", "text/csv", key=f"{key}_csv")
-    c2.download_button("Trajectories (JSON)", json.dumps(rows), "trajectories.json", "application/json",
-                       key=f"{key}_json")
-    c3.download_button("Figure (HTML)", fig.to_html(include_plotlyjs="cdn"), "trajectories.html", "text/html",
-                       key=f"{key}_html")
+    c1.download_button("Trajectories (CSV)", lambda: records_csv(result), "trajectories.csv", "text/csv",
+                       key=f"{key}_csv", on_click="ignore")
+    c2.download_button("Trajectories (JSON)", lambda: records_json(result), "trajectories.json", "application/json",
+                       key=f"{key}_json", on_click="ignore")
+    c3.download_button("Figure (HTML)", lambda: figure_html(result, fn, fn_kwargs), "trajectories.html",
+                       "text/html", key=f"{key}_html", on_click="ignore")
 
 
 def render():
@@ -111,9 +132,9 @@ def render():
         except LSR1Error as e:
             st.error(str(e))
             return
-        fig, _ = show(result, args[0], args[1], "main")
+        show(result, args[0], args[1], "main")
         st.session_state["last_run_args"] = args
-        exports(result, fig, "main")
+        exports(result, args[0], args[1], "main")
     else:
         left, right = st.columns(2)
         for col, prefix in ((left, "A_"), (right, "B_")):
