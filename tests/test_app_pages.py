@@ -114,3 +114,37 @@ def test_benchmarks_page_shows_precomputed_results():
     prof = charts[0]
     assert any("L-BFGS" in t["name"] for t in prof["data"])
     assert all(0 <= v <= 1 for t in prof["data"] for v in t["y"])
+
+
+def test_trajectories_exports_hold_every_step_of_every_solver():
+    from explorer.views.trajectories import figure_html, records_csv, records_json
+    from lsr1_core.viz.explore import default_specs, run_2d
+
+    specs = default_specs("quadratic")
+    result = run_2d("quadratic", {}, (-2.5, 1.5), [specs["Newton"], specs["Gradient descent"]], 12, 8)
+    rows = json.loads(records_json(result))
+    assert len(rows) == 2 * 13  # x_0..x_12 for each solver
+    gd = [r for r in rows if r["solver"] == "Gradient descent"]
+    f = result.traces["Gradient descent"].f[:, 0].numpy()
+    np.testing.assert_allclose([r["f"] for r in gd], f)
+    csv_lines = records_csv(result).strip().splitlines()
+    assert csv_lines[0].startswith("solver,step") and len(csv_lines) == 1 + 26
+    html = figure_html(result, "quadratic", {})
+    assert "<html>" in html[:100] and "Gradient descent" in html
+
+
+def test_trajectories_step_slider_reruns_only_the_linked_plots():
+    at = _page("trajectories")
+    at.multiselect(key="tr_solvers").set_value(["Gradient descent", "Newton"])
+    at.slider(key="tr_steps").set_value(30)
+    at.selectbox(key="tr_fn").set_value("quadratic").run()
+    before = _charts(at)
+    at.slider(key="main_step").set_value(10).run()
+    assert not at.exception
+    traj, obj = _charts(at)[:2]
+    gd = next(t for t in traj["data"] if t.get("mode") == "lines+markers" and t["name"] == "Gradient descent")
+    assert len(gd["x"]) == 11
+    assert traj["layout"]["sliders"][0]["active"] == 10
+    assert obj["layout"]["shapes"][0]["x0"] == 10
+    # the animation frames (and so the whole path) are the same at every slider position
+    assert len(traj["frames"]) == len(before[0]["frames"]) == 31

@@ -37,9 +37,15 @@ def _path(tr: Trace) -> np.ndarray:
 MAX_FRAMES = 61
 
 
-def frame_steps(T: int, step: int, max_frames: int = MAX_FRAMES) -> list[int]:
+def _compact(a: np.ndarray) -> np.ndarray:
+    """float32 (half the bytes in the page) unless a diverging path holds values float32 cannot."""
+    return a.astype(np.float32) if a.size == 0 or float(np.abs(a).max()) < 1e30 else a
+
+
+def frame_steps(T: int, step: int, max_frames: int | None = None) -> list[int]:
     """The steps that get an animation frame: every step up to ``max_frames``, else an even stride that
     always includes 0, T and the current step (the figure's size grows with frames × T)."""
+    max_frames = max_frames or MAX_FRAMES
     if T + 1 <= max_frames:
         return list(range(T + 1))
     stride = math.ceil(T / (max_frames - 1))
@@ -93,7 +99,7 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
                 div = int(tr.diverged_at[0])
                 # Plain dicts and float32 coordinates: plotly validates and base64-encodes every frame, and the
                 # browser parses all of them, so both the build time and the page size scale with frames × T.
-                data.append(dict(type="scatter", x=p[:k + 1, 0].astype(np.float32), y=p[:k + 1, 1].astype(np.float32)))
+                data.append(dict(type="scatter", x=_compact(p[:k + 1, 0]), y=_compact(p[:k + 1, 1])))
                 data.append(dict(type="scatter", x=[float(p[k, 0])], y=[float(p[k, 1])],
                                  marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
                                              symbol="x" if (div >= 0 and s >= div) else "circle")))
