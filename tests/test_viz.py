@@ -151,3 +151,13 @@ def test_single_thread_restores_the_thread_count():
     with single_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == n
+
+
+def test_default_specs_list_only_importable_solvers(monkeypatch):
+    import lsr1_core.solvers as solvers
+    from lsr1_core.viz import explore
+
+    assert "L-BFGS" in explore.default_specs("quadratic")
+    monkeypatch.setitem(solvers.SOLVERS, "lbfgs", ("lsr1_core.solvers.not_written_yet", "LBFGS"))
+    specs = explore.default_specs("quadratic")
+    assert "L-BFGS" not in specs and "Newton" in specs

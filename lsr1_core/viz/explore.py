@@ -13,7 +13,7 @@ import torch
 from ..analysis import cosine_to_newton
 from ..errors import LSR1Error, UnknownNameError
 from ..objectives import teaching_function
-from ..solvers import make_solver, run
+from ..solvers import make_solver, run, solver_class
 from ..trace import Trace
 
 # label → (solver name, kwargs). The defaults are tuned for the 2-D teaching functions (largest curvature ≈ 1
@@ -56,10 +56,21 @@ class SolverSpec:
         return s
 
 
+def importable(name: str) -> bool:
+    """Whether solver ``name`` can be built here (its module imports); pages list only those."""
+    try:
+        solver_class(name)
+        return True
+    except (ImportError, AttributeError, UnknownNameError):
+        return False
+
+
 def default_specs(function: str) -> dict[str, SolverSpec]:
     out = {}
     lrs = LR_DEFAULTS.get(function, {})
     for label, (name, kw) in CLASSICAL.items():
+        if not importable(name):
+            continue
         kw = dict(kw)
         if name in lrs:
             kw["lr"] = lrs[name]
