@@ -1,0 +1,41 @@
+"""The shipped checkpoints load without training, run at N = 2 and N = 1000, and (where it holds) beat tuned
+gradient descent on the test quadratics."""
+import pytest
+import torch
+
+from lsr1_core.experiments.quadratics import tuned_gd
+from lsr1_core.learned import LSR1Solver
+from lsr1_core.objectives import quadratic_split, random_quadratics
+from lsr1_core.pretrained import list_pretrained, load_pretrained
+from lsr1_core.solvers import run
+
+SHIPPED = sorted(list_pretrained())
+
+
+def test_the_quadratic_models_are_shipped():
+    assert {"quadratic", "quadratic_nosec"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_checkpoint_loads_and_runs_at_n2_and_n1000(name):
+    net, card = load_pretrained(name)
+    assert card["iterations_run"] >= 1 and card["preset"]
+    for n in (2, 1000):
+        q, x0 = random_quadratics(n, 2, generator=torch.Generator().manual_seed(n), max_cond=None,
+                                  dtype=torch.float32)
+        tr = run(LSR1Solver(model=net), q, x0, 5)
+        assert tr.x.shape == (6, 2, n)
+        assert torch.isfinite(tr.x).all()  # diverged rows are frozen at a finite point and marked
+        assert len(tr.reason) == 2
+
+
+def test_quadratic_model_beats_tuned_gradient_descent_at_n10():
+    net, _ = load_pretrained("quadratic")
+    q64, x064 = quadratic_split("test", dtype=torch.float64)
+    fstar = q64.min_value()
+    lr, gd = tuned_gd(q64, x064, fstar, steps=20)
+    tr = run(LSR1Solver(model=net), q64.to(dtype=torch.float32), x064.float(), 20)
+    lsr1_gap = (tr.f[-1].double() - fstar).mean()
+    gd_gap = (gd.f[-1] - fstar).mean()
+    assert not tr.diverged.any()
+    assert lsr1_gap < 0.8 * gd_gap, (float(lsr1_gap), float(gd_gap), lr)
