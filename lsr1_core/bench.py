@@ -132,7 +132,10 @@ def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list
         fr = f"{r['fraction_of_matmul']:.0%} (matmul {r['matmul_gflops']:.1f} GFLOP/s)" if "fraction_of_matmul" in r else ""
         lines.append(f"| {r['solver']} | {r['n']:,} | {r['ms']:.2f} | {r['peak_rss_increase_mb']:.1f} | {gf} | {fr} |")
     lines += ["", "FLOPs count the Linear layers of the three element-wise MLPs (2·in·out per coordinate); the "
-              "matmul reference is `torch.mm` of an (N, hidden) by (hidden, hidden) matrix on the same machine.", ""]
+              "matmul reference is `torch.mm` of an (N, hidden) by (hidden, hidden) matrix on the same machine. "
+              "Peak memory is the growth of the process's peak resident set (ru_maxrss) during the steps over its "
+              "peak after importing torch and setting up the problem, so a step that needs less than that "
+              "baseline (≈ 0.5 GB) reads 0.", ""]
     for sec in extra_sections or []:
         lines += [sec, ""]
     # keep the app section written by `python -m explorer.bench_app`
