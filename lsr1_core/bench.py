@@ -138,11 +138,9 @@ def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list
               "baseline (≈ 0.5 GB) reads 0.", ""]
     for sec in extra_sections or []:
         lines += [sec, ""]
-    # keep the app section written by `python -m explorer.bench_app`
-    old = path.read_text() if path.exists() else ""
-    begin, end = "<!-- app-bench:begin -->", "<!-- app-bench:end -->"
-    if begin in old and end in old:
-        lines += [old[old.index(begin):old.index(end) + len(end)], ""]
+    lines += ["## Explorer app", "", "The app's timings (Trajectories page with six solvers and 200 steps; the step "
+              "slider), through Streamlit's AppTest and in headless Chromium, are in "
+              "[benchmarks_app.md](benchmarks_app.md), written by `python -m explorer.bench_app`.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
