@@ -100,9 +100,10 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
                 # Plain dicts and float32 coordinates: plotly validates and base64-encodes every frame, and the
                 # browser parses all of them, so both the build time and the page size scale with frames × T.
                 data.append(dict(type="scatter", x=_compact(p[:k + 1, 0]), y=_compact(p[:k + 1, 1])))
-                data.append(dict(type="scatter", x=[float(p[k, 0])], y=[float(p[k, 1])],
-                                 marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
-                                             symbol="x" if (div >= 0 and s >= div) else "circle")))
+                # Only x, y (and the symbol, which changes for a diverged solver): the colour and size come
+                # from the figure's trace; every extra property costs validation time × frames × solvers.
+                data.append(dict(type="scatter", x=p[k:k + 1, 0], y=p[k:k + 1, 1],
+                                 marker=dict(symbol="x" if (div >= 0 and s >= div) else "circle")))
             frames.append(dict(data=data, traces=idx, name=str(s)))
         fig.frames = frames
         fig.update_layout(
