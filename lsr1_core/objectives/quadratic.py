@@ -134,6 +134,16 @@ SPLIT_SEEDS = {"validation": 1001, "test": 2002}
 SPLIT_DEFAULTS = {"validation": (2, 32), "test": (10, 32)}  # (N, size) from C.2.1
 
 
+def _finish(H, batch, n, generator, dtype, device, name):
+    """Shared last step of the generators: unit Frobenius norm, b ~ N(0, I) of unit norm, x0 ~ N(0, I)."""
+    H = H / torch.linalg.matrix_norm(H, ord="fro", dim=(1, 2)).view(-1, 1, 1)
+    b = torch.randn(batch, n, generator=generator, dtype=torch.float64)
+    b = b / b.norm(dim=1, keepdim=True)
+    x0 = torch.randn(batch, n, generator=generator, dtype=torch.float64)
+    q = Quadratic(H.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype), name=f"{name}_n{n}")
+    return q, x0.to(device=device, dtype=dtype)
+
+
 def random_quadratics(n: int, batch: int, *, generator: torch.Generator, max_cond: float | None = 1000.0,
                       dtype=torch.float64, device=None) -> tuple[Quadratic, torch.Tensor]:
     """Draw ``batch`` quadratics as in C.2.1 and a start x0 ~ N(0, I) for each.
@@ -164,12 +174,7 @@ def random_quadratics(n: int, batch: int, *, generator: torch.Generator, max_con
                             f"N = {n} (accepted {len(Hs)} after {tries} rounds): the condition number of AᵀA "
                             f"grows like N², so use max_cond=None for N above about 20")
     H = torch.stack(Hs[:batch])
-    H = H / torch.linalg.matrix_norm(H, ord="fro", dim=(1, 2)).view(-1, 1, 1)
-    b = torch.randn(batch, n, generator=generator, dtype=torch.float64)
-    b = b / b.norm(dim=1, keepdim=True)
-    x0 = torch.randn(batch, n, generator=generator, dtype=torch.float64)
-    q = Quadratic(H.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype), name=f"random_quadratic_n{n}")
-    return q, x0.to(device=device, dtype=dtype)
+    return _finish(H, batch, n, generator, dtype, device, "random_quadratic")
 
 
 def spectrum_quadratics(n: int, batch: int, *, generator: torch.Generator, max_cond: float = 1000.0,
@@ -184,12 +189,7 @@ def spectrum_quadratics(n: int, batch: int, *, generator: torch.Generator, max_c
     Q = Q * torch.sign(torch.diagonal(R, dim1=1, dim2=2)).unsqueeze(1)
     lam = 10 ** (-torch.rand(batch, n, generator=generator, dtype=torch.float64) * torch.log10(torch.tensor(max_cond)))
     H = Q @ torch.diag_embed(lam) @ Q.transpose(1, 2)
-    H = H / torch.linalg.matrix_norm(H, ord="fro", dim=(1, 2)).view(-1, 1, 1)
-    b = torch.randn(batch, n, generator=generator, dtype=torch.float64)
-    b = b / b.norm(dim=1, keepdim=True)
-    x0 = torch.randn(batch, n, generator=generator, dtype=torch.float64)
-    q = Quadratic(H.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype), name=f"spectrum_quadratic_n{n}")
-    return q, x0.to(device=device, dtype=dtype)
+    return _finish(H, batch, n, generator, dtype, device, "spectrum_quadratic")
 
 
 COND_FILTER_MAX_N = 20
