@@ -165,3 +165,24 @@ def test_torch_optim_wrapper_trains_a_model(net):
     assert sd["lsr1"]["W"].shape[1] == 4
     with pytest.raises(LSR1Error, match="closure"):
         opt.step(None)
+
+
+def test_pretrained_optimizer_with_step_scale_fits_a_regression():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    X = torch.randn(32, 3)
+    y = X.sum(1, keepdim=True)
+    opt = LSR1Optimizer(model.parameters(), checkpoint="pretrained/quadratic", step_scale=0.3)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((model(X) - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    first = float(closure().detach())
+    for _ in range(30):
+        last = float(opt.step(closure).detach())
+    assert last < 1e-4 * first
+    with pytest.raises(LSR1Error, match="step_scale"):
+        LSR1Optimizer(model.parameters(), checkpoint="pretrained/quadratic", step_scale=0)
