@@ -47,7 +47,7 @@ def load_pretrained(name: str, device=None, dtype=None):
     return load_model(pretrained_path(name), device=device, dtype=dtype or torch.float32)
 
 
-def train_and_ship(name: str, cfg: TrainConfig, *, run_root: Path = Path("runs/pretrained"),
+def train_and_ship(name: str, cfg: TrainConfig, *, preset_name: str | None = None, run_root: Path = Path("runs/pretrained"),
                    out_dir: Path | None = None, progress: bool = True) -> Path:
     """Train ``cfg`` (resuming a previous chunk if its run directory exists) and copy the best
     checkpoint to ``pretrained/NAME`` with a card that records how it was made."""
@@ -68,7 +68,7 @@ def train_and_ship(name: str, cfg: TrainConfig, *, run_root: Path = Path("runs/p
     tensors, card = load_tensors_and_card(run_dir / "best", kind="lsr1")
     card.update({
         "name": name,
-        "preset": card.get("preset") or cfg_preset_name(cfg),
+        "preset": card.get("preset") or preset_name,
         "iterations_run": iterations,
         "iterations_requested": cfg.iterations,
         "training_stopped_early": stopped,
@@ -81,10 +81,6 @@ def train_and_ship(name: str, cfg: TrainConfig, *, run_root: Path = Path("runs/p
     })
     save_tensors_and_card(out_dir / name, tensors, card)
     return out_dir / name
-
-
-def cfg_preset_name(cfg: TrainConfig) -> str | None:
-    return getattr(cfg, "_preset_name", None)
 
 
 def main(argv=None) -> int:
@@ -111,15 +107,14 @@ def main(argv=None) -> int:
         if args.cmd == "train":
             pname = args.preset or args.name
             cfg = preset(pname, iterations=args.iterations, seed=args.seed, compile=args.compile)
-            object.__setattr__(cfg, "_preset_name", pname)
-            print(train_and_ship(args.name, cfg))
+            print(train_and_ship(args.name, cfg, preset_name=pname))
             return 0
         if args.cmd == "reproduce":
             _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")
             cfg = TrainConfig.from_dict(card["train_config"])
-            object.__setattr__(cfg, "_preset_name", card.get("preset"))
             out = Path(args.out_dir) if args.out_dir else None
-            print(train_and_ship(args.name, cfg, run_root=Path("runs/reproduce"), out_dir=out))
+            print(train_and_ship(args.name, cfg, preset_name=card.get("preset"), run_root=Path("runs/reproduce"),
+                                 out_dir=out))
             return 0
     except LSR1Error as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import LSR1Error
 from ..solvers.base import Solver, StepInfo
-from .model import LSR1Net, LSR1State, init_state, lsr1_step
+from .model import LSR1Net, LSR1State, lsr1_step
 
 
 @contextlib.contextmanager
@@ -66,17 +66,14 @@ class LSR1Solver(Solver):
         if name:
             self.name = name
 
-    def reset(self, objective, x0):
-        super().reset(objective, x0)
-
     def _init(self, objective):
         st = self.state
         x = st["x"]
         p = next(self.net.parameters())
         if x.dtype != p.dtype or x.device != p.device:
             self.net.to(device=x.device, dtype=x.dtype)
-        s = init_state(objective, x)
-        self._s = LSR1State(x=s.x, f=st["f"], g=st["g"], p=s.p, d=st["g"], q=st["g"], W=s.W, Bq=st["g"], k=0)
+        g = st["g"]  # Algorithm 1, line 1: p_0 = x_0, q_0 = d_0 = g_0, empty buffer
+        self._s = LSR1State(x=x, f=st["f"], g=g, p=x, d=g, q=g, W=x.new_zeros(x.shape[0], 0, x.shape[1]), Bq=g, k=0)
 
     def _step(self, objective):
         s = self._s

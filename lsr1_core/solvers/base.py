@@ -116,8 +116,7 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
             st = solver.state
         x_last, f_last, g_last = st["x"].clone(), st["f"].clone(), st["g"].clone()
         d = torch.nan_to_num(info.direction.detach())
-        a = torch.nan_to_num(info.step_size.detach().expand(B, N) if info.step_size.dim() else
-                             info.step_size.detach().expand(B, N))
+        a = torch.nan_to_num(info.step_size.detach().expand(B, N))
         if frozen.any():
             d = d.masked_fill(frozen.view(-1, 1), 0.0)
             a = a.masked_fill(frozen.view(-1, 1), 0.0)

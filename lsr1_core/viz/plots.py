@@ -234,7 +234,7 @@ def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, tr
                                                dash="dash" if w[j] < 0 else "dot")))
     if buffer is not None:
         for j, v in enumerate(buffer):
-            vv = v * scale * 0.5 * max(1.0, 1.0)
+            vv = v * scale * 0.5
             fig.add_annotation(x=point[0] + vv[0], y=point[1] + vv[1], ax=point[0], ay=point[1], xref="x", yref="y",
                                axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=2,
                                arrowcolor="#2ca02c", text="")
