@@ -80,7 +80,14 @@ def _dist_rank_world() -> tuple[int, int]:
 
 
 class Trainer:
-    """Meta-trains one L-SR1 model. ``Trainer(cfg, run_dir).fit()``; ``Trainer.resume(run_dir)``."""
+    """Meta-trains one L-SR1 model. ``Trainer(cfg, run_dir).fit()``; ``Trainer.resume(run_dir)``.
+
+    Other meta-training problems (e.g. :mod:`lsr1_core.hmr.train`) subclass it and override
+    ``__init__`` (model, optimizer, task with a ``generator``), ``train_step``, ``validate`` and
+    ``save_best``; run directories, metrics, resume, crash-safe checkpoints and the loop are shared.
+    """
+
+    config_class = TrainConfig
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, log: Callable[[dict], None] | None = None):
         self.cfg = cfg
@@ -173,7 +180,7 @@ class Trainer:
         if not cfg_path.exists():
             raise LSR1Error(f"{run_dir} is not a run directory (no config.json)")
         try:
-            cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+            cfg = cls.config_class.from_dict(json.loads(cfg_path.read_text()))
         except json.JSONDecodeError as e:
             raise LSR1Error(f"{cfg_path} is corrupted: {e}") from None
         if iterations is not None:
@@ -211,6 +218,12 @@ class Trainer:
             if rec.get("iteration", 0) <= self.iteration:
                 keep.append(line)
         atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
+
+    def save_best(self, iterations: int) -> None:
+        """Write the current model as the run's best checkpoint (subclasses save other models)."""
+        save_model(self.run_dir / "best", self.net, versioned=True, iterations=iterations,
+                   metrics={"val_" + k: v for k, v in self.last_val.items()},
+                   extra={"train_config": self.cfg.to_dict()})
 
     def request_stop(self) -> None:
         """Ask fit() to checkpoint and return after the current meta-iteration."""
@@ -281,8 +294,7 @@ class Trainer:
             self.last_val = self.validate()
             self.best_val = self.last_val["loss"]
             if self.rank == 0:
-                save_model(self.run_dir / "best", self.net, versioned=True, preset=None, iterations=0,
-                       metrics={"val_" + k: v for k, v in self.last_val.items()}, extra={"train_config": cfg.to_dict()})
+                self.save_best(0)
             self._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in self.last_val.items()}})
         bar = None
         if progress and self.rank == 0:
@@ -308,9 +320,7 @@ class Trainer:
                 if self.last_val["loss"] < self.best_val:
                     self.best_val = self.last_val["loss"]
                     if self.rank == 0:
-                        save_model(self.run_dir / "best", self.net, versioned=True, iterations=self.iteration,
-                               metrics={"val_" + k: v for k, v in self.last_val.items()},
-                               extra={"train_config": cfg.to_dict()})
+                        self.save_best(self.iteration)
                     rec["best"] = True
             self._write_metrics(rec)
             if self.iteration % cfg.ckpt_every == 0 or self.iteration == cfg.iterations:

@@ -1,0 +1,257 @@
+"""Meta-training for HMR (paper §5.2, Eq. 13), on the core's Trainer machinery.
+
+Two stages, each a normal run directory (config.json, metrics.jsonl, latest.*, best.*; resumable):
+  1. ``--stage initializer``: the trainable initializer alone (the k = 0 terms of Eq. 13).
+  2. ``--stage update --method lgd|lsr1 --initializer RUN_OR_CHECKPOINT``: the update module(s)
+     on top of that initializer, which stays frozen, over K unrolled inner steps.
+LGD trains its initializer jointly with the update; here every method shares one initializer so
+that the comparison isolates the update modules (and the CPU budget goes to them). Joint
+training is one flag away (``--train-initializer``).
+
+Meta-loss, summed over the estimates k = 0…K and divided by K + 1:
+    w2d·f(θ_k, β_k) + w3d·‖X_k − X_gt‖₁ + wθ·‖θ_k − θ_gt‖₁ + wβ·‖β_k − β_gt‖₁   (means over entries)
+plus λ_sec·(1/K)Σ_k ‖p_k − B̃_k q_k‖²/N for L-SR1 (N = 60 coordinates; λ_sec = 0: "no secant").
+The best checkpoint is the one with the lowest validation PA-MPJPE after K steps, as the paper
+keeps the best validation checkpoint.
+
+    python -m lsr1_core.hmr.train --stage initializer --run-dir runs/hmr_init --iterations 1500
+    python -m lsr1_core.hmr.train --method lsr1 --initializer runs/hmr_init --run-dir runs/hmr_lsr1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from ..device import resolve_device, resolve_dtype
+from ..errors import LSR1Error
+from ..meta.train import Trainer, _dist_rank_world
+from .anny_body import AnnyBody
+from .data import CameraConfig, PoseSampler, SampleConfig, make_batch, to_camera, validation_set
+from .models import HMRModel, HMRModelConfig, HMRObjective, load_hmr_model, save_hmr_model
+
+
+@dataclass
+class HMRTrainConfig:
+    stage: str = "update"  # "initializer" | "update"
+    method: str = "lsr1"  # "lgd" | "lsr1"
+    initializer: str | None = None  # run dir or checkpoint of a trained initializer (stage update)
+    train_initializer: bool = False
+    iterations: int = 600
+    batch: int = 128
+    unroll: int = 8
+    secant_weight: float = 1.0
+    w2d: float = 1.0
+    w3d: float = 1.0
+    wpose: float = 1.0
+    wshape: float = 1.0
+    lr: float = 1e-3
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_every: int = 50
+    ckpt_every: int = 50
+    val_size: int = 128
+    seed: int = 0
+    width: int = 1024
+    lsr1: dict = field(default_factory=lambda: {"memory": 4, "gamma1": 0.1, "gamma2": 0.001})
+    data_fraction: float = 1.0
+    drop_prob: float = 0.2
+    train_noise: float = 0.0
+    pose_jitter: float = 0.1
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.stage not in ("initializer", "update"):
+            raise LSR1Error(f"stage must be 'initializer' or 'update', got {self.stage!r}")
+        HMRModelConfig(method=self.method, width=self.width, lsr1=dict(self.lsr1))  # validates
+        for name in ("iterations", "batch", "val_every", "ckpt_every", "val_size"):
+            if int(getattr(self, name)) < 1:
+                raise LSR1Error(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.stage == "update" and self.unroll < 1:
+            raise LSR1Error(f"unroll (K) must be >= 1 for the update stage, got {self.unroll}")
+        if self.secant_weight < 0 or not math.isfinite(self.secant_weight):
+            raise LSR1Error(f"secant_weight must be finite and >= 0, got {self.secant_weight}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HMRTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **kw) -> "HMRTrainConfig":
+        return HMRTrainConfig.from_dict({**self.to_dict(), **kw})
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.stage == "initializer" else self.unroll
+
+
+def _resolve_checkpoint(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best"
+    return p
+
+
+class _Task:
+    """Training batches: a torch Generator (saved with the run for exact resume) and a sampler."""
+
+    def __init__(self, cfg: HMRTrainConfig, body: AnnyBody):
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.sampler = PoseSampler(body, "train", jitter=cfg.pose_jitter, data_fraction=cfg.data_fraction,
+                                   seed=cfg.seed)
+        self.body = body
+        self.sample_cfg = SampleConfig(drop_prob=cfg.drop_prob, noise=cfg.train_noise)
+        self.batch = cfg.batch
+
+    def sample(self):
+        pose, shape = self.sampler.draw(self.batch, self.generator)
+        return make_batch(self.body, pose, shape, self.generator, CameraConfig(), self.sample_cfg)
+
+
+def meta_loss(model: HMRModel, body, batch, cfg: HMRTrainConfig) -> tuple[torch.Tensor, dict]:
+    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
+    res = model.fit(obj, cfg.steps)
+    terms = []
+    for pose, shape, f in zip(res.poses, res.shapes, res.f):
+        X = to_camera(body.keypoints(pose, shape), CameraConfig())
+        terms.append(cfg.w2d * f.mean() + cfg.w3d * (X - batch.joints3d).abs().mean()
+                     + cfg.wpose * (pose - batch.pose).abs().mean() + cfg.wshape * (shape - batch.shape).abs().mean())
+    loss = torch.stack(terms).mean()
+    stats = {"f_first": float(res.f[0].detach().mean()), "f_final": float(res.f[-1].detach().mean())}
+    if res.secant:
+        sec = torch.stack([s.mean() for s in res.secant]).mean() / (model.pose_dim + model.shape_dim)
+        loss = loss + cfg.secant_weight * sec
+        stats["secant"] = float(sec.detach())
+        stats["secant_rel"] = float(torch.stack([s.mean() for s in res.secant_rel]).mean())
+    return loss, stats
+
+
+class HMRTrainer(Trainer):
+    config_class = HMRTrainConfig
+
+    def __init__(self, cfg: HMRTrainConfig, run_dir: str | Path, *, log=None, body: AnnyBody | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        self.rank, self.world = _dist_rank_world()
+        if self.world > 1:
+            raise LSR1Error("HMR meta-training runs in one process")
+        torch.manual_seed(cfg.seed)
+        self.body = body or AnnyBody()
+        mcfg = HMRModelConfig(method=cfg.method, width=cfg.width, lsr1=dict(cfg.lsr1))
+        self.net = HMRModel(self.body.signature(), mcfg)
+        if cfg.stage == "update":
+            if cfg.initializer:
+                init, _ = load_hmr_model(_resolve_checkpoint(cfg.initializer), self.body)
+                self.net.initializer.load_state_dict(init.initializer.state_dict())
+            elif not cfg.train_initializer:
+                raise LSR1Error("the update stage needs --initializer (a trained initializer run or checkpoint) "
+                                "or --train-initializer")
+        train_init = cfg.stage == "initializer" or cfg.train_initializer
+        for p in self.net.initializer.parameters():
+            p.requires_grad_(train_init)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.task = _Task(cfg, self.body)
+        self.val_batch = validation_set(self.body, n=cfg.val_size)
+        self.iteration, self.best_val, self.last_val = 0, math.inf, {}
+        self.skipped, self.elapsed = 0, 0.0
+        self.log, self._stop, self._resumed = log, False, False
+
+    def _set_modes(self) -> None:
+        self.net.train()
+        if not (self.cfg.stage == "initializer" or self.cfg.train_initializer):
+            self.net.initializer.eval()
+
+    def train_step(self) -> dict:
+        self._set_modes()
+        batch = self.task.sample()
+        loss, stats = meta_loss(self.net, self.body, batch, self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            return {"meta_loss": None, "skipped": True, **stats}
+        loss.backward()
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        if not torch.isfinite(gnorm):
+            self.opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            return {"meta_loss": float(loss.detach()), "skipped": True, **stats}
+        self.opt.step()
+        return {"meta_loss": float(loss.detach()), "grad_norm": float(gnorm), **stats}
+
+    def validate(self) -> dict:
+        from .evaluate import evaluate_model
+        with torch.no_grad(), self.net.inference(rows=len(self.val_batch)):
+            loss, stats = meta_loss(self.net, self.body, self.val_batch, self.cfg)
+            curves = evaluate_model(self.net, self.body, self.val_batch, self.cfg.steps)
+        k = self.cfg.steps
+        return {"loss": float(curves["pa_mpjpe"][k]), "pa_mpjpe": float(curves["pa_mpjpe"][k]),
+                "mpjpe": float(curves["mpjpe"][k]), "reproj": float(curves["reproj"][k]),
+                "meta_loss": float(loss), **stats}
+
+    def save_best(self, iterations: int) -> None:
+        save_hmr_model(self.run_dir / "best", self.net, versioned=True, iterations=iterations,
+                       metrics={"val_" + k: v for k, v in self.last_val.items()},
+                       camera=CameraConfig().to_dict(), train_config=self.cfg.to_dict())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--stage", choices=("initializer", "update"), default="update")
+    ap.add_argument("--method", choices=("lgd", "lsr1"), default="lsr1")
+    ap.add_argument("--initializer")
+    ap.add_argument("--train-initializer", action="store_true")
+    ap.add_argument("--iterations", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--unroll", type=int, help="K inner steps (default 8 for lsr1, 4 for lgd)")
+    ap.add_argument("--secant-weight", type=float)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--data-fraction", type=float)
+    ap.add_argument("--val-every", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.resume:
+        tr = HMRTrainer.resume(a.run_dir, iterations=a.iterations)
+    else:
+        kw = {"stage": a.stage, "method": a.method, "initializer": a.initializer,
+              "train_initializer": a.train_initializer}
+        if a.unroll is None:
+            kw["unroll"] = 4 if a.method == "lgd" else 8
+        for name in ("iterations", "batch", "unroll", "secant_weight", "lr", "width", "data_fraction", "val_every",
+                     "seed"):
+            v = getattr(a, name)
+            if v is not None:
+                kw[name] = v
+        if a.val_every is not None:
+            kw["ckpt_every"] = a.val_every
+        tr = HMRTrainer(HMRTrainConfig(**kw), a.run_dir)
+    res = tr.fit()
+    print(json.dumps({"run_dir": str(res.run_dir), "iterations": res.iterations, "best_val_pa_mpjpe_mm": res.best_val,
+                      "wall_time_s": round(res.wall_time_s, 1), "skipped": res.skipped}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
