@@ -22,11 +22,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $PY"
   "$PY" -m venv .venv
 fi
-STAMP=.venv/.installed-$(cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+STAMP=.venv/.installed-$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$STAMP" ]; then
   echo "[setup] installing requirements"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q -r requirements.txt
+  # packages whose declared dependencies we deliberately skip (see requirements.txt)
+  .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
   .venv/bin/python -m pip install -q --no-deps -e .
   rm -f .venv/.installed-* && touch "$STAMP"
 fi
