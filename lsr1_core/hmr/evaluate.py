@@ -75,3 +75,155 @@ def run_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], s
         for c in classical:
             out[c] = classical_fit(c, obj, p0, s0, steps, **(classical_kwargs or {}).get(c, {}))
     return out
+
+
+# --- the evaluation command ----------------------------------------------------------------------
+PAPER = {  # 3DPW, from the paper's Table 1/3 and its project page
+    "lgd": {"pa_mpjpe_4": 55.90, "best": 55.90, "best_step": 4, "params_M": 17.4, "ms_per_step": 166,
+            "mem_GiB": 17.81},
+    "lsr1": {"pa_mpjpe_4": 51.74, "best": 51.58, "best_step": 13, "params_M": 10.4, "ms_per_step": 91,
+             "mem_GiB": 14.60},
+    "lsr1_nosec": {"pa_mpjpe_4": 52.80},
+}
+LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS"}
+
+
+def _time_per_step(fn_steps, steps: int, repeats: int = 3) -> float:
+    import time
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn_steps(0)
+        t1 = time.perf_counter()
+        fn_steps(steps)
+        t2 = time.perf_counter()
+        best = min(best, ((t2 - t1) - (t1 - t0)) / steps)
+    return best
+
+
+def _peak_rss_child(method: str, batch: int, steps: int) -> float:
+    """Peak resident memory growth (MiB) of a fresh process running ``steps`` inner steps."""
+    import subprocess
+    import sys
+    code = (
+        "import resource, torch, sys\n"
+        "from lsr1_core.hmr import AnnyBody, load_pretrained\n"
+        "from lsr1_core.hmr.data import PoseSampler, make_batch, CameraConfig\n"
+        "from lsr1_core.hmr.models import HMRObjective, classical_fit\n"
+        f"body = AnnyBody(); models = load_pretrained(body); m = models[{'lsr1' if method in ('adam', 'lbfgs') else method!r}]\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        f"p, s = PoseSampler(body, 'test', jitter=0.0).draw({batch}, g); b = make_batch(body, p, s, g)\n"
+        "obj = HMRObjective(body, b.kp2d, b.conf, CameraConfig())\n"
+        "with torch.no_grad(), m.inference(rows=len(b)): m.fit(obj, 0)\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"meth = {method!r}\n"
+        "with torch.no_grad(), m.inference(rows=len(b)):\n"
+        f"    r = m.fit(obj, {steps}) if meth not in ('adam', 'lbfgs') else classical_fit(meth, obj, *m.initial(obj), {steps})\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", threads: int = 0,
+                   timing_batch: int = 256) -> dict:
+    import json
+    import platform
+    from pathlib import Path
+
+    from . import load_pretrained, test_set
+    from .anny_body import AnnyBody
+
+    if threads:
+        torch.set_num_threads(threads)
+    body = AnnyBody()
+    models = load_pretrained(body)
+    if not models:
+        raise FileNotFoundError("no pretrained HMR checkpoints in pretrained/ (hmr_lgd, hmr_lsr1, hmr_lsr1_nosec)")
+    batch = test_set(body, n=n_test)
+    fits = run_methods(body, batch, models, steps, init_model="lsr1" if "lsr1" in models else None)
+    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
+    curves = {name: curves_of(body, batch, obj, r) for name, r in fits.items()}
+    rows = {}
+    for name, c in curves.items():
+        pa = c["pa_mpjpe"]
+        best_step = min(range(1, len(pa)), key=lambda k: pa[k])
+        rows[name] = {"pa_mpjpe_0": pa[0], "pa_mpjpe_4": pa[4], "best": pa[best_step], "best_step": best_step,
+                      "mpjpe_4": c["mpjpe"][4], "reproj_4": c["reproj"][4], "reproj_best": min(c["reproj"][1:])}
+    # runtime and memory at batch 256
+    from .data import PoseSampler, make_batch
+    g = torch.Generator().manual_seed(0)
+    p, s = PoseSampler(body, "test", jitter=0.0).draw(timing_batch, g)
+    tb = make_batch(body, p, s, g)
+    tobj = HMRObjective(body, tb.kp2d, tb.conf, CameraConfig())
+    for name, m in models.items():
+        def run_steps(k, m=m):
+            with torch.no_grad(), m.inference(rows=timing_batch):
+                m.fit(tobj, k)
+        rows[name]["ms_per_step"] = 1000 * _time_per_step(run_steps, 5)
+        rows[name]["params_M"] = m.num_parameters() / 1e6
+        rows[name]["update_params_M"] = m.num_parameters("update") / 1e6
+        try:
+            rows[name]["peak_mem_MiB"] = _peak_rss_child(name, timing_batch, 15)
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            rows[name]["peak_mem_MiB"] = None
+            rows[name]["peak_mem_error"] = str(e)[-300:]
+    result = {"n_test": n_test, "steps": steps, "rows": rows, "curves": curves,
+              "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                          "torch": torch.__version__},
+              "cards": {}}
+    from ..checkpoints import load_tensors_and_card
+    from . import PRETRAINED_DIR, PRETRAINED_HMR
+    for name in models:
+        _, card = load_tensors_and_card(PRETRAINED_DIR / PRETRAINED_HMR[name], kind="hmr")
+        result["cards"][name] = {k: card.get(k) for k in ("iterations", "metrics", "wall_time_s", "train_config")}
+    out = Path(out_dir)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "results" / "hmr.json").write_text(json.dumps(result, indent=1) + "\n")
+    _figure(curves, rows, out / "figures" / "hmr_curves.png")
+    return result
+
+
+def _figure(curves: dict, rows: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colors = {"lgd": "#e377c2", "lsr1": "#1f77b4", "lsr1_nosec": "#17becf", "adam": "#2ca02c", "lbfgs": "#ff7f0e"}
+    for ax, key, title in zip(axes, ("reproj", "pa_mpjpe", "mpjpe"),
+                              ("2-D reprojection error (px)", "PA-MPJPE (mm)", "MPJPE (mm)")):
+        for name, c in curves.items():
+            ax.plot(range(len(c[key])), c[key], "-o", ms=3, label=LABELS.get(name, name), color=colors.get(name))
+            if key == "pa_mpjpe" and name in rows:
+                k = rows[name]["best_step"]
+                ax.plot([k], [c[key][k]], "o", ms=9, mfc="none", color=colors.get(name))
+        ax.set_xlabel("inner iteration")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("HMR on the held-out mocap test set (Anny body): per-step errors, step 0 = shared initializer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.evaluate",
+                                 description="Evaluate the shipped HMR models on the fixed test set; writes "
+                                             "docs/results/hmr.json and docs/figures/hmr_curves.png")
+    ap.add_argument("--n-test", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--out-dir", default="docs")
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args(argv)
+    res = run_evaluation(a.n_test, a.steps, a.out_dir, a.threads)
+    print(json.dumps(res["rows"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
