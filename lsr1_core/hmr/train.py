@@ -211,6 +211,38 @@ class HMRTrainer(Trainer):
                        camera=CameraConfig().to_dict(), train_config=self.cfg.to_dict())
 
 
+def export_pretrained(run_dir: str | Path, name: str, out_dir: str | Path | None = None) -> Path:
+    """Copy a run's best checkpoint to ``pretrained/NAME`` with a model card that says how it was
+    made (iterations, wall time, validation metrics, the full train config, the initializer run,
+    and the command that reproduces it)."""
+    from ..checkpoints import load_tensors_and_card
+    from . import PRETRAINED_DIR
+    run_dir = Path(run_dir)
+    model, card = load_hmr_model(run_dir / "best")
+    _, latest = load_tensors_and_card(run_dir / "latest", kind="lsr1-train-state")
+    cfg = HMRTrainConfig.from_dict(card["train_config"])
+    extra = {"name": name, "iterations": card.get("iterations"), "iterations_run": latest.get("iteration"),
+             "wall_time_s": round(float(latest.get("elapsed_s", 0.0)), 1), "metrics": card.get("metrics", {}),
+             "camera": card.get("camera"), "train_config": card["train_config"],
+             "machine": "2-core CPU (no GPU)",
+             "reproduce": f"python -m lsr1_core.hmr.train --method {cfg.method} --initializer <initializer run> "
+                          f"--run-dir runs/{name} --iterations {latest.get('iteration')} "
+                          f"--secant-weight {cfg.secant_weight} --unroll {cfg.unroll}"
+                          if cfg.stage == "update" else
+                          f"python -m lsr1_core.hmr.train --stage initializer --run-dir runs/{name} "
+                          f"--iterations {latest.get('iteration')}"}
+    if cfg.initializer:
+        try:
+            _, icard = load_hmr_model(_resolve_checkpoint(cfg.initializer))
+            extra["initializer"] = {"iterations": icard.get("iterations"), "metrics": icard.get("metrics", {})}
+        except Exception as e:  # noqa: BLE001 - provenance only
+            extra["initializer"] = {"note": f"initializer run not found: {e}"}
+    out = Path(out_dir) if out_dir else PRETRAINED_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    save_hmr_model(out / name, model, **extra)
+    return out / name
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", required=True)
@@ -229,7 +261,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--export", metavar="NAME", help="copy --run-dir's best checkpoint to pretrained/NAME and exit")
     a = ap.parse_args(argv)
+    if a.export:
+        print(export_pretrained(a.run_dir, a.export))
+        return 0
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.resume:
