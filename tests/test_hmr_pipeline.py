@@ -147,3 +147,34 @@ def test_pretrained_lowers_reprojection_error(body, name):
     assert c["reproj"][-1] < 0.9 * c["reproj"][0], c["reproj"]
     assert c["f"][-1] < c["f"][0]
     assert all(np.isfinite(v) for v in c["pa_mpjpe"])
+
+
+def test_training_on_smpl_with_amass_files(tmp_path):
+    """The SMPL path end to end on fixtures: a tiny SMPL model file and two AMASS-format motions."""
+    from lsr1_core.hmr.data import amass_poses
+    from lsr1_core.hmr.smpl import SMPLBody, write_tiny_smpl_fixture
+    from lsr1_core.hmr.train import main
+    model = write_tiny_smpl_fixture(tmp_path / "SMPL_NEUTRAL.pkl")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        T = 20
+        poses = 0.2 * rng.standard_normal((T, 156))
+        poses[:, :3] = [np.pi / 2, 0, 0]  # AMASS: upright in a z-up world
+        np.savez(tmp_path / f"m{i}.npz", poses=poses, trans=np.zeros((T, 3)), betas=np.zeros(16),
+                 gender=np.array("neutral"), mocap_framerate=np.array(60.0))
+    P = amass_poses([tmp_path / "m0.npz"])
+    assert P.shape == (20, 72)
+    # z-up AMASS roots become SMPL's y-up frame: the upright root turns into (about) the identity
+    assert np.abs(P[:, :3]).max() < 1e-5
+    body = SMPLBody(model)
+    kp = body.keypoints(torch.from_numpy(P[:1]), body.default_shape(1))
+    assert float(kp[0, COCO18.index("nose"), 1]) > float(kp[0, COCO18.index("right_ankle"), 1])  # head above feet (y up)
+    small = ["--batch", "8", "--width", "16", "--val-every", "2", "--body", "smpl", "--smpl-model", str(model),
+             "--amass", str(tmp_path / "m0.npz"), "--amass-val", str(tmp_path / "m1.npz")]
+    assert main(["--stage", "initializer", "--run-dir", str(tmp_path / "i"), "--iterations", "2"] + small) == 0
+    assert main(["--method", "lgd", "--initializer", str(tmp_path / "i"), "--run-dir", str(tmp_path / "u"),
+                 "--iterations", "2", "--unroll", "2"] + small) == 0
+    m, card = load_hmr_model(tmp_path / "u" / "best", body)
+    assert card["body"]["body_model"] == "smpl" and card["body"]["pose_dim"] == 72
+    with pytest.raises(BodyModelError, match="trained for body model 'smpl'"):
+        load_hmr_model(tmp_path / "u" / "best", AnnyBody())

@@ -66,6 +66,8 @@ class AnnyBody(BodyModel):
     name = "anny"
     pose_dim = 3 * len(BODY_BONES)
     shape_dim = len(PHENOTYPES)
+    up_axis = 2  # Anny's world: x left, y back, z up (the body faces −y)
+    world_to_camera = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))
 
     def __init__(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         super().__init__()
@@ -126,6 +128,9 @@ class AnnyBody(BodyModel):
 
     def default_shape(self, batch: int = 1) -> torch.Tensor:
         return torch.full((batch, self.shape_dim), 0.5, dtype=self.c0.dtype, device=self.c0.device)
+
+    def sample_shape(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.rand(n, self.shape_dim, generator=gen)
 
     def blend_coefficients(self, shape: torch.Tensor) -> torch.Tensor:
         """Anny's phenotype → blend-shape coefficient map (piecewise-linear interpolation

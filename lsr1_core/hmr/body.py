@@ -45,6 +45,11 @@ class BodyModel(torch.nn.Module):
     pose_dim: int = 0
     shape_dim: int = 0
     keypoint_names: tuple[str, ...] = COCO18
+    # The model's world frame: which axis is up, and the rotation taking world coordinates to the
+    # pipeline's camera coordinates (x right in the image, y down, z forward) for a body at heading 0
+    # facing the camera. Default: SMPL's frame (y up, facing +z).
+    up_axis: int = 1
+    world_to_camera: tuple = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))
 
     # -- to implement -------------------------------------------------------------------------
     def _keypoints(self, pose: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
@@ -77,6 +82,10 @@ class BodyModel(torch.nn.Module):
     def default_shape(self, batch: int = 1) -> torch.Tensor:
         """The mean / neutral shape."""
         return torch.zeros(batch, self.shape_dim)
+
+    def sample_shape(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Random shapes for training samples (default: standard normal, as SMPL betas)."""
+        return torch.randn(n, self.shape_dim, generator=gen)
 
     def signature(self) -> dict:
         return {"body_model": self.name, "pose_dim": int(self.pose_dim), "shape_dim": int(self.shape_dim),

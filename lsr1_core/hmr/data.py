@@ -26,8 +26,8 @@ import torch
 
 from .body import BodyModel, BodyModelError
 
-# Anny world (x left, y back, z up) → camera (x right in the image, y down, z forward): the
-# camera looks at the front of a body whose heading is 0.
+# Default world → camera rotation: Anny's world (x left, y back, z up) → camera (x right in the
+# image, y down, z forward); each body model states its own (BodyModel.world_to_camera).
 _R_WC = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
@@ -105,8 +105,9 @@ def project(joints_cam: torch.Tensor, camera: CameraConfig) -> torch.Tensor:
     return camera.focal * joints_cam[..., :2] / z + camera.image_size / 2
 
 
-def to_camera(kp_world: torch.Tensor, camera: CameraConfig) -> torch.Tensor:
-    R = _R_WC.to(kp_world)
+def to_camera(kp_world: torch.Tensor, camera: CameraConfig, body: BodyModel | None = None) -> torch.Tensor:
+    """World → camera coordinates: the body model's rotation, then ``camera.distance`` forward."""
+    R = (_R_WC if body is None else torch.tensor(body.world_to_camera)).to(kp_world)
     out = kp_world @ R.T
     return out + torch.tensor([0.0, 0.0, camera.distance], dtype=kp_world.dtype, device=kp_world.device)
 
@@ -123,13 +124,16 @@ def _rot(axis: int, ang: torch.Tensor) -> torch.Tensor:
     return torch.stack(m, -1).reshape(ang.shape + (3, 3))
 
 
-def random_global_rotation(pose: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def random_global_rotation(pose: torch.Tensor, gen: torch.Generator, up_axis: int = 2) -> torch.Tensor:
+    """Compose the root rotation with a random yaw about the up axis (uniform) and tilts within
+    ±20° about the other two axes (LGD's ranges)."""
     import roma
     B = pose.shape[0]
     yaw = torch.rand(B, generator=gen) * 2 * math.pi
     pitch = (torch.rand(B, generator=gen) * 2 - 1) * math.radians(20)
     roll = (torch.rand(B, generator=gen) * 2 - 1) * math.radians(20)
-    R = _rot(2, yaw) @ _rot(0, pitch) @ _rot(1, roll)
+    a, b = [ax for ax in range(3) if ax != up_axis]
+    R = _rot(up_axis, yaw) @ _rot(a, pitch) @ _rot(b, roll)
     root = roma.rotvec_to_rotmat(pose[:, :3].double())
     out = pose.clone()
     out[:, :3] = roma.rotmat_to_rotvec(R.double() @ root).to(pose.dtype)
@@ -149,8 +153,8 @@ def make_batch(body: BodyModel, poses: torch.Tensor, shapes: torch.Tensor, gen: 
     """Observations of the given bodies (poses are rotated by a random global rotation here)."""
     with torch.no_grad():
         B = poses.shape[0]
-        poses = random_global_rotation(poses, gen)
-        kp = to_camera(body.keypoints(poses, shapes).float(), camera)
+        poses = random_global_rotation(poses, gen, body.up_axis)
+        kp = to_camera(body.keypoints(poses, shapes).float(), camera, body)
         uv = project(kp, camera)
         conf = (torch.rand(B, uv.shape[1], generator=gen) >= sample.drop_prob).float()
         # keep at least min_visible joints per sample: re-enable random dropped ones
@@ -169,17 +173,30 @@ class PoseSampler:
     joint-limit prior, with shapes uniform over the phenotype box."""
 
     def __init__(self, body: BodyModel, split: str = "train", jitter: float = 0.1, data_fraction: float = 1.0,
-                 seed: int = 0):
-        from .mocap import joint_limit_box, mocap_poses
-        poses, owner = mocap_poses(split)
+                 seed: int = 0, poses: np.ndarray | None = None):
+        """``poses`` (T, pose_dim) replaces the shipped mocap (e.g. AMASS poses for SMPL); the
+        joint-limit box is then the range those poses span, widened by 15°."""
+        if poses is None:
+            from .mocap import joint_limit_box, mocap_poses
+            if body.name != "anny":
+                raise BodyModelError(f"the shipped mocap poses are for the Anny rig; for body model {body.name!r} "
+                                     "give your own poses (e.g. AMASS files with --amass)")
+            poses, _ = mocap_poses(split)
+            lo, hi = joint_limit_box()
+        else:
+            poses = np.asarray(poses, dtype=np.float32)
+            if poses.ndim != 2 or poses.shape[1] != body.pose_dim:
+                raise BodyModelError(f"poses must be (T, {body.pose_dim}) for body model {body.name!r}, "
+                                     f"got {poses.shape}")
+            m = np.deg2rad(15.0)
+            lo, hi = poses[:, 3:].min(0) - m, poses[:, 3:].max(0) + m
         if not 0 < data_fraction <= 1:
             raise ValueError(f"data_fraction must lie in (0, 1], got {data_fraction}")
         if data_fraction < 1:
             g = np.random.default_rng(seed)
             keep = np.sort(g.choice(len(poses), max(1, int(round(data_fraction * len(poses)))), replace=False))
             poses = poses[keep]
-        self.poses = torch.from_numpy(poses)
-        lo, hi = joint_limit_box()
+        self.poses = torch.from_numpy(np.ascontiguousarray(poses))
         self.lo, self.hi = torch.from_numpy(lo), torch.from_numpy(hi)
         self.jitter = jitter
         self.body = body
@@ -193,8 +210,36 @@ class PoseSampler:
         if self.jitter > 0:
             body = pose[:, 3:] + self.jitter * torch.randn(n, pose.shape[1] - 3, generator=gen)
             pose[:, 3:] = torch.maximum(torch.minimum(body, self.hi), self.lo)
-        shape = torch.rand(n, self.body.shape_dim, generator=gen)
+        shape = self.body.sample_shape(n, gen)
         return pose, shape
+
+
+def amass_poses(paths, every: int = 1) -> np.ndarray:
+    """SMPL poses (T, 72) from AMASS motion files or folders of them, for ``PoseSampler(poses=…)``.
+
+    AMASS stores root orientations in a z-up world; SMPL's own frame (and the pipeline's, for the
+    SMPL body) is y-up, so each root is turned by −90° about x and its heading removed (the random
+    global rotation of each sample supplies the heading)."""
+    from pathlib import Path
+
+    import roma
+
+    from .formats import load_amass_npz
+    files = []
+    for p in ([paths] if isinstance(paths, (str, Path)) else paths):
+        p = Path(p)
+        files += sorted(p.rglob("*.npz")) if p.is_dir() else [p]
+    if not files:
+        raise BodyModelError(f"no AMASS .npz files found in {paths}")
+    poses = np.concatenate([load_amass_npz(f)["poses"][::every] for f in files]).astype(np.float64)
+    R = roma.rotvec_to_rotmat(torch.from_numpy(poses[:, :3]))
+    fix = _rot(0, torch.tensor(-math.pi / 2, dtype=torch.float64))
+    R = fix @ R
+    fwd = R[:, :, 2]  # the body's forward axis (+z in SMPL's canonical frame)
+    yaw = torch.atan2(fwd[:, 0], fwd[:, 2])
+    R = _rot(1, -yaw) @ R
+    poses[:, :3] = roma.rotmat_to_rotvec(R).numpy()
+    return poses.astype(np.float32)
 
 
 def test_set(body: BodyModel, n: int = 256, seed: int = 2024, noise: float = 0.01,
@@ -207,14 +252,15 @@ def test_set(body: BodyModel, n: int = 256, seed: int = 2024, noise: float = 0.0
     idx = torch.randperm(len(poses), generator=gen)[:n] if n <= len(poses) else \
         torch.randint(len(poses), (n,), generator=gen)
     pose = torch.from_numpy(poses)[idx]
-    shape = torch.rand(len(idx), body.shape_dim, generator=gen)
+    shape = body.sample_shape(len(idx), gen)
     return make_batch(body, pose, shape, gen, camera, SampleConfig(noise=noise))
 
 
 def validation_set(body: BodyModel, n: int = 128, seed: int = 7, noise: float = 0.01,
-                   camera: CameraConfig = CameraConfig()) -> HMRBatch:
-    """Validation: training clips (no jitter), its own seed, the test set's noise and drop rate."""
-    sampler = PoseSampler(body, "train", jitter=0.0)
+                   camera: CameraConfig = CameraConfig(), poses: np.ndarray | None = None) -> HMRBatch:
+    """Validation: training clips (or the given poses), no jitter, its own seed, the test set's
+    noise and drop rate."""
+    sampler = PoseSampler(body, "train", jitter=0.0, poses=poses)
     gen = torch.Generator().manual_seed(seed)
     pose, shape = sampler.draw(n, gen)
     return make_batch(body, pose, shape, gen, camera, SampleConfig(noise=noise))

@@ -31,7 +31,7 @@ def step_metrics(body: BodyModel, batch: HMRBatch, obj: HMRObjective, pose: torc
     from .metrics import mpjpe, pa_mpjpe
     with torch.no_grad():
         kp3d = body.keypoints(pose, shape)
-        X = to_camera(kp3d, camera)
+        X = to_camera(kp3d, camera, body)
         ev = list(EVAL14)
         pred, gt = X[:, ev], batch.joints3d[:, ev]
         hips = tuple(ev.index(h) for h in HIPS)

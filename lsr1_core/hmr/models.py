@@ -59,7 +59,7 @@ class HMRObjective(Objective):
     def predict2d(self, pose: torch.Tensor, shape: torch.Tensor, kp3d: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised projected keypoints (B, 18, 2), normalised over the observed-visible joints."""
         kp3d = self.keypoints3d(pose, shape) if kp3d is None else kp3d
-        uv = project(to_camera(kp3d, self.camera), self.camera)
+        uv = project(to_camera(kp3d, self.camera, self.body), self.camera)
         return normalise_keypoints(uv, self.conf)
 
     def value_pose_shape(self, pose: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:

@@ -66,9 +66,18 @@ class HMRTrainConfig:
     pose_jitter: float = 0.1
     device: str = "cpu"
     dtype: str = "float32"
+    body: str = "anny"  # "anny" (embedded) | "smpl" (needs the licensed file and AMASS poses)
+    smpl_model: str | None = None  # path; default: the LSR1_SMPL_MODEL environment variable
+    amass: list = field(default_factory=list)  # AMASS .npz files/folders: training poses
+    amass_val: list = field(default_factory=list)  # … validation poses (default: the training ones)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        self.amass, self.amass_val = list(self.amass), list(self.amass_val)
+        if self.body not in ("anny", "smpl"):
+            raise LSR1Error(f"body must be 'anny' or 'smpl', got {self.body!r}")
+        if self.body == "smpl" and not self.amass:
+            raise LSR1Error("training with the SMPL body needs SMPL poses: give AMASS files with --amass")
         if self.stage not in ("initializer", "update"):
             raise LSR1Error(f"stage must be 'initializer' or 'update', got {self.stage!r}")
         HMRModelConfig(method=self.method, width=self.width, lsr1=dict(self.lsr1))  # validates
@@ -105,13 +114,20 @@ def _resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def make_body(cfg: HMRTrainConfig):
+    if cfg.body == "smpl":
+        from .smpl import SMPLBody
+        return SMPLBody(cfg.smpl_model)
+    return AnnyBody()
+
+
 class _Task:
     """Training batches: a torch Generator (saved with the run for exact resume) and a sampler."""
 
-    def __init__(self, cfg: HMRTrainConfig, body: AnnyBody):
+    def __init__(self, cfg: HMRTrainConfig, body, poses=None):
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.sampler = PoseSampler(body, "train", jitter=cfg.pose_jitter, data_fraction=cfg.data_fraction,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, poses=poses)
         self.body = body
         self.sample_cfg = SampleConfig(drop_prob=cfg.drop_prob, noise=cfg.train_noise)
         self.batch = cfg.batch
@@ -126,7 +142,7 @@ def meta_loss(model: HMRModel, body, batch, cfg: HMRTrainConfig) -> tuple[torch.
     res = model.fit(obj, cfg.steps)
     terms = []
     for pose, shape, f in zip(res.poses, res.shapes, res.f):
-        X = to_camera(body.keypoints(pose, shape), CameraConfig())
+        X = to_camera(body.keypoints(pose, shape), CameraConfig(), body)
         terms.append(cfg.w2d * f.mean() + cfg.w3d * (X - batch.joints3d).abs().mean()
                      + cfg.wpose * (pose - batch.pose).abs().mean() + cfg.wshape * (shape - batch.shape).abs().mean())
     loss = torch.stack(terms).mean()
@@ -151,7 +167,7 @@ class HMRTrainer(Trainer):
         if self.world > 1:
             raise LSR1Error("HMR meta-training runs in one process")
         torch.manual_seed(cfg.seed)
-        self.body = body or AnnyBody()
+        self.body = body or make_body(cfg)
         mcfg = HMRModelConfig(method=cfg.method, width=cfg.width, lsr1=dict(cfg.lsr1))
         self.net = HMRModel(self.body.signature(), mcfg)
         if cfg.stage == "update":
@@ -166,8 +182,11 @@ class HMRTrainer(Trainer):
             p.requires_grad_(train_init)
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.task = _Task(cfg, self.body)
-        self.val_batch = validation_set(self.body, n=cfg.val_size)
+        from .data import amass_poses
+        train_poses = amass_poses(cfg.amass) if cfg.amass else None
+        val_poses = amass_poses(cfg.amass_val) if cfg.amass_val else train_poses
+        self.task = _Task(cfg, self.body, train_poses)
+        self.val_batch = validation_set(self.body, n=cfg.val_size, poses=val_poses)
         self.iteration, self.best_val, self.last_val = 0, math.inf, {}
         self.skipped, self.elapsed = 0, 0.0
         self.log, self._stop, self._resumed = log, False, False
@@ -259,6 +278,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data-fraction", type=float)
     ap.add_argument("--val-every", type=int)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--body", choices=("anny", "smpl"), help="body model (default: the embedded Anny)")
+    ap.add_argument("--smpl-model", help="SMPL model file (default: $LSR1_SMPL_MODEL)")
+    ap.add_argument("--amass", nargs="+", help="AMASS .npz files or folders: training poses (needed for SMPL)")
+    ap.add_argument("--amass-val", nargs="+", help="AMASS files for validation (default: the training ones)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--export", metavar="NAME", help="copy --run-dir's best checkpoint to pretrained/NAME and exit")
@@ -276,7 +299,7 @@ def main(argv=None) -> int:
         if a.unroll is None:
             kw["unroll"] = 4 if a.method == "lgd" else 8
         for name in ("iterations", "batch", "unroll", "secant_weight", "lr", "width", "data_fraction", "val_every",
-                     "seed"):
+                     "seed", "body", "smpl_model", "amass", "amass_val"):
             v = getattr(a, name)
             if v is not None:
                 kw[name] = v
