@@ -13,5 +13,6 @@ pages = [
     st.Page(str(HERE / "views" / "curvature.py"), title="Curvature & secant", url_path="curvature"),
     st.Page(str(HERE / "views" / "benchmarks.py"), title="Benchmarks", url_path="benchmarks"),
     st.Page(str(HERE / "views" / "training.py"), title="Meta-training", url_path="training"),
+    st.Page(str(HERE / "views" / "hmr.py"), title="Human mesh recovery", url_path="hmr"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,102 @@
+"""Offscreen rendering (pyrender over EGL, Mesa llvmpipe on the CPU): the body lands on the pixels the
+camera model says it should."""
+import numpy as np
+import pytest
+import torch
+
+from lsr1_core.hmr.data import CameraConfig, project
+from lsr1_core.hmr.render import RenderUnavailable, render_mesh, render_meshes, render_status
+
+CAM = CameraConfig()
+
+
+def _require_rendering():
+    reason = render_status()
+    if reason:
+        pytest.skip(f"offscreen rendering is unavailable on this machine: {reason}")
+
+
+def _quad(x0, x1, y0, y1, z):
+    v = np.array([[x0, y0, z], [x1, y0, z], [x1, y1, z], [x0, y1, z]], dtype=np.float32)
+    return v, np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int32)
+
+
+def test_a_quad_covers_exactly_its_projected_rectangle():
+    """Camera coordinates x right, y down: a quad in the upper-left quadrant must appear upper left."""
+    _require_rendering()
+    v, f = _quad(-1.0, -0.5, -1.0, -0.25, 6.0)  # u = 600 x / 6 + 128 → [28, 78]; v → [28, 103]
+    out = render_mesh(v, f, color=(1.0, 0.0, 0.0))
+    assert out.rgba.shape == (256, 256, 4) and out.rgba.dtype == np.uint8 and out.mask.shape == (256, 256)
+    ys, xs = np.nonzero(out.mask)
+    assert (xs.min(), xs.max()) == (28, 77)  # pixel centres at .5: columns 28 … 77
+    assert (ys.min(), ys.max()) == (28, 102)
+    assert out.mask.sum() == 50 * 75
+    # transparent off the quad, opaque and red on it
+    assert (out.rgba[..., 3][~out.mask] == 0).all() and (out.rgba[..., 3][out.mask] == 255).all()
+    rgb = out.rgba[out.mask][:, :3].astype(int)
+    assert (rgb[:, 0] > 100).all() and (rgb[:, 1] < 30).all() and (rgb[:, 2] < 30).all()
+
+
+def test_an_opaque_background_and_several_meshes():
+    _require_rendering()
+    a = _quad(-1.0, -0.5, -1.0, -0.5, 6.0)
+    b = _quad(0.5, 1.0, 0.5, 1.0, 6.0)
+    out = render_meshes([(*a, (1, 1, 1)), (*b, (1, 1, 1))], background=(0.0, 0.0, 1.0))
+    assert out.mask.sum() == 2 * 50 * 50
+    assert (out.rgba[..., 3] == 255).all()
+    assert (out.rgba[~out.mask][:, :3] == [0, 0, 255]).all()
+    assert out.mask[200, 200] and out.mask[50, 50] and not out.mask[128, 128]
+    assert out.png()[:8] == b"\x89PNG\r\n\x1a\n" and out.data_uri().startswith("data:image/png;base64,")
+
+
+def test_the_body_mesh_covers_its_projected_keypoints_and_vertices():
+    """A test-set body rendered from its sample's camera: the silhouette spans the projected vertices'
+    bounding box and covers the projected keypoints (they lie inside the body)."""
+    _require_rendering()
+    from lsr1_core.hmr import AnnyBody, test_set
+    from lsr1_core.hmr.data import to_camera
+    torch.set_num_threads(1)
+    body = AnnyBody()
+    batch = test_set(body, n=4)
+    for i in range(2):
+        b = batch.subset(slice(i, i + 1))
+        with torch.no_grad():
+            verts = to_camera(body.vertices(b.pose, b.shape).float(), CAM)[0]
+        uv = project(verts, CAM).numpy()
+        out = render_mesh(verts.numpy(), body.faces.numpy(), color=(1.0, 0.56, 0.76))
+        ys, xs = np.nonzero(out.mask)
+        lo, hi = uv.min(0), uv.max(0)
+        # every covered pixel lies within the projected vertices' box, and the box is filled to its edges
+        assert xs.min() >= np.floor(lo[0]) - 1 and xs.max() <= np.ceil(hi[0]) + 1
+        assert ys.min() >= np.floor(lo[1]) - 1 and ys.max() <= np.ceil(hi[1]) + 1
+        assert abs(xs.min() - lo[0]) < 2 and abs(xs.max() + 1 - hi[0]) < 2
+        assert abs(ys.min() - lo[1]) < 2 and abs(ys.max() + 1 - hi[1]) < 2
+        assert out.mask.sum() > 800  # a body at 6 m is about 170 px tall
+        # the keypoints (regressed from the surface, inside the body) project onto covered pixels
+        kp = project(b.joints3d, CAM)[0].numpy()
+        grown = out.mask.copy()
+        grown[1:] |= out.mask[:-1]
+        grown[:-1] |= out.mask[1:]
+        grown[:, 1:] |= out.mask[:, :-1]
+        grown[:, :-1] |= out.mask[:, 1:]
+        inside = [bool(grown[int(y), int(x)]) for x, y in kp]
+        assert sum(inside) >= 16, inside
+        torso = [1, 2, 5, 8, 11]  # neck, shoulders, hips
+        assert all(inside[j] for j in torso)
+        # the pink material shows: red above green on the body, transparent elsewhere
+        rgb = out.rgba[out.mask][:, :3].astype(float).mean(0)
+        assert rgb[0] > rgb[1] + 20
+        assert (out.rgba[..., 3][~out.mask] == 0).all()
+
+
+def test_disabled_rendering_says_why(monkeypatch):
+    monkeypatch.setenv("LSR1_NO_RENDER", "1")
+    assert "LSR1_NO_RENDER" in render_status()
+    v, f = _quad(-1, 1, -1, 1, 6)
+    with pytest.raises(RenderUnavailable, match="disabled"):
+        render_mesh(v, f)
+
+
+def test_bad_meshes_are_refused():
+    with pytest.raises(ValueError, match="faces"):
+        render_mesh(np.zeros((4, 3)), np.zeros((2, 4), dtype=np.int32))
