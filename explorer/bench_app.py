@@ -1,11 +1,14 @@
 """Timings for the explorer's quality bar, measured through Streamlit's own test runner.
 
 The bar: the Trajectories page with six solvers and 200 steps renders in under 2 s after first load, and
-moving the step slider updates the linked plots in under 0.5 s. ``AppTest`` runs the real page script
+moving the step slider updates the linked plots in under 0.5 s. The Human mesh recovery page: the first fit
+of a sample (every method, 15 inner steps) finishes in under 5 s, and stepping to another inner iteration
+updates the page in under 1 s. ``AppTest`` runs the real page script
 (widgets, caching, figure building, serialisation of the figures into the page); what it leaves out is the
 browser drawing the plotly JSON, which is reported separately as the size of that JSON.
 
     python -m explorer.bench_app            # prints a table and appends it to docs/benchmarks_app.md
+    python -m explorer.bench_app --page hmr # only the Human mesh recovery page
 
 This module imports streamlit's testing package only inside ``measure`` (the library itself never needs
 streamlit); it is a command, not part of the figure builders.
@@ -52,8 +55,8 @@ class AppTimings:
 def _widget(at, kind: str, key: str):
     found = [w for w in getattr(at, kind) if getattr(w, "key", None) == key]
     if not found:
-        raise RuntimeError(f"the Trajectories page has no {kind[:-1]} with key {key!r}; "
-                           f"update explorer/bench_app.py to match explorer/views/trajectories.py")
+        raise RuntimeError(f"the page has no {kind[:-1]} with key {key!r}; "
+                           f"update explorer/bench_app.py to match the page in explorer/views/")
     return found[0]
 
 
@@ -251,6 +254,213 @@ def markdown(t: AppTimings, note: str = "") -> str:
     return "\n".join(lines)
 
 
+# --- the Human mesh recovery page ------------------------------------------------------------------
+HMR_PAGE = "views/hmr.py"
+TARGET_HMR_FIT_S, TARGET_HMR_STEP_S = 5.0, 1.0
+
+
+@dataclass
+class HMRTimings:
+    checkpoints: dict            # slot → the checkpoint the page chose by default
+    methods: int                 # methods fitted per sample
+    first_load_s: float          # fresh session: body model, test set, checkpoints, the first sample's fit
+    new_sample_s: list[float]    # a sample not fitted before: fit of every method + the page at its last step
+    fit_s: list[float]           # of which the fit itself (timed inside the cached fit function)
+    step_s: list[float]          # step control moved to a step not visited before (meshes skinned, rendered)
+    revisit_s: list[float]       # back to a visited step (meshes and renders from the cache)
+    figure_kb: float             # plotly JSON + the 3-D view's buffers sent per step
+
+
+def _hmr_fit_seconds(at) -> float:
+    import re
+    for c in at.caption:
+        m = re.search(r"steps in ([0-9.]+) s", c.value)
+        if m:
+            return float(m.group(1))
+    return float("nan")
+
+
+def _hmr_bytes(at) -> int:
+    total = _figure_bytes(at)
+    for comp in at.get("component_instance"):
+        proto = comp.proto
+        total += len(proto.json_args) + sum(len(a.bytes) for a in proto.special_args)
+    return total
+
+
+def measure_hmr(repeats: int = 3, timeout: float = 300.0, first_index: int = 40) -> HMRTimings:
+    """AppTest timings of the HMR page with its default checkpoints. AppTest reruns the whole script when the
+    step slider moves (the browser reruns only the page's fragment), so its step timings are upper bounds."""
+    os.environ.setdefault("LSR1_NO_PROGRESS", "1")
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    t0 = time.perf_counter()
+    at.run()
+    at.switch_page(HMR_PAGE)
+    _timed_run(at, timeout)
+    first = time.perf_counter() - t0
+    ckpts = {slot: _widget(at, "selectbox", f"hmr_ckpt_{slot}").value for slot in ("lsr1", "lgd", "lsr1_nosec")}
+    new_sample, fit, step, revisit = [], [], [], []
+    for i in range(repeats):
+        _widget(at, "number_input", "hmr_index").set_value(first_index + i)
+        new_sample.append(_timed_run(at, timeout))
+        fit.append(_hmr_fit_seconds(at))
+    methods = len(_widget(at, "multiselect", next(w.key for w in at.multiselect
+                                                   if w.key.startswith("hmr_in3d"))).options)
+    for k in [3, 8, 12][:repeats]:
+        _widget(at, "slider", "hmr_step").set_value(k)
+        step.append(_timed_run(at, timeout))
+    kb = _hmr_bytes(at) / 1024
+    for k in [3, 8, 12][:repeats]:
+        _widget(at, "slider", "hmr_step").set_value(k)
+        revisit.append(_timed_run(at, timeout))
+    return HMRTimings(ckpts, methods, first, new_sample, fit, step, revisit, kb)
+
+
+@dataclass
+class HMRBrowserTimings:
+    page_load_s: float       # navigate to the page (server warm, first sample cached) until the 3-D view drew
+    new_sample_s: list[float]  # "+" on the sample number: fit, page, overlays and the 3-D view drawn
+    jump_s: list[float]      # Home on the step slider (last step → step 0): meshes skinned and rendered
+    step_s: list[float]      # ArrowRight after a 1 s pause: the neighbouring step, prepared by the prefetcher
+
+
+def measure_hmr_browser(repeats: int = 3, chromium: str = "/usr/bin/chromium") -> HMRBrowserTimings:
+    """The HMR page in Debian's chromium: seconds from a keyboard/mouse action until the app's run ended, the
+    3-D view (a component iframe) drew the new meshes and the browser painted."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"])
+            pg = browser.new_page(viewport={"width": 1500, "height": 1400})
+
+            def view():
+                el = pg.locator("iframe[title$='hmr_step_view']")
+                el.wait_for(timeout=300_000)
+                fr = el.element_handle().content_frame()
+                fr.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=300_000)
+                return fr
+
+            def loaded():
+                pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
+                pg.wait_for_timeout(300)
+                pg.wait_for_selector(idle, timeout=300_000)
+                fr = view()
+                pg.evaluate(_PAINTED)
+                return fr
+
+            pg.goto(url + "/hmr")  # first load: body model, test set, checkpoints, first fit; not timed
+            loaded()
+            t0 = time.perf_counter()
+            pg.reload()
+            fr = loaded()
+            load = time.perf_counter() - t0
+
+            def act(action, fr) -> float:
+                before = fr.evaluate("() => window.__meshView.renders")
+                t0 = time.perf_counter()
+                pg.evaluate(_STATE_LOG)
+                action()
+                pg.wait_for_function("() => window.__runs.some(([t, s]) => s === 'running')", timeout=300_000)
+                pg.wait_for_function("() => { const r = window.__runs; return r.length && "
+                                     "r[r.length - 1][1] === 'notRunning'; }", timeout=300_000)
+                fr.wait_for_function(f"() => window.__meshView.renders > {before}", timeout=300_000)
+                fr.evaluate(_PAINTED)
+                pg.evaluate(_PAINTED)
+                return time.perf_counter() - t0
+
+            plus = pg.locator("[data-testid='stNumberInput']").filter(has_text="test sample") \
+                .locator("[data-testid='stNumberInputStepUp']")
+            step_in = pg.locator("[data-testid='stSlider']").filter(has_text="inner iteration") \
+                .locator("input[type='range']")
+            new_sample, jump, steps = [], [], []
+            for _ in range(repeats):
+                new_sample.append(act(lambda: plus.click(), fr))  # at the last step
+                time.sleep(1.0)
+                step_in.focus()
+                jump.append(act(lambda: pg.keyboard.press("Home"), fr))  # to step 0: not prepared
+                time.sleep(1.0)  # a user's pause: the prefetcher prepares steps 1 (and -1)
+                steps.append(act(lambda: pg.keyboard.press("ArrowRight"), fr))
+                act(lambda: pg.keyboard.press("End"), fr)  # back to the last step (cached), not timed
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return HMRBrowserTimings(load, new_sample, jump, steps)
+
+
+def hmr_markdown(t: HMRTimings, b: HMRBrowserTimings | None = None, note: str = "") -> str:
+    med = statistics.median
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    ck = ", ".join(f"{k}: {v}" for k, v in t.checkpoints.items())
+    lines = [f"## Human mesh recovery page, {stamp}", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
+             f"load average {load:.1f} when it started. {t.methods} methods (checkpoints {ck}; Adam and L-BFGS), "
+             "15 inner steps, Anny body (13 718 vertices). Median of the repeats, seconds of `AppTest.run()`; "
+             "AppTest reruns the whole script for a step change, the browser only the page's fragment.", "",
+             "| what | seconds | target | meets |", "|---|---:|---:|---|",
+             f"| first load of the page (fresh session: body model, test set, checkpoints, first fit) | "
+             f"{t.first_load_s:.3f} | | |"]
+    # AppTest jumps 15 → 3 → 8 → 12 without pauses: none of these steps is prepared by the prefetcher
+    rows = [(f"first fit of a sample, whole page (median of {len(t.new_sample_s)} new samples)",
+             med(t.new_sample_s), TARGET_HMR_FIT_S),
+            ("… of which the fit of every method", med(t.fit_s), TARGET_HMR_FIT_S),
+            ("step control moved to a step not visited (meshes skinned and rendered; whole script)", med(t.step_s),
+             TARGET_HMR_STEP_S),
+            ("step control back to a visited step (cached)", med(t.revisit_s), TARGET_HMR_STEP_S)]
+    for name, sec, target in rows:
+        lines.append(f"| {name} | {sec:.3f} | < {target:g} | {'yes' if sec < target else 'no'} |")
+    lines += ["", f"Sent to the browser per step: {t.figure_kb:.0f} KiB (plotly JSON and the 3-D view's "
+              "binary buffers).", ""]
+    if b is not None:
+        ms, mj, st_ = med(b.new_sample_s), med(b.jump_s), med(b.step_s)
+        lines += ["In Chromium (headless, software rendering; from the key or click until the run ended, the step "
+                  "view drew the new meshes, overlays and curves, and the browser painted):", "",
+                  "| what | seconds | target | meets |", "|---|---:|---:|---|",
+                  f"| page reload, server warm (first sample cached) | {b.page_load_s:.2f} | | |",
+                  f"| new sample: fit of every method, overlays, 3-D view (median of {len(b.new_sample_s)}) | "
+                  f"{ms:.2f} | < 5 | {'yes' if ms < 5 else 'no'} |",
+                  f"| step slider to a step not prepared (Home: last step → 0; median of {len(b.jump_s)}) | "
+                  f"{mj:.2f} | < 1 | {'yes' if mj < 1 else 'no'} |",
+                  f"| step slider moved by one after a 1 s pause (prefetched neighbour; median of {len(b.step_s)}) | "
+                  f"{st_:.2f} | < 1 | {'yes' if st_ < 1 else 'no'} |", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["Command: `python -m explorer.bench_app --page hmr`", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
@@ -259,15 +469,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--function", default="quadratic")
     ap.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks_app.md")
+    ap.add_argument("--page", choices=["all", "trajectories", "hmr"], default="all")
     a = ap.parse_args(argv)
-    t = measure(a.steps, a.solvers, a.repeats, a.function)
-    note = ""
-    if not a.no_browser:
-        try:
-            note = browser_markdown(measure_browser(a.function, a.repeats))
-        except ImportError as e:
-            note = f"(No browser measurement: {e}.)"
-    text = markdown(t, note)
+    texts = []
+    if a.page in ("all", "trajectories"):
+        t = measure(a.steps, a.solvers, a.repeats, a.function)
+        note = ""
+        if not a.no_browser:
+            try:
+                note = browser_markdown(measure_browser(a.function, a.repeats))
+            except ImportError as e:
+                note = f"(No browser measurement: {e}.)"
+        texts.append(markdown(t, note))
+    if a.page in ("all", "hmr"):
+        h = measure_hmr(a.repeats)
+        b, note = None, ""
+        if not a.no_browser:
+            try:
+                b = measure_hmr_browser(a.repeats)
+            except ImportError as e:
+                note = f"(No browser measurement: {e}.)"
+        texts.append(hmr_markdown(h, b, note))
+    text = "\n".join(texts)
     print(text)
     if not a.no_write:
         DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = [("", "home"), ("trajectories", "trajectories"), ("curvature", "curvature"), ("benchmarks", "benchmarks"),
-         ("training", "training")]
+         ("training", "training"), ("hmr", "hmr")]
+TALL = {"hmr": 2300}  # pages whose content runs below the default viewport: screenshot them in a taller one
 
 pw = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not os.path.exists(CHROMIUM):
@@ -64,6 +65,7 @@ def test_every_page_renders_without_exceptions(server):
                                           "--no-first-run"])
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         for path, name in PAGES:
+            page.set_viewport_size({"width": 1500, "height": TALL.get(name, 1100)})
             page.goto(f"{server}/{path}", wait_until="domcontentloaded")
             page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
             # wait until the script has finished running (it starts as running after connecting)
@@ -73,6 +75,45 @@ def test_every_page_renders_without_exceptions(server):
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
             exceptions = page.locator("[data-testid='stException']")
             assert exceptions.count() == 0, f"{name}: " + exceptions.first.inner_text()[:1000]
-            if name in ("trajectories", "curvature", "benchmarks"):
+            if name in ("trajectories", "curvature", "benchmarks", "hmr"):
                 assert page.locator(".js-plotly-plot").count() >= 1, f"{name}: no plotly figure drawn"
+            if name == "hmr":
+                _hmr_step_keeps_the_camera(page)
+                page.screenshot(path=str(ARTIFACTS / "hmr_stepped.png"), full_page=True)
         browser.close()
+
+
+_MESH_STATE = """() => { const gd = document.getElementById('mesh');
+  return {eye: gd._fullLayout.scene.camera.eye, meshes: gd.data.filter(t => t.type === 'mesh3d').length,
+          view: window.__meshView}; }"""
+
+
+def _hmr_step_keeps_the_camera(page):
+    """The HMR page's 3-D view (a component iframe): drag to rotate, step back once with the keyboard; the
+    meshes of the new step arrive and the rotated camera stays."""
+    frame_el = page.locator("iframe[title$='hmr_step_view']")
+    assert frame_el.count() == 1, "hmr: no 3-D mesh view"
+    frame = frame_el.element_handle().content_frame()
+    frame.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=60_000)
+    before = frame.evaluate(_MESH_STATE)
+    assert before["meshes"] >= 1 and before["view"]["error"] is None, before
+    box = frame_el.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 160, y + 40, steps=8)
+    page.mouse.up()
+    rotated = frame.evaluate(_MESH_STATE)
+    assert rotated["eye"] != before["eye"], "dragging did not rotate the 3-D view"
+    step = before["view"]["step"]
+    slider = page.locator("[data-testid='stSlider']").filter(has_text="inner iteration").locator("input[type='range']")
+    slider.focus()
+    page.keyboard.press("ArrowLeft")
+    frame.wait_for_function(f"() => window.__meshView.step === {step - 1}", timeout=60_000)
+    after = frame.evaluate(_MESH_STATE)
+    assert after["view"]["renders"] > rotated["view"]["renders"] and after["view"]["error"] is None
+    for k in ("x", "y", "z"):
+        assert after["eye"][k] == pytest.approx(rotated["eye"][k], abs=1e-6), (rotated["eye"], after["eye"])
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+    page.wait_for_timeout(1000)
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -46,17 +46,31 @@ SPACING = 1.9  # metres between the meshes in the 3-D view
 METRICS = (("reproj", "2-D reprojection error (px)"), ("mpjpe", "MPJPE (mm)"), ("pa_mpjpe", "PA-MPJPE (mm)"))
 
 
+@st.cache_resource(show_spinner=False)
+def _thread_state() -> dict:
+    import threading
+    return {"lock": threading.Lock(), "depth": 0, "before": None}
+
+
 @contextmanager
 def one_thread():
     """Run torch on one thread here: a single sample's fit is made of small operations, for which
     intra-op threads cost more than they give, and far more when other processes load the CPU
-    (measured on 2 cores beside meta-training: 1.1 s with one thread, 13–19 s with two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    (measured on 2 cores beside meta-training: 1.1 s with one thread, 13–19 s with two). The setting is
+    process-wide: the first of overlapping users (page runs, the prefetcher) sets it, the last restores it."""
+    state = _thread_state()
+    with state["lock"]:
+        if state["depth"] == 0:
+            state["before"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        state["depth"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with state["lock"]:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                torch.set_num_threads(state["before"])
 
 
 def to_camera(x: torch.Tensor, body) -> torch.Tensor:
@@ -217,16 +231,14 @@ def gt_vertices(sample_key: tuple) -> np.ndarray:
         return to_camera(anny.vertices(b.pose, b.shape).float(), anny)[0].numpy().astype(np.float32)
 
 
-@st.cache_data(max_entries=48, show_spinner=False)
 @one_thread()
-def step_meshes(body_key: tuple, fit_key: tuple, step: int, _fit: dict) -> dict[str, np.ndarray]:
-    """Camera-coordinate float32 vertices of every method at ``step`` (one batched skinning call)."""
-    body = get_body(*body_key)
-    names = list(_fit["poses"])
+def meshes_at(body, fit: dict, step: int, names) -> dict[str, np.ndarray]:
+    """Camera-coordinate float32 vertices of the named methods at ``step`` (one batched skinning call)."""
+    names = [n for n in names if n in fit["poses"]]
     if not names:
         return {}
-    P = torch.from_numpy(np.stack([_fit["poses"][n][step] for n in names]))
-    S = torch.from_numpy(np.stack([_fit["shapes"][n][step] for n in names]))
+    P = torch.from_numpy(np.stack([fit["poses"][n][step] for n in names]))
+    S = torch.from_numpy(np.stack([fit["shapes"][n][step] for n in names]))
     with torch.no_grad():
         V = to_camera(body.vertices(P, S).float(), body).numpy().astype(np.float32)
     return dict(zip(names, V))
@@ -242,11 +254,82 @@ def anny_faces() -> np.ndarray:
     return get_body("anny").faces.cpu().numpy().astype(np.int32)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def rendered_uri(mesh_key: tuple, _verts: np.ndarray, _faces: np.ndarray, rgb: tuple) -> str:
-    """PNG data URI of one mesh rendered from the sample's camera (transparent background)."""
-    from lsr1_core.hmr.render import render_mesh
-    return render_mesh(_verts, _faces, rgb).data_uri()
+class StepCache:
+    """Per-step meshes and rendered images, shared by the page's runs and a one-thread prefetcher that
+    prepares the neighbouring steps after a step is shown, so that stepping by one finds them ready.
+    A request for something the prefetcher is computing waits for it instead of computing it again."""
+
+    def __init__(self, max_meshes: int = 64, max_images: int = 512):
+        import threading
+        from collections import OrderedDict
+        from concurrent.futures import ThreadPoolExecutor
+        self.lock = threading.Lock()
+        self.store = {"meshes": OrderedDict(), "images": OrderedDict()}
+        self.cap = {"meshes": max_meshes, "images": max_images}
+        self.pending: dict = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lsr1-hmr-prefetch")
+        self.generation = 0
+
+    def _get_or_compute(self, kind: str, key, compute):
+        from concurrent.futures import Future
+        d = self.store[kind]
+        with self.lock:
+            if key in d:
+                d.move_to_end(key)
+                return d[key]
+            fut = self.pending.get((kind, key))
+            owner = fut is None
+            if owner:
+                fut = self.pending[(kind, key)] = Future()
+        if not owner:
+            return fut.result()
+        try:
+            value = compute()
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        finally:
+            with self.lock:
+                self.pending.pop((kind, key), None)
+        with self.lock:
+            d[key] = value
+            while len(d) > self.cap[kind]:
+                d.popitem(last=False)
+        fut.set_result(value)
+        return value
+
+    def meshes(self, body, key: tuple, fit: dict, step: int, names: tuple) -> dict[str, np.ndarray]:
+        return self._get_or_compute("meshes", (key, step, names), lambda: meshes_at(body, fit, step, names))
+
+    def image(self, key: tuple, verts: np.ndarray, faces: np.ndarray, rgb: tuple) -> str:
+        """PNG data URI of one mesh rendered from the sample's camera (transparent background)."""
+        from lsr1_core.hmr.render import render_mesh
+        return self._get_or_compute("images", key, lambda: render_mesh(verts, faces, rgb).data_uri())
+
+    def prefetch(self, body, key: tuple, fit: dict, steps, names: tuple, faces: np.ndarray, render: bool) -> None:
+        """Prepare ``steps`` in the background; a newer call abandons an older one's remaining work."""
+        with self.lock:
+            self.generation += 1
+            gen = self.generation
+
+        def job():
+            for s in steps:
+                if gen != self.generation:
+                    return
+                try:
+                    verts = self.meshes(body, key, fit, s, names)
+                    for n in names if render else ():
+                        if gen != self.generation:
+                            return
+                        self.image((key, s, n), verts[n], faces, MESH_RGB[n])
+                except Exception:  # noqa: BLE001 - a failed prefetch is only a missed cache entry
+                    return
+        self.pool.submit(job)
+
+
+@st.cache_resource(show_spinner=False)
+def step_cache() -> StepCache:
+    return StepCache()
 
 
 def render_problem() -> str | None:
@@ -336,7 +419,7 @@ def _label_trace(names: list[str]) -> dict:
 
 def mesh3d_figure(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -> go.Figure:
     """The meshes side by side as a plotly figure (float32 vertices, int32 faces). The page draws the same
-    scene through :func:`mesh_view` (which keeps the camera); this is its fallback and its reference."""
+    scene through :func:`step_view` (which keeps the camera); this is its fallback and its reference."""
     fig = go.Figure()
     names = list(meshes)
     for slot, name in enumerate(names):
@@ -352,10 +435,15 @@ def mesh3d_figure(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -
     return fig
 
 
-def mesh_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -> dict:
-    """The 3-D view's component arguments: a small JSON ``spec`` and binary buffers (float32 vertices in
-    the view's coordinates, planar (3, V) per mesh, back to back; int32 faces, planar (3, F), one buffer
-    per distinct face array)."""
+def _plain(fig: go.Figure) -> dict:
+    """A figure as plain JSON data (numeric arrays as plotly's {dtype, bdata}, which plotly.js decodes)."""
+    return json.loads(fig.to_json())
+
+
+def step_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay=None, curves=None) -> dict:
+    """The step view's component arguments: a JSON ``spec`` (the 3-D scene's layout and mesh list, and the
+    overlay and curves figures) and binary buffers: float32 vertices in the 3-D view's coordinates, planar
+    (3, V) per mesh, back to back; int32 faces, planar (3, F), one buffer per distinct face array."""
     import hashlib
     names = list(meshes)
     face_sets: list[np.ndarray] = []
@@ -377,31 +465,47 @@ def mesh_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) 
     spec = {"meshes": entries, "n_face_sets": len(face_sets), "layout": mesh3d_layout(names, step),
             "labels": _label_trace(names) if names else None, "lighting": MESH_LIGHTING,
             "lightposition": MESH_LIGHT_POSITION, "step": step,
-            # the component re-renders only when its JSON changes: a digest of the buffers
-            "rev": hashlib.blake2b(vertices, digest_size=8).hexdigest()}
+            "overlay": _plain(overlay) if isinstance(overlay, go.Figure) else overlay,
+            "curves": _plain(curves) if isinstance(curves, go.Figure) else curves}
+    # the component re-renders only when its JSON changes: a digest of the buffers and the figures
+    h = hashlib.blake2b(vertices, digest_size=8)
+    h.update(json.dumps(spec, sort_keys=True).encode())
+    spec["rev"] = h.hexdigest()
     args["spec"] = spec
     return args
 
 
-_MESH_VIEW_HTML = r"""<!doctype html>
+_STEP_VIEW_HTML = r"""<!doctype html>
 <html><head><meta charset="utf-8">
-<style>html,body{margin:0;padding:0;background:%(bg)s;overflow:hidden;font-family:sans-serif;color:#eee}
-#plot{width:100%%}</style>
+<style>html,body{margin:0;padding:0;background:transparent;overflow:hidden;
+font-family:"Source Sans Pro","Source Sans 3",sans-serif}
+.panel{width:100%%;margin:0 0 %(gap)dpx 0} #mesh{background:%(bg)s}</style>
 <script src="./plotly.min.js"></script></head>
-<body><div id="plot"></div>
+<body><div id="mesh" class="panel"></div><div id="overlay" class="panel"></div><div id="curves" class="panel"></div>
 <script>
 (function () {
   // A Streamlit component without the npm helper: the postMessage protocol of streamlit-component-lib.
-  var gd = document.getElementById("plot");
-  window.__meshView = {renders: 0, rev: null, error: null};
+  // Plotly.react updates the three plots in place, so the 3-D camera (uirevision) and zoom survive a step.
+  var gd = document.getElementById("mesh"), ov = document.getElementById("overlay"),
+      cu = document.getElementById("curves"), GAP = %(gap)d;
+  window.__meshView = {renders: 0, rev: null, step: null, error: null, ms: null, panels: {}};
   function send(type, data) {
     window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, data || {}), "*");
   }
   // protobuf bytes arrive as Uint8Array views at any offset: copy before reinterpreting
   function f32(u8) { return new Float32Array(u8.slice().buffer); }
   function i32(u8) { return new Int32Array(u8.slice().buffer); }
+  var config = {displaylogo: false, responsive: true};
+  function figure(div, fig) {
+    if (!fig) { div.style.display = "none"; Plotly.purge(div); return Promise.resolve(0); }
+    div.style.display = "block";
+    fig.layout.autosize = true;
+    var t0 = performance.now();
+    return Plotly.react(div, fig.data, fig.layout, Object.assign({}, config, fig.config || {}))
+      .then(function () { window.__meshView.panels[div.id] = performance.now() - t0; return fig.layout.height + GAP; });
+  }
   function draw(a) {
-    var spec = a.spec, verts = f32(a.vertices), faces = [], traces = [], at = 0;
+    var spec = a.spec, verts = f32(a.vertices), faces = [], traces = [], at = 0, t0 = performance.now();
     for (var k = 0; k < spec.n_face_sets; k++) faces.push(i32(a["faces" + k]));
     spec.meshes.forEach(function (m) {
       var n = m.nv, F = faces[m.face_set], nf = m.nf;
@@ -415,11 +519,16 @@ _MESH_VIEW_HTML = r"""<!doctype html>
     if (spec.labels) traces.push(spec.labels);
     var layout = spec.layout;
     layout.autosize = true;
-    return Plotly.react(gd, traces, layout, {displaylogo: false, responsive: true}).then(function () {
+    return Promise.all([
+      Plotly.react(gd, traces, layout, config).then(function () {
+        window.__meshView.panels.mesh = performance.now() - t0; return layout.height + GAP; }),
+      figure(ov, spec.overlay), figure(cu, spec.curves)
+    ]).then(function (heights) {
+      window.__meshView.ms = performance.now() - t0;
       window.__meshView.renders += 1;
       window.__meshView.rev = spec.rev;
       window.__meshView.step = spec.step;
-      send("streamlit:setFrameHeight", {height: layout.height});
+      send("streamlit:setFrameHeight", {height: heights.reduce(function (x, y) { return x + y; }, 0)});
     });
   }
   window.addEventListener("message", function (ev) {
@@ -429,7 +538,7 @@ _MESH_VIEW_HTML = r"""<!doctype html>
       draw(d.args).catch(function (e) { window.__meshView.error = String(e); });
     } catch (e) {
       window.__meshView.error = String(e);
-      gd.textContent = "The 3-D view failed: " + e;
+      gd.textContent = "The step view failed: " + e;
       send("streamlit:setFrameHeight", {height: 60});
     }
   });
@@ -437,9 +546,10 @@ _MESH_VIEW_HTML = r"""<!doctype html>
 })();
 </script></body></html>
 """
+STEP_VIEW_GAP = 12
 
 
-def _mesh_view_dir() -> Path:
+def _step_view_dir() -> Path:
     """The component's files (an index.html and plotly.js from the plotly package), written once per
     version into the temporary directory: the page stays a single file and plotly.js is not copied into
     the repository."""
@@ -449,9 +559,9 @@ def _mesh_view_dir() -> Path:
 
     import plotly
     js = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-    html = _MESH_VIEW_HTML % {"bg": CANVAS_BG}
+    html = _STEP_VIEW_HTML % {"bg": CANVAS_BG, "gap": STEP_VIEW_GAP}
     tag = hashlib.blake2b((html + plotly.__version__).encode(), digest_size=6).hexdigest()
-    d = Path(tempfile.gettempdir()) / f"lsr1_explorer_mesh_view_{tag}"
+    d = Path(tempfile.gettempdir()) / f"lsr1_explorer_step_view_{tag}"
     if not (d / "index.html").exists() or not (d / "plotly.min.js").exists():
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f".plotly.{os.getpid()}.tmp"
@@ -463,26 +573,32 @@ def _mesh_view_dir() -> Path:
     return d
 
 
-def declare_mesh_view():
+def declare_step_view():
     import streamlit.components.v1 as components
-    return components.declare_component("hmr_mesh_view", path=str(_mesh_view_dir()))
+    return components.declare_component("hmr_step_view", path=str(_step_view_dir()))
 
 
-def mesh_view(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, key: str = "hmr_mesh3d") -> None:
-    """Draw the 3-D view. A small custom component (plotly.js in an iframe that Streamlit keeps across reruns)
-    keeps the user's camera when stepping: ``st.plotly_chart`` re-creates 3-D charts whose data changed, which
-    resets their camera (streamlit/streamlit#8882). Falls back to ``st.plotly_chart`` if the component's files
-    cannot be written."""
+def step_view(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay: dict | None, curves: dict,
+              key: str = "hmr_step_view") -> None:
+    """Draw the per-step plots: the 3-D meshes, the rendered overlays and the curves. A small custom component
+    (plotly.js in an iframe that Streamlit keeps across reruns) updates them in place with ``Plotly.react``:
+    the 3-D camera stays when stepping (``st.plotly_chart`` re-creates a chart whose data changed, which
+    resets a 3-D camera: streamlit/streamlit#8882), and nothing is re-created from scratch. Falls back to
+    ``st.plotly_chart`` when the component's files cannot be written."""
     import importlib
     try:
         # declared from the imported module: Streamlit names a component after its caller's module, and a
         # page script run by st.navigation has none
-        component = importlib.import_module("explorer.views.hmr").declare_mesh_view()
+        component = importlib.import_module("explorer.views.hmr").declare_step_view()
     except OSError as e:
         st.caption(f"(The 3-D view resets its camera on each step here: {e}.)")
-        st.plotly_chart(mesh3d_figure(meshes, step), key=key)
+        st.plotly_chart(mesh3d_figure(meshes, step), key=key + "_mesh")
+        if overlay is not None:
+            st.plotly_chart(go.Figure(overlay), key=key + "_overlay")
+        st.plotly_chart(go.Figure(curves), key=key + "_curves")
         return
-    component(**mesh_view_args(meshes, step), key=key, default=None, height=460)
+    est = 460 + (0 if overlay is None else overlay["layout"]["height"]) + curves["layout"]["height"] + 3 * STEP_VIEW_GAP
+    component(**step_view_args(meshes, step, overlay, curves), key=key, default=None, height=int(est))
 
 
 def body_window(kp2d: np.ndarray, conf: np.ndarray, true_uv: np.ndarray, margin: float = 0.3) -> tuple:
@@ -512,10 +628,33 @@ def overlay_figure(images: dict[str, str | None], kp2d: np.ndarray, conf: np.nda
         fig.update_yaxes(range=[y1, y0], scaleanchor=f"x{sfx}", scaleratio=1, row=1, col=c)
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False, constrain="domain")
     fig.update_yaxes(showgrid=False, zeroline=False, showticklabels=False, constrain="domain")
-    fig.update_layout(height=270, margin=dict(l=4, r=4, t=28, b=4), plot_bgcolor=CANVAS_BG, showlegend=False,
-                      uirevision="hmr-overlay")
+    fig.update_layout(height=300, margin=dict(l=4, r=4, t=58, b=4), plot_bgcolor=CANVAS_BG, showlegend=False,
+                      uirevision="hmr-overlay", template="plotly_white",
+                      title=dict(text=_overlay_title(step), font=dict(size=14), x=0.005, xanchor="left", y=0.98,
+                                 yanchor="top"))
     fig.update_annotations(font_size=12)
     return fig
+
+
+def _overlay_title(step: int) -> str:
+    return (f"<b>Rendered from the sample's camera</b> at step {step} (pyrender, offscreen), zoomed onto the body; "
+            "yellow: the observed keypoints")
+
+
+def overlay_at(base: dict, images: dict[str, str], step: int) -> dict:
+    """``overlay_figure`` as plain JSON, from ``base`` (the same figure without images, see
+    :func:`overlay_base`): building a plotly figure costs more than the rest of a step."""
+    layout = dict(base["layout"])
+    layout["images"] = [dict(source=uri, xref=f"x{'' if c == 1 else c}", yref=f"y{'' if c == 1 else c}", x=0, y=0,
+                             sizex=IMAGE, sizey=IMAGE, xanchor="left", yanchor="top", sizing="stretch", layer="below")
+                        for c, uri in enumerate(images.values(), start=1) if uri]
+    layout["title"] = {**layout["title"], "text": _overlay_title(step)}
+    return {**base, "layout": layout}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def overlay_base(sample_key: tuple, names: tuple, window: tuple, _kp2d: np.ndarray, _conf: np.ndarray) -> dict:
+    return _plain(overlay_figure({n: None for n in names}, _kp2d, _conf, 0, window))
 
 
 def curves_figure(curves: dict[str, dict], step: int) -> go.Figure:
@@ -536,8 +675,29 @@ def curves_figure(curves: dict[str, dict], step: int) -> go.Figure:
         fig.add_vline(x=step, line=dict(color="#888", dash="dot", width=1), row=1, col=c)
         fig.update_xaxes(title_text="inner iteration", row=1, col=c)
     fig.update_layout(height=330, margin=dict(l=10, r=10, t=40, b=10), uirevision="hmr-curves",
+                      template="plotly_white",
                       legend=dict(orientation="h", y=1.16, yanchor="bottom", x=0))
     return fig
+
+
+def curves_at(base: dict, curves: dict[str, dict], step: int) -> dict:
+    """``curves_figure`` at ``step`` as plain JSON, from ``base`` (the figure at step 0, see
+    :func:`curves_base`): only the current-step markers and lines move."""
+    data, k = list(base["data"]), 0
+    for i, t in enumerate(data):
+        if t.get("name") == "current step":
+            key = METRICS[k][0]
+            names = [n for n in curves if step < len(curves[n][key])]
+            data[i] = {**t, "x": [step] * len(names), "y": [curves[n][key][step] for n in names]}
+            k += 1
+    layout = dict(base["layout"])
+    layout["shapes"] = [{**sh, "x0": step, "x1": step} for sh in layout.get("shapes", [])]
+    return {**base, "data": data, "layout": layout}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def curves_base(fit_key: tuple, _curves: dict) -> dict:
+    return _plain(curves_figure(_curves, 0))
 
 
 # --- exports ------------------------------------------------------------------------------------
@@ -649,16 +809,30 @@ def render():
     fit_wall = time.perf_counter() - t0
     fit_key = (sample_key, tuple(ckpt_key), cfg["classical"], cfg["steps"])
 
-    st.markdown(f"**Sample** `{sample_name}`: {n_vis} of 18 keypoints observed "
-                f"({18 - n_vis} missing, marked ✕ at their true position), 2-D noise σ = 1 % of the body's box. "
-                f"Body model: {cfg['body']}"
-                + ("; the sample and its ground-truth mesh come from the Anny body." if body_key[0] != "anny"
-                   else "."))
-    st.caption(f"Fitted {len(fit['poses'])} methods × {cfg['steps']} steps in {fit['seconds']:.2f} s "
-               f"(this run: {fit_wall:.2f} s, cached per sample). "
-               + (f"Adam and L-BFGS start from {LABELS[fit['start']]}'s initializer. " if fit["start"] else "")
-               + _initializer_note(fit))
+    left, right = st.columns([1, 2.7])
+    left.plotly_chart(keypoint_figure(kp2d, conf, true_uv), key="hmr_keypoints", config={"displayModeBar": False})
+    right.markdown(f"**Sample** `{sample_name}`: {n_vis} of 18 keypoints observed "
+                   f"({18 - n_vis} missing, marked ✕ at their true position), 2-D noise σ = 1 % of the body's box. "
+                   f"Body model: {cfg['body']}"
+                   + ("; the sample and its ground-truth mesh come from the Anny body." if body_key[0] != "anny"
+                      else "."))
+    right.caption(f"Fitted {len(fit['poses'])} methods × {cfg['steps']} steps in {fit['seconds']:.2f} s "
+                  f"(this run: {fit_wall:.2f} s, cached per sample). "
+                  + (f"Adam and L-BFGS start from {LABELS[fit['start']]}'s initializer. " if fit["start"] else "")
+                  + _initializer_note(fit))
+    with right:
+        metrics_table(fit)
     linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, true_uv)
+
+
+def metrics_table(fit: dict) -> None:
+    """Every method's metrics at its first and last step (the step control's table is below the curves)."""
+    last = len(next(iter(fit["curves"].values()))["f"]) - 1
+    lines = ["| method | 2-D error (px) | MPJPE (mm) | PA-MPJPE (mm) |", "|---|---:|---:|---:|"]
+    for n, c in fit["curves"].items():
+        lines.append(f"| {LABELS[n]} | {c['reproj'][0]:.2f} → {c['reproj'][last]:.2f} | "
+                     f"{c['mpjpe'][0]:.1f} → {c['mpjpe'][last]:.1f} | {c['pa_mpjpe'][0]:.1f} → {c['pa_mpjpe'][last]:.1f} |")
+    st.markdown("\n".join(lines) + f"\n\nStep 0 → step {last}.")
 
 
 def _initializer_note(fit: dict) -> str:
@@ -683,41 +857,47 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
     show_gt = c2.toggle("ground truth", value=False, key="hmr_gt")
     default3d = [n for n in ("lsr1", "lgd") if n in names] or names[:2]
     # keyed by the methods on offer, so that a new set of methods starts from the default choice
-    in3d = c3.multiselect("meshes in the 3-D view", names, default=default3d, format_func=LABELS.get,
-                          key="hmr_in3d_" + "-".join(names))
-    verts = step_meshes(body_key, fit_key, step, _fit=fit)
+    chosen = c3.multiselect("meshes shown (3-D view and renders)", names, default=default3d, format_func=LABELS.get,
+                            key="hmr_in3d_" + "-".join(names),
+                            help="Each mesh shown costs a skinning and an offscreen render per step; the "
+                                 "curves and the downloads always cover every method.")
+    body, cache, key = get_body(*body_key), step_cache(), (body_key, fit_key)
+    verts = cache.meshes(body, key, fit, step, tuple(chosen))
     faces = faces_of(body_key)
-    meshes = {n: (verts[n], faces) for n in names}
+    shown = {n: (verts[n], faces) for n in chosen}
     if show_gt:
-        meshes["gt"] = (gt_vertices(sample_key), anny_faces())
-    shown = {n: meshes[n] for n in [*in3d, "gt"] if n in meshes}
-    left, right = st.columns([1, 2.7])
-    left.plotly_chart(keypoint_figure(kp2d, conf, true_uv), key="hmr_keypoints", config={"displayModeBar": False})
-    with right:
-        mesh_view(shown, step)
+        shown["gt"] = (gt_vertices(sample_key), anny_faces())
 
     problem = render_problem()
-    st.markdown(f"**Rendered from the sample's camera** at step {step} (pyrender, offscreen), zoomed onto the "
-                "body; yellow dots are the observed keypoints.")
+    overlay = None
     if problem:
-        st.info(f"The rendered images are missing: {problem}. The 3-D view above works without them.")
-    else:
-        images = {n: rendered_uri((body_key, fit_key, step, n) if n != "gt" else ("gt", sample_key), v, f,
-                                  MESH_RGB[n]) for n, (v, f) in meshes.items()}
-        st.plotly_chart(overlay_figure(images, kp2d, conf, step, body_window(kp2d, conf, true_uv)),
-                        key="hmr_overlay",
-                        config={"displayModeBar": False})
-
-    st.plotly_chart(curves_figure(fit["curves"], step), key="hmr_curves")
-    rows = [{"method": LABELS[n], "2-D error (px)": round(c["reproj"][step], 2), "MPJPE (mm)": round(c["mpjpe"][step], 1),
-             "PA-MPJPE (mm)": round(c["pa_mpjpe"][step], 1), "objective f": round(c["f"][step], 5)}
-            for n, c in fit["curves"].items()]
-    st.dataframe(rows, hide_index=True, key="hmr_table")
+        st.info(f"The rendered images are missing: {problem}. The 3-D view works without them.")
+    elif shown:
+        images = {n: cache.image((key, step, n) if n != "gt" else ("gt", sample_key), v, f, MESH_RGB[n])
+                  for n, (v, f) in shown.items()}
+        window = body_window(kp2d, conf, true_uv)
+        overlay = overlay_at(overlay_base(sample_key, tuple(images), window, kp2d, conf), images, step)
+    step_view(shown, step, overlay, curves_at(curves_base(fit_key, fit["curves"]), fit["curves"], step))
+    # the neighbouring steps, while the user looks at this one
+    cache.prefetch(body, key, fit, [s for s in (step - 1, step + 1) if 0 <= s <= steps], tuple(chosen), faces,
+                   render=not problem)
+    rows = [f"| {LABELS[n]} | {c['reproj'][step]:.2f} | {c['mpjpe'][step]:.1f} | {c['pa_mpjpe'][step]:.1f} | "
+            f"{c['f'][step]:.5f} |" for n, c in fit["curves"].items()]
+    st.markdown(f"**At step {step}**\n\n| method | 2-D error (px) | MPJPE (mm) | PA-MPJPE (mm) | objective f |\n"
+                "|---|---:|---:|---:|---:|\n" + "\n".join(rows))
 
     d1, d2, d3 = st.columns([1, 1.4, 1.4])
     fmt = d1.radio("mesh format", ["OBJ", "PLY"], horizontal=True, key="hmr_fmt")
     ext, mime = ("obj", "text/plain") if fmt == "OBJ" else ("zip", "application/zip")
-    d2.download_button(f"Meshes at step {step} ({fmt})", lambda: mesh_download(meshes, fmt, step, sample_name),
+
+    def all_meshes():  # built when the button is pressed: every method, and the ground truth when shown
+        body, faces = get_body(*body_key), faces_of(body_key)
+        out = {n: (v, faces) for n, v in meshes_at(body, fit, step, names).items()}
+        if show_gt:
+            out["gt"] = shown["gt"]
+        return mesh_download(out, fmt, step, sample_name)
+
+    d2.download_button(f"Meshes at step {step} ({fmt})", all_meshes,
                        f"hmr_{sample_name}_step{step}.{ext}", mime, key="hmr_dl_mesh", on_click="ignore")
     from lsr1_core.hmr.export import metrics_csv
     d3.download_button("Per-step metrics (CSV)", lambda: metrics_csv(fit["curves"], LABELS),

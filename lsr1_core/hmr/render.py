@@ -156,6 +156,8 @@ def render_status() -> str | None:
         return reason
     if "error" in _STATE:
         return _STATE["error"]
+    if _STATE.get("renderer") is not None:
+        return None
     try:
         with _LOCK:
             _EXECUTOR.submit(_renderer, CameraConfig().image_size).result()
