@@ -84,8 +84,8 @@ def test_every_page_renders_without_exceptions(server):
 
 
 _MESH_STATE = """() => { const gd = document.getElementById('mesh');
-  return {eye: gd._fullLayout.scene.camera.eye, meshes: gd.data.filter(t => t.type === 'mesh3d').length,
-          view: window.__meshView}; }"""
+  return {eye: gd._fullLayout.scene._scene.getCamera().eye, meshes: gd.data.filter(t => t.type === 'mesh3d').length,
+          view: JSON.parse(JSON.stringify(window.__meshView))}; }"""
 
 
 def _hmr_step_keeps_the_camera(page):
@@ -97,14 +97,24 @@ def _hmr_step_keeps_the_camera(page):
     frame.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=60_000)
     before = frame.evaluate(_MESH_STATE)
     assert before["meshes"] >= 1 and before["view"]["error"] is None, before
-    box = frame_el.bounding_box()
+    # wait until the view has settled (Streamlit re-sends the arguments once the frame height is known)
+    renders = -1
+    while renders != frame.evaluate("() => window.__meshView.renders"):
+        renders = frame.evaluate("() => window.__meshView.renders")
+        page.wait_for_timeout(1000)
+    box = frame.locator("#mesh").bounding_box()  # the 3-D plot, in page coordinates
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
+    page.wait_for_timeout(100)
     page.mouse.down()
-    page.mouse.move(x + 160, y + 40, steps=8)
+    page.wait_for_timeout(100)
+    for i in range(1, 11):  # slowly: the WebGL scene handles few events per second on a busy CPU
+        page.mouse.move(x + 15 * i, y + 4 * i)
+        page.wait_for_timeout(30)
     page.mouse.up()
+    page.wait_for_timeout(800)
     rotated = frame.evaluate(_MESH_STATE)
-    assert rotated["eye"] != before["eye"], "dragging did not rotate the 3-D view"
+    assert rotated["eye"] != before["eye"], ("dragging did not rotate the 3-D view", before, rotated)
     step = before["view"]["step"]
     slider = page.locator("[data-testid='stSlider']").filter(has_text="inner iteration").locator("input[type='range']")
     slider.focus()

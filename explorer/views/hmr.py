@@ -496,6 +496,9 @@ font-family:"Source Sans Pro","Source Sans 3",sans-serif}
   function f32(u8) { return new Float32Array(u8.slice().buffer); }
   function i32(u8) { return new Int32Array(u8.slice().buffer); }
   var config = {displaylogo: false, responsive: true};
+  // The camera the user chose: plotly's uirevision alone loses it here (Plotly.react restores the camera from
+  // _fullLayout, which a drag inside this iframe does not always update), so it is passed back explicitly.
+  var userCamera = null, listening = false;
   function figure(div, fig) {
     if (!fig) { div.style.display = "none"; Plotly.purge(div); return Promise.resolve(0); }
     div.style.display = "block";
@@ -519,8 +522,13 @@ font-family:"Source Sans Pro","Source Sans 3",sans-serif}
     if (spec.labels) traces.push(spec.labels);
     var layout = spec.layout;
     layout.autosize = true;
+    if (userCamera) layout.scene.camera = userCamera;
     return Promise.all([
       Plotly.react(gd, traces, layout, config).then(function () {
+        if (!listening) {
+          listening = true;
+          gd.on("plotly_relayout", function (e) { if (e && e["scene.camera"]) userCamera = e["scene.camera"]; });
+        }
         window.__meshView.panels.mesh = performance.now() - t0; return layout.height + GAP; }),
       figure(ov, spec.overlay), figure(cu, spec.curves)
     ]).then(function (heights) {
