@@ -97,6 +97,25 @@ def test_disabled_rendering_says_why(monkeypatch):
         render_mesh(v, f)
 
 
+def test_a_missing_opengl_library_is_reported_not_raised():
+    """A platform whose library is absent (OSMesa is not installed here): RenderUnavailable with the reason."""
+    import subprocess
+    import sys
+    code = ("import numpy as np\n"
+            "from lsr1_core.hmr.render import RenderUnavailable, render_mesh, render_status\n"
+            "print('status:', render_status())\n"
+            "try:\n"
+            "    render_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]))\n"
+            "except RenderUnavailable as e:\n"
+            "    print('raised:', e)\n")
+    env = {**__import__("os").environ, "PYOPENGL_PLATFORM": "no-such-platform"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("status: offscreen rendering is unavailable") and "no-such-platform" in lines[0]
+    assert lines[1].startswith("raised: offscreen rendering is unavailable")
+
+
 def test_bad_meshes_are_refused():
     with pytest.raises(ValueError, match="faces"):
         render_mesh(np.zeros((4, 3)), np.zeros((2, 4), dtype=np.int32))

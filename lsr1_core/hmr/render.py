@@ -117,8 +117,8 @@ def _scene(meshes, camera: CameraConfig, background):
 
 
 def _render_on_worker(meshes, camera: CameraConfig, background) -> Rendered:
+    r = _renderer(camera.image_size)  # first: it turns a failing import of pyrender into RenderUnavailable
     import pyrender
-    r = _renderer(camera.image_size)
     scene = _scene(meshes, camera, background)
     color, depth = r.render(scene, flags=pyrender.RenderFlags.RGBA)
     mask = depth > 0
