@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from pathlib import Path
+
 from .body import COCO18, EVAL14, BodyModel
 from .data import CameraConfig, HMRBatch, to_camera
 from .models import FitResult, HMRModel, HMRObjective, classical_fit
@@ -85,7 +87,8 @@ PAPER = {  # 3DPW, from the paper's Table 1/3 and its project page
              "mem_GiB": 14.60},
     "lsr1_nosec": {"pa_mpjpe_4": 52.80},
 }
-LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS"}
+LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
+          "lgd_joint": "LGD, initializer trained jointly", "lsr1_joint": "L-SR1, initializer trained jointly"}
 
 
 def _time_per_step(fn_steps, steps: int, repeats: int = 3) -> float:
@@ -127,10 +130,11 @@ def _peak_rss_child(method: str, batch: int, steps: int) -> float:
 
 
 def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", threads: int = 0,
-                   timing_batch: int = 256) -> dict:
+                   timing_batch: int = 256, extra: dict | None = None) -> dict:
+    """``extra``: {name: run directory} of further models (e.g. jointly trained initializers) to
+    evaluate beside the shipped ones (accuracy only; runtime is measured for the shipped ones)."""
     import json
     import platform
-    from pathlib import Path
 
     from . import load_pretrained, test_set
     from .anny_body import AnnyBody
@@ -142,6 +146,10 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
     if not models:
         raise FileNotFoundError("no pretrained HMR checkpoints in pretrained/ (hmr_lgd, hmr_lsr1, hmr_lsr1_nosec)")
     batch = test_set(body, n=n_test)
+    shipped = dict(models)
+    from .models import load_hmr_model
+    for name, run in (extra or {}).items():
+        models[name] = load_hmr_model(Path(run) / "best", body)[0]
     fits = run_methods(body, batch, models, steps, init_model="lsr1" if "lsr1" in models else None)
     obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
     curves = {name: curves_of(body, batch, obj, r) for name, r in fits.items()}
@@ -157,7 +165,7 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
     p, s = PoseSampler(body, "test", jitter=0.0).draw(timing_batch, g)
     tb = make_batch(body, p, s, g)
     tobj = HMRObjective(body, tb.kp2d, tb.conf, CameraConfig())
-    for name, m in models.items():
+    for name, m in shipped.items():
         def run_steps(k, m=m):
             with torch.no_grad(), m.inference(rows=timing_batch):
                 m.fit(tobj, k)
@@ -175,7 +183,7 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
               "cards": {}}
     from ..checkpoints import load_tensors_and_card
     from . import PRETRAINED_DIR, PRETRAINED_HMR
-    for name in models:
+    for name in shipped:
         _, card = load_tensors_and_card(PRETRAINED_DIR / PRETRAINED_HMR[name], kind="hmr")
         result["cards"][name] = {k: card.get(k) for k in ("iterations", "iterations_run", "metrics", "wall_time_s", "train_config")}
     out = Path(out_dir)
@@ -209,7 +217,7 @@ def markdown(result: dict) -> str:
          "## Table 1: PA-MPJPE (mm), steps and parameters", "",
          "| method | paper: PA-MPJPE after 4 steps | paper: best (steps) | paper: params | ours: after 4 steps | "
          "ours: best (steps) | ours: params (update module) |", "|---|---|---|---|---|---|---|"]
-    for name in ("lgd", "lsr1", "lsr1_nosec", "lbfgs", "adam"):
+    for name in ("lgd", "lsr1", "lsr1_nosec", "lbfgs", "adam", "lgd_joint", "lsr1_joint"):
         if name not in rows:
             continue
         r, pp = rows[name], PAPER.get(name, {})
@@ -269,11 +277,13 @@ def _figure(curves: dict, rows: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    colors = {"lgd": "#e377c2", "lsr1": "#1f77b4", "lsr1_nosec": "#17becf", "adam": "#2ca02c", "lbfgs": "#ff7f0e"}
+    colors = {"lgd": "#e377c2", "lsr1": "#1f77b4", "lsr1_nosec": "#17becf", "adam": "#2ca02c", "lbfgs": "#ff7f0e",
+              "lgd_joint": "#e377c2", "lsr1_joint": "#1f77b4"}
     for ax, key, title in zip(axes, ("reproj", "pa_mpjpe", "mpjpe"),
                               ("2-D reprojection error (px)", "PA-MPJPE (mm)", "MPJPE (mm)")):
         for name, c in curves.items():
-            ax.plot(range(len(c[key])), c[key], "-o", ms=3, label=LABELS.get(name, name), color=colors.get(name))
+            ax.plot(range(len(c[key])), c[key], "--" if name.endswith("_joint") else "-o", ms=3,
+                    label=LABELS.get(name, name), color=colors.get(name))
             if key == "pa_mpjpe" and name in rows:
                 k = rows[name]["best_step"]
                 ax.plot([k], [c[key][k]], "o", ms=9, mfc="none", color=colors.get(name))
@@ -297,8 +307,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--out-dir", default="docs")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=RUN_DIR",
+                    help="further runs to evaluate beside the shipped models, e.g. lsr1_joint=runs/hmr_lsr1_joint")
     a = ap.parse_args(argv)
-    res = run_evaluation(a.n_test, a.steps, a.out_dir, a.threads)
+    extra = dict(e.split("=", 1) for e in a.extra)
+    res = run_evaluation(a.n_test, a.steps, a.out_dir, a.threads, extra=extra)
     print(json.dumps(res["rows"], indent=1))
     return 0
 
