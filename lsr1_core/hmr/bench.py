@@ -52,11 +52,11 @@ def main(argv=None) -> int:
 
     def full_fwd():
         with torch.no_grad():
-            reg({"vertices": body.vertices(pose, shape)})
+            reg({"vertices": body.vertices(pose, shape).double()})
 
     def full_bwd():
         p = pose.clone().requires_grad_(True)
-        reg({"vertices": body.vertices(p, shape)}).sum().backward()
+        reg({"vertices": body.vertices(p, shape).double()}).sum().backward()
 
     rows.append(("keypoints, fast path (forward)", _ms(fast_fwd)))
     rows.append(("keypoints, fast path (forward + backward)", _ms(fast_bwd)))
