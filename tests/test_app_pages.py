@@ -102,6 +102,20 @@ def test_curvature_page_shows_cosines_secant_and_spectra():
     assert len(at.latex) >= 1
 
 
+def test_curvature_step_slider_moves_the_secant_panel():
+    from explorer.views import curvature
+    assert hasattr(curvature.two_d_step_view, "__wrapped__") or "fragment" in repr(curvature.two_d_step_view).lower()
+    at = _page("curvature")
+    at.multiselect(key="cv_solvers").set_value(["SR1 (classical)", "Newton"])
+    at.slider(key="cv_steps").set_value(10).run()
+    at.slider(key="cv_step").set_value(5).run()
+    assert not at.exception
+    assert any("Secant equation at step 5" in m.value for m in at.markdown)
+    at.slider(key="cv_step").set_value(2).run()
+    assert any("Secant equation at step 2" in m.value for m in at.markdown)
+    assert not any("Secant equation at step 5" in m.value for m in at.markdown)
+
+
 def test_curvature_psd_lesson_finds_an_uphill_sr1_step():
     at = _page("curvature")
     assert any("goes uphill" in l.value for l in at.latex)

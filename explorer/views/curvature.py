@@ -41,6 +41,13 @@ def two_d_section(ctx):
     if T == 0:
         st.info("choose at least one solver")
         return
+    two_d_step_view(result, obj, T)
+
+
+@st.fragment
+def two_d_step_view(result, obj, T: int):
+    """The step slider and everything it drives. A fragment: moving the slider reruns only this
+    part; the solvers' runs (cached) and the sidebar are not touched."""
     step = st.slider("step k", 1, T, min(3, T), key="cv_step")
     c1, c2 = st.columns(2)
     c1.plotly_chart(series_figure(result.cosines, step, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]),
@@ -147,6 +154,14 @@ def nd_section(ctx):
     except LSR1Error as e:
         st.error(str(e))
         return
+    nd_step_view(cos, sec, spectra, steps)
+    st.caption("N ≤ 20: the paper's test quadratics (condition ≤ 1000); above, the same construction without the "
+               "filter, which almost no AᵀA passes there.")
+
+
+@st.fragment
+def nd_step_view(cos, sec, spectra, steps: int):
+    """The N-D step slider and its plots, rerun alone when the slider moves."""
     k = st.slider("step k", 1, steps, min(10, steps), key="nd_step")
     a, b = st.columns(2)
     a.plotly_chart(series_figure(cos, k, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]), key="nd_cos")
@@ -155,8 +170,6 @@ def nd_section(ctx):
     if spectra:
         who = st.selectbox("spectrum of", list(spectra), key="nd_who")
         st.plotly_chart(spectra_figure(spectra[who], who, k), key="nd_spec")
-    st.caption("N ≤ 20: the paper's test quadratics (condition ≤ 1000); above, the same construction without the "
-               "filter, which almost no AᵀA passes there.")
 
 
 def render():
