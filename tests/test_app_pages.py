@@ -29,6 +29,13 @@ def _charts(at):
     return [_decode(json.loads(c.proto.spec)) for c in at.get("plotly_chart")]
 
 
+def _player(at, i=0):
+    """The trajectory player's argument (its figures decoded) for the i-th setting on the page."""
+    comps = [c for c in at.get("component_instance") if c.proto.component_name.endswith("trajectory_player")]
+    spec = json.loads(comps[i].proto.json_args)["spec"]
+    return {**spec, "traj": _decode(spec["traj"]), "obj": _decode(spec["obj"])}
+
+
 def _page(name, **env):
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
@@ -49,21 +56,22 @@ def test_trajectories_page_draws_one_path_per_solver():
     at.slider(key="tr_steps").set_value(20)
     at.selectbox(key="tr_fn").set_value("quadratic").run()
     assert not at.exception
-    traj, obj = _charts(at)[:2]
+    spec = _player(at)
+    traj, obj = spec["traj"], spec["obj"]
     paths = [t for t in traj["data"] if t.get("mode") == "lines+markers"]
     assert len(paths) == 3
     newton = next(t for t in paths if t["name"].startswith("Newton"))
     # Newton solves the quadratic in one step: its path ends at the minimiser (0, 0)
     assert abs(newton["x"][-1]) < 1e-9 and abs(newton["y"][-1]) < 1e-9
-    assert len(traj["frames"]) == 21  # one frame per step, 0..20
+    # the player holds every step 0..20 of every solver and starts at the last one
+    assert spec["T"] == 20
+    assert all(len(s["x"]) == len(s["y"]) == len(s["f"]) == 21 for s in spec["solvers"])
+    nt = next(s for s in spec["solvers"] if s["label"] == "Newton")
+    assert abs(nt["x"][1]) < 1e-9 and abs(nt["y"][1]) < 1e-9
     assert obj["layout"]["yaxis"]["type"] == "log"
     gd = next(t for t in obj["data"] if t["name"] == "Gradient descent")
     assert len(gd["y"]) == 21 and gd["y"][-1] < gd["y"][0]
-    # moving the step control moves the highlighted point
-    at.slider(key="main_step").set_value(1).run()
-    traj = _charts(at)[0]
-    newton = next(t for t in traj["data"] if t.get("mode") == "lines+markers" and t["name"].startswith("Newton"))
-    assert len(newton["x"]) == 2
+    assert obj["data"][spec["vline"]]["x"] == [20, 20]
 
 
 def test_trajectories_page_reports_bad_settings_and_divergence():
@@ -79,9 +87,12 @@ def test_trajectories_page_reports_bad_settings_and_divergence():
     at.number_input(key="tr_lr_Gradient descent").set_value(50.0).run()
     assert not at.exception
     assert any("diverged" in w.value.lower() for w in at.warning)
-    traj = _charts(at)[0]
-    gd = next(t for t in traj["data"] if t.get("mode") == "lines+markers")
+    spec = _player(at)
+    gd = next(t for t in spec["traj"]["data"] if t.get("mode") == "lines+markers")
     assert "diverged at step" in gd["name"]
+    # the player stops the diverged path at its last finite point and knows where it diverged
+    div = spec["solvers"][0]["div"]
+    assert div > 0 and len(spec["solvers"][0]["x"]) == div and np.isfinite(spec["solvers"][0]["f"]).all()
 
 
 def test_curvature_page_shows_cosines_secant_and_spectra():
@@ -147,18 +158,25 @@ def test_trajectories_exports_hold_every_step_of_every_solver():
     assert "<html>" in html[:100] and "Gradient descent" in html
 
 
-def test_trajectories_step_slider_reruns_only_the_linked_plots():
+def test_trajectories_click_on_the_contour_sets_the_start():
     at = _page("trajectories")
     at.multiselect(key="tr_solvers").set_value(["Gradient descent", "Newton"])
     at.slider(key="tr_steps").set_value(30)
     at.selectbox(key="tr_fn").set_value("quadratic").run()
-    before = _charts(at)
-    at.slider(key="main_step").set_value(10).run()
     assert not at.exception
-    traj, obj = _charts(at)[:2]
-    gd = next(t for t in traj["data"] if t.get("mode") == "lines+markers" and t["name"] == "Gradient descent")
-    assert len(gd["x"]) == 11
-    assert traj["layout"]["sliders"][0]["active"] == 10
-    assert obj["layout"]["shapes"][0]["x0"] == 10
-    # the animation frames (and so the whole path) are the same at every slider position
-    assert len(traj["frames"]) == len(before[0]["frames"]) == 31
+    # what the player sends back when the contour is clicked (the browser test clicks it for real)
+    at.session_state["main_player"] = {"x": 0.51234, "y": -0.75, "n": 1.5}
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="tr_sx").value == pytest.approx(0.512)
+    assert at.number_input(key="tr_sy").value == pytest.approx(-0.75)
+    spec = _player(at)
+    assert all(s["x"][0] == pytest.approx(0.512) and s["y"][0] == pytest.approx(-0.75) for s in spec["solvers"])
+    # the same click is not applied twice: a start typed afterwards stays
+    at.number_input(key="tr_sx").set_value(1.0).run()
+    assert at.number_input(key="tr_sx").value == 1.0
+    # a click outside the plotted range is clamped to it
+    (x0, x1), _ = __import__("lsr1_core.objectives", fromlist=["x"]).teaching_function("quadratic").bounds
+    at.session_state["main_player"] = {"x": x1 + 10, "y": 0.0, "n": 2.5}
+    at.run()
+    assert at.number_input(key="tr_sx").value == pytest.approx(round(x1, 3)) and not at.error

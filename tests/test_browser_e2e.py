@@ -75,12 +75,68 @@ def test_every_page_renders_without_exceptions(server):
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
             exceptions = page.locator("[data-testid='stException']")
             assert exceptions.count() == 0, f"{name}: " + exceptions.first.inner_text()[:1000]
-            if name in ("trajectories", "curvature", "benchmarks", "hmr"):
+            if name in ("curvature", "benchmarks", "hmr"):  # trajectories: inside the player's iframe, below
                 assert page.locator(".js-plotly-plot").count() >= 1, f"{name}: no plotly figure drawn"
+            if name == "trajectories":
+                _trajectory_player_scrubs_and_sets_the_start(page)
+                page.screenshot(path=str(ARTIFACTS / "trajectories_clicked.png"), full_page=True)
             if name == "hmr":
                 _hmr_step_keeps_the_camera(page)
                 page.screenshot(path=str(ARTIFACTS / "hmr_stepped.png"), full_page=True)
         browser.close()
+
+
+_TRAJ_STATE = """() => { const gd = document.getElementById('traj'), ob = document.getElementById('obj');
+  const pick = (g, i) => ({x: Array.from(g.data[i].x), y: Array.from(g.data[i].y)});
+  const v = window.__trajView;
+  return {view: {step: v.step, renders: v.renders, updates: v.updates, error: v.error},
+          contour: gd.querySelectorAll('.contourlayer path').length,
+          lines: v.S.solvers.map(o => pick(gd, o.line)), markers: v.S.solvers.map(o => pick(gd, o.marker)),
+          omarkers: v.S.solvers.map(o => pick(ob, o.omarker)), vline: pick(ob, v.S.vline),
+          solvers: v.S.solvers}; }"""
+
+
+def _trajectory_player_scrubs_and_sets_the_start(page):
+    """The Trajectories page's player (a component iframe): its slider moves every path, current point and the
+    objective plot's step line to the chosen step in the browser, without rerunning the app; a click on the
+    contour makes that point the start of every solver."""
+    frame_el = page.locator("iframe[title$='trajectory_player']")
+    assert frame_el.count() == 1, "trajectories: no player"
+    frame = frame_el.element_handle().content_frame()
+    frame.wait_for_function("() => window.__trajView && window.__trajView.renders > 0", timeout=60_000)
+    first = frame.evaluate(_TRAJ_STATE)
+    assert first["view"]["error"] is None and first["contour"] > 0, first["view"]
+    T = first["view"]["step"]
+    page.evaluate("""() => { window.__runs = []; const el = document.querySelector("[data-testid='stApp']");
+      new MutationObserver(() => window.__runs.push(el.getAttribute('data-test-script-state')))
+        .observe(el, {attributes: true, attributeFilter: ['data-test-script-state']}); }""")
+    frame.locator("#step").focus()
+    for key, want in (("Home", 0), ("ArrowRight", 1), ("ArrowRight", 2), ("End", T)):
+        frame.locator("#step").press(key)
+        frame.wait_for_function(f"() => window.__trajView.step === {want}", timeout=10_000)
+        st = frame.evaluate(_TRAJ_STATE)
+        for sol, line, mk, om in zip(st["solvers"], st["lines"], st["markers"], st["omarkers"]):
+            k = min(want, len(sol["x"]) - 1)
+            assert len(line["x"]) == k + 1 and line["x"] == sol["x"][:k + 1], (sol["label"], want)
+            assert mk["x"] == [sol["x"][k]] and mk["y"] == [sol["y"][k]], (sol["label"], want)
+            j = min(want, len(sol["f"]) - 1)
+            assert om["x"] == [j] and om["y"] == [sol["f"][j]], (sol["label"], want)
+        assert st["vline"]["x"] == [want, want]
+    assert "running" not in page.evaluate("() => window.__runs"), "scrubbing reran the app"
+    # click the contour at (0.5, 0.5): the page reruns with that start
+    pos = frame.evaluate("""() => { const gd = document.getElementById('traj');
+      const bb = gd.querySelector('.nsewdrag').getBoundingClientRect();
+      return [bb.left + gd._fullLayout.xaxis.l2p(0.5), bb.top + gd._fullLayout.yaxis.l2p(0.5)]; }""")
+    box = frame_el.bounding_box()
+    page.mouse.click(box["x"] + pos[0], box["y"] + pos[1])
+    frame.wait_for_function(f"() => window.__trajView.renders > {first['view']['renders']}", timeout=120_000)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+    st = frame.evaluate(_TRAJ_STATE)
+    for sol in st["solvers"]:
+        assert sol["x"][0] == pytest.approx(0.5, abs=0.02) and sol["y"][0] == pytest.approx(0.5, abs=0.02), sol
+    starts = page.locator("[data-testid='stNumberInput']").filter(has_text="start x").locator("input")
+    assert float(starts.first.input_value()) == pytest.approx(0.5, abs=0.02)
+    assert page.locator("[data-testid='stException']").count() == 0
 
 
 _MESH_STATE = """() => { const gd = document.getElementById('mesh');

@@ -161,3 +161,35 @@ def test_default_specs_list_only_importable_solvers(monkeypatch):
     monkeypatch.setitem(solvers.SOLVERS, "lbfgs", ("lsr1_core.solvers.not_written_yet", "LBFGS"))
     specs = explore.default_specs("quadratic")
     assert "L-BFGS" not in specs and "Newton" in specs
+
+
+def test_player_figures_hold_every_step_and_match_the_traces(quad_run):
+    from lsr1_core.viz.plots import player_figures
+    obj = teaching_function("quadratic", cond=10.0, angle=30.0)
+    traces = dict(quad_run.traces)
+    try:
+        traces["bad"] = _diverging_trace()
+    except TypeError:
+        pytest.skip("Trace signature changed")
+    figs = player_figures(obj, traces, quad_run.f_star, obj.bounds)
+    assert figs["T"] == 30 and not figs["traj"].frames  # no animation frames: the player slices the paths
+    traj, objf = figs["traj"].to_dict(), figs["obj"].to_dict()
+    for s in figs["solvers"]:
+        tr = traces[s["label"]]
+        div = int(tr.diverged_at[0])
+        n = div if div >= 0 else tr.steps + 1
+        assert len(s["x"]) == len(s["y"]) == len(s["f"]) == n and s["div"] == div
+        np.testing.assert_allclose(s["x"], tr.x[:n, 0, 0].double().numpy())
+        # the indices point at this solver's traces: its path, its current point, its objective marker
+        assert traj["data"][s["line"]]["legendgroup"] == s["label"] == traj["data"][s["marker"]]["legendgroup"]
+        assert traj["data"][s["line"]]["mode"] == "lines+markers" and traj["data"][s["marker"]]["mode"] == "markers"
+        assert objf["data"][s["omarker"]]["legendgroup"] == s["label"]
+        assert list(objf["data"][s["omarker"]]["x"]) == [n - 1]
+        if div < 0:
+            np.testing.assert_allclose(s["f"], np.maximum(tr.f[:, 0].double().numpy() - quad_run.f_star, 1e-16))
+    bad = next(s for s in figs["solvers"] if s["label"] == "bad")
+    assert bad["div"] == 4 and len(bad["x"]) == 4
+    # the step line spans the fixed y range, at the last step
+    vl = objf["data"][figs["vline"]]
+    lo, hi = objf["layout"]["yaxis"]["range"]
+    assert list(vl["x"]) == [30, 30] and list(_arr(vl["y"])) == pytest.approx([10 ** lo, 10 ** hi])

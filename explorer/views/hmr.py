@@ -559,26 +559,9 @@ STEP_VIEW_GAP = 12
 
 def _step_view_dir() -> Path:
     """The component's files (an index.html and plotly.js from the plotly package), written once per
-    version into the temporary directory: the page stays a single file and plotly.js is not copied into
-    the repository."""
-    import hashlib
-    import shutil
-    import tempfile
-
-    import plotly
-    js = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-    html = _STEP_VIEW_HTML % {"bg": CANVAS_BG, "gap": STEP_VIEW_GAP}
-    tag = hashlib.blake2b((html + plotly.__version__).encode(), digest_size=6).hexdigest()
-    d = Path(tempfile.gettempdir()) / f"lsr1_explorer_step_view_{tag}"
-    if not (d / "index.html").exists() or not (d / "plotly.min.js").exists():
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".plotly.{os.getpid()}.tmp"
-        shutil.copyfile(js, tmp)
-        os.replace(tmp, d / "plotly.min.js")
-        tmp = d / f".index.{os.getpid()}.tmp"
-        tmp.write_text(html)
-        os.replace(tmp, d / "index.html")  # written last: its presence means the folder is complete
-    return d
+    version into the temporary directory."""
+    from explorer.component_files import component_dir
+    return component_dir("step_view", _STEP_VIEW_HTML % {"bg": CANVAS_BG, "gap": STEP_VIEW_GAP})
 
 
 def declare_step_view():

@@ -5,11 +5,12 @@ import json
 
 import streamlit as st
 
+from explorer.player import trajectory_player
 from explorer.state import all_specs, cached_run, sidebar
 from lsr1_core.errors import LSR1Error
 from lsr1_core.objectives import TEACHING_FUNCTIONS, teaching_function
 from lsr1_core.viz.explore import SolverSpec
-from lsr1_core.viz.plots import objective_figure, trajectory_figure
+from lsr1_core.viz.plots import objective_figure, player_figures, trajectory_figure
 
 
 def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock", default_steps: int = 100):
@@ -58,29 +59,54 @@ def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True):
         st.error(f"{lab}: {err}")
     T = max((t.steps for t in result.traces.values()), default=0)
     if T:
-        st.caption("▶ play animates the paths inside the figure and its own slider scrubs them; the step slider "
-                   "below moves every linked plot to that step.")
-        linked_plots(result, fn, fn_kwargs, key, side_by_side, T)
+        player(result, fn, fn_kwargs, key, stacked=not side_by_side)
     notes = [f"**{lab}**: {tr.reason[0]}" for lab, tr in result.traces.items() if tr.reason[0]]
     if notes:
         st.warning("Diverged — shown up to its last finite point:\n\n" + "\n\n".join(notes))
 
 
-@st.fragment
-def linked_plots(result, fn, fn_kwargs, key: str, side_by_side: bool, T: int):
-    """The step slider and the plots it drives. A fragment: moving the slider reruns only this part, not the
-    settings, the cache look-up (which unpickles every trace and operator) or the exports."""
+def player(result, fn, fn_kwargs, key: str, stacked: bool):
+    """The run in the trajectory player: its step slider and ▶ play move the paths, the current points and the
+    objective plot's step line together in the browser (no rerun of this script). A click on the contour comes
+    back as the component's value, which ``apply_click`` turns into the new start on the next run."""
     obj = teaching_function(fn, **fn_kwargs)
-    step = st.slider("step", 0, T, T, key=f"{key}_step")
-    traj = trajectory_figure(obj, result.traces, obj.bounds, step=step, animate=True)
-    objf = objective_figure(result.traces, result.f_star, step)
-    if side_by_side:
-        c1, c2 = st.columns([3, 2])
-        c1.plotly_chart(traj, key=f"{key}_traj")
-        c2.plotly_chart(objf, key=f"{key}_obj")
-    else:
-        st.plotly_chart(traj, key=f"{key}_traj")
-        st.plotly_chart(objf, key=f"{key}_obj")
+    figs = player_figures(obj, result.traces, result.f_star, obj.bounds)
+    st.caption("Drag the step slider or press ▶ play: every plot follows the step. "
+               "Click the contour to start every solver from that point; drag to zoom, double-click to reset.")
+    try:
+        trajectory_player(figs, key=f"{key}_player", stacked=stacked)
+    except OSError as e:  # the component's files could not be written: static charts, rerun per step
+        st.caption(f"(The step player is unavailable here: {e}.)")
+        st.plotly_chart(trajectory_figure(obj, result.traces, obj.bounds, animate=True), key=f"{key}_traj")
+        st.plotly_chart(objective_figure(result.traces, result.f_star, figs["T"]), key=f"{key}_obj")
+
+
+def apply_click(prefix: str, key: str, bounds) -> None:
+    """Make the player's last clicked point (if new) the start of setting ``prefix``; called before the
+    setting's widgets are created, which is when Streamlit lets a widget's value be set."""
+    v = st.session_state.get(f"{key}_player")
+    if not isinstance(v, dict) or v.get("n") == st.session_state.get(f"{key}_click_seen"):
+        return
+    st.session_state[f"{key}_click_seen"] = v.get("n")
+    try:
+        x, y = float(v["x"]), float(v["y"])
+    except (KeyError, TypeError, ValueError):
+        return
+    (x0, x1), (y0, y1) = bounds
+    st.session_state[f"{prefix}sx"] = round(min(max(x, x0), x1), 3)
+    st.session_state[f"{prefix}sy"] = round(min(max(y, y0), y1), 3)
+
+
+def current_bounds(prefix: str, default_fn: str = "rosenbrock"):
+    fn = st.session_state.get(f"{prefix}fn", default_fn)
+    kw = {}
+    if fn == "quadratic":
+        kw = {"cond": float(st.session_state.get(f"{prefix}cond", 10.0)),
+              "angle": float(st.session_state.get(f"{prefix}angle", 30.0))}
+    try:
+        return teaching_function(fn, **kw).bounds
+    except LSR1Error:
+        return None
 
 
 def records_csv(result) -> str:
@@ -123,6 +149,10 @@ def render():
     st.caption("Each solver starts from the same point. L-SR1 models come from the sidebar; "
                "learning rates of the classical solvers are set per function and editable.")
     compare = st.toggle("Compare two settings side by side", key="tr_compare")
+    for prefix, key in (("tr_", "main"), ("A_", "A_"), ("B_", "B_")):
+        bounds = current_bounds(prefix)
+        if bounds is not None:
+            apply_click(prefix, key, bounds)
     if not compare:
         with st.sidebar:
             st.header("Problem")

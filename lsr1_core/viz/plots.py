@@ -63,7 +63,8 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
     xs, ys, Z = _grid_values(obj, bounds)
     zmin = float(np.nanmin(Z))
     fig = go.Figure()
-    fig.add_trace(go.Contour(x=xs, y=ys, z=np.log10(Z - zmin + 1e-3), colorscale="Greys", showscale=False,
+    fig.add_trace(go.Contour(x=xs.astype(np.float32), y=ys.astype(np.float32),
+                             z=np.log10(Z - zmin + 1e-3).astype(np.float32), colorscale="Greys", showscale=False,
                              contours=dict(coloring="heatmap", showlines=True), opacity=0.55, hoverinfo="skip",
                              name="log10(f − min + 1e-3)"))
     paths = {lab: _path(tr) for lab, tr in traces.items()}
@@ -144,7 +145,8 @@ def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int |
             starts.append(float(y[0]))
             lows.append(float(np.nanmin(y)))
         name = lab + (f" (diverged at step {div})" if div >= 0 else "")
-        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=name, line=dict(color=color_for(i))))
+        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=name, line=dict(color=color_for(i)),
+                                 legendgroup=lab))
     if step is not None:
         fig.add_vline(x=step, line_dash="dash", line_color="gray")
     fig.update_layout(xaxis_title="iteration", yaxis_title="f(x) − f*" if f_star is not None else "f(x)",
@@ -155,6 +157,54 @@ def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int |
         bottom = math.log10(max(min(lows), 1e-16)) - 0.5
         fig.update_yaxes(range=[bottom, top], exponentformat="power")
     return fig
+
+
+def player_figures(obj, traces: dict[str, Trace], f_star: float | None, bounds, title: str = "") -> dict:
+    """What the explorer's trajectory player needs to scrub every step in the browser without a server round
+    trip: the contour-and-paths figure and the objective figure drawn at the last step (no animation frames),
+    one "current step" marker per solver and a step line on the objective figure, and per solver the finite
+    path and objective values the player slices (``x``, ``y``, ``f``: lists; ``div``: diverged-at step or -1).
+
+    Trace indices: ``line`` / ``marker`` in the trajectory figure, ``omarker`` in the objective figure,
+    ``vline`` (the step line) in the objective figure. ``T`` is the number of steps of the longest run.
+    """
+    T = max((tr.steps for tr in traces.values()), default=0)
+    traj = trajectory_figure(obj, traces, bounds, step=T, animate=False, title=title)
+    objf = objective_figure(traces, f_star, step=None)
+    solvers = []
+    log = objf.layout.yaxis.type == "log"
+    finite = []
+    for i, (lab, tr) in enumerate(traces.items()):
+        line = next(j for j, t in enumerate(traj.data) if t.legendgroup == lab and t.mode == "lines+markers")
+        curve = next(j for j, t in enumerate(objf.data) if t.legendgroup == lab)
+        p = _path(tr)
+        f = np.asarray(objf.data[curve].y, dtype=float)
+        finite += [v for v in f if math.isfinite(v) and (v > 0 or not log)]
+        k = len(f) - 1
+        objf.add_trace(go.Scatter(x=[k] if k >= 0 else [], y=[f[k]] if k >= 0 else [], mode="markers",
+                                  showlegend=False, legendgroup=lab, hoverinfo="skip", name=f"{lab} @ step",
+                                  marker=dict(color=color_for(i), size=11, line=dict(color="white", width=2))))
+        solvers.append({"label": lab, "line": line, "marker": line + 1, "omarker": len(objf.data) - 1,
+                        "x": [float(v) for v in p[:, 0]], "y": [float(v) for v in p[:, 1]],
+                        "f": [float(v) for v in f], "div": int(tr.diverged_at[0])})
+    # The step line is a trace (not a shape) so the player moves it with the same cheap update as the markers;
+    # its ends sit on the axis range, fixed here so that moving it never rescales the axis.
+    rng = objf.layout.yaxis.range
+    if rng is None:
+        lo, hi = (min(finite), max(finite)) if finite else (1e-3 if log else 0.0, 1.0)
+        if log:
+            lo, hi = math.log10(lo) - 0.2, math.log10(hi) + 0.2
+        else:
+            pad = 0.05 * (hi - lo) or 1.0
+            lo, hi = lo - pad, hi + pad
+        objf.update_yaxes(range=[lo, hi])
+    else:
+        lo, hi = rng
+    ends = [10 ** lo, 10 ** hi] if log else [lo, hi]
+    objf.add_trace(go.Scatter(x=[T, T], y=ends, mode="lines", showlegend=False, hoverinfo="skip", name="step",
+                              line=dict(color="gray", dash="dash", width=1)))
+    objf.update_xaxes(range=[-0.02 * max(T, 1), T * 1.02 + 0.02])
+    return {"traj": traj, "obj": objf, "solvers": solvers, "vline": len(objf.data) - 1, "T": T}
 
 
 def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, log: bool = False,

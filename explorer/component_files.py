@@ -1,0 +1,44 @@
+"""Files for the explorer's small custom Streamlit components (an index.html plus plotly.js).
+
+Each component is one HTML page that speaks Streamlit's component postMessage protocol itself (no npm build)
+and loads the plotly.js that ships inside the installed ``plotly`` package. The folder is written once per
+(HTML, plotly version) into the temporary directory, so plotly.js is not copied into the repository.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# The postMessage side of streamlit-component-lib, shared by the components' pages.
+STREAMLIT_PROTOCOL_JS = r"""
+  function send(type, data) {
+    window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, data || {}), "*");
+  }
+  function setValue(value) { send("streamlit:setComponentValue", {value: value, dataType: "json"}); }
+  function setHeight(h) { send("streamlit:setFrameHeight", {height: h}); }
+"""
+
+
+def plotly_js_path() -> Path:
+    import plotly
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+def component_dir(name: str, html: str) -> Path:
+    """A folder holding ``index.html`` (``html``) and ``plotly.min.js``; written atomically, reused when
+    present. Raises OSError when the temporary directory cannot be written."""
+    import plotly
+    tag = hashlib.blake2b((html + plotly.__version__).encode(), digest_size=6).hexdigest()
+    d = Path(tempfile.gettempdir()) / f"lsr1_explorer_{name}_{tag}"
+    if not (d / "index.html").exists() or not (d / "plotly.min.js").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".plotly.{os.getpid()}.tmp"
+        shutil.copyfile(plotly_js_path(), tmp)
+        os.replace(tmp, d / "plotly.min.js")
+        tmp = d / f".index.{os.getpid()}.tmp"
+        tmp.write_text(html)
+        os.replace(tmp, d / "index.html")  # written last: its presence means the folder is complete
+    return d
