@@ -19,8 +19,10 @@ def sidebar() -> dict:
         labels = list(models)
         default = [l for l in labels if l.startswith("pretrained: quadratic")][:2]
         st.multiselect("L-SR1 models", labels, default=default, key="lsr1_models",
-                       help="pretrained/ ships 'quadratic' (with the secant penalty) and 'quadratic_nosec'; "
-                            "finished training runs appear here too")
+                       help="pretrained/ ships 'quadratic' (N = 2, with the secant penalty) and 'quadratic_nosec', "
+                            "and the N = 100 performance-profile models 'profile_*' (quadratic, rosenbrock, "
+                            "rastrigin; each with and without the secant penalty); finished training runs "
+                            "appear here too")
         if not labels:
             st.info("No L-SR1 model found: train one on the Meta-training page or with "
                     "`python -m lsr1_core.train`.")
