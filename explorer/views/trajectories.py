@@ -129,7 +129,8 @@ def records_json(result) -> str:
 def figure_html(result, fn, fn_kwargs) -> str:
     obj = teaching_function(fn, **fn_kwargs)
     T = max((t.steps for t in result.traces.values()), default=0)
-    return trajectory_figure(obj, result.traces, obj.bounds, step=T, animate=True).to_html(include_plotlyjs="cdn")
+    return trajectory_figure(obj, result.traces, obj.bounds, step=T, animate=True).to_html(include_plotlyjs="cdn",
+                                                                                          auto_play=False)
 
 
 def exports(result, fn, fn_kwargs, key):

@@ -54,10 +54,12 @@ def frame_steps(T: int, step: int, max_frames: int | None = None) -> list[int]:
 
 
 def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = None, animate: bool = True,
-                      title: str = "") -> go.Figure:
+                      title: str = "", redraw: bool = True) -> go.Figure:
     """Contour of ``obj`` with one path per solver; the current step is a large marker.
 
-    With ``animate`` the figure carries one frame per step, a play/pause button and a step slider.
+    With ``animate`` the figure carries one frame per step, a play/pause button and a step slider. Frames are
+    drawn with ``redraw`` (default True): plotly.js 4 deletes the contour layer when it animates a subplot's
+    scatter traces with redraw off.
     A diverged solver's path stops at its last finite point, marked with an ✕ and "(diverged at k)".
     """
     xs, ys, Z = _grid_values(obj, bounds)
@@ -110,13 +112,13 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
         fig.update_layout(
             updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.08, xanchor="left", yanchor="top",
                               buttons=[dict(label="▶ play", method="animate",
-                                            args=[None, dict(frame=dict(duration=60, redraw=False), fromcurrent=True,
+                                            args=[None, dict(frame=dict(duration=60, redraw=redraw), fromcurrent=True,
                                                              transition=dict(duration=0))]),
                                        dict(label="❚❚ pause", method="animate",
-                                            args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+                                            args=[[None], dict(frame=dict(duration=0, redraw=redraw), mode="immediate")])])],
             sliders=[dict(active=shown.index(step), x=0.15, len=0.85, y=-0.05, currentvalue=dict(prefix="step "),
                           steps=[dict(label=str(s), method="animate",
-                                      args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=False))])
+                                      args=[[str(s)], dict(mode="immediate", frame=dict(duration=0, redraw=redraw))])
                                  for s in shown])])
     (x0, x1), (y0, y1) = bounds
     fig.update_layout(title=dict(text=title, y=0.99) if title else None,
