@@ -21,9 +21,12 @@ def test_presets_follow_the_paper():
     assert (c.lr, c.betas, c.weight_decay, c.iterations) == (1e-4, (0.9, 0.999), 0.01, 10_000)
     assert preset("quadratic_nosec").secant_weight == 0.0
     r = preset("profile_rosenbrock")
-    assert (r.n, r.batch, r.val_size, r.unroll, r.secant_weight, r.model.memory, r.model.gamma1) == (100, 8, 8, 64, 1.0, 32, 0.1)
+    # Table 7 except γ1: the paper's 0.1 diverges on Rosenbrock and Rastrigin here (docs/design.md, measured)
+    assert (r.n, r.batch, r.val_size, r.unroll, r.secant_weight, r.model.memory, r.model.gamma1) == (100, 8, 8, 64, 1.0, 32, 1e-4)
+    a = preset("profile_rastrigin")
+    assert (a.n, a.unroll, a.secant_weight, a.model.memory, a.model.gamma1, a.detach_gradient) == (100, 64, 1.0, 32, 1e-3, True)
     q = preset("profile_quadratic")
-    assert (q.unroll, q.secant_weight, q.model.memory) == (32, 10.0, 16)
+    assert (q.unroll, q.secant_weight, q.model.memory, q.model.gamma1, q.detach_gradient) == (32, 10.0, 16, 0.1, False)
     assert len(PRESETS) == 8
 
 
