@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,10 +146,10 @@ def _browser_action(pg, action) -> float:
     return (t1 - t0) / 1000
 
 
-def measure_browser(function: str = "quadratic", repeats: int = 3,
-                    chromium: str = "/usr/bin/chromium") -> BrowserTimings:
-    """The same page in Debian's chromium (Playwright drives it; the server is a real ``streamlit run``).
-    Keyboard only: PageUp on the steps slider adds 10 % of its range (100 → 150 → 200 steps)."""
+@contextmanager
+def _app_in_chromium(chromium: str, width: int, height: int):
+    """A real ``streamlit run`` of the app on a free local port and a page of Debian's chromium (Playwright
+    drives it); yields (url, page) and stops both afterwards."""
     import socket
     import subprocess
     import sys
@@ -175,68 +176,77 @@ def measure_browser(function: str = "quadratic", repeats: int = 3,
             browser = p.chromium.launch(executable_path=chromium, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync"])
-            pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-            idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
-            pg.goto(url + "/trajectories")  # first load: imports, models; not timed
-            pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-            pg.wait_for_timeout(500)
-            pg.wait_for_selector(idle, timeout=300_000)
-            pg.evaluate(_STATE_LOG)
-            box = pg.locator("[data-testid='stSelectbox']", has_text="Function")
-            _browser_action(pg, lambda: (box.click(), pg.keyboard.type(function), pg.keyboard.press("Enter")))
-            pg.evaluate(_STATE_LOG)
-            t0 = time.perf_counter()
-            pg.reload()
-            pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-            pg.wait_for_timeout(300)
-            pg.wait_for_selector(idle, timeout=300_000)
-            pg.evaluate(_PAINTED)
-            load = time.perf_counter() - t0
-            pg.evaluate(_STATE_LOG)
-            # The reload starts a new session with the page's defaults (rosenbrock); pick the function again.
-            box = pg.locator("[data-testid='stSelectbox']", has_text="Function")
-            _browser_action(pg, lambda: (box.click(), pg.keyboard.type(function), pg.keyboard.press("Enter")))
-            sliders = pg.locator("[data-testid='stSlider']")
-            steps_in = sliders.filter(has_text="steps").first.locator("input[type='range']")
-            steps_in.focus()
-            _browser_action(pg, lambda: pg.keyboard.press("PageUp"))  # 150
-            new_setting = _browser_action(pg, lambda: pg.keyboard.press("PageUp"))  # 200, computed
-            steps = int(steps_in.get_attribute("value"))
-            _browser_action(pg, lambda: pg.keyboard.press("PageDown"))
-            cached = _browser_action(pg, lambda: pg.keyboard.press("PageUp"))  # 200 again, cached
-            n_solvers = pg.locator("[data-testid='stMultiSelect']").filter(has_text="Solvers").first \
-                .locator("[data-tag-index]").count()
-            # The player's slider: handled in the iframe, no app run. From the key press until the player
-            # drew the new step and the browser painted twice.
-            el = pg.locator("iframe[title$='trajectory_player']")
-            fr = el.element_handle().content_frame()
-            fr.wait_for_function("() => window.__trajView && window.__trajView.renders > 0", timeout=300_000)
-            fr.locator("#step").focus()
-            slider, upd = [], []
-            for i in range(max(repeats, 5)):
-                want = fr.evaluate("() => window.__trajView.step") - 1
-                t0 = time.perf_counter()
-                pg.keyboard.press("ArrowLeft")
-                fr.wait_for_function(f"() => window.__trajView.step === {want}", timeout=60_000)
-                fr.evaluate(_PAINTED)
-                slider.append(time.perf_counter() - t0)
-                upd.append(fr.evaluate("() => window.__trajView.ms"))
-            # The Curvature page's step slider (a fragment rerun on the server, its plots redrawn)
-            pg.goto(url + "/curvature")
-            pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-            pg.wait_for_timeout(500)
-            pg.wait_for_selector(idle, timeout=300_000)
-            pg.evaluate(_STATE_LOG)
-            cv_in = pg.locator("[data-testid='stSlider']").filter(has_text="step k").first.locator("input[type='range']")
-            cv_in.focus()
-            curv = [_browser_action(pg, lambda: pg.keyboard.press("ArrowRight")) for _ in range(repeats)]
-            browser.close()
+            try:
+                yield url, browser.new_page(viewport={"width": width, "height": height})
+            finally:
+                browser.close()
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def measure_browser(function: str = "quadratic", repeats: int = 3,
+                    chromium: str = "/usr/bin/chromium") -> BrowserTimings:
+    """The same page in Debian's chromium (Playwright drives it; the server is a real ``streamlit run``).
+    Keyboard only: PageUp on the steps slider adds 10 % of its range (100 → 150 → 200 steps)."""
+    with _app_in_chromium(chromium, width=1500, height=1100) as (url, pg):
+        idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+        pg.goto(url + "/trajectories")  # first load: imports, models; not timed
+        pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
+        pg.wait_for_timeout(500)
+        pg.wait_for_selector(idle, timeout=300_000)
+        pg.evaluate(_STATE_LOG)
+        box = pg.locator("[data-testid='stSelectbox']", has_text="Function")
+        _browser_action(pg, lambda: (box.click(), pg.keyboard.type(function), pg.keyboard.press("Enter")))
+        pg.evaluate(_STATE_LOG)
+        t0 = time.perf_counter()
+        pg.reload()
+        pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
+        pg.wait_for_timeout(300)
+        pg.wait_for_selector(idle, timeout=300_000)
+        pg.evaluate(_PAINTED)
+        load = time.perf_counter() - t0
+        pg.evaluate(_STATE_LOG)
+        # The reload starts a new session with the page's defaults (rosenbrock); pick the function again.
+        box = pg.locator("[data-testid='stSelectbox']", has_text="Function")
+        _browser_action(pg, lambda: (box.click(), pg.keyboard.type(function), pg.keyboard.press("Enter")))
+        sliders = pg.locator("[data-testid='stSlider']")
+        steps_in = sliders.filter(has_text="steps").first.locator("input[type='range']")
+        steps_in.focus()
+        _browser_action(pg, lambda: pg.keyboard.press("PageUp"))  # 150
+        new_setting = _browser_action(pg, lambda: pg.keyboard.press("PageUp"))  # 200, computed
+        steps = int(steps_in.get_attribute("value"))
+        _browser_action(pg, lambda: pg.keyboard.press("PageDown"))
+        cached = _browser_action(pg, lambda: pg.keyboard.press("PageUp"))  # 200 again, cached
+        n_solvers = pg.locator("[data-testid='stMultiSelect']").filter(has_text="Solvers").first \
+            .locator("[data-tag-index]").count()
+        # The player's slider: handled in the iframe, no app run. From the key press until the player
+        # drew the new step and the browser painted twice.
+        el = pg.locator("iframe[title$='trajectory_player']")
+        fr = el.element_handle().content_frame()
+        fr.wait_for_function("() => window.__trajView && window.__trajView.renders > 0", timeout=300_000)
+        fr.locator("#step").focus()
+        slider, upd = [], []
+        for i in range(max(repeats, 5)):
+            want = fr.evaluate("() => window.__trajView.step") - 1
+            t0 = time.perf_counter()
+            pg.keyboard.press("ArrowLeft")
+            fr.wait_for_function(f"() => window.__trajView.step === {want}", timeout=60_000)
+            fr.evaluate(_PAINTED)
+            slider.append(time.perf_counter() - t0)
+            upd.append(fr.evaluate("() => window.__trajView.ms"))
+        # The Curvature page's step slider (a fragment rerun on the server, its plots redrawn)
+        pg.goto(url + "/curvature")
+        pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
+        pg.wait_for_timeout(500)
+        pg.wait_for_selector(idle, timeout=300_000)
+        pg.evaluate(_STATE_LOG)
+        cv_in = pg.locator("[data-testid='stSlider']").filter(has_text="step k").first.locator("input[type='range']")
+        cv_in.focus()
+        curv = [_browser_action(pg, lambda: pg.keyboard.press("ArrowRight")) for _ in range(repeats)]
     return BrowserTimings(function, steps, n_solvers, load, new_setting, cached, slider, upd, curv)
 
 
@@ -306,14 +316,6 @@ def _hmr_fit_seconds(at) -> float:
     return float("nan")
 
 
-def _hmr_bytes(at) -> int:
-    total = _figure_bytes(at)
-    for comp in at.get("component_instance"):
-        proto = comp.proto
-        total += len(proto.json_args) + sum(len(a.bytes) for a in proto.special_args)
-    return total
-
-
 def measure_hmr(repeats: int = 3, timeout: float = 300.0, first_index: int = 40) -> HMRTimings:
     """AppTest timings of the HMR page with its default checkpoints. AppTest reruns the whole script when the
     step slider moves (the browser reruns only the page's fragment), so its step timings are upper bounds."""
@@ -337,7 +339,7 @@ def measure_hmr(repeats: int = 3, timeout: float = 300.0, first_index: int = 40)
     for k in [3, 8, 12][:repeats]:
         _widget(at, "slider", "hmr_step").set_value(k)
         step.append(_timed_run(at, timeout))
-    kb = _hmr_bytes(at) / 1024
+    kb = _figure_bytes(at) / 1024
     for k in [3, 8, 12][:repeats]:
         _widget(at, "slider", "hmr_step").set_value(k)
         revisit.append(_timed_run(at, timeout))
@@ -355,90 +357,57 @@ class HMRBrowserTimings:
 def measure_hmr_browser(repeats: int = 3, chromium: str = "/usr/bin/chromium") -> HMRBrowserTimings:
     """The HMR page in Debian's chromium: seconds from a keyboard/mouse action until the app's run ended, the
     3-D view (a component iframe) drew the new meshes and the browser painted."""
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    from playwright.sync_api import sync_playwright
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"])
-            pg = browser.new_page(viewport={"width": 1500, "height": 1400})
+    with _app_in_chromium(chromium, width=1500, height=1400) as (url, pg):
 
-            def view():
-                el = pg.locator("iframe[title$='hmr_step_view']")
-                el.wait_for(timeout=300_000)
-                fr = el.element_handle().content_frame()
-                fr.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=300_000)
-                return fr
+        def view():
+            el = pg.locator("iframe[title$='hmr_step_view']")
+            el.wait_for(timeout=300_000)
+            fr = el.element_handle().content_frame()
+            fr.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=300_000)
+            return fr
 
-            def loaded():
-                pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-                pg.wait_for_timeout(300)
-                pg.wait_for_selector(idle, timeout=300_000)
-                fr = view()
-                pg.evaluate(_PAINTED)
-                return fr
+        def loaded():
+            pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
+            pg.wait_for_timeout(300)
+            pg.wait_for_selector(idle, timeout=300_000)
+            fr = view()
+            pg.evaluate(_PAINTED)
+            return fr
 
-            pg.goto(url + "/hmr")  # first load: body model, test set, checkpoints, first fit; not timed
-            loaded()
+        pg.goto(url + "/hmr")  # first load: body model, test set, checkpoints, first fit; not timed
+        loaded()
+        t0 = time.perf_counter()
+        pg.reload()
+        fr = loaded()
+        load = time.perf_counter() - t0
+
+        def act(action, fr) -> float:
+            before = fr.evaluate("() => window.__meshView.renders")
             t0 = time.perf_counter()
-            pg.reload()
-            fr = loaded()
-            load = time.perf_counter() - t0
+            pg.evaluate(_STATE_LOG)
+            action()
+            pg.wait_for_function("() => window.__runs.some(([t, s]) => s === 'running')", timeout=300_000)
+            pg.wait_for_function("() => { const r = window.__runs; return r.length && "
+                                 "r[r.length - 1][1] === 'notRunning'; }", timeout=300_000)
+            fr.wait_for_function(f"() => window.__meshView.renders > {before}", timeout=300_000)
+            fr.evaluate(_PAINTED)
+            pg.evaluate(_PAINTED)
+            return time.perf_counter() - t0
 
-            def act(action, fr) -> float:
-                before = fr.evaluate("() => window.__meshView.renders")
-                t0 = time.perf_counter()
-                pg.evaluate(_STATE_LOG)
-                action()
-                pg.wait_for_function("() => window.__runs.some(([t, s]) => s === 'running')", timeout=300_000)
-                pg.wait_for_function("() => { const r = window.__runs; return r.length && "
-                                     "r[r.length - 1][1] === 'notRunning'; }", timeout=300_000)
-                fr.wait_for_function(f"() => window.__meshView.renders > {before}", timeout=300_000)
-                fr.evaluate(_PAINTED)
-                pg.evaluate(_PAINTED)
-                return time.perf_counter() - t0
-
-            plus = pg.locator("[data-testid='stNumberInput']").filter(has_text="test sample") \
-                .locator("[data-testid='stNumberInputStepUp']")
-            step_in = pg.locator("[data-testid='stSlider']").filter(has_text="inner iteration") \
-                .locator("input[type='range']")
-            new_sample, jump, steps = [], [], []
-            for _ in range(repeats):
-                new_sample.append(act(lambda: plus.click(), fr))  # at the last step
-                time.sleep(1.0)
-                step_in.focus()
-                jump.append(act(lambda: pg.keyboard.press("Home"), fr))  # to step 0: not prepared
-                time.sleep(1.0)  # a user's pause: the prefetcher prepares steps 1 (and -1)
-                steps.append(act(lambda: pg.keyboard.press("ArrowRight"), fr))
-                act(lambda: pg.keyboard.press("End"), fr)  # back to the last step (cached), not timed
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        plus = pg.locator("[data-testid='stNumberInput']").filter(has_text="test sample") \
+            .locator("[data-testid='stNumberInputStepUp']")
+        step_in = pg.locator("[data-testid='stSlider']").filter(has_text="inner iteration") \
+            .locator("input[type='range']")
+        new_sample, jump, steps = [], [], []
+        for _ in range(repeats):
+            new_sample.append(act(lambda: plus.click(), fr))  # at the last step
+            time.sleep(1.0)
+            step_in.focus()
+            jump.append(act(lambda: pg.keyboard.press("Home"), fr))  # to step 0: not prepared
+            time.sleep(1.0)  # a user's pause: the prefetcher prepares steps 1 (and -1)
+            steps.append(act(lambda: pg.keyboard.press("ArrowRight"), fr))
+            act(lambda: pg.keyboard.press("End"), fr)  # back to the last step (cached), not timed
     return HMRBrowserTimings(load, new_sample, jump, steps)
 
 

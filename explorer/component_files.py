@@ -7,6 +7,7 @@ and loads the plotly.js that ships inside the installed ``plotly`` package. The 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -20,6 +21,11 @@ STREAMLIT_PROTOCOL_JS = r"""
   function setValue(value) { send("streamlit:setComponentValue", {value: value, dataType: "json"}); }
   function setHeight(h) { send("streamlit:setFrameHeight", {height: h}); }
 """
+
+
+def plain_figure(fig) -> dict:
+    """A plotly figure as plain JSON data (numeric arrays as plotly's {dtype, bdata}, which plotly.js decodes)."""
+    return json.loads(fig.to_json())
 
 
 def plotly_js_path() -> Path:

@@ -1,8 +1,8 @@
 """The trajectory player: a small custom component that scrubs every step of a 2-D run in the browser.
 
 Streamlit sends the run once (the contour-and-paths figure, the objective figure and each solver's path);
-the player's step slider and play button then move every linked plot with ``Plotly.animate`` on the
-scatter traces only, without a round trip to the server or redrawing the contour. A click on the contour
+the player's step slider and play button then move every linked plot with one ``Plotly.restyle`` of the
+changed scatter traces per plot, without a round trip to the server. A click on the contour
 sends its coordinates back, and the Trajectories page makes that point the new start.
 """
 from __future__ import annotations
@@ -11,9 +11,7 @@ import hashlib
 import importlib
 import json
 
-import plotly.graph_objects as go
-
-from explorer.component_files import STREAMLIT_PROTOCOL_JS, component_dir
+from explorer.component_files import STREAMLIT_PROTOCOL_JS, component_dir, plain_figure
 
 TRAJ_HEIGHT = 580
 BAR_HEIGHT = 46
@@ -147,14 +145,10 @@ def player_html() -> str:
     return _HTML % {"bar": BAR_HEIGHT, "protocol": STREAMLIT_PROTOCOL_JS}
 
 
-def _plain(fig: go.Figure) -> dict:
-    return json.loads(fig.to_json())
-
-
 def player_spec(figs: dict, stacked: bool = False, click: bool = True) -> dict:
     """The component's JSON argument from ``lsr1_core.viz.plots.player_figures``; ``rev`` is a digest of the
     rest, so the browser redraws only when the run (or the layout) changed."""
-    spec = {"traj": _plain(figs["traj"]), "obj": _plain(figs["obj"]), "solvers": figs["solvers"],
+    spec = {"traj": plain_figure(figs["traj"]), "obj": plain_figure(figs["obj"]), "solvers": figs["solvers"],
             "vline": figs["vline"], "T": figs["T"], "stacked": bool(stacked), "click": bool(click)}
     spec["rev"] = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=8).hexdigest()
     return spec

@@ -327,7 +327,8 @@ def test_the_3d_view_arguments_match_the_plotly_figure():
 
 def test_per_step_figures_patched_from_their_base_equal_the_built_ones():
     """The page patches a cached figure per step instead of building it; both must give the same JSON."""
-    from explorer.views.hmr import _plain, curves_at, curves_figure, overlay_at, overlay_figure
+    from explorer.component_files import plain_figure as _plain
+    from explorer.views.hmr import curves_at, curves_figure, overlay_at, overlay_figure
     curves = {"lsr1": {"reproj": [3.0, 2.0, 1.5], "mpjpe": [90, 80, 70], "pa_mpjpe": [60, 55, 50], "f": [.1, .05, .02]},
               "adam": {"reproj": [3.0, 2.5, 2.4], "mpjpe": [90, 85, 84], "pa_mpjpe": [60, 58, 57], "f": [.1, .07, .06]}}
     base = _plain(curves_figure(curves, 0))

@@ -22,6 +22,8 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
+from explorer.component_files import plain_figure
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = 256  # the virtual image's size in pixels (CameraConfig().image_size)
 
@@ -435,11 +437,6 @@ def mesh3d_figure(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -
     return fig
 
 
-def _plain(fig: go.Figure) -> dict:
-    """A figure as plain JSON data (numeric arrays as plotly's {dtype, bdata}, which plotly.js decodes)."""
-    return json.loads(fig.to_json())
-
-
 def step_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay=None, curves=None) -> dict:
     """The step view's component arguments: a JSON ``spec`` (the 3-D scene's layout and mesh list, and the
     overlay and curves figures) and binary buffers: float32 vertices in the 3-D view's coordinates, planar
@@ -465,8 +462,8 @@ def step_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, 
     spec = {"meshes": entries, "n_face_sets": len(face_sets), "layout": mesh3d_layout(names, step),
             "labels": _label_trace(names) if names else None, "lighting": MESH_LIGHTING,
             "lightposition": MESH_LIGHT_POSITION, "step": step,
-            "overlay": _plain(overlay) if isinstance(overlay, go.Figure) else overlay,
-            "curves": _plain(curves) if isinstance(curves, go.Figure) else curves}
+            "overlay": plain_figure(overlay) if isinstance(overlay, go.Figure) else overlay,
+            "curves": plain_figure(curves) if isinstance(curves, go.Figure) else curves}
     # the component re-renders only when its JSON changes: a digest of the buffers and the figures
     h = hashlib.blake2b(vertices, digest_size=8)
     h.update(json.dumps(spec, sort_keys=True).encode())
@@ -645,7 +642,7 @@ def overlay_at(base: dict, images: dict[str, str], step: int) -> dict:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def overlay_base(sample_key: tuple, names: tuple, window: tuple, _kp2d: np.ndarray, _conf: np.ndarray) -> dict:
-    return _plain(overlay_figure({n: None for n in names}, _kp2d, _conf, 0, window))
+    return plain_figure(overlay_figure({n: None for n in names}, _kp2d, _conf, 0, window))
 
 
 def curves_figure(curves: dict[str, dict], step: int) -> go.Figure:
@@ -688,7 +685,7 @@ def curves_at(base: dict, curves: dict[str, dict], step: int) -> dict:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def curves_base(fit_key: tuple, _curves: dict) -> dict:
-    return _plain(curves_figure(_curves, 0))
+    return plain_figure(curves_figure(_curves, 0))
 
 
 # --- exports ------------------------------------------------------------------------------------

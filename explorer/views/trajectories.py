@@ -13,7 +13,10 @@ from lsr1_core.viz.explore import SolverSpec
 from lsr1_core.viz.plots import objective_figure, player_figures, trajectory_figure
 
 
-def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock", default_steps: int = 100):
+def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock", default_steps: int = 100,
+             player_key: str | None = None):
+    """The setting's widgets; ``player_key``: the key of the player that draws this setting, whose last
+    contour click (if new) becomes the start."""
     c = column or st
     names = list(TEACHING_FUNCTIONS)
     fn = c.selectbox("Function", names, index=names.index(default_fn), key=f"{prefix}fn")
@@ -22,7 +25,8 @@ def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbro
         fn_kwargs["cond"] = float(c.slider("condition number κ", 1.0, 1000.0, 10.0, key=f"{prefix}cond"))
         fn_kwargs["angle"] = float(c.slider("rotation (degrees)", 0.0, 180.0, 30.0, key=f"{prefix}angle"))
     obj = teaching_function(fn, **fn_kwargs)
-    (x0, x1), (y0, y1) = obj.bounds
+    if player_key is not None:
+        apply_click(prefix, player_key, obj.bounds)
     sx, sy = obj.default_start
     a, b = c.columns(2)
     start = (a.number_input("start x₁", value=float(sx), step=0.1, format="%.3f", key=f"{prefix}sx"),
@@ -83,7 +87,7 @@ def player(result, fn, fn_kwargs, key: str, stacked: bool):
 
 def apply_click(prefix: str, key: str, bounds) -> None:
     """Make the player's last clicked point (if new) the start of setting ``prefix``; called before the
-    setting's widgets are created, which is when Streamlit lets a widget's value be set."""
+    start inputs are created, which is when Streamlit lets a widget's value be set."""
     v = st.session_state.get(f"{key}_player")
     if not isinstance(v, dict) or v.get("n") == st.session_state.get(f"{key}_click_seen"):
         return
@@ -95,18 +99,6 @@ def apply_click(prefix: str, key: str, bounds) -> None:
     (x0, x1), (y0, y1) = bounds
     st.session_state[f"{prefix}sx"] = round(min(max(x, x0), x1), 3)
     st.session_state[f"{prefix}sy"] = round(min(max(y, y0), y1), 3)
-
-
-def current_bounds(prefix: str, default_fn: str = "rosenbrock"):
-    fn = st.session_state.get(f"{prefix}fn", default_fn)
-    kw = {}
-    if fn == "quadratic":
-        kw = {"cond": float(st.session_state.get(f"{prefix}cond", 10.0)),
-              "angle": float(st.session_state.get(f"{prefix}angle", 30.0))}
-    try:
-        return teaching_function(fn, **kw).bounds
-    except LSR1Error:
-        return None
 
 
 def records_csv(result) -> str:
@@ -150,14 +142,10 @@ def render():
     st.caption("Each solver starts from the same point. L-SR1 models come from the sidebar; "
                "learning rates of the classical solvers are set per function and editable.")
     compare = st.toggle("Compare two settings side by side", key="tr_compare")
-    for prefix, key in (("tr_", "main"), ("A_", "A_"), ("B_", "B_")):
-        bounds = current_bounds(prefix)
-        if bounds is not None:
-            apply_click(prefix, key, bounds)
     if not compare:
         with st.sidebar:
             st.header("Problem")
-            args = settings("tr_", ctx["models"])
+            args = settings("tr_", ctx["models"], player_key="main")
         try:
             result = compute(*args)
         except LSR1Error as e:
@@ -171,7 +159,7 @@ def render():
         for col, prefix in ((left, "A_"), (right, "B_")):
             with col:
                 st.subheader("Setting " + prefix[0])
-                args = settings(prefix, ctx["models"])
+                args = settings(prefix, ctx["models"], player_key=prefix)
                 try:
                     result = compute(*args)
                 except LSR1Error as e:
