@@ -5,36 +5,62 @@ import streamlit as st
 import torch
 
 from lsr1_core.runs.catalog import available_models
+from lsr1_core.runs.root import runs_root
 from lsr1_core.viz.explore import SolverSpec, default_specs, run_2d
+
+# The L-SR1 model every page starts with (a sidebar label of lsr1_core.runs.catalog.available_models);
+# the first pretrained model whose name starts with one of these, in this order. One place to change it.
+DEFAULT_MODEL = ("pretrained: quadratic",)
+STEP_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Streamlit cuts multiselect tags at a fixed width ("pretrained: profile_…"); let them show the whole label.
+_CSS = """<style>
+section[data-testid="stSidebar"] span[data-baseweb="tag"] {max-width: none;}
+section[data-testid="stSidebar"] span[data-baseweb="tag"] span {max-width: none; overflow: visible;}
+</style>"""
+
+
+def default_models(labels) -> list[str]:
+    """The sidebar's default choice: the first label for each DEFAULT_MODEL prefix (one model)."""
+    for prefix in DEFAULT_MODEL:
+        hit = [l for l in labels if l == prefix or l.startswith(prefix)]
+        if hit:
+            return [sorted(hit, key=len)[0]]
+    return [l for l in labels if l.startswith("pretrained: ")][:1]
 
 
 def sidebar() -> dict:
-    """Device, seed and the L-SR1 models to compare (shared by every page through session_state)."""
-    models = available_models()
+    """Device, seed, the L-SR1 models to compare and L-SR1's step scale (shared by every page through
+    session_state). Models come from the one runs root (``runs_root()``, ``$LSR1_RUNS_ROOT``)."""
+    models = available_models(runs_root())
     with st.sidebar:
+        st.markdown(_CSS, unsafe_allow_html=True)
         st.header("Settings")
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         st.selectbox("Device", devices, key="device", help="2-D pages always run on the CPU (tiny problems)")
         st.number_input("Seed", min_value=0, value=0, key="seed")
         labels = list(models)
-        default = [l for l in labels if l.startswith("pretrained: quadratic")][:2]
-        st.multiselect("L-SR1 models", labels, default=default, key="lsr1_models",
-                       help="pretrained/ ships 'quadratic' (N = 2, with the secant penalty) and 'quadratic_nosec', "
-                            "and the N = 100 performance-profile models 'profile_*' (quadratic, rosenbrock, "
-                            "rastrigin; each with and without the secant penalty); finished training runs "
-                            "appear here too")
+        st.multiselect("L-SR1 models", labels, default=default_models(labels), key="lsr1_models",
+                       help="shipped models from pretrained/ (e.g. 'quadratic', N = 2; 'profile_*', N = 100; "
+                            "'*_nosec' trained without the secant penalty) and the best checkpoints of finished "
+                            "training runs")
+        st.select_slider("L-SR1 step scale", STEP_SCALES, value=1.0, key="lsr1_scale",
+                         help="multiplies every L-SR1 step x_{k+1} = x_k − scale · α ⊙ B̃ g")
+        st.caption("Step scale: L-SR1's steps are α ⊙ B̃g with α learned for the training problems; on a "
+                   "function with other curvature, scale < 1 shortens and > 1 lengthens every step.")
         if not labels:
             st.info("No L-SR1 model found: train one on the Meta-training page or with "
                     "`python -m lsr1_core.train`.")
-    return {"models": models}
+    return {"models": models, "scale": float(st.session_state.get("lsr1_scale", 1.0))}
 
 
 def lsr1_specs(models: dict) -> dict[str, SolverSpec]:
     out = {}
+    scale = float(st.session_state.get("lsr1_scale", 1.0))
     for label in st.session_state.get("lsr1_models", []):
         if label in models:
             name = "L-SR1 " + label.split(": ", 1)[1]
-            out[name] = SolverSpec(name, "lsr1", (), str(models[label]))
+            out[name] = SolverSpec(name, "lsr1", (), str(models[label]), step_scale=scale)
     return out
 
 

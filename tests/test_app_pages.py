@@ -180,3 +180,71 @@ def test_trajectories_click_on_the_contour_sets_the_start():
     at.session_state["main_player"] = {"x": x1 + 10, "y": 0.0, "n": 2.5}
     at.run()
     assert at.number_input(key="tr_sx").value == pytest.approx(round(x1, 3)) and not at.error
+
+# --- issue 16: defects a new user trips on ----------------------------------------------------------------------
+def test_switching_the_function_applies_its_own_default_start():
+    from lsr1_core.objectives import teaching_function
+    at = _page("trajectories")
+    at.multiselect(key="tr_solvers").set_value(["Gradient descent"])
+    at.selectbox(key="tr_fn").set_value("quadratic").run()
+    at.number_input(key="tr_sx").set_value(2.9).run()
+    for fn in ("rosenbrock", "six_hump_camel", "himmelblau"):
+        at.selectbox(key="tr_fn").set_value(fn).run()
+        sx, sy = teaching_function(fn).default_start
+        assert at.number_input(key="tr_sx").value == pytest.approx(sx), fn
+        assert at.number_input(key="tr_sy").value == pytest.approx(sy), fn
+        assert not at.error and not at.exception
+    # Curvature & secant: Rosenbrock and the camel draw their plots, no "outside the range" error
+    at = _page("curvature")
+    for fn in ("rosenbrock", "six_hump_camel"):
+        at.selectbox(key="cv_fn").set_value(fn).run()
+        assert not at.exception
+        assert not any("outside" in e.value for e in at.error), fn
+        assert len(_charts(at)) >= 2, fn
+
+
+def test_curvature_on_rosenbrock_shows_no_exploded_numbers():
+    import re
+    at = _page("curvature")
+    at.selectbox(key="cv_fn").set_value("rosenbrock").run()
+    assert not at.exception
+    latex = " ".join(l.value for l in at.latex)
+    assert not re.search(r"\de\s*[-+−]", latex), latex  # 4.608e-05 is written 4.608 × 10^{-5}
+    big = [float(m) for m in re.findall(r"10\^\{(\d+)\}", latex)]
+    assert all(e < 10 for e in big), latex
+    assert not any("[0.0, 0.0]" in c.value for c in at.caption)
+    # a model that blows up on this function says so instead of printing 1e26
+    models = [o for o in at.selectbox(key="cv_who").options if o.startswith("L-SR1")]
+    if models:
+        at.selectbox(key="cv_who").set_value(models[0])
+        at.slider(key="cv_step").set_value(4).run()
+        latex = " ".join(l.value for l in at.latex)
+        assert not re.search(r"10\^\{(\d\d+)\}", latex), latex
+        if not any("Secant equation" in m.value for m in at.markdown):
+            assert any("blew up" in w.value for w in at.warning)
+
+
+def test_tex_numbers_are_latex_powers_of_ten():
+    from lsr1_core.viz.teaching import fmt_list, tex_num
+    assert tex_num(-4.608e-05) == r"-4.608 \times 10^{-5}"
+    assert tex_num(0.0123) == "0.0123" and tex_num(0) == "0" and tex_num(1.6e26) == r"1.6 \times 10^{26}"
+    assert fmt_list([1.18e-07, 0.015]) == "[1.18e-07, 0.015]"
+
+
+def test_curvature_secant_residual_is_the_textbook_one_by_default():
+    at = _page("curvature")
+    at.multiselect(key="cv_solvers").set_value(["L-BFGS", "SR1 (classical)", "Gradient descent"])
+    at.slider(key="cv_steps").set_value(8).run()
+    assert not at.exception
+    sec = _charts(at)[1]
+    assert "B_{k+1}" in sec["layout"]["yaxis"]["title"]["text"]
+    lb = next(t for t in sec["data"] if t["name"] == "L-BFGS")
+    vals = [v for v in lb["y"][:6] if v is not None]
+    assert vals and max(vals) < 1e-8  # L-BFGS's B_{k+1} satisfies B_{k+1} q_k = p_k
+    gd = next(t for t in sec["data"] if t["name"] == "Gradient descent")
+    assert min(v for v in gd["y"] if v is not None) > 0.1  # gradient descent's lr·I does not
+    assert any("textbook" in m.value for m in at.markdown)
+    # the other form is stated and available
+    at.radio(key="cv_form").set_value([o for o in at.radio(key="cv_form").options if "Eq. 8" in o][0]).run()
+    sec = _charts(at)[1]
+    assert "B_k q_k" in sec["layout"]["yaxis"]["title"]["text"]

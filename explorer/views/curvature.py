@@ -13,15 +13,10 @@ from lsr1_core.objectives import quadratic_split, teaching_function
 from lsr1_core.solvers import make_solver, run
 from lsr1_core.viz.explore import newton_cosines, operator_matrix, secant_series, spectra_over_steps, true_inverse_hessian
 from lsr1_core.viz.plots import ellipse_figure, series_figure, spectra_figure
-from lsr1_core.viz.teaching import lsr1_matrix_from_vectors, sr1_indefinite_example
+from lsr1_core.viz.teaching import (escaped_at, fmt_list, lsr1_matrix_from_vectors, sr1_indefinite_example, tex_mat,
+                                    tex_num, tex_vec)
 
-
-def vec(v):
-    return r"\begin{pmatrix}" + r"\\".join(f"{float(x):.4g}" for x in v) + r"\end{pmatrix}"
-
-
-def mat(M):
-    return r"\begin{pmatrix}" + r"\\".join(" & ".join(f"{float(x):.4g}" for x in row) for row in M) + r"\end{pmatrix}"
+vec, mat = tex_vec, tex_mat
 
 
 def two_d_section(ctx):
@@ -44,50 +39,82 @@ def two_d_section(ctx):
     two_d_step_view(result, obj, T)
 
 
+SECANT_FORMS = {"after the update: B_{k+1} q_k = p_k (textbook)": "after",
+                "the operator that made the step: B_k q_k = p_k (L-SR1's Eq. 8)": "made"}
+
+
 @st.fragment
 def two_d_step_view(result, obj, T: int):
     """The step slider and everything it drives. A fragment: moving the slider reruns only this
     part; the solvers' runs (cached) and the sidebar are not touched."""
     step = st.slider("step k", 1, T, min(3, T), key="cv_step")
+    form = SECANT_FORMS[st.radio("secant residual of", list(SECANT_FORMS), key="cv_form", horizontal=True,
+                                 help="Classical SR1 and L-BFGS build B_{k+1} so that B_{k+1} q_k = p_k exactly: "
+                                      "the textbook secant condition. L-SR1's training penalty (Eq. 8) is on the "
+                                      "operator that made the step.")]
     c1, c2 = st.columns(2)
     c1.plotly_chart(series_figure(result.cosines, step, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]),
                     key="cv_cos")
-    sec = {k: v for k, v in result.secant.items() if np.isfinite(v).any()}
-    c2.plotly_chart(series_figure(sec, step, "‖p − Bq‖ / ‖p‖", log=True), key="cv_sec")
+    series = result.secant if form == "after" else (result.secant_made or result.secant)
+    sec = {k: v for k, v in series.items() if np.isfinite(v).any()}
+    c2.plotly_chart(series_figure(sec, step, "‖p_k − B_{k+1} q_k‖ / ‖p_k‖" if form == "after"
+                                  else "‖p_k − B_k q_k‖ / ‖p_k‖", log=True), key="cv_sec")
     with_ops = [l for l, t in result.traces.items() if any(o is not None for o in t.operators)]
     if not with_ops:
         st.info("none of the chosen solvers keeps a curvature matrix")
         return
-    default = next((l for l in with_ops if l.startswith("L-SR1")), with_ops[0])
-    who = st.selectbox("Curvature model to inspect", with_ops, index=with_ops.index(default), key="cv_who")
+    escaped = {l: escaped_at(result.traces[l], obj.bounds) for l in with_ops}
+    sane = [l for l in with_ops if escaped[l] < 0 or escaped[l] > step]
+    pref = [l for l in sane if l.startswith("L-SR1")] + [l for l in sane if l.startswith("SR1")] + sane + with_ops
+    who = st.selectbox("Curvature model to inspect", with_ops, index=with_ops.index(pref[0]), key="cv_who")
     tr = result.traces[who]
     k = min(step, tr.steps) - 1
-    div = int(tr.diverged_at[0])
-    if 0 <= div <= k:
-        st.warning(f"{who} diverged at step {div}; choose an earlier step.")
+    esc = escaped[who]
+    if 0 <= esc <= k + 1:
+        st.warning(f"{who} blew up: x_{esc} is far outside the plotted range or not finite"
+                   + (f" ({tr.reason[0]})" if tr.reason[0] else "")
+                   + f". Its matrices and residuals from step {esc} on are numbers of a diverging run, not "
+                   "curvature: choose an earlier step, another solver"
+                   + (", a smaller L-SR1 step scale (sidebar) or a model trained on this function."
+                      if who.startswith("L-SR1") else " or a smaller learning rate."))
         return
     M = operator_matrix(tr, k)
     x = tr.x[k]
     Hinv = true_inverse_hessian(obj, x)
-    W = None
     op = tr.operators[k]
-    if hasattr(op, "W"):
-        W = op.W[0].double().numpy()
+    W = op.W[0].double().numpy() if hasattr(op, "W") else None
     c3, c4 = st.columns(2)
     c3.plotly_chart(spectra_figure(spectra_over_steps(tr, obj), who, step), key="cv_spec")
-    c4.plotly_chart(ellipse_figure(obj, obj.bounds, x[0].numpy(), M, Hinv, W, label=f"B ({who})"), key="cv_ell")
-    # the secant equation with the current numbers
+    c4.plotly_chart(ellipse_figure(obj, obj.bounds, x[0].numpy(), M, Hinv, W, label=f"B ({who})", label_solver=who),
+                    key="cv_ell")
+    secant_equation(tr, k, who, M, form)
+    if M is not None:
+        ev = np.linalg.eigvalsh(0.5 * (M + M.T))
+        st.caption(f"eigenvalues of B_{k} ({who}): {fmt_list(ev)} — of the true H⁻¹ at x_{k}: "
+                   f"{fmt_list(np.linalg.eigvalsh(Hinv))}")
+
+
+def secant_equation(tr, k: int, who: str, M_made, form: str) -> None:
+    """The secant equation with this step's numbers, in the chosen form."""
     p = (tr.x[k + 1] - tr.x[k])[0].numpy()
     q = (tr.g[k + 1] - tr.g[k])[0].numpy()
-    if M is not None:
-        Bq = M @ q
-        st.markdown(f"**Secant equation at step {k + 1}** for {who}: $p = B q$ with "
-                    f"$p = x_{{{k + 1}}} - x_{{{k}}}$, $q = g_{{{k + 1}}} - g_{{{k}}}$")
-        st.latex(f"p = {vec(p)},\\quad B q = {mat(M)}{vec(q)} = {vec(Bq)},\\quad "
-                 f"\\frac{{\\|p - Bq\\|}}{{\\|p\\|}} = {np.linalg.norm(p - Bq) / max(np.linalg.norm(p), 1e-300):.3g}")
-        ev = np.linalg.eigvalsh(0.5 * (M + M.T))
-        st.caption(f"eigenvalues of B: {np.round(ev, 4).tolist()} — of the true H⁻¹ at x_{k}: "
-                   f"{np.round(np.linalg.eigvalsh(Hinv), 4).tolist()}")
+    M = operator_matrix(tr, k + 1) if form == "after" else M_made
+    sub = f"{k + 1}" if form == "after" else f"{k}"
+    st.markdown(f"**Secant equation at step {k + 1}** for {who}: $B_{{{sub}}} q = p$ with "
+                f"$p = x_{{{k + 1}}} - x_{{{k}}}$, $q = g_{{{k + 1}}} - g_{{{k}}}$"
+                + (" (the textbook form: the matrix built after seeing this p, q)" if form == "after"
+                   else " (the matrix that made this step, as in L-SR1's training penalty)"))
+    if M is None:
+        st.info(f"{who} has no B_{sub} (the run ended at step {tr.steps})" if form == "after"
+                else f"{who} keeps no matrix at this step")
+        return
+    if not np.any(p):
+        st.info(f"p = 0: {who} did not move at step {k + 1}, so the secant equation says nothing here.")
+        return
+    Bq = M @ q
+    rel = np.linalg.norm(p - Bq) / np.linalg.norm(p)
+    st.latex(f"p = {tex_vec(p)},\\quad B_{{{sub}}} q = {tex_mat(M)}{tex_vec(q)} = {tex_vec(Bq)},\\quad "
+             f"\\frac{{\\|p - B_{{{sub}}} q\\|}}{{\\|p\\|}} = {tex_num(rel, 3)}")
 
 
 def psd_lesson():

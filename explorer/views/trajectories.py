@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import streamlit as st
 
@@ -9,8 +10,12 @@ from explorer.player import trajectory_player
 from explorer.state import all_specs, cached_run, sidebar
 from lsr1_core.errors import LSR1Error
 from lsr1_core.objectives import TEACHING_FUNCTIONS, teaching_function
-from lsr1_core.viz.explore import SolverSpec
 from lsr1_core.viz.plots import objective_figure, player_figures, trajectory_figure
+
+
+# κ on a log scale: equal slider steps multiply κ by about 1.5
+KAPPAS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0, 150.0, 200.0, 300.0, 500.0,
+          700.0, 1000.0)
 
 
 def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock", default_steps: int = 100,
@@ -22,15 +27,16 @@ def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbro
     fn = c.selectbox("Function", names, index=names.index(default_fn), key=f"{prefix}fn")
     fn_kwargs = {}
     if fn == "quadratic":
-        fn_kwargs["cond"] = float(c.slider("condition number κ", 1.0, 1000.0, 10.0, key=f"{prefix}cond"))
+        fn_kwargs["cond"] = float(c.select_slider("condition number κ (log scale)", KAPPAS, value=10.0,
+                                                  key=f"{prefix}cond"))
         fn_kwargs["angle"] = float(c.slider("rotation (degrees)", 0.0, 180.0, 30.0, key=f"{prefix}angle"))
     obj = teaching_function(fn, **fn_kwargs)
+    reset_start_on_new_function(prefix, fn, obj.default_start)
     if player_key is not None:
         apply_click(prefix, player_key, obj.bounds)
-    sx, sy = obj.default_start
     a, b = c.columns(2)
-    start = (a.number_input("start x₁", value=float(sx), step=0.1, format="%.3f", key=f"{prefix}sx"),
-             b.number_input("start x₂", value=float(sy), step=0.1, format="%.3f", key=f"{prefix}sy"))
+    start = (a.number_input("start x₁", step=0.1, format="%.3f", key=f"{prefix}sx"),
+             b.number_input("start x₂", step=0.1, format="%.3f", key=f"{prefix}sy"))
     specs = all_specs(fn, models)
     default = [l for l in specs if l.startswith("L-SR1")][:1] + ["SR1 (classical)", "L-BFGS", "Adam",
                                                                   "Gradient descent", "Newton"]
@@ -46,8 +52,18 @@ def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbro
             if "lr" in kw:
                 kw["lr"] = float(st.number_input(f"{lab} lr", min_value=1e-6, value=float(kw["lr"]), format="%.4g",
                                                  key=f"{prefix}lr_{lab}"))
-            final.append(SolverSpec(spec.label, spec.name, tuple(sorted(kw.items())), spec.checkpoint))
+            final.append(replace(spec, kwargs=tuple(sorted(kw.items()))))
     return fn, fn_kwargs, start, final, steps, memory
+
+
+def reset_start_on_new_function(prefix: str, fn: str, default_start) -> None:
+    """Each function starts from its own default start: set when the page first shows and whenever the
+    function changes (a start kept from the previous function often lies outside the new one's range)."""
+    seen = f"{prefix}fn_seen"
+    if st.session_state.get(seen) != fn or f"{prefix}sx" not in st.session_state:
+        st.session_state[seen] = fn
+        st.session_state[f"{prefix}sx"] = float(default_start[0])
+        st.session_state[f"{prefix}sy"] = float(default_start[1])
 
 
 def compute(fn, fn_kwargs, start, specs, steps, memory):
@@ -121,7 +137,7 @@ def records_json(result) -> str:
 def figure_html(result, fn, fn_kwargs) -> str:
     obj = teaching_function(fn, **fn_kwargs)
     T = max((t.steps for t in result.traces.values()), default=0)
-    return trajectory_figure(obj, result.traces, obj.bounds, step=T, animate=True).to_html(include_plotlyjs="cdn",
+    return trajectory_figure(obj, result.traces, obj.bounds, step=T, animate=True).to_html(include_plotlyjs=True,
                                                                                           auto_play=False)
 
 

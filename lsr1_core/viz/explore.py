@@ -41,12 +41,19 @@ class SolverSpec:
     name: str
     kwargs: tuple = ()  # sorted (key, value) pairs so the spec is hashable
     checkpoint: str | None = None
+    step_scale: float = 1.0  # L-SR1 only: multiplies every step
 
     def build(self, memory: int | None = None):
         kw = dict(self.kwargs)
         if self.name == "lsr1":
             from ..learned import LSR1Solver
-            return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label)
+            if self.step_scale == 1.0:
+                return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label)
+            try:
+                return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label,
+                                  step_scale=float(self.step_scale))
+            except TypeError:
+                raise LSR1Error("this version of L-SR1 has no step scale; set it back to 1") from None
         if self.name in ("lbfgs",) and memory is not None:
             kw["history"] = memory
         if self.name == "sr1" and memory is not None:
@@ -87,9 +94,10 @@ class RunResult:
     start: tuple
     traces: dict[str, Trace]
     cosines: dict[str, np.ndarray]     # (T,) per solver
-    secant: dict[str, np.ndarray]      # (T,) per solver (NaN without an operator)
+    secant: dict[str, np.ndarray]      # (T,) per solver: ‖p_k − B_{k+1} q_k‖/‖p_k‖, textbook (NaN without one)
     f_star: float | None
     errors: dict[str, str] = field(default_factory=dict)
+    secant_made: dict[str, np.ndarray] = field(default_factory=dict)  # (T,) ‖p_k − B_k q_k‖/‖p_k‖ (L-SR1's Eq. 8)
 
 
 def check_start(function: str, start, fn_kwargs: dict | None = None) -> None:
@@ -126,7 +134,7 @@ def run_2d(function: str, fn_kwargs: dict, start: tuple, specs: list[SolverSpec]
     check_start(function, start, fn_kwargs)
     obj = teaching_function(function, **fn_kwargs)
     x0 = torch.tensor([start], dtype=torch.float64)
-    traces, cos, sec, errors = {}, {}, {}, {}
+    traces, cos, sec, made, errors = {}, {}, {}, {}, {}
     with single_thread():
         for spec in specs:
             try:
@@ -141,9 +149,10 @@ def run_2d(function: str, fn_kwargs: dict, start: tuple, specs: list[SolverSpec]
             traces[spec.label] = tr
             cos[spec.label] = newton_cosines(tr, obj)
             sec[spec.label] = secant_series(tr)
+            made[spec.label] = secant_series(tr, after_update=False)
     xs = obj.minimizer()
     f_star = float(obj.value(xs.to(torch.float64))[0]) if xs is not None else None
-    return RunResult(function, dict(fn_kwargs), tuple(start), traces, cos, sec, f_star, errors)
+    return RunResult(function, dict(fn_kwargs), tuple(start), traces, cos, sec, f_star, errors, made)
 
 
 def newton_cosines(tr: Trace, obj, gtol: float = 1e-12) -> np.ndarray:
@@ -161,11 +170,20 @@ def newton_cosines(tr: Trace, obj, gtol: float = 1e-12) -> np.ndarray:
     return out
 
 
-def secant_series(tr: Trace) -> np.ndarray:
-    """‖p_k − B_k q_k‖/‖p_k‖ of the operator that made step k (linear part for L-SR1)."""
+def secant_series(tr: Trace, after_update: bool = True) -> np.ndarray:
+    """Relative secant residual per step k = 0..T−1 with p_k = x_{k+1} − x_k, q_k = g_{k+1} − g_k (row 0;
+    the linear part for L-SR1).
+
+    ``after_update`` (the textbook secant condition): ‖p_k − B_{k+1} q_k‖/‖p_k‖, the operator built *after*
+    seeing (p_k, q_k), which classical SR1 and L-BFGS satisfy exactly; NaN at the last step (no B_{T}).
+    Otherwise ‖p_k − B_k q_k‖/‖p_k‖, the operator that *made* step k: what L-SR1's training penalty (Eq. 8)
+    lowers, and what a method that does not update its matrix (gradient descent, B = lr·I) is judged by."""
     out = np.full(tr.steps, np.nan)
-    for k, op in enumerate(tr.operators):
-        if op is None or 0 <= int(tr.diverged_at[0]) <= k:
+    div = int(tr.diverged_at[0])
+    for k in range(tr.steps):
+        j = k + 1 if after_update else k
+        op = tr.operators[j] if j < len(tr.operators) else None
+        if op is None or 0 <= div <= j:
             continue
         p = tr.x[k + 1] - tr.x[k]
         q = tr.g[k + 1] - tr.g[k]

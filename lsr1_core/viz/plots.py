@@ -8,12 +8,9 @@ import plotly.graph_objects as go
 import torch
 
 from ..trace import Trace
+from .palette import color_for, colors_for
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
-
-
-def color_for(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
+BUFFER_COLOR = "#00a087"  # L-SR1's buffer vectors v_i (no solver has this colour)
 
 
 def _grid_values(obj, bounds, n=120):
@@ -73,6 +70,7 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
     T = max((tr.steps for tr in traces.values()), default=0)
     step = T if step is None else max(0, min(step, T))
     line_idx = []
+    cols = colors_for(traces)
     for i, (lab, tr) in enumerate(traces.items()):
         p = paths[lab]
         k = min(step, len(p) - 1)
@@ -80,9 +78,9 @@ def trajectory_figure(obj, traces: dict[str, Trace], bounds, step: int | None = 
         name = lab + (f" (diverged at step {div})" if div >= 0 else "")
         line_idx.append(len(fig.data))
         fig.add_trace(go.Scatter(x=p[:k + 1, 0], y=p[:k + 1, 1], mode="lines+markers", name=name,
-                                 line=dict(color=color_for(i), width=2), marker=dict(size=4), legendgroup=lab))
+                                 line=dict(color=cols[lab], width=2), marker=dict(size=4), legendgroup=lab))
         fig.add_trace(go.Scatter(x=[p[k, 0]], y=[p[k, 1]], mode="markers", showlegend=False, legendgroup=lab,
-                                 marker=dict(color=color_for(i), size=13, line=dict(color="white", width=2),
+                                 marker=dict(color=cols[lab], size=13, line=dict(color="white", width=2),
                                              symbol="x" if (div >= 0 and step >= div) else "circle"),
                                  name=f"{lab} @ step {k}"))
     minima = getattr(obj, "minima", ())
@@ -136,6 +134,7 @@ def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int |
     """
     fig = go.Figure()
     starts, lows = [], []
+    cols = colors_for(traces)
     for i, (lab, tr) in enumerate(traces.items()):
         f = tr.f[:, 0].double().cpu().numpy()
         div = int(tr.diverged_at[0])
@@ -147,13 +146,15 @@ def objective_figure(traces: dict[str, Trace], f_star: float | None, step: int |
             starts.append(float(y[0]))
             lows.append(float(np.nanmin(y)))
         name = lab + (f" (diverged at step {div})" if div >= 0 else "")
-        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=name, line=dict(color=color_for(i)),
+        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines", name=name, line=dict(color=cols[lab]),
                                  legendgroup=lab))
     if step is not None:
         fig.add_vline(x=step, line_dash="dash", line_color="gray")
+    # automargin and a standoff: the power-format tick labels (10⁻¹⁶) are wide and sat under the title
     fig.update_layout(xaxis_title="iteration", yaxis_title="f(x) − f*" if f_star is not None else "f(x)",
                       yaxis_type="log" if f_star is not None else "linear", height=420,
-                      margin=dict(l=40, r=10, t=60, b=40), legend=dict(orientation="h", yanchor="bottom", y=1.02))
+                      margin=dict(l=60, r=10, t=60, b=40), legend=dict(orientation="h", yanchor="bottom", y=1.02))
+    fig.update_yaxes(automargin=True, title_standoff=10)
     if starts:
         top = math.log10(max(starts) * 1e4)
         bottom = math.log10(max(min(lows), 1e-16)) - 0.5
@@ -176,6 +177,7 @@ def player_figures(obj, traces: dict[str, Trace], f_star: float | None, bounds, 
     solvers = []
     log = objf.layout.yaxis.type == "log"
     finite = []
+    cols = colors_for(traces)
     for i, (lab, tr) in enumerate(traces.items()):
         line = next(j for j, t in enumerate(traj.data) if t.legendgroup == lab and t.mode == "lines+markers")
         curve = next(j for j, t in enumerate(objf.data) if t.legendgroup == lab)
@@ -185,7 +187,7 @@ def player_figures(obj, traces: dict[str, Trace], f_star: float | None, bounds, 
         k = len(f) - 1
         objf.add_trace(go.Scatter(x=[k] if k >= 0 else [], y=[f[k]] if k >= 0 else [], mode="markers",
                                   showlegend=False, legendgroup=lab, hoverinfo="skip", name=f"{lab} @ step",
-                                  marker=dict(color=color_for(i), size=11, line=dict(color="white", width=2))))
+                                  marker=dict(color=cols[lab], size=11, line=dict(color="white", width=2))))
         solvers.append({"label": lab, "line": line, "marker": line + 1, "omarker": len(objf.data) - 1,
                         "x": [float(v) for v in p[:, 0]], "y": [float(v) for v in p[:, 1]],
                         "f": [float(v) for v in f], "div": int(tr.diverged_at[0])})
@@ -213,12 +215,13 @@ def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, 
                   yrange=None) -> go.Figure:
     """One line per solver of a per-step quantity (steps numbered from 1); dashed line at the step."""
     fig = go.Figure()
+    cols = colors_for(series)
     for i, (lab, y) in enumerate(series.items()):
         y = np.asarray(y, dtype=float)
         if np.all(~np.isfinite(y)):
             continue
         fig.add_trace(go.Scatter(x=np.arange(1, len(y) + 1), y=y, mode="lines+markers", name=lab,
-                                 marker=dict(size=4), line=dict(color=color_for(i))))
+                                 marker=dict(size=4), line=dict(color=cols[lab])))
     if step is not None and step > 0:
         fig.add_vline(x=step, line_dash="dash", line_color="gray")
     # Legend above the plotting area (not over it: cosines sit at 1, where a legend would hide them);
@@ -232,6 +235,14 @@ def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, 
     return fig
 
 
+def _pair_colors(label: str) -> tuple[str, str]:
+    """(colour of the solver's B, colour of the true inverse Hessian): Newton's colour for H⁻¹ (it is
+    Newton's matrix), black when the solver is Newton itself."""
+    b = color_for(label)
+    h = color_for("newton")
+    return b, ("#000000" if h == b else h)
+
+
 def spectra_figure(spec: dict, label: str, step: int | None = None) -> go.Figure:
     """Eigenvalues of the solver's B_k and of the true inverse Hessian at x_k, against step."""
     fig = go.Figure()
@@ -241,10 +252,11 @@ def spectra_figure(spec: dict, label: str, step: int | None = None) -> go.Figure
         ya += list(a)
         xt += [s] * len(t)
         yt += list(t)
+    b_col, h_col = _pair_colors(label)
     fig.add_trace(go.Scatter(x=xa, y=ya, mode="markers", name=f"eig B_k ({label})",
-                             marker=dict(color="#1f77b4", size=7)))
+                             marker=dict(color=b_col, size=7)))
     fig.add_trace(go.Scatter(x=xt, y=yt, mode="markers", name="eig true H⁻¹(x_k)",
-                             marker=dict(color="#d62728", size=7, symbol="diamond-open")))
+                             marker=dict(color=h_col, size=7, symbol="diamond-open")))
     if step is not None and step > 0:
         fig.add_vline(x=step, line_dash="dash", line_color="gray")
     logy = all(v > 0 for v in ya + yt) and len(ya + yt) > 0
@@ -263,7 +275,7 @@ def _ellipse(M: np.ndarray, center: np.ndarray, scale: float, n: int = 80):
 
 
 def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, true_inv: np.ndarray,
-                   buffer: np.ndarray | None = None, label: str = "B̃") -> go.Figure:
+                   buffer: np.ndarray | None = None, label: str = "B̃", label_solver: str | None = None) -> go.Figure:
     """At the current point: the true inverse Hessian and the solver's B as ellipses (axes = eigenvectors
     scaled by |eigenvalue|; a negative eigenvalue's axis is drawn dashed red), the buffer vectors as arrows.
     Both ellipses share one scale so their sizes compare."""
@@ -271,15 +283,23 @@ def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, tr
     zmin = float(np.nanmin(Z))
     fig = go.Figure(go.Contour(x=xs, y=ys, z=np.log10(Z - zmin + 1e-3), colorscale="Greys", showscale=False,
                                opacity=0.35, hoverinfo="skip", contours=dict(coloring="heatmap")))
-    mats = [(true_inv, "true H⁻¹", "#d62728")] + ([(approx, label, "#1f77b4")] if approx is not None else [])
+    b_col, h_col = _pair_colors(label_solver or label)
+    mats = [(true_inv, "true H⁻¹ (Newton)", h_col)] + ([(approx, label, b_col)] if approx is not None else [])
+    mats = [(m, n, c) for m, n, c in mats if m is not None and np.isfinite(m).all()]
     span = min(bounds[0][1] - bounds[0][0], bounds[1][1] - bounds[1][0])
-    biggest = max(np.abs(np.linalg.eigvalsh(0.5 * (m + m.T))).max() for m, _, _ in mats)
+    sizes = [float(np.abs(np.linalg.eigvalsh(0.5 * (m + m.T))).max()) for m, _, _ in mats]
+    biggest = max(sizes, default=1.0)
+    # One shared scale so sizes compare, unless one ellipse would be a dot next to the other (Rosenbrock's
+    # H⁻¹ is 1e-3 where B is 1): then each is drawn at its own scale and its legend entry says by how much.
+    own = len(sizes) == 2 and min(sizes) > 0 and max(sizes) / min(sizes) > 50
     scale = 0.3 * span / max(biggest, 1e-12)
-    for M, name, col in mats:
-        pts, w, V = _ellipse(M, point, scale)
-        fig.add_trace(go.Scatter(x=pts[0], y=pts[1], mode="lines", name=name, line=dict(color=col, width=3)))
+    for (M, name, col), size in zip(mats, sizes):
+        sc = 0.3 * span / max(size, 1e-300) if own else scale
+        pts, w, V = _ellipse(M, point, sc)
+        fig.add_trace(go.Scatter(x=pts[0], y=pts[1], mode="lines", line=dict(color=col, width=3),
+                                 name=name + (f" (drawn ×{sc:.2g})" if own else "")))
         for j in range(2):
-            a = V[:, j] * abs(w[j]) * scale
+            a = V[:, j] * abs(w[j]) * sc
             fig.add_trace(go.Scatter(x=[point[0] - a[0], point[0] + a[0]], y=[point[1] - a[1], point[1] + a[1]],
                                      mode="lines", showlegend=False,
                                      line=dict(color="red" if w[j] < 0 else col, width=2,
@@ -289,8 +309,8 @@ def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, tr
             vv = v * scale * 0.5
             fig.add_annotation(x=point[0] + vv[0], y=point[1] + vv[1], ax=point[0], ay=point[1], xref="x", yref="y",
                                axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=2,
-                               arrowcolor="#2ca02c", text="")
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#2ca02c"),
+                               arrowcolor=BUFFER_COLOR, text="")
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=BUFFER_COLOR),
                                  name=f"buffer vectors v (×{0.5 * scale:.2g})"))
     fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(color="black", size=9),
                              name="current point"))
@@ -305,10 +325,11 @@ def profile_figure(taus, profile: dict[str, list], auc: dict[str, float] | None 
     """Dolan-Moré performance profiles ρ_s(τ) as step lines, log τ axis."""
     fig = go.Figure()
     order = sorted(profile, key=lambda s: -(auc or {}).get(s, 0.0))
+    cols = colors_for(order)
     for i, s in enumerate(order):
         lab = (names or {}).get(s, s) + (f" (area {auc[s]:.2f})" if auc and s in auc else "")
         fig.add_trace(go.Scatter(x=list(taus), y=list(profile[s]), mode="lines", line_shape="hv", name=lab,
-                                 line=dict(color=color_for(i), width=2)))
+                                 line=dict(color=cols[s], width=2)))
     fig.update_layout(xaxis_type="log", xaxis_title="τ", yaxis_title="fraction of problems with ratio ≤ τ",
                       yaxis_range=[0, 1.03], height=430, margin=dict(l=40, r=10, t=30, b=40))
     taus = np.asarray(list(taus), dtype=float)
@@ -331,10 +352,11 @@ def convergence_figure(results: dict, buffer: int) -> go.Figure:
     if "gd" in results:
         series["gd"] = results["gd"]
         names["gd"] = f"GD (lr {results['gd'].get('lr')})"
+    cols = colors_for(series)
     for i, (lab, s) in enumerate(series.items()):
         y = np.clip(np.array(s["gap_median"], dtype=float), 1e-16, None)
         x = np.arange(len(y))
-        col = color_for(i)
+        col = cols[lab]
         if "gap_q25" in s:
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]),
                                      y=np.concatenate([np.clip(s["gap_q75"], 1e-16, None),
