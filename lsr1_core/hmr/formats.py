@@ -1,17 +1,20 @@
 """Loaders for the real data formats users bring: SMPL-family pickles, AMASS ``.npz``, 3DPW ``.pkl``.
 
 Why a restricted unpickler. A pickle is a program: unpickling calls whatever callables the file
-names (``os.system`` included), so the project never opens a user-handed file with the plain
-``pickle`` module. ``safe_load_pickle`` uses an ``Unpickler`` whose ``find_class`` resolves only
-the few names that plain data needs:
+names (``os.system`` included) and sets any state on the objects it builds, so the project never
+opens a user-handed file with the plain ``pickle`` module. ``safe_load_pickle`` runs an
+``Unpickler`` in which every opcode that calls, creates or mutates an object is checked here:
 
-  * numpy arrays, scalars and dtypes (``numpy.core.multiarray._reconstruct`` / ``scalar``, their
-    numpy ≥ 2 ``numpy._core`` spellings, ``numpy.core.numeric._frombuffer`` for protocol 5,
-    ``numpy.ndarray``, ``numpy.dtype``);
+  * numpy arrays, scalars and dtypes (``_reconstruct`` / ``scalar`` / ``_frombuffer`` under their
+    numpy 1 and 2 module names, ``numpy.ndarray``, ``numpy.dtype``) are *rebuilt* by this module,
+    never handed to numpy's ``__setstate__``: only boolean, integer, float, complex and fixed-width
+    string dtypes exist, and an array is the file's bytes (count checked) copied into such a dtype.
+    No object dtype, structured dtype or pointer from the file can appear;
   * scipy.sparse CSC/CSR matrices and arrays (SMPL's ``J_regressor``), under their old
-    (``scipy.sparse.csc``) and new (``scipy.sparse._csc``) module names;
-  * builtin containers (dict, list, tuple, set, frozenset, bytearray, complex, object),
-    ``collections.OrderedDict``, ``copyreg._reconstructor`` restricted to the classes above, and
+    (``scipy.sparse.csc``) and new (``scipy.sparse._csc``) module names, rebuilt through their
+    validating constructor from the pickled ``data`` / ``indices`` / ``indptr`` / ``_shape``;
+  * builtin containers (dict, list, tuple, set, frozenset, bytearray from bytes, complex, object),
+    ``collections.OrderedDict``, ``copyreg._reconstructor`` restricted to the classes here, and
     ``_codecs.encode`` restricted to the latin-1/UTF-8/ASCII codecs (how Python 3 writes bytes at
     protocol ≤ 2);
   * chumpy objects, which official SMPL/MANO pickles contain and whose package no longer works
@@ -20,8 +23,10 @@ the few names that plain data needs:
     the node types that hold data in official model files: ``Ch`` (its array ``x``),
     ``reordering.Select`` (``a.ravel()[idxs].reshape(preferred_shape)``, as chumpy computes it),
     ``reordering.transpose`` and ``reordering.Reshape``; other chumpy nodes load as opaque
-    stand-ins whose ``.r`` raises.
+    stand-ins whose ``.r`` raises. A cyclic or too deep graph raises ``DataFormatError``.
 
+A BUILD (``__setstate__``) is allowed only on the objects above, never on a class, function or
+module, so a file cannot change anything outside the objects it creates.
 Every other global is refused with ``UnsafePickleError`` naming it, before anything is called.
 Python-2 pickles (3DPW, SMPL v1.0) need ``encoding='latin1'``, the default here; it only affects
 Python-2 ``str`` objects, so Python-3 pickles load the same.
@@ -30,7 +35,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import copyreg
 import io
 import os
 import pickle
@@ -93,7 +97,17 @@ class ChumpyStandIn:
     def r(self) -> np.ndarray:
         cached = self.__dict__.get("_r")
         if cached is None:
-            cached = np.asarray(self._compute())
+            if self.__dict__.get("_evaluating"):
+                raise DataFormatError(f"pickled chumpy graph is cyclic: {self.chumpy_class} depends on itself")
+            self.__dict__["_evaluating"] = True
+            try:
+                cached = np.asarray(self._compute())
+            except RecursionError:
+                raise DataFormatError("pickled chumpy graph is too deeply nested to evaluate") from None
+            finally:
+                self.__dict__["_evaluating"] = False
+            if cached.dtype.hasobject:
+                raise DataFormatError(f"pickled {self.chumpy_class} node does not evaluate to a numeric array")
             self.__dict__["_r"] = cached
         return cached
 
@@ -161,19 +175,6 @@ _CHUMPY_CLASSES = {
     ("chumpy.reordering", "transpose"): _ChTranspose,
     ("chumpy.reordering", "Reshape"): _ChReshape,
 }
-_OPAQUE_CHUMPY: dict[tuple[str, str], type] = {}
-
-
-def _chumpy_class(module: str, name: str) -> type:
-    cls = _CHUMPY_CLASSES.get((module, name))
-    if cls is not None:
-        return cls
-    key = (module, name)
-    if key not in _OPAQUE_CHUMPY:  # one opaque stand-in class per chumpy class name
-        _OPAQUE_CHUMPY[key] = type(f"_Chumpy_{name}", (ChumpyStandIn,), {"chumpy_class": f"{module}.{name}"})
-    return _OPAQUE_CHUMPY[key]
-
-
 def to_numpy(value: Any) -> Any:
     """A chumpy stand-in as its numpy value, a scipy sparse matrix as a dense array, a numpy
     array unchanged; anything else through ``np.asarray``."""
@@ -185,80 +186,345 @@ def to_numpy(value: Any) -> Any:
 
 
 # -- the restricted unpickler ------------------------------------------------------------------
-def _numpy_attr(submodule: str, name: str):
-    """numpy's ``_core`` (numpy ≥ 2) or ``core`` (numpy 1.x) internals, without the numpy 2
-    deprecation shim."""
-    import importlib
-    for pkg in ("numpy._core", "numpy.core"):
-        try:
-            mod = importlib.import_module(f"{pkg}.{submodule}")
-        except ImportError:
-            continue
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    raise UnsafePickleError(f"numpy has no {submodule}.{name} here")
-
-
+# Design (see docs/reliability.md). The loader runs on the pure-Python ``pickle._Unpickler`` so that
+# every opcode that creates or mutates an object goes through code here:
+#   * ``find_class`` never hands out a real numpy or scipy callable. ``numpy.dtype``,
+#     ``numpy.core.multiarray._reconstruct`` / ``scalar``, ``numpy.core.numeric._frombuffer`` and the
+#     scipy sparse classes resolve to functions and markers of this module that record what the file
+#     asks for (``_DTypeProxy``, ``_ArrayProxy``, ``_SparseProxy``).
+#   * BUILD (``__setstate__``) is allowed on those proxies and on chumpy stand-in *instances* only; it
+#     never reaches ``np.dtype.__setstate__`` / ``np.ndarray.__setstate__`` (whose state can make an
+#     object dtype out of raw bytes: pointers read from the file) and never sets an attribute on a
+#     class, a function or a module (a pickle could otherwise rewrite ``csc_matrix.toarray``).
+#   * A dtype is rebuilt from scratch from its kind and size: booleans, integers, floats and complex
+#     numbers of the usual sizes and fixed-width byte/unicode strings, in either byte order. No object,
+#     structured, sub-array, void or datetime dtype can be made. An array is ``np.frombuffer`` of the
+#     file's bytes in such a dtype, copied, after checking that the byte count equals shape × item
+#     size. A sparse matrix is rebuilt through its constructor, which validates its index arrays.
+#   * On BUILD the proxy is replaced by the real value on the stack and in the memo, so later
+#     references to it get the array itself.
+#   * Nothing global changes during a load: opaque chumpy classes are made per load, EXT opcodes
+#     (which fill ``copyreg``'s cache) are refused.
+# Every failure is an ``UnsafePickleError`` (a refused global or operation) or a ``DataFormatError``.
 _SAFE_CODECS = {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1", "utf-8", "utf8", "ascii"}
 
 
 def _safe_encode(obj, encoding="utf-8", errors="strict"):
-    if str(encoding).lower().replace("_", "-") not in _SAFE_CODECS:
-        raise UnsafePickleError(f"pickle asks for _codecs.encode with codec {encoding!r}; "
-                                "only latin-1, UTF-8 and ASCII are allowed")
+    if not isinstance(obj, str):
+        raise UnsafePickleError(f"pickle asks _codecs.encode to encode a {type(obj).__name__}; only str is allowed")
+    if str(encoding).lower().replace("_", "-") not in _SAFE_CODECS or errors != "strict":
+        raise UnsafePickleError(f"pickle asks for _codecs.encode with codec {encoding!r} ({errors!r}); "
+                                "only latin-1, UTF-8 and ASCII (strict) are allowed")
     return codecs.encode(obj, encoding, errors)
 
 
-def _sparse(name: str):
-    import scipy.sparse
-    cls = getattr(scipy.sparse, name, None)
-    if cls is None:
-        raise UnsafePickleError(f"this scipy has no scipy.sparse.{name}")
-    return cls
+def _safe_bytearray(*args):
+    """``bytearray(str, encoding)`` / ``bytearray(bytes)`` as protocol ≤ 4 pickles write it; never
+    ``bytearray(n)`` (a file could ask for terabytes of zeros)."""
+    if not args:
+        return bytearray()
+    if isinstance(args[0], (bytes, bytearray)) and len(args) == 1:
+        return bytearray(args[0])
+    if isinstance(args[0], str) and len(args) == 2:
+        return bytearray(_safe_encode(args[0], args[1]))
+    raise UnsafePickleError("pickle calls bytearray with arguments other than bytes or (str, codec)")
+
+
+def _safe_bytes(*args):
+    """``bytes()`` (how protocol ≤ 2 writes b"") or a copy of bytes; never ``bytes(n)``."""
+    if not args:
+        return b""
+    if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+        return bytes(args[0])
+    raise UnsafePickleError("pickle calls bytes with arguments other than bytes")
+
+
+# dtypes a data file may hold: kind letter → allowed item sizes (None: any positive size)
+_DTYPE_SIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8, 12, 16),
+                "c": (8, 16, 24, 32), "S": None, "U": None}
+_MAX_STR_ITEMSIZE = 1 << 24
+
+
+def _check_dtype(dt) -> np.dtype:
+    """``dt`` if it is a plain numeric / boolean / string dtype, else ``UnsafePickleError``."""
+    if (not isinstance(dt, np.dtype) or dt.hasobject or dt.fields is not None or dt.subdtype is not None
+            or dt.kind not in _DTYPE_SIZES or dt.itemsize <= 0
+            or (_DTYPE_SIZES[dt.kind] is not None and dt.itemsize not in _DTYPE_SIZES[dt.kind])):
+        raise UnsafePickleError(f"refusing dtype {dt!r}: data files may only hold booleans, integers, floats, "
+                                "complex numbers and fixed-width strings")
+    return dt
+
+
+class _Proxy:
+    """Stands for a numpy/scipy object until its BUILD; replaced by ``value`` on the stack and in the memo."""
+
+    value = None
+
+    def __init__(self):
+        self.memo_keys: list = []
+
+    def __setstate__(self, state):  # never reached through pickle (BUILD is handled in the unpickler)
+        raise UnsafePickleError("internal: proxy state set outside the restricted unpickler")
+
+    def resolved(self):
+        if self.value is None:
+            raise DataFormatError(f"pickle uses a {self.what} before its state was set")
+        return self.value
+
+    def __array__(self, dtype=None, copy=None):  # a proxy that escaped into a container behaves as its value
+        v = np.asarray(self.resolved())
+        return v.astype(dtype) if dtype is not None else v
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+
+class _DTypeProxy(_Proxy):
+    what = "numpy dtype"
+
+    def __init__(self, spec):
+        super().__init__()
+        if not isinstance(spec, str):
+            raise UnsafePickleError(f"refusing numpy.dtype({type(spec).__name__}): only simple type codes "
+                                    "(e.g. 'f8', 'i4', 'U20') are allowed, never structured or object dtypes")
+        self.spec = spec
+        self.value = self._make(spec, None, None)
+
+    @staticmethod
+    def _make(spec, byteorder, elsize):
+        import re
+        m = re.fullmatch(r"([biufcSU])(\d{1,9})?", spec)
+        if m is None:
+            raise UnsafePickleError(f"refusing numpy dtype {spec!r}: data files may only hold booleans, integers, "
+                                    "floats, complex numbers and fixed-width strings (never objects)")
+        kind, digits = m.group(1), m.group(2)
+        if kind in "SU":
+            # the type code counts characters ('U5'), the state's elsize bytes (20)
+            size = elsize if elsize not in (None, -1, 0) else int(digits or 0) * (4 if kind == "U" else 1)
+            if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= _MAX_STR_ITEMSIZE \
+                    or (kind == "U" and size % 4):
+                raise UnsafePickleError(f"refusing string dtype {spec!r} of item size {size!r}")
+            dt = np.dtype(f"S{size}" if kind == "S" else f"U{size // 4}")
+        else:
+            if digits is None:
+                raise UnsafePickleError(f"refusing numpy dtype {spec!r} without an item size")
+            dt = np.dtype(f"{kind}{digits}")
+            if elsize not in (None, -1, dt.itemsize):
+                raise UnsafePickleError(f"refusing dtype {spec!r} with item size {elsize!r}")
+        if byteorder in ("<", ">") and dt.itemsize > 1 and kind != "S":
+            dt = dt.newbyteorder(byteorder)
+        elif byteorder not in (None, "<", ">", "|", "="):
+            raise UnsafePickleError(f"refusing dtype {spec!r} with byte order {byteorder!r}")
+        return _check_dtype(dt)
+
+    def build(self, state):
+        if not isinstance(state, tuple) or not 5 <= len(state) <= 9:
+            raise UnsafePickleError("refusing a numpy dtype state that is not numpy's (a tuple of 5 to 9 items)")
+        if len(state) == 5:        # version 0: (endian, subarray, fields, elsize, alignment)
+            endian, rest, elsize = state[0], (state[1], state[2]), state[3]
+        elif len(state) == 6:      # (version, endian, subarray, fields, elsize, alignment)
+            endian, rest, elsize = state[1], (state[2], state[3]), state[4]
+        else:                      # (version, endian, subarray, names, fields, elsize, alignment[, flags[, metadata]])
+            endian, rest, elsize = state[1], (state[2], state[3], state[4]), state[5]
+            if len(state) == 9 and state[8] not in (None, {}):
+                raise UnsafePickleError("refusing a numpy dtype with metadata")
+        if any(r is not None for r in rest):
+            raise UnsafePickleError(f"refusing numpy dtype {self.spec!r} with fields or a sub-array: data files may "
+                                    "only hold plain numeric and string arrays")
+        self.value = self._make(self.spec, endian, elsize)
+        return self.value
+
+
+def _dtype_arg(d) -> np.dtype:
+    if isinstance(d, _DTypeProxy):
+        return d.value
+    if isinstance(d, np.dtype):   # only ever one this module rebuilt (find_class never gives out numpy.dtype)
+        return _check_dtype(d)
+    raise UnsafePickleError(f"expected a numpy dtype, got {type(d).__name__}")
+
+
+def _raw_bytes(raw) -> bytes | bytearray | memoryview:
+    if isinstance(raw, str):  # a Python-2 str, decoded with latin1 (numpy does the same)
+        return raw.encode("latin1")
+    if isinstance(raw, (bytes, bytearray)):
+        return raw
+    if isinstance(raw, pickle.PickleBuffer):
+        return raw.raw()
+    raise UnsafePickleError(f"refusing array data of type {type(raw).__name__} (object arrays are not allowed)")
+
+
+def _shape_arg(shape) -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if (not isinstance(shape, (tuple, list)) or len(shape) > 32
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise DataFormatError(f"invalid array shape {shape!r} in pickle")
+    return tuple(shape)
+
+
+def _array_from(raw, dt: np.dtype, shape, order: str = "C") -> np.ndarray:
+    shape = _shape_arg(shape)
+    buf = _raw_bytes(raw)
+    n = 1
+    for s in shape:
+        n *= s
+    if n * dt.itemsize != len(buf):
+        raise DataFormatError(f"array of shape {shape} and dtype {dt} needs {n * dt.itemsize} bytes, "
+                              f"the pickle holds {len(buf)}")
+    if order not in ("C", "F"):
+        raise DataFormatError(f"invalid array order {order!r} in pickle")
+    if n == 0:
+        return np.empty(shape, dtype=dt, order=order)
+    return np.frombuffer(buf, dtype=dt).reshape(shape, order=order).copy(order="K")
+
+
+class _ArrayProxy(_Proxy):
+    what = "numpy array"
+
+    def build(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise UnsafePickleError("refusing a numpy array state that is not numpy's (version, shape, dtype, "
+                                    "fortran, data)")
+        shape, dt, fortran, raw = state[-4:]
+        if not isinstance(fortran, (bool, int)):
+            raise DataFormatError("invalid array order flag in pickle")
+        self.value = _array_from(raw, _dtype_arg(dt), shape, "F" if fortran else "C")
+        return self.value
+
+
+class _NDArrayMarker:
+    """What ``numpy.ndarray`` resolves to: only a tag for ``_reconstruct``."""
+
+    def __repr__(self):
+        return "<numpy.ndarray (restricted)>"
+
+
+_NDARRAY = _NDArrayMarker()
+
+
+def _safe_reconstruct(subtype, shape=(0,), dtype=b"b"):
+    if subtype is not _NDARRAY:
+        raise UnsafePickleError(f"refusing numpy _reconstruct of {subtype!r}: only plain numpy.ndarray")
+    return _ArrayProxy()
+
+
+def _safe_scalar(dtype, data=None):
+    dt = _dtype_arg(dtype)
+    if data is None:
+        raise DataFormatError("numpy scalar without data in pickle")
+    return _array_from(data, dt, ())[()]
+
+
+def _safe_frombuffer(buf, dtype, shape, order="C"):
+    return _array_from(buf, _dtype_arg(dtype), shape, order)
+
+
+def _safe_dtype(spec, align=False, copy=False):
+    return _DTypeProxy(spec)
 
 
 _SPARSE_NAMES = ("csc_matrix", "csr_matrix", "csc_array", "csr_array")
 _SPARSE_MODULES = ("scipy.sparse", "scipy.sparse.csc", "scipy.sparse.csr", "scipy.sparse._csc",
                    "scipy.sparse._csr", "scipy.sparse._arrays", "scipy.sparse.compressed",
                    "scipy.sparse._compressed")
+
+
+class _SparseSpec:
+    """What a scipy.sparse class name resolves to: calling / instantiating it gives a proxy."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        if args or kwargs:
+            raise UnsafePickleError(f"refusing to call scipy.sparse.{self.name} with arguments from a pickle")
+        return _SparseProxy(self.name)
+
+    def __repr__(self):
+        return f"<scipy.sparse.{self.name} (restricted)>"
+
+
+class _SparseProxy(_Proxy):
+    what = "scipy sparse matrix"
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def build(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+            state = state[0]
+        if not isinstance(state, dict):
+            raise UnsafePickleError(f"refusing scipy.sparse.{self.name} state of type {type(state).__name__}")
+        try:
+            import scipy.sparse
+            cls = getattr(scipy.sparse, self.name)
+            parts = [np.asarray(state[k]) for k in ("data", "indices", "indptr")]
+            shape = _shape_arg(state.get("_shape", state.get("shape")))
+            if len(shape) != 2:
+                raise DataFormatError(f"sparse matrix shape must have 2 entries, got {shape}")
+            for a in parts:
+                _check_dtype(a.dtype)
+            self.value = cls(tuple(parts), shape=shape)
+            self.value.check_format(full_check=True)
+        except KeyError as e:
+            raise DataFormatError(f"pickled scipy.sparse.{self.name} lacks {e}") from None
+        except (ValueError, TypeError, IndexError, OverflowError) as e:
+            if isinstance(e, LSR1Error):
+                raise
+            raise DataFormatError(f"pickled scipy.sparse.{self.name} is inconsistent: {e}") from None
+        return self.value
+
+
 _BUILTINS = {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset,
-             "bytearray": bytearray, "complex": complex, "object": object}
+             "bytearray": _safe_bytearray, "bytes": _safe_bytes, "complex": complex, "object": object}
+_NEW_OK = (dict, list, tuple, set, frozenset, object, collections.OrderedDict)
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
+_NUMERIC = ("numpy.core.numeric", "numpy._core.numeric")
 
 
-def _allowed_class_set() -> set:
-    return set(_CHUMPY_CLASSES.values()) | set(_OPAQUE_CHUMPY.values())
+def _is_standin_class(cls) -> bool:
+    return isinstance(cls, type) and issubclass(cls, ChumpyStandIn)
 
 
-def _safe_reconstructor(cls, base, state):
-    """``copyreg._reconstructor`` (protocol 0/1 object pickles) for the allowed classes only."""
-    import scipy.sparse
-    ok = isinstance(cls, type) and (issubclass(cls, ChumpyStandIn) or
-                                    any(cls is getattr(scipy.sparse, n, None) for n in _SPARSE_NAMES))
-    if not ok or base is not object:
-        raise UnsafePickleError(f"copyreg._reconstructor refused for {getattr(cls, '__name__', cls)!r} "
-                                f"with base {getattr(base, '__name__', base)!r}")
-    return copyreg._reconstructor(cls, base, state)
+def _safe_reconstructor(cls, base, state=None):
+    """``copyreg._reconstructor`` (protocol 0/1 object pickles) for chumpy stand-ins and sparse matrices."""
+    if base is not object or state is not None:
+        raise UnsafePickleError(f"copyreg._reconstructor refused for {cls!r} with base {base!r}")
+    if _is_standin_class(cls):
+        return cls.__new__(cls)
+    if isinstance(cls, _SparseSpec):
+        return cls()
+    raise UnsafePickleError(f"copyreg._reconstructor refused for {cls!r}")
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only plain-data globals (see the module docstring)."""
+class SafeUnpickler(pickle._Unpickler):
+    """An unpickler that builds plain data only (see the module docstring and the design note above)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, *, encoding: str = "latin1"):
+        super().__init__(file, encoding=encoding)
+        self.memo = _ProxyMemo()
+        self._opaque: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
         module = _PY2_MODULES.get(module, module)
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-            return _numpy_attr("multiarray", name)
-        if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
-            return _numpy_attr("numeric", name)
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if module == "numpy.dtypes" and name.endswith("DType") and name.isidentifier():
-            import numpy.dtypes
-            cls = getattr(numpy.dtypes, name, None)
-            if isinstance(cls, type) and issubclass(cls, np.dtype):
-                return cls
+        if module in _MULTIARRAY and name == "_reconstruct":
+            return _safe_reconstruct
+        if module in _MULTIARRAY and name == "scalar":
+            return _safe_scalar
+        if module in _NUMERIC and name == "_frombuffer":
+            return _safe_frombuffer
+        if module == "numpy" and name == "ndarray":
+            return _NDARRAY
+        if module == "numpy" and name == "dtype":
+            return _safe_dtype
         if module in _SPARSE_MODULES and name in _SPARSE_NAMES:
-            return _sparse(name)
+            return _SparseSpec(name)
         if module == "builtins" and name in _BUILTINS:
             return _BUILTINS[name]
         if module == "collections" and name == "OrderedDict":
@@ -268,36 +534,123 @@ class SafeUnpickler(pickle.Unpickler):
         if module == "_codecs" and name == "encode":
             return _safe_encode
         if module == "chumpy" or module.startswith("chumpy."):
-            return _chumpy_class(module, name)
+            cls = _CHUMPY_CLASSES.get((module, name))
+            if cls is None:  # one opaque stand-in class per chumpy class name, made for this load only
+                if len(self._opaque) > 256:
+                    raise UnsafePickleError("pickle names more than 256 chumpy classes")
+                cls = self._opaque.get((module, name))
+                if cls is None:
+                    cls = self._opaque[(module, name)] = type(
+                        f"_Chumpy_{name}", (ChumpyStandIn,), {"chumpy_class": f"{module}.{name}"})
+            return cls
         raise UnsafePickleError(
             f"refusing to unpickle global '{module}.{name}': only numpy arrays, scipy sparse "
             "matrices, builtin containers and chumpy data nodes are allowed in data files "
             "(a pickle can run arbitrary code, so anything else is refused)")
 
+    # -- the opcodes that create or mutate objects ----------------------------------------------
+    def _instantiate(self, klass, args):  # INST / OBJ (protocol 0/1)
+        if _is_standin_class(klass) and not args:
+            value = klass.__new__(klass)
+        elif isinstance(klass, _SparseSpec):
+            value = klass(*args)
+        elif klass in _NEW_OK:
+            value = klass(*args)
+        else:
+            raise UnsafePickleError(f"refusing to instantiate {klass!r} from a pickle")
+        self.append(value)
 
-def safe_loads_pickle(data: bytes, encoding: str = "latin1") -> Any:
+    def _new(self, cls, args, kwargs):
+        if _is_standin_class(cls) and not args and not kwargs:
+            return cls.__new__(cls)
+        if isinstance(cls, _SparseSpec) and not args and not kwargs:
+            return cls()
+        if cls in _NEW_OK and isinstance(args, tuple) and not kwargs:
+            return cls.__new__(cls, *args)
+        raise UnsafePickleError(f"refusing to create {cls!r} with __new__ from a pickle")
+
+    def load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, None))
+
+    def load_newobj_ex(self):
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, kwargs))
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, (_DTypeProxy, _ArrayProxy, _SparseProxy)):
+            value = inst.build(state)
+            self.stack[-1] = value
+            for key in inst.memo_keys:
+                if self.memo.get(key) is inst:
+                    self.memo[key] = value
+            return
+        if isinstance(inst, ChumpyStandIn) and not isinstance(inst, type):
+            if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+                state = state[0]
+            inst.__setstate__(state)
+            return
+        raise UnsafePickleError(f"refusing to set the state of {type(inst).__name__} object {inst!r}: a data pickle "
+                                "may only set the state of numpy arrays, sparse matrices and chumpy nodes")
+
+    def load_ext(self):
+        raise UnsafePickleError("refusing a pickle that uses the copyreg extension registry (EXT opcodes)")
+
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+    for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
+        dispatch[_op[0]] = load_ext
+    del _op
+
+
+class _ProxyMemo(dict):
+    """The unpickler's memo; remembers under which keys each proxy was stored (to swap in its value)."""
+
+    def __setitem__(self, key, value):
+        if isinstance(value, _Proxy):
+            value.memo_keys.append(key)
+        super().__setitem__(key, value)
+
+
+def safe_loads_pickle(data: bytes, encoding: str = "latin1", *, source: str = "pickle") -> Any:
     """``safe_load_pickle`` for bytes already in memory."""
-    return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DataFormatError(f"{source}: expected bytes, got {type(data).__name__}")
+    try:
+        return SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{source}: {e}") from None
+    except LSR1Error as e:
+        raise DataFormatError(f"{source}: {e}") from None
+    except (MemoryError, RecursionError) as e:
+        raise DataFormatError(f"{source} is too large or too deeply nested to load ({type(e).__name__})") from None
+    except Exception as e:  # any other failure of a crafted or damaged byte stream
+        raise DataFormatError(f"{source} is not a readable pickle ({type(e).__name__}: {e})") from None
 
 
 def safe_load_pickle(path: str | os.PathLike, encoding: str = "latin1") -> Any:
     """Load a data pickle without executing code from it.
 
     Raises ``UnsafePickleError`` (a ``pickle.UnpicklingError`` and ``ValueError``) naming the first
-    refused global, ``FileNotFoundError`` for a missing file, and ``DataFormatError`` for a file
-    that is not a readable pickle.
+    refused global or operation, ``FileNotFoundError`` for a missing file, and ``DataFormatError`` for
+    a file that is not a readable data pickle.
     """
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise DataFormatError(f"{p} is not a regular file (a directory or a device); give a .pkl file")
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {p}")
-    with open(p, "rb") as f:
-        try:
-            return SafeUnpickler(f, encoding=encoding).load()
-        except UnsafePickleError as e:
-            raise UnsafePickleError(f"{p}: {e}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, UnicodeDecodeError, MemoryError) as e:
-            raise DataFormatError(f"{p} is not a readable pickle ({type(e).__name__}: {e})") from e
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise DataFormatError(f"cannot read {p}: {e.strerror or e}") from None
+    return safe_loads_pickle(data, encoding=encoding, source=str(p))
 
 
 # -- AMASS -------------------------------------------------------------------------------------
@@ -356,8 +709,11 @@ def load_amass_npz(path: str | os.PathLike) -> dict:
         raise DataFormatError(f"{p} is a damaged .npz archive ({e})") from e
 
     for k, a in (("poses", poses), ("trans", trans), ("betas", betas), (fps_key, fps)):
-        if not np.issubdtype(np.asarray(a).dtype, np.number):
-            raise DataFormatError(f"{p}: '{k}' must be numeric, got dtype {np.asarray(a).dtype}")
+        dt = np.asarray(a).dtype
+        if not np.issubdtype(dt, np.number) or np.issubdtype(dt, np.complexfloating):
+            raise DataFormatError(f"{p}: '{k}' must hold real numbers, got dtype {dt}"
+                                  + (" (complex values would lose their imaginary part)"
+                                     if np.issubdtype(dt, np.complexfloating) else ""))
     poses = np.asarray(poses, dtype=np.float64)
     trans = np.asarray(trans, dtype=np.float64)
     betas = np.asarray(betas, dtype=np.float64)
