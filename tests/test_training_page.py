@@ -62,3 +62,61 @@ def test_page_rejects_impossible_settings(page_env):
     import torch
     if not torch.cuda.is_available():
         assert any("CUDA is not available" in e.value for e in at.error)
+
+
+# --- issue 16, defect 4 --------------------------------------------------------------------------------------
+def test_choosing_a_preset_loads_its_values_into_the_form(page_env):
+    from lsr1_core.meta.presets import preset
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.selectbox(key="train_preset").set_value("profile_rosenbrock").run()
+    assert not at.exception
+    c = preset("profile_rosenbrock")
+    assert at.number_input(key="train_n").value == c.n == 100
+    assert at.number_input(key="train_K").value == c.unroll
+    assert at.number_input(key="train_batch").value == c.batch
+    assert at.number_input(key="train_lsec").value == c.secant_weight
+    assert at.number_input(key="train_g1").value == pytest.approx(c.model.gamma1)
+    assert at.number_input(key="train_L").value == c.model.memory
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """Runs are created (queued) but no process starts."""
+    from lsr1_core.runs.manager import RunManager
+    monkeypatch.setattr(RunManager, "schedule", lambda self: None)
+
+
+def test_invalid_fields_are_named_and_block_launch(page_env, no_launch):
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    for key, bad in (("train_n", 0), ("train_K", -3), ("train_iters", 0), ("train_lr", 0.0), ("train_batch", 100_000)):
+        at.number_input(key=key).set_value(bad)
+    at.run()
+    msg = " ".join(e.value for e in at.error)
+    for label in ("N (dimension)", "K (unrolled steps)", "iterations", "meta learning rate", "batch"):
+        assert label in msg, label
+    assert at.button(key="train_launch").disabled
+    assert not page_env.exists() or not any(page_env.iterdir())
+
+
+def test_launch_starts_the_values_shown_and_watch_follows_it(page_env, no_launch):
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    _fill_tiny(at, "first")
+    at.button(key="train_launch").click().run()
+    assert at.selectbox(key="train_watch").value == "first"
+    at.number_input(key="train_K").set_value(5)
+    at.text_input(key="train_name").set_value("second")
+    at.button(key="train_launch").click().run()
+    assert not at.exception
+    assert at.selectbox(key="train_watch").value == "second"
+    cfg = json.loads((page_env / "second" / "config.json").read_text())
+    assert cfg["unroll"] == 5 and cfg["batch"] == 16 and cfg["iterations"] == 12
+
+
+def test_runs_are_listed_newest_first(page_env):
+    for name, created in (("zeta", "2026-01-01T00:00:00"), ("alpha", "2026-06-01T00:00:00")):
+        d = page_env / name
+        d.mkdir(parents=True)
+        (d / "status.json").write_text(json.dumps({"state": "finished", "created": created}))
+        (d / "config.json").write_text(json.dumps({"iterations": 1}))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert list(at.dataframe[0].value["run"]) == ["alpha", "zeta"]

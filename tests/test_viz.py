@@ -193,3 +193,29 @@ def test_player_figures_hold_every_step_and_match_the_traces(quad_run):
     vl = objf["data"][figs["vline"]]
     lo, hi = objf["layout"]["yaxis"]["range"]
     assert list(vl["x"]) == [30, 30] and list(_arr(vl["y"])) == pytest.approx([10 ** lo, 10 ** hi])
+
+
+def test_training_curves_are_on_log_scales_with_a_running_median():
+    from lsr1_core.viz.training import overlay_curves, training_curves
+    rng = np.random.default_rng(0)
+    metrics = [{"iteration": i, "meta_loss": float(10 * math.exp(-i / 50) * (1 + (50 if i % 37 == 0 else 0))),
+                "secant_rel": 0.5, **({"val_loss": 5.0 / (i + 1)} if i % 10 == 0 else {})} for i in range(1, 201)]
+    fig = training_curves(metrics).to_dict()
+    assert fig["layout"]["yaxis"]["type"] == "log" and fig["layout"]["yaxis2"]["type"] == "log"
+    med = next(t for t in fig["data"] if t["name"] == "training meta-loss (running median)")
+    assert max(_arr(med["y"])) < 20  # the spikes (× 51) are gone from the trend line
+    over = overlay_curves({"run a": metrics, "run b": metrics[:100]}, "val_loss").to_dict()
+    assert over["layout"]["yaxis"]["type"] == "log"
+    assert len({t["line"]["color"] for t in over["data"]}) == 2
+
+
+def test_every_figure_gives_a_solver_the_palette_colour(quad_run):
+    from lsr1_core.viz.palette import color_for
+    obj = teaching_function("quadratic", cond=10.0, angle=30.0)
+    for fig in (trajectory_figure(obj, quad_run.traces, obj.bounds, animate=False),
+                objective_figure(quad_run.traces, 0.0), series_figure(quad_run.cosines, 3, "cos")):
+        for t in fig.to_dict()["data"]:
+            name = t.get("name") or ""
+            for lab in quad_run.traces:
+                if name == lab:
+                    assert t["line"]["color"] == color_for(lab), (lab, t["line"]["color"])

@@ -13,9 +13,9 @@ import streamlit as st
 from lsr1_core.errors import LSR1Error
 from lsr1_core.meta.presets import PRESETS, preset
 from lsr1_core.runs import RunManager, read_metrics
+from lsr1_core.runs.root import runs_root
 from lsr1_core.viz.training import training_curves
 
-RUNS_ROOT = Path(os.environ.get("LSR1_RUNS_ROOT", "runs/jobs"))
 MAX_CONCURRENT = int(os.environ.get("LSR1_MAX_CONCURRENT", "1"))
 REFRESH_S = float(os.environ.get("LSR1_REFRESH_S", "2"))
 
@@ -27,49 +27,104 @@ def _fmt_s(s):
     return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def runs_root_dir() -> Path:
+    """The one runs root (``lsr1_core.runs.root.runs_root``, ``$LSR1_RUNS_ROOT``), shared with the sidebar."""
+    return runs_root()
+
+
 def _manager() -> RunManager:
-    return RunManager(RUNS_ROOT, max_concurrent=MAX_CONCURRENT)
+    return RunManager(runs_root_dir(), max_concurrent=MAX_CONCURRENT)
+
+
+# form field: key, label, type, lower bound, upper bound, lower bound allowed. The widgets have no bounds of their
+# own (a bounded number input turns red on a bad value and silently keeps the last good one, which Launch would
+# then use); every field is checked here and Launch starts exactly the values shown.
+FIELDS = (("train_n", "N (dimension)", int, 1, 10_000, True), ("train_L", "L (buffer)", int, 1, 256, True),
+          ("train_K", "K (unrolled steps)", int, 1, 512, True), ("train_lsec", "λ_sec", float, 0.0, 1e6, True),
+          ("train_g1", "γ1", float, 0.0, 10.0, False), ("train_g2", "γ2", float, -10.0, 10.0, True),
+          ("train_batch", "batch", int, 1, 4096, True), ("train_iters", "iterations", int, 1, 1_000_000, True),
+          ("train_lr", "meta learning rate", float, 0.0, 1.0, False), ("train_seed", "seed", int, 0, 2**31 - 1, True))
+
+
+def preset_values(name: str) -> dict:
+    """The form's values for preset ``name`` (session_state keys → values)."""
+    c = preset(name)
+    return {"train_n": c.n, "train_L": c.model.memory, "train_K": c.unroll, "train_lsec": float(c.secant_weight),
+            "train_form": c.secant_form, "train_g1": float(c.model.gamma1), "train_g2": float(c.model.gamma2),
+            "train_batch": c.batch, "train_iters": c.iterations, "train_lr": float(c.lr),
+            "train_hidden": c.model.hidden}
+
+
+def _load_preset():
+    st.session_state.update(preset_values(st.session_state["train_preset"]))
+
+
+def field_errors(values: dict) -> list[str]:
+    """One message per field outside its range (empty when every field is valid)."""
+    out = []
+    for key, label, typ, lo, hi, lo_ok in FIELDS:
+        v = values.get(key)
+        if v is None:
+            out.append(f"{label} is empty")
+            continue
+        if typ is int and float(v) != int(v):
+            out.append(f"{label} must be a whole number, got {v}")
+        elif v < lo or (v == lo and not lo_ok) or v > hi:
+            out.append(f"{label} must be {'≥' if lo_ok else '>'} {lo:g} and ≤ {hi:g}, got {v:g}")
+    return out
 
 
 def launch_form():
     st.subheader("Launch a run")
     names = sorted(PRESETS)
-    name = st.selectbox("Preset", names, index=names.index("quadratic"), key="train_preset",
-                        help="quadratic: appendix C.2.1; profile_*: Table 7")
-    base = preset(name)
+    if "train_n" not in st.session_state:
+        st.session_state.setdefault("train_preset", "quadratic")
+        _load_preset()
+    name = st.selectbox("Preset", names, key="train_preset", on_change=_load_preset,
+                        help="quadratic: appendix C.2.1; profile_*: Table 7. Choosing one loads its values below.")
     c1, c2, c3, c4 = st.columns(4)
     with c1:
-        n = st.number_input("N (dimension)", min_value=1, max_value=10_000, value=base.n, key="train_n")
-        memory = st.number_input("L (buffer)", min_value=1, max_value=256, value=base.model.memory, key="train_L")
-        unroll = st.number_input("K (unrolled steps)", min_value=1, max_value=512, value=base.unroll, key="train_K")
+        st.number_input("N (dimension)", step=1, key="train_n")
+        st.number_input("L (buffer)", step=1, key="train_L")
+        st.number_input("K (unrolled steps)", step=1, key="train_K")
     with c2:
-        secant = st.number_input("λ_sec", min_value=0.0, value=float(base.secant_weight), key="train_lsec")
-        form = st.selectbox("secant penalty", ["relative", "absolute"],
-                            index=["relative", "absolute"].index(base.secant_form), key="train_form")
-        gamma1 = st.number_input("γ1", min_value=1e-6, value=float(base.model.gamma1), format="%.4f", key="train_g1")
+        st.number_input("λ_sec", key="train_lsec")
+        st.selectbox("secant penalty", ["relative", "absolute"], key="train_form")
+        st.number_input("γ1", format="%.4f", key="train_g1")
     with c3:
-        gamma2 = st.number_input("γ2", value=float(base.model.gamma2), format="%.4f", key="train_g2")
-        batch = st.number_input("batch", min_value=1, max_value=4096, value=base.batch, key="train_batch")
-        iterations = st.number_input("iterations", min_value=1, max_value=1_000_000, value=500, key="train_iters")
+        st.number_input("γ2", format="%.4f", key="train_g2")
+        st.number_input("batch", step=1, key="train_batch")
+        st.number_input("iterations", step=1, key="train_iters")
     with c4:
-        lr = st.number_input("meta learning rate", min_value=1e-8, value=float(base.lr), format="%.1e", key="train_lr")
-        seed = st.number_input("seed", min_value=0, value=0, key="train_seed")
+        st.number_input("meta learning rate", format="%.1e", key="train_lr")
+        st.number_input("seed", value=0, step=1, key="train_seed")
         device = st.selectbox("device", ["auto", "cpu", "cuda"], key="train_device")
-    hidden = st.select_slider("hidden width", options=[16, 32, 64, 128, 256], value=base.model.hidden, key="train_hidden")
+    hidden = st.select_slider("hidden width", options=[16, 32, 64, 128, 256], key="train_hidden")
     run_name = st.text_input("run name (optional)", key="train_name")
-    if st.button("Launch", type="primary", key="train_launch"):
+    v = {key: st.session_state.get(key) for key, *_ in FIELDS}
+    errors = field_errors(v)
+    if errors:
+        st.error("Fix these fields to launch:\n\n" + "\n".join(f"- {e}" for e in errors))
+    if st.button("Launch", type="primary", key="train_launch", disabled=bool(errors)) and not errors:
+        iterations = int(v["train_iters"])
         try:
-            cfg = preset(name, n=int(n), unroll=int(unroll), secant_weight=float(secant), secant_form=form,
-                         batch=int(batch), iterations=int(iterations), lr=float(lr), seed=int(seed), device=device,
-                         val_every=max(1, min(100, int(iterations) // 10)),
-                         ckpt_every=max(1, min(200, int(iterations) // 5)),
-                         model={"memory": int(memory), "gamma1": float(gamma1), "gamma2": float(gamma2),
-                                "hidden": int(hidden)})
+            cfg = preset(name, n=int(v["train_n"]), unroll=int(v["train_K"]), secant_weight=float(v["train_lsec"]),
+                         secant_form=st.session_state["train_form"], batch=int(v["train_batch"]),
+                         iterations=iterations, lr=float(v["train_lr"]), seed=int(v["train_seed"]), device=device,
+                         val_every=max(1, min(100, iterations // 10)), ckpt_every=max(1, min(200, iterations // 5)),
+                         model={"memory": int(v["train_L"]), "gamma1": float(v["train_g1"]),
+                                "gamma2": float(v["train_g2"]), "hidden": int(hidden)})
             rid = _manager().start(cfg, preset_name=name, run_id=run_name.strip() or None)
             st.session_state["train_selected"] = rid
+            st.session_state["train_watch"] = rid  # the watch panel follows the new run
             st.success(f"Started run {rid}. It runs in the background; you can close this tab.")
         except LSR1Error as e:
             st.error(f"Not launched: {e}")
+
+
+def newest_first(runs):
+    """Runs by creation time, newest first (the id breaks ties)."""
+    return sorted(runs, key=lambda r: (r.created or "", r.run_id), reverse=True)
 
 
 def runs_table():
@@ -81,12 +136,12 @@ def runs_table():
         st.error(str(e))
         return []
     if not runs:
-        st.info(f"No runs yet in {RUNS_ROOT}. Launch one above or with `python -m lsr1_core.runs start`.")
+        st.info(f"No runs yet in {runs_root_dir()}. Launch one above or with `python -m lsr1_core.runs start`.")
         return []
     rows = [{"run": r.run_id, "preset": r.preset, "status": r.state, "progress": r.progress,
              "iteration": f"{r.iteration}/{r.total}", "elapsed": _fmt_s(r.elapsed_s),
              "remaining": _fmt_s(r.remaining_s), "best val": r.best_val,
-             "error": r.error or ""} for r in reversed(runs)]
+             "error": r.error or ""} for r in newest_first(runs)]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
     return runs
@@ -136,7 +191,7 @@ def run_panel(run_id: str):
 def render():
     st.title("Meta-training")
     st.caption("Runs are background processes with their own directories under "
-               f"`{RUNS_ROOT}`; closing the tab does not stop them. A finished run's best checkpoint appears in "
+               f"`{runs_root_dir()}`; closing the tab does not stop them. A finished run's best checkpoint appears in "
                "the model choice of the other pages.")
     launch_form()
     st.divider()
@@ -145,10 +200,11 @@ def render():
     def live():
         runs = runs_table()
         if runs:
-            ids = [r.run_id for r in reversed(runs)]
-            sel = st.session_state.get("train_selected")
-            idx = ids.index(sel) if sel in ids else 0
-            chosen = st.selectbox("Watch run", ids, index=idx, key="train_watch")
+            ids = [r.run_id for r in newest_first(runs)]
+            if st.session_state.get("train_watch") not in ids:
+                sel = st.session_state.get("train_selected")
+                st.session_state["train_watch"] = sel if sel in ids else ids[0]
+            chosen = st.selectbox("Watch run", ids, key="train_watch")
             st.session_state["train_selected"] = chosen
             run_panel(chosen)
 
