@@ -60,6 +60,12 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         return y * self.weight + self.bias if self.affine else y
 
 
+def _norm(width: int, batchnorm: bool) -> nn.Module:
+    # Without BatchNorm every problem (row) is processed independently of the others in the batch,
+    # which the scale-free form needs: its inputs are already normalised per problem.
+    return GlobalBatchNorm1d(width) if batchnorm else nn.Identity()
+
+
 class BasicBlock(nn.Module):
     """Table 6: Linear, BN, PReLU, Dropout, Linear, BN, Dropout — with a residual connection.
 
@@ -67,14 +73,14 @@ class BasicBlock(nn.Module):
     so that two stacked blocks start close to the identity and train stably.
     """
 
-    def __init__(self, width: int, dropout: float):
+    def __init__(self, width: int, dropout: float, batchnorm: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(width, width)
-        self.bn1 = GlobalBatchNorm1d(width)
+        self.bn1 = _norm(width, batchnorm)
         self.prelu = PReLU()
         self.do1 = nn.Dropout(dropout)
         self.fc2 = nn.Linear(width, width)
-        self.bn2 = GlobalBatchNorm1d(width)
+        self.bn2 = _norm(width, batchnorm)
         self.do2 = nn.Dropout(dropout)
 
     def forward(self, h):
@@ -86,14 +92,14 @@ class BasicBlock(nn.Module):
 class ElementwiseMLP(nn.Module):
     """Table 5: Linear, BN, PReLU, Dropout, two basic blocks, Linear."""
 
-    def __init__(self, d_in: int, d_out: int, width: int = 128, dropout: float = 0.0):
+    def __init__(self, d_in: int, d_out: int, width: int = 128, dropout: float = 0.0, batchnorm: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(d_in, width)
-        self.bn1 = GlobalBatchNorm1d(width)
+        self.bn1 = _norm(width, batchnorm)
         self.prelu = PReLU()
         self.do1 = nn.Dropout(dropout)
-        self.mlp1 = BasicBlock(width, dropout)
-        self.mlp2 = BasicBlock(width, dropout)
+        self.mlp1 = BasicBlock(width, dropout, batchnorm)
+        self.mlp2 = BasicBlock(width, dropout, batchnorm)
         self.fc2 = nn.Linear(width, d_out)
 
     def forward(self, z):

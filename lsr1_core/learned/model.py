@@ -26,6 +26,12 @@ from ..operators import CurvatureOperator
 from .mlp import ElementwiseMLP
 
 FEATURES = ("x", "p", "d", "g", "q")
+FORMS = ("paper", "qn")
+# Inputs of the scale-free ("qn") form, all normalised per problem (lsr1_core.learned.qn): per-coordinate
+# vectors divided by their own RMS (x-space ones by the step's RMS), and per-problem inner products broadcast.
+QN_FEATURES = ("p", "Hq", "r", "g", "q", "d", "x", "cos_rq", "rel_r", "cos_pq", "cos_gd")
+QN_DEFAULT_FEATURES = ("p", "Hq", "r", "g", "q", "d", "cos_rq", "rel_r", "cos_pq", "cos_gd")
+SAFEGUARDS = (None, "armijo")
 
 
 @dataclass
@@ -42,6 +48,13 @@ class LSR1Config:
       detach_features          authors' code detaches the encoder inputs (first-order meta-gradient).
       bn_train_at_eval         authors' code evaluates with BatchNorm in train mode (batch statistics).
       lr_clamp                 authors' code clamps learning rates at 10; None disables.
+
+    ``form`` selects the update rule: ``"paper"`` (Algorithm 1 exactly, the default of old cards) or
+    ``"qn"``, the scale-free quasi-Newton form of :mod:`lsr1_core.learned.qn` (build it with
+    :meth:`LSR1Config.qn`). Fields used only by the qn form: ``step_bound`` (α = exp(b·tanh(α̃/b))),
+    ``probe`` (relative length of the first step's curvature probe), ``skip_eps`` (SR1's skip rule),
+    ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs).
+    ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
     hidden: int = 128
@@ -56,9 +69,36 @@ class LSR1Config:
     detach_features: bool = True
     bn_train_at_eval: bool = True
     lr_clamp: float | None = 10.0
+    form: str = "paper"
+    batchnorm: bool = True
+    safeguard: str | None = None
+    step_bound: float = 3.0
+    probe: float = 1e-3
+    skip_eps: float = 1e-8
+    gamma_factor: float = 0.5
+
+    @classmethod
+    def qn(cls, **changes) -> "LSR1Config":
+        """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features."""
+        base = dict(form="qn", batchnorm=False, safeguard="armijo", features=QN_DEFAULT_FEATURES,
+                    bn_train_at_eval=False, lr_clamp=None, detach_features=True)
+        base.update(changes)
+        return cls(**base)
 
     def __post_init__(self):
         self.features = tuple(self.features)
+        if self.form not in FORMS:
+            raise LSR1Error(f"unknown L-SR1 form {self.form!r}; this library knows {list(FORMS)}")
+        if self.safeguard not in SAFEGUARDS:
+            raise LSR1Error(f"safeguard must be one of {list(SAFEGUARDS)}, got {self.safeguard!r}")
+        if not isinstance(self.batchnorm, bool):
+            raise LSR1Error(f"batchnorm must be true or false, got {self.batchnorm!r}")
+        for name in ("step_bound", "probe", "gamma_factor"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (val > 0 and math.isfinite(val)):
+                raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
+        if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
+            raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:
             raise LSR1Error(f"hidden width must be a positive integer, got {self.hidden!r}")
         if not isinstance(self.memory, int) or self.memory < 1:
@@ -69,9 +109,11 @@ class LSR1Config:
             raise LSR1Error(f"gamma1 must be positive and finite, got {self.gamma1}")
         if not math.isfinite(self.gamma2):
             raise LSR1Error(f"gamma2 must be finite, got {self.gamma2}")
-        bad = [f for f in self.features if f not in FEATURES]
+        known = FEATURES if self.form == "paper" else QN_FEATURES
+        bad = [f for f in self.features if f not in known]
         if bad or not self.features or len(set(self.features)) != len(self.features):
-            raise LSR1Error(f"features must be a non-empty subset of {FEATURES} without repeats, got {self.features}")
+            raise LSR1Error(f"features of the {self.form!r} form must be a non-empty subset of {known} without "
+                            f"repeats; got {self.features} (unknown: {bad})")
         if self.lr_clamp is not None and not self.lr_clamp > 0:
             raise LSR1Error(f"lr_clamp must be positive or None, got {self.lr_clamp}")
 
@@ -101,20 +143,29 @@ class LSR1Net(nn.Module):
         super().__init__()
         self.config = config or LSR1Config()
         c = self.config
-        self.encoder = ElementwiseMLP(len(c.features), c.hidden, c.hidden, c.dropout)
-        self.vector_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout)
-        self.lr_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout)
-        # Start close to B̃ = I (plain gradient steps of size γ1): small generated vectors.
+        self.encoder = ElementwiseMLP(len(c.features), c.hidden, c.hidden, c.dropout, c.batchnorm)
+        self.vector_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout, c.batchnorm)
+        self.lr_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout, c.batchnorm)
         with torch.no_grad():
-            self.vector_generator.fc2.weight.mul_(0.1)
-            self.vector_generator.fc2.bias.zero_()
+            if c.form == "qn":
+                # Start exactly at classical SR1 with unit quasi-Newton steps: zero correction, α = 1.
+                for head in (self.vector_generator.fc2, self.lr_generator.fc2):
+                    head.weight.zero_()
+                    head.bias.zero_()
+            else:
+                # Start close to B̃ = I (plain gradient steps of size γ1): small generated vectors.
+                self.vector_generator.fc2.weight.mul_(0.1)
+                self.vector_generator.fc2.bias.zero_()
 
-    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``feats`` (B, N, F) → v (B, N), α (B, N)."""
+    def raw(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feats`` (B, N, F) → the two generators' raw outputs (B, N), (B, N)."""
         B, N, F = feats.shape
         z = self.encoder(feats.reshape(B * N, F))
-        v = self.vector_generator(z).reshape(B, N)
-        a_tilde = self.lr_generator(z).reshape(B, N)
+        return self.vector_generator(z).reshape(B, N), self.lr_generator(z).reshape(B, N)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paper form: ``feats`` (B, N, F) → v (B, N), α (B, N)."""
+        v, a_tilde = self.raw(feats)
         c = self.config
         alpha = c.gamma1 * torch.exp(c.gamma2 * a_tilde)
         if c.lr_clamp is not None:
@@ -129,8 +180,10 @@ class LSR1Operator(CurvatureOperator):
     """B̃ = s·I + Σ_i v_i v_iᵀ (s = 1, or 0 once the buffer is full with ``drop_identity_when_full``),
     optionally followed by the authors' per-row rescaling of the output to the input's norm."""
 
-    def __init__(self, W: torch.Tensor, identity: bool = True, rescale: bool = False):
-        self.W, self.identity, self.rescale = W, identity, rescale
+    def __init__(self, W: torch.Tensor, identity: bool = True, rescale: bool = False,
+                 scale: torch.Tensor | None = None):
+        # scale (B, 1): the identity part is scale·I (the qn form's γ = pᵀq/qᵀq); None means 1.
+        self.W, self.identity, self.rescale, self.scale = W, identity, rescale, scale
         self.dtype, self.device = W.dtype, W.device
 
     @property
@@ -138,7 +191,10 @@ class LSR1Operator(CurvatureOperator):
         return (self.W.shape[0], self.W.shape[2])
 
     def linear_matvec(self, u: torch.Tensor) -> torch.Tensor:
-        out = u if self.identity else torch.zeros_like(u)
+        if not self.identity:
+            out = torch.zeros_like(u)
+        else:
+            out = u if self.scale is None else self.scale * u
         if self.W.shape[1]:
             out = out + torch.einsum("bl,bln->bn", torch.einsum("bln,bn->bl", self.W, u), self.W)
         return out
@@ -154,11 +210,13 @@ class LSR1Operator(CurvatureOperator):
         B, N = self.shape
         M = torch.einsum("bli,blj->bij", self.W, self.W)
         if self.identity:
-            M = M + torch.eye(N, dtype=self.dtype, device=self.device)
+            eye = torch.eye(N, dtype=self.dtype, device=self.device)
+            M = M + (eye if self.scale is None else self.scale.view(B, 1, 1) * eye)
         return M
 
     def detach(self):
-        return LSR1Operator(self.W.detach(), self.identity, self.rescale)
+        return LSR1Operator(self.W.detach(), self.identity, self.rescale,
+                            None if self.scale is None else self.scale.detach())
 
 
 @dataclass
@@ -172,6 +230,11 @@ class LSR1State:
     W: torch.Tensor  # (B, l, N), oldest first
     Bq: torch.Tensor  # B̃_{k-1} q_{k-1}, the authors' alternative third feature
     k: int = 0
+    gamma: torch.Tensor | None = None  # qn form: (B, 1) scale of the identity part, set by the first probe
+    pending_evals: int = 0  # evaluations made before the next step (the qn form's probe), counted there
+    P: torch.Tensor | None = None  # qn form: stored pairs p_i, q_i and learned corrections u_i, (B, l, N)
+    Q: torch.Tensor | None = None
+    U: torch.Tensor | None = None
 
 
 @dataclass

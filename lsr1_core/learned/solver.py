@@ -7,9 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import LSR1Error
+import math
+
+from ..errors import CheckpointError, LSR1Error
 from ..solvers.base import Solver, StepInfo
-from .model import LSR1Net, LSR1State, lsr1_step
+from .model import FORMS, LSR1Net, LSR1State, advance, propose
+from .qn import qn_init_state, qn_step
+from .safeguard import armijo_step
 
 
 @contextlib.contextmanager
@@ -42,29 +46,38 @@ def inference_mode(net: LSR1Net, rows: int | None = None):
 class LSR1Solver(Solver):
     """A trained L-SR1 model as a solver.
 
-    ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/quadratic")``; ``memory``
-    overrides the buffer size L used at test time (the paper tests with other L than trained).
+    ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/qn_quadratic")``; ``memory``
+    overrides the buffer size L used at test time (the paper tests with other L than trained);
+    ``step_scale`` multiplies the learned step sizes; ``form`` ("paper" or "qn"), when given, refuses a
+    model of the other form.
     """
 
     name = "lsr1"
 
     def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
-                 memory: int | None = None, name: str | None = None, device=None):
+                 memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
+                 form: str | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
+        self.step_scale = check_step_scale(step_scale)
         if checkpoint is not None:
             from ..checkpoints import load_model
             model, card = load_model(checkpoint, device=device)
             self.card = card
         else:
             self.card = None
+        check_form(model, form, checkpoint)
         if memory is not None:
-            if not isinstance(memory, int) or memory < 1:
+            if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
                 raise LSR1Error(f"buffer size L must be a positive integer, got {memory!r}")
             model = _with_memory(model, memory)
         self.net = model
         if name:
             self.name = name
+
+    @property
+    def form(self) -> str:
+        return self.net.config.form
 
     def _init(self, objective):
         st = self.state
@@ -72,26 +85,79 @@ class LSR1Solver(Solver):
         p = next(self.net.parameters())
         if x.dtype != p.dtype or x.device != p.device:
             self.net.to(device=x.device, dtype=x.dtype)
-        g = st["g"]  # Algorithm 1, line 1: p_0 = x_0, q_0 = d_0 = g_0, empty buffer
+        g = st["g"]
+        if self.form == "qn":
+            with torch.no_grad():
+                self._s = qn_init_state(self.net, objective, x, st["f"], g)
+            return
+        # Algorithm 1, line 1: p_0 = x_0, q_0 = d_0 = g_0, empty buffer
         self._s = LSR1State(x=x, f=st["f"], g=g, p=x, d=g, q=g, W=x.new_zeros(x.shape[0], 0, x.shape[1]), Bq=g, k=0)
 
     def _step(self, objective):
         s = self._s
         s.x, s.f, s.g = self.state["x"], self.state["f"], self.state["g"]
         with torch.no_grad(), inference_mode(self.net, rows=s.x.numel()):
-            new, out = lsr1_step(self.net, s, objective)
+            if self.form == "qn":
+                new, out = qn_step(self.net, s, objective, step_scale=self.step_scale)
+                evals = out.extras["evals"]
+                extras = {"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant,
+                          "safeguard": out.extras["safeguard"].to(s.x.dtype),
+                          "skipped": out.extras["skipped"].to(s.x.dtype)}
+                step_size = out.alpha
+            else:
+                new, out, step_size, evals, extras = self._paper_step(s, objective)
         self._s = new
         self.state.update(x=new.x, f=new.f, g=new.g, W=new.W)
-        return StepInfo(direction=out.d, step_size=out.alpha, operator=out.operator,
-                        extras={"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant})
+        return StepInfo(direction=out.d, step_size=step_size, operator=out.operator, extras=extras, evals=evals)
+
+    def _paper_step(self, s, objective):
+        """Algorithm 1's step, with ``step_scale`` and (when the config asks for it) the Armijo safeguard."""
+        from .model import LSR1StepOut
+        x_new, v, alpha, d, W, op = propose(self.net, s)
+        alpha = alpha * self.step_scale
+        evals, fired = 1, None
+        if self.net.config.safeguard == "armijo":
+            safe = armijo_step(objective, s.x, s.f, s.g, alpha * d, d)
+            x_new, f, g, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
+            alpha = torch.where(safe.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * safe.t.unsqueeze(-1)
+        else:
+            x_new = s.x - alpha * d
+            f, g = objective.value_and_grad(x_new)
+        new, secant, secant_rel, _ = advance(s, x_new, f, g, d, W, op)
+        out = LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel)
+        extras = {"v": v, "secant_residual": secant_rel, "secant_sq": secant}
+        if fired is not None:
+            extras["safeguard"] = fired.to(s.x.dtype)
+        return new, out, alpha, evals, extras
 
     def freeze_rows(self, rows, x, f, g):
         super().freeze_rows(rows, x, f, g)
         s = self._s
-        for name in ("p", "d", "q", "W", "Bq"):
-            t = torch.nan_to_num(getattr(s, name), nan=0.0, posinf=0.0, neginf=0.0)
-            setattr(s, name, t)
+        for name in ("p", "d", "q", "W", "Bq", "P", "Q", "U"):
+            if getattr(s, name) is not None:
+                setattr(s, name, torch.nan_to_num(getattr(s, name), nan=0.0, posinf=0.0, neginf=0.0))
+        if s.gamma is not None:
+            s.gamma = torch.nan_to_num(s.gamma, nan=1.0, posinf=1.0, neginf=1.0)
         self.state["W"] = s.W
+
+
+def check_step_scale(step_scale) -> float:
+    if isinstance(step_scale, bool) or not isinstance(step_scale, (int, float)) or not (
+            math.isfinite(step_scale) and step_scale > 0):
+        raise LSR1Error(f"step_scale must be a positive finite number, got {step_scale!r}")
+    return float(step_scale)
+
+
+def check_form(net: LSR1Net, form: str | None, source=None) -> None:
+    """Refuse a model of the other form than the one asked for, saying which is which."""
+    if form is None:
+        return
+    if form not in FORMS:
+        raise LSR1Error(f"unknown L-SR1 form {form!r}; choose one of {list(FORMS)}")
+    if net.config.form != form:
+        where = f"checkpoint {source}" if source is not None else "the given model"
+        raise CheckpointError(f"{where} holds the {net.config.form!r} form of L-SR1, but the {form!r} form was "
+                              f"asked for; load it without form= or pick a {form!r} checkpoint")
 
 
 def _with_memory(net: LSR1Net, memory: int) -> LSR1Net:

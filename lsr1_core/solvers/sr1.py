@@ -62,6 +62,50 @@ def build_operator(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, r: flo
     return LowRank(torch.stack(Ws, 1), torch.stack(cs, 1), gamma)
 
 
+ENVELOPE_FACTOR = 0.5
+
+
+def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
+    """A scale-free H₀ from one gradient difference along −g (one extra evaluation).
+
+    p = −δ g/‖g‖ with δ = rel·‖x‖ (rel·1 at x = 0), q = ∇f(x + p) − g. Returns (p, q, γ) with the
+    Barzilai–Borwein scale γ = pᵀq/qᵀq (B, 1), or ‖x‖/‖g‖ where the probe saw no positive curvature
+    (p and q are then zeroed so that no update is built from them). Invariant to f → c·f and covariant
+    with x → s·x (for x ≠ 0), like the rest of a quasi-Newton method.
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    with torch.no_grad():
+        x, g = x.detach(), g.detach()
+        xn = x.norm(dim=-1, keepdim=True)
+        gn = g.norm(dim=-1, keepdim=True)
+        length = torch.where(xn > 0, xn, torch.ones_like(xn))
+        p = -rel * length * g / gn.clamp_min(tiny)
+        _, g1 = objective.value_and_grad(x + p)
+        q = g1 - g
+        pq, qq = (p * q).sum(-1, keepdim=True), (q * q).sum(-1, keepdim=True)
+        usable = torch.isfinite(q).all(-1, keepdim=True) & (qq > 0) & (pq > 0)
+        gamma = torch.where(usable, pq / qq.clamp_min(tiny), length / gn.clamp_min(tiny))
+        gamma = torch.where(torch.isfinite(gamma) & (gamma > 0), gamma, torch.ones_like(gamma))
+        p = torch.where(usable, p, torch.zeros_like(p))
+        q = torch.where(usable, q, torch.zeros_like(q))
+    return p, q, gamma
+
+
+def envelope_scale(gamma: torch.Tensor, p: torch.Tensor, q: torch.Tensor, factor: float) -> torch.Tensor:
+    """γ ← min(γ, factor·pᵀq/qᵀq) over pairs with positive curvature (B, 1).
+
+    Each pᵀq/qᵀq is ≥ 1/λ_max on a convex quadratic, so the running minimum approaches the largest
+    inverse curvature from above; with H₀ = γI ⪯ ∇²f⁻¹ every SR1 update is positive (rᵀq ≥ 0), which is
+    what keeps a positive semi-definite SR1 exact. factor = ½ measured best (docs/results.md).
+    """
+    with torch.no_grad():
+        pq = (p * q).sum(-1, keepdim=True).detach()
+        qq = (q * q).sum(-1, keepdim=True).detach()
+        bb = factor * pq / qq.clamp_min(torch.finfo(q.dtype).tiny)
+        use = (pq > 0) & (qq > 0) & torch.isfinite(bb) & (bb < gamma)
+        return torch.where(use, bb, gamma)
+
+
 class LimitedMemorySR1(Solver):
     """Limited-memory SR1 with the standard skip rule |qᵀw| < r‖q‖‖w‖ (r = 1e-8).
 
@@ -69,7 +113,9 @@ class LimitedMemorySR1(Solver):
         memory: pairs (p, q) kept (m ≥ 1); the operator is rebuilt from them each step.
         lr: step size (the initial trial step of the Armijo search).
         init_scale: ``"auto"`` (default) for H0 = γI with γ = pᵀq/qᵀq of the newest pair with pᵀq > 1e-10
-            (γ = 1 before that), or a fixed positive number (H0 = init_scale·I throughout).
+            (γ = 1 before that); ``"envelope"`` for γ = ½·min pᵀq/qᵀq over a curvature probe along −g before
+            the first step (one extra evaluation) and every pair since (:func:`envelope_scale`, the scaling of
+            the scale-free L-SR1 form); or a fixed positive number (H0 = init_scale·I throughout).
         line_search: None (fixed step lr: the direction d = H g is used as it is, uphill or not) or
             ``"armijo"`` (backtracking by halves to f(x − t d) ≤ f − 1e-4·t·gᵀd, at most 30 halvings; a
             non-descent direction cannot satisfy it, so there it is replaced by the gradient first).
@@ -90,9 +136,9 @@ class LimitedMemorySR1(Solver):
             raise LSR1Error(f"lr must be a positive finite number, got {lr!r}")
         if not (isinstance(r, (int, float)) and 0 <= r < 1):
             raise LSR1Error(f"the skip threshold r must lie in [0, 1), got {r!r}")
-        if init_scale != "auto" and not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale)
+        if init_scale not in ("auto", "envelope") and not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale)
                                          and init_scale > 0):
-            raise LSR1Error(f"init_scale must be a positive number or 'auto', got {init_scale!r}")
+            raise LSR1Error(f"init_scale must be a positive number, 'auto' or 'envelope', got {init_scale!r}")
         if line_search not in (None, "armijo"):
             raise LSR1Error(f"line_search must be None or 'armijo', got {line_search!r}")
         self.memory, self.lr, self.init_scale, self.line_search, self.r = memory, float(lr), init_scale, line_search, r
@@ -102,6 +148,15 @@ class LimitedMemorySR1(Solver):
         B, N = x.shape
         self.state["P"] = x.new_zeros(B, 0, N)
         self.state["Q"] = x.new_zeros(B, 0, N)
+        self._pending_evals = 0
+        if self.init_scale == "envelope":
+            # the probe pair is a genuine secant pair: it seeds the memory (zero where it saw no curvature,
+            # which the skip rule then ignores)
+            p, q, gamma = probe_scale(objective, x, self.state["g"])
+            self.state["gamma"] = ENVELOPE_FACTOR * gamma
+            self.state["P"], self.state["Q"] = p.unsqueeze(1), q.unsqueeze(1)
+            self._pending_evals = 1
+            return
         scale = 1.0 if self.init_scale == "auto" else float(self.init_scale)
         self.state["gamma"] = x.new_full((B, 1), scale)
 
@@ -119,7 +174,8 @@ class LimitedMemorySR1(Solver):
         if x.shape[1] <= 64:
             extras["min_eig"] = op.eigvalsh()[:, 0]
         t = torch.full_like(f, self.lr)
-        evals = 1
+        evals = 1 + self._pending_evals
+        self._pending_evals = 0
         if self.line_search == "armijo":
             fallback = ~(gd > 0)
             extras["fallback"] = fallback.to(x.dtype)
@@ -143,5 +199,7 @@ class LimitedMemorySR1(Solver):
         if self.init_scale == "auto":
             pq, qq = (p * q).sum(-1), (q * q).sum(-1)
             st["gamma"] = torch.where(pq > 1e-10, pq / qq.clamp_min(1e-300), st["gamma"].squeeze(-1)).unsqueeze(-1)
+        elif self.init_scale == "envelope":
+            st["gamma"] = envelope_scale(st["gamma"], p, q, ENVELOPE_FACTOR)
         st.update(x=x_new.detach(), f=f_new.detach(), g=g_new.detach())
         return StepInfo(direction=d, step_size=t.unsqueeze(-1), operator=op, extras=extras, evals=evals)

@@ -1,0 +1,164 @@
+"""The scale-free quasi-Newton form of L-SR1 (``LSR1Config.qn()``, form ``"qn"``).
+
+The paper's form (Algorithm 1) steps x − γ1·exp(γ2·α̃) ⊙ B̃g with B̃ = I + Σ v vᵀ and raw features, so
+its step lengths are tied to the scale it was trained at, γ1·g is a floor on every step, and a vector
+generated coordinate by coordinate cannot express the SR1 update. This form keeps the paper's idea —
+element-wise MLPs generate the rank-one vectors of a positive semi-definite operator and the step sizes,
+a secant penalty keeps the operator curvature-consistent — and changes four things:
+
+1. **Scale.** H = γI + Σ v vᵀ approximates the inverse Hessian. γ = ½·min pᵀq/qᵀq over a curvature probe
+   along −g made before the first step (one extra gradient, counted) and every pair since
+   (:func:`~lsr1_core.solvers.sr1.envelope_scale`). Every input of the MLPs is normalised per problem
+   (x-space vectors by the RMS of the pair's step p, gradient-space vectors by their own RMS; inner
+   products enter as cosines), and step sizes are α = exp(b·tanh(α̃/b)) around the unit quasi-Newton step
+   (α̃ = 0 → α = 1). Multiplying f by c or rescaling x changes the iterates exactly as it changes those of
+   classical quasi-Newton methods.
+2. **SR1 is expressible.** For the newest pair (p, q) and H' (built from the older pairs), the generator
+   sees r = p − H'q, H'q and the broadcast cosines and outputs a correction u; the new vector is
+   w = r + rms(p)·u normalised by its own curvature along q: v = w / √(wᵀq). Then H q = H'q + w, so the
+   secant residual is exactly rms(p)·‖u‖, and u = 0 is classical SR1 — which is what the untrained model
+   does (its last layers are zero). The secant penalty measures how far the model departs from SR1.
+3. **Limited memory like classical L-SR1.** The last L pairs and their corrections are stored and the
+   vectors rebuilt from H₀ = γI each step (O(L²N), no extra network calls), so the secant condition holds
+   for every stored pair when u = 0, and γ may change.
+4. **PSD by construction and safe.** Where wᵀq ≤ ε‖w‖‖q‖ (SR1 would go indefinite or divide by ~0) the
+   vector is skipped, so H ⪰ γI ≻ 0 always; the learned correction decides whether a pair with rᵀq ≤ 0
+   becomes usable. The step α ⊙ Hg must pass an Armijo test or is replaced by Hg and/or shortened
+   (:mod:`lsr1_core.learned.safeguard`), so f never increases and nothing blows up.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..solvers.sr1 import envelope_scale, probe_scale
+from .model import LSR1Net, LSR1Operator, LSR1State, LSR1StepOut
+from .safeguard import armijo_step
+
+
+def _tiny(t: torch.Tensor) -> float:
+    return torch.finfo(t.dtype).tiny
+
+
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    return (t * t).mean(-1, keepdim=True).sqrt()
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1, keepdim=True)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    den = (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)).clamp_min(_tiny(a))
+    return _dot(a, b) / den
+
+
+def psd_sr1_vector(p, q, Hq, u, eps: float):
+    """v = w/√(wᵀq) with w = p − Hq + rms(p)·u, or 0 where wᵀq ≤ ε‖w‖‖q‖ (B, N); and the skip mask (B,)."""
+    w = p - Hq if u is None else p - Hq + _rms(p) * u
+    wq = _dot(w, q)
+    ok = (wq > eps * w.norm(dim=-1, keepdim=True) * q.norm(dim=-1, keepdim=True)) & (wq > 0) & torch.isfinite(wq)
+    v = torch.where(ok, w / wq.clamp_min(_tiny(wq)).sqrt(), torch.zeros_like(w))
+    return v, ~ok.squeeze(-1)
+
+
+def rebuild(P, Q, U, gamma, eps: float) -> torch.Tensor:
+    """The buffer vectors (B, l, N) of H = γI + Σ v vᵀ from stored pairs, oldest first."""
+    V = []
+    for i in range(P.shape[1]):
+        Hq = LSR1Operator(torch.stack(V, 1) if V else P[:, :0], scale=gamma).matvec(Q[:, i])
+        V.append(psd_sr1_vector(P[:, i], Q[:, i], Hq, U[:, i], eps)[0])
+    return torch.stack(V, 1) if V else P[:, :0]
+
+
+def qn_init_state(net: LSR1Net, objective, x0: torch.Tensor, f0: torch.Tensor | None = None,
+                  g0: torch.Tensor | None = None) -> LSR1State:
+    """The curvature probe (:func:`~lsr1_core.solvers.sr1.probe_scale`) gives the first pair and γ."""
+    if f0 is None or g0 is None:
+        f0, g0 = objective.value_and_grad(x0)
+    cfg = net.config
+    p, q, gamma = probe_scale(objective, x0, g0, cfg.probe)
+    empty = x0.new_zeros(x0.shape[0], 0, x0.shape[1])
+    return LSR1State(x=x0, f=f0, g=g0, p=p, d=g0, q=q, W=empty, Bq=gamma * q, k=0, gamma=cfg.gamma_factor * gamma,
+                     pending_evals=1, P=empty, Q=empty, U=empty)
+
+
+def qn_features(state: LSR1State, names, Hq: torch.Tensor, r: torch.Tensor, d0: torch.Tensor) -> torch.Tensor:
+    """(B, N, F) per-problem-normalised inputs (see the module docstring)."""
+    tiny = _tiny(state.x)
+    lp = _rms(state.p).clamp_min(tiny)
+    pool = {
+        "p": lambda: state.p / lp,
+        "Hq": lambda: Hq / lp,
+        "r": lambda: r / lp,
+        "g": lambda: state.g / _rms(state.g).clamp_min(tiny),
+        "q": lambda: state.q / _rms(state.q).clamp_min(tiny),
+        "d": lambda: d0 / _rms(d0).clamp_min(tiny),
+        "x": lambda: state.x / _rms(state.x).clamp_min(tiny),
+        "cos_rq": lambda: _cos(r, state.q),
+        "rel_r": lambda: (_rms(r) / lp).clamp(max=10.0),
+        "cos_pq": lambda: _cos(state.p, state.q),
+        "cos_gd": lambda: _cos(state.g, d0),
+    }
+    B, N = state.x.shape
+    return torch.stack([pool[name]().expand(B, N) for name in names], dim=-1)
+
+
+def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
+    """Add the newest pair to the memory, generate its vector and the learned step α ⊙ Hg (unsafeguarded)."""
+    cfg = net.config
+    p, q, g = state.p, state.q, state.g
+    gamma = envelope_scale(state.gamma, p, q, cfg.gamma_factor)
+    old = max(cfg.memory - 1, 0)
+    P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
+    prev = LSR1Operator(rebuild(P, Q, U, gamma, cfg.skip_eps), scale=gamma)
+    Hq = prev.matvec(q)
+    r = p - Hq
+    d0 = prev.matvec(g)
+    feats = qn_features(state, cfg.features, Hq, r, d0)
+    if cfg.detach_features:
+        feats = feats.detach()
+    u, a = net.raw(feats)
+    v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps)
+    W = torch.cat([prev.W, v.unsqueeze(1)], dim=1)
+    op = LSR1Operator(W, scale=gamma)
+    d = op.matvec(g)
+    b = cfg.step_bound
+    alpha = torch.exp(b * torch.tanh(a / b)) * step_scale
+    # Secant residual of the new operator on the pair it was built from (the textbook H_{k+1} q_k = p_k).
+    resid = r - v * _dot(v, q)
+    psq = _dot(p, p).squeeze(-1)
+    secant = (resid * resid).sum(-1)
+    rel_sq = torch.where(psq > 0, secant / psq.clamp_min(_tiny(psq)), torch.zeros_like(secant))
+    return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
+            "skipped": skipped, "Hq": Hq, "gamma": gamma,
+            "P": torch.cat([P, p.unsqueeze(1)], 1), "Q": torch.cat([Q, q.unsqueeze(1)], 1),
+            "U": torch.cat([U, u.unsqueeze(1)], 1)}
+
+
+def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False,
+            step_scale: float = 1.0, max_halvings: int = 30) -> tuple[LSR1State, LSR1StepOut]:
+    """One step of the qn form: propose, safeguard, evaluate, advance (differentiable)."""
+    cfg = net.config
+    prop = qn_propose(net, state, step_scale)
+    d, alpha = prop["d"], prop["alpha"]
+    x, f, g = state.x, state.f, state.g
+    if cfg.safeguard == "armijo":
+        safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings)
+        x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
+        step_size = torch.where(safe.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * safe.t.unsqueeze(-1)
+    else:
+        x_new = x - alpha * d
+        f_new, g_new = objective.value_and_grad(x_new)
+        evals, step_size = 1, alpha
+        fired = torch.zeros_like(f, dtype=torch.bool)
+    if detach_gradient:
+        g_new = g_new.detach()
+    evals += state.pending_evals
+    new = LSR1State(x=x_new, f=f_new, g=g_new, p=x_new - x, d=d, q=g_new - g, W=prop["W"], Bq=prop["Hq"],
+                    k=state.k + 1, gamma=prop["gamma"], P=prop["P"], Q=prop["Q"], U=prop["U"])
+    rel = prop["rel_sq"].detach().clamp_min(0).sqrt()
+    out = LSR1StepOut(v=prop["v"], alpha=step_size, d=d, operator=prop["op"], secant=prop["secant"],
+                      secant_rel=rel,
+                      extras={"secant_rel_sq": prop["rel_sq"], "safeguard": fired, "skipped": prop["skipped"],
+                              "evals": evals, "learned_alpha": alpha})
+    return new, out
