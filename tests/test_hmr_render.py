@@ -119,3 +119,33 @@ def test_a_missing_opengl_library_is_reported_not_raised():
 def test_bad_meshes_are_refused():
     with pytest.raises(ValueError, match="faces"):
         render_mesh(np.zeros((4, 3)), np.zeros((2, 4), dtype=np.int32))
+
+
+def test_a_window_renders_that_square_of_the_image_at_the_chosen_resolution():
+    """window=(u0, v0, size): the same quad lands where the window's pixels say, scaled to the resolution,
+    also past the virtual image's border (nothing is cut off at 256 px)."""
+    _require_rendering()
+    v, f = _quad(-1.0, -0.5, -1.0, -0.25, 6.0)  # image pixels u ∈ [28, 78], v ∈ [28, 103]
+    out = render_mesh(v, f, color=(1.0, 0.0, 0.0), window=(20.0, 20.0, 100.0), resolution=200)
+    assert out.mask.shape == (200, 200)
+    ys, xs = np.nonzero(out.mask)
+    assert (xs.min(), xs.max()) == (16, 115) and (ys.min(), ys.max()) == (16, 165)  # (u − 20) · 2
+    # a quad right of the image (u ∈ [278, 328]) is visible in a window there
+    v2, _ = _quad(1.5, 2.0, -0.25, 0.25, 6.0)
+    assert not render_mesh(v2, f).mask.any()
+    out = render_mesh(v2, f, window=(250.0, 78.0, 100.0), resolution=100)
+    ys, xs = np.nonzero(out.mask)
+    assert (xs.min(), xs.max()) == (28, 77) and (ys.min(), ys.max()) == (25, 74)
+
+
+def test_the_framing_window_holds_every_projected_vertex_and_point():
+    from lsr1_core.hmr.render import framing_window
+    a, _ = _quad(-1.0, -0.5, -1.0, -0.25, 6.0)
+    b, _ = _quad(1.5, 2.0, -0.25, 0.25, 6.0)
+    u0, v0, size = framing_window([a, b], CAM, points=np.array([[10.0, 200.0]]), margin=0.0)
+    uv = project(torch.from_numpy(np.concatenate([a, b])).double(), CAM).numpy()
+    pts = np.concatenate([uv, [[10.0, 200.0]]])
+    assert u0 == pytest.approx(pts[:, 0].min()) and size == pytest.approx(np.ptp(pts, 0).max())
+    assert (pts >= [u0, v0]).all() and (pts <= [u0 + size, v0 + size]).all()
+    with pytest.raises(ValueError, match="window"):
+        render_mesh(a, np.array([[0, 1, 2]]), window=(0, 0, 0))

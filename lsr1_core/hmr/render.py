@@ -8,7 +8,11 @@
 Coordinates: the vertices are in the pipeline's camera coordinates (``data.to_camera``: x right in the
 image, y down, z forward, metres) and the camera is the pinhole of ``CameraConfig`` (focal length in
 pixels, principal point at the image centre), so a vertex lands on the pixel ``data.project`` gives it
-(pixel (u, v) = column u, row v; the pixel centres are at half-integers).
+(pixel (u, v) = column u, row v; the pixel centres are at half-integers). ``window=(u0, v0, size)`` renders
+the square of image pixels [u0, u0 + size] × [v0, v0 + size] instead of the whole image, at ``resolution``
+pixels a side (the same camera, its principal point shifted and its focal length scaled): a body that reaches
+past the virtual image's border is not cut off, and a zoomed view keeps its detail (:func:`framing_window`
+chooses a window around the projected meshes).
 
 Every OpenGL call runs on one worker thread that owns the EGL context: Streamlit runs each script run on
 a thread of its own, and an EGL context cannot be current on two threads. When pyrender, PyOpenGL or EGL
@@ -92,7 +96,28 @@ def _renderer(size: int):
     return r
 
 
-def _scene(meshes, camera: CameraConfig, background):
+def framing_window(vertices, camera: CameraConfig = CameraConfig(), points=None, margin: float = 0.08,
+                   min_size: float = 24.0) -> tuple[float, float, float]:
+    """A square window (u0, v0, size) in image pixels holding every vertex of ``vertices`` (one (V, 3) array or
+    several, camera coordinates) as projected by ``camera``, and the 2-D ``points`` (N, 2) if given, with
+    ``margin`` (a fraction of the size) on each side."""
+    arrays = [vertices] if isinstance(vertices, np.ndarray) and vertices.ndim == 2 else list(vertices)
+    uv = []
+    for v in arrays:
+        v = np.asarray(v, dtype=np.float64)
+        z = np.maximum(v[:, 2:3], 1e-3)
+        uv.append(camera.focal * v[:, :2] / z + camera.image_size / 2)
+    if points is not None and len(points):
+        uv.append(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+    if not uv:
+        return 0.0, 0.0, float(camera.image_size)
+    pts = np.concatenate(uv)
+    lo, hi = pts.min(0), pts.max(0)
+    centre, size = (lo + hi) / 2, max(float((hi - lo).max()) * (1 + 2 * margin), min_size)
+    return float(centre[0] - size / 2), float(centre[1] - size / 2), float(size)
+
+
+def _scene(meshes, camera: CameraConfig, background, window=None, resolution: int | None = None):
     import pyrender
     import trimesh
     bg = [0.0, 0.0, 0.0, 0.0] if background is None else [*background[:3], 1.0]
@@ -105,7 +130,10 @@ def _scene(meshes, camera: CameraConfig, background):
                                                  roughnessFactor=0.7, doubleSided=True)
         scene.add(pyrender.Mesh.from_trimesh(tm, material=mat, smooth=True))
     c = camera.image_size / 2.0
-    cam = pyrender.IntrinsicsCamera(fx=camera.focal, fy=camera.focal, cx=c, cy=c, znear=0.05, zfar=100.0)
+    u0, v0, size = window or (0.0, 0.0, float(camera.image_size))
+    k = (resolution or camera.image_size) / size  # output pixels per image pixel
+    cam = pyrender.IntrinsicsCamera(fx=camera.focal * k, fy=camera.focal * k, cx=(c - u0) * k, cy=(c - v0) * k,
+                                    znear=0.05, zfar=100.0)
     scene.add(cam, pose=np.eye(4))
     # a key light from the camera and a fill light from above-left
     scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=1.4), pose=np.eye(4))
@@ -116,10 +144,10 @@ def _scene(meshes, camera: CameraConfig, background):
     return scene
 
 
-def _render_on_worker(meshes, camera: CameraConfig, background) -> Rendered:
-    r = _renderer(camera.image_size)  # first: it turns a failing import of pyrender into RenderUnavailable
+def _render_on_worker(meshes, camera: CameraConfig, background, window=None, resolution=None) -> Rendered:
+    r = _renderer(resolution or camera.image_size)  # first: a failing import of pyrender → RenderUnavailable
     import pyrender
-    scene = _scene(meshes, camera, background)
+    scene = _scene(meshes, camera, background, window, resolution)
     color, depth = r.render(scene, flags=pyrender.RenderFlags.RGBA)
     mask = depth > 0
     rgba = np.array(color, dtype=np.uint8, copy=True)
@@ -128,10 +156,13 @@ def _render_on_worker(meshes, camera: CameraConfig, background) -> Rendered:
     return Rendered(rgba=rgba, mask=mask)
 
 
-def render_meshes(meshes, camera: CameraConfig = CameraConfig(), background=None) -> Rendered:
+def render_meshes(meshes, camera: CameraConfig = CameraConfig(), background=None, window=None,
+                  resolution: int | None = None) -> Rendered:
     """Render several meshes into one image. ``meshes``: iterable of (vertices (V, 3) in camera coordinates,
     faces (F, 3), RGB colour in [0, 1]). ``background``: None for a transparent background, else an RGB
-    colour in [0, 1] (opaque). Raises :class:`RenderUnavailable` when offscreen rendering cannot run."""
+    colour in [0, 1] (opaque). ``window`` (u0, v0, size) in image pixels and ``resolution``: see the module
+    docstring (default: the whole image at its own size). Raises :class:`RenderUnavailable` when offscreen
+    rendering cannot run."""
     reason = _disabled_reason()
     if reason:
         raise RenderUnavailable(reason)
@@ -139,14 +170,16 @@ def render_meshes(meshes, camera: CameraConfig = CameraConfig(), background=None
     for v, f, _ in meshes:
         if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
             raise ValueError(f"a mesh needs (V, 3) vertices and (F, 3) faces, got {v.shape} and {f.shape}")
+    if window is not None and not (len(window) == 3 and float(window[2]) > 0):
+        raise ValueError(f"window must be (u0, v0, size) with size > 0, got {window!r}")
     with _LOCK:
-        return _EXECUTOR.submit(_render_on_worker, meshes, camera, background).result()
+        return _EXECUTOR.submit(_render_on_worker, meshes, camera, background, window, resolution).result()
 
 
 def render_mesh(vertices, faces, color=(0.95, 0.95, 0.95), camera: CameraConfig = CameraConfig(),
-                background=None) -> Rendered:
+                background=None, window=None, resolution: int | None = None) -> Rendered:
     """Render one mesh (vertices in camera coordinates) from the sample's camera; see :func:`render_meshes`."""
-    return render_meshes([(vertices, faces, color)], camera, background)
+    return render_meshes([(vertices, faces, color)], camera, background, window, resolution)
 
 
 def render_status() -> str | None:
