@@ -1,4 +1,5 @@
-"""Benchmarks: performance profiles and quadratic convergence curves, precomputed or re-run live."""
+"""Benchmarks: performance profiles and quadratic convergence curves, precomputed; a comparison bench that runs
+chosen solvers and checkpoints live (with the reason for every failure) and overlays training runs' curves."""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,14 @@ from pathlib import Path
 import streamlit as st
 
 from explorer.state import sidebar
-from lsr1_core.experiments.profiles import NAMES, compute
+from lsr1_core.errors import LSR1Error
+from lsr1_core.experiments.profiles import NAMES
 from lsr1_core.objectives import PROFILE_DIMS, PROFILE_FAMILIES
+from lsr1_core.runs import read_metrics
+from lsr1_core.runs.root import runs_root
+from lsr1_core.viz.bench import BenchEntry, classical_entries, failure_rows, live_profiles, measure_rows
 from lsr1_core.viz.plots import convergence_figure, profile_figure
+from lsr1_core.viz.training import SERIES_LABELS, overlay_curves
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
@@ -23,51 +29,110 @@ def _load(name):
         return None
 
 
-def render():
-    sidebar()
-    st.title("Benchmarks")
-    tab_prof, tab_quad, tab_live = st.tabs(["Performance profiles (Fig. 3c)", "Quadratics (Fig. 3a)", "Re-run live"])
-    with tab_prof:
-        res = _load("profiles.json")
-        if res is None:
-            st.info("No precomputed profiles found; run `python -m lsr1_core.experiments.profiles` or use "
-                    "the live tab.")
+def precomputed_profiles():
+    res = _load("profiles.json")
+    if res is None:
+        st.info("No precomputed profiles found; run `python -m lsr1_core.experiments.profiles` or use the bench.")
+        return
+    st.caption(f"{len(res['table'])} problems, {res['steps']} iterations each, the paper's measure "
+               "m = ‖x̂ − x*‖/‖x_w − x*‖. Produced by `python -m lsr1_core.experiments.profiles`.")
+    st.plotly_chart(profile_figure(res["taus"], res["profile"], res["auc"], NAMES), key="bm_prof")
+
+
+def precomputed_quadratics():
+    res = _load("quadratics.json")
+    if res is None:
+        st.info("No precomputed quadratic results; run `python -m lsr1_core.experiments.quadratics`.")
+        return
+    fig3 = res["fig3"]
+    buffers = [int(b) for b in fig3["buffers"]]
+    L = st.select_slider("buffer size L", buffers, value=buffers[-1], key="bm_L")
+    st.caption(f"32 test quadratics at N = {fig3['n']}, L-SR1 trained at N = 2 "
+               "(`python -m lsr1_core.experiments.quadratics`).")
+    st.plotly_chart(convergence_figure(fig3, L), key="bm_quad")
+
+
+def bench(ctx):
+    """Live runs of chosen classical solvers and L-SR1 checkpoints; the sidebar's models are the default."""
+    st.caption("Runs here, in this page (a few problems take seconds, the whole suite minutes). Learning rates of "
+               "GD, Adam, AdaHessian and LODO are tuned per family on its smallest problem; a failure's reason "
+               "is listed below the profile.")
+    models = ctx["models"]
+    c1, c2 = st.columns(2)
+    classical = {e.label: e for e in classical_entries()}
+    chosen_cl = c1.multiselect("classical solvers", list(classical), default=["Adam", "L-BFGS"], key="bm_solvers")
+    sidebar_models = [m for m in st.session_state.get("lsr1_models", []) if m in models]
+    if st.session_state.get("bm_models_seen") != sidebar_models:  # follow the sidebar whenever it changes
+        st.session_state["bm_models_seen"] = sidebar_models
+        st.session_state["bm_models"] = sidebar_models
+    chosen_m = c2.multiselect("L-SR1 checkpoints (shipped and runs/)", list(models), key="bm_models",
+                              help="follows the sidebar's L-SR1 models; add or remove checkpoints here")
+    c3, c4, c5 = st.columns(3)
+    fams = c3.multiselect("families", list(PROFILE_FAMILIES), default=["quad_cond100", "rosenbrock"], key="bm_fams")
+    dims = c4.multiselect("dimensions N", list(PROFILE_DIMS), default=[50], key="bm_dims")
+    steps = int(c5.slider("iterations", 10, 300, 50, key="bm_steps"))
+    scale = ctx.get("scale", 1.0)
+    entries = [classical[c] for c in chosen_cl] + [
+        BenchEntry("L-SR1 " + m.split(": ", 1)[-1], "lsr1", str(models[m]), scale) for m in chosen_m]
+    if st.button("Run", key="bm_run", type="primary"):
+        st.session_state.pop("bm_live", None)  # a new run replaces the old result, also when it fails
+        if not fams or not dims:
+            st.error("choose at least one family and one dimension")
         else:
-            st.caption(f"{len(res['table'])} problems, {res['steps']} iterations each, the paper's measure "
-                       "m = ‖x̂ − x*‖/‖x_w − x*‖. Produced by `python -m lsr1_core.experiments.profiles`.")
-            st.plotly_chart(profile_figure(res["taus"], res["profile"], res["auc"], NAMES), key="bm_prof")
-    with tab_quad:
-        res = _load("quadratics.json")
-        if res is None:
-            st.info("No precomputed quadratic results; run `python -m lsr1_core.experiments.quadratics`.")
-        else:
-            fig3 = res["fig3"]
-            buffers = [int(b) for b in fig3["buffers"]]
-            L = st.select_slider("buffer size L", buffers, value=buffers[-1], key="bm_L")
-            st.caption(f"32 test quadratics at N = {fig3['n']}, L-SR1 trained at N = 2 "
-                       "(`python -m lsr1_core.experiments.quadratics`).")
-            st.plotly_chart(convergence_figure(fig3, L), key="bm_quad")
-    with tab_live:
-        st.caption("Re-run a subset of the suite here (runs in this page; larger subsets take minutes).")
-        fams = st.multiselect("families", list(PROFILE_FAMILIES), default=["quad_cond100", "rosenbrock"],
-                              key="bm_fams")
-        dims = st.multiselect("dimensions N", list(PROFILE_DIMS), default=[50], key="bm_dims")
-        solvers = st.multiselect("solvers", list(NAMES), default=["gd", "adam", "lbfgs", "lsr1"], key="bm_solvers")
-        steps = int(st.slider("iterations", 10, 300, 50, key="bm_steps"))
-        if st.button("Run", key="bm_run", type="primary"):
-            if not fams or not dims or len(solvers) < 2:
-                st.error("choose at least one family, one dimension and two solvers")
-            else:
-                bar = st.progress(0.0, text="starting…")
-                out = compute(steps=steps, families=tuple(fams), dims=tuple(dims), solvers=solvers,
-                              progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+            bar = st.progress(0.0, text="starting…")
+            try:
+                st.session_state["bm_live"] = live_profiles(
+                    entries, steps=steps, families=tuple(fams), dims=tuple(dims),
+                    progress=lambda f, m: bar.progress(min(1.0, f), text=m))
                 bar.progress(1.0, text="done")
-                st.session_state["bm_live"] = out
-        live = st.session_state.get("bm_live")
-        if live:
-            st.plotly_chart(profile_figure(live["taus"], live["profile"], live["auc"], NAMES), key="bm_live_fig")
-            st.dataframe([{"problem": p, **{NAMES.get(s, s): v for s, v in row.items()}}
-                          for p, row in live["table"].items()], hide_index=True)
+            except LSR1Error as e:
+                bar.empty()
+                st.error(f"Not run: {e}")
+    live = st.session_state.get("bm_live")
+    if live:
+        st.plotly_chart(profile_figure(live["taus"], live["profile"], live["auc"]), key="bm_live_fig")
+        fails = failure_rows(live)
+        if fails:
+            st.markdown(f"**{len(fails)} failed runs** (measure ∞ in the profile) and why:")
+            st.dataframe(fails, hide_index=True, key="bm_fail")
+        else:
+            st.success("every solver finished every problem")
+        st.markdown("**Measure per problem** (distance to x* relative to the worst solver; 1 = the worst)")
+        st.dataframe(measure_rows(live), hide_index=True, key="bm_table")
+
+
+def training_overlay():
+    """Several training runs' curves on one plot, log scales."""
+    root = runs_root()
+    runs = sorted((p for p in root.iterdir() if (p / "metrics.jsonl").exists() or (p / "status.json").exists()),
+                  key=lambda p: p.name) if root.exists() else []
+    if not runs:
+        st.info(f"No training runs in {root} yet: launch some on the Meta-training page.")
+        return
+    names = [p.name for p in runs]
+    chosen = st.multiselect("runs", names, default=names[-3:], key="bm_runs")
+    c1, c2 = st.columns(2)
+    labels = dict(SERIES_LABELS)
+    key = c1.selectbox("curve", list(labels), format_func=labels.get, key="bm_curve")
+    logx = c2.toggle("log meta-iteration axis", key="bm_logx")
+    data = {n: read_metrics(root / n) for n in chosen}
+    st.plotly_chart(overlay_curves(data, key, log_x=logx), key="bm_overlay")
+    st.caption("Training curves are running medians (single meta-iterations spike); validation curves are raw.")
+
+
+def render():
+    ctx = sidebar()
+    st.title("Benchmarks")
+    tabs = st.tabs(["Performance profiles (Fig. 3c)", "Quadratics (Fig. 3a)", "Comparison bench",
+                    "Training runs overlaid"])
+    with tabs[0]:
+        precomputed_profiles()
+    with tabs[1]:
+        precomputed_quadratics()
+    with tabs[2]:
+        bench(ctx)
+    with tabs[3]:
+        training_overlay()
 
 
 if __name__ == "__main__":
