@@ -248,3 +248,29 @@ def test_curvature_secant_residual_is_the_textbook_one_by_default():
     at.radio(key="cv_form").set_value([o for o in at.radio(key="cv_form").options if "Eq. 8" in o][0]).run()
     sec = _charts(at)[1]
     assert "B_k q_k" in sec["layout"]["yaxis"]["title"]["text"]
+
+
+def test_html_export_works_offline():
+    from explorer.views.trajectories import figure_html
+    from lsr1_core.viz.explore import default_specs, run_2d
+    specs = default_specs("quadratic")
+    html = figure_html(run_2d("quadratic", {}, (-2.5, 1.5), [specs["Newton"]], 5, 8), "quadratic", {})
+    import re
+    assert not re.search(r"<script[^>]*\ssrc=", html)  # nothing loaded from the network (was plotly's CDN)
+    assert "Plotly" in html and len(html) > 1_000_000  # plotly.js itself is in the file
+
+
+def test_a_model_has_one_colour_on_every_page_and_panel():
+    from lsr1_core.viz.palette import color_for
+    at = _page("curvature")
+    at.multiselect(key="cv_solvers").set_value(["L-BFGS", "SR1 (classical)"] + [
+        o for o in at.multiselect(key="cv_solvers").options if o.startswith("L-SR1")][:1]).run()
+    colours = {}
+    for chart in _charts(at):
+        for t in chart["data"]:
+            if t.get("name") in ("L-BFGS", "SR1 (classical)") or str(t.get("name", "")).startswith("L-SR1 "):
+                colours.setdefault(t["name"], set()).add((t.get("line") or {}).get("color"))
+    assert colours, "no solver series found"
+    for name, cols in colours.items():
+        assert cols == {color_for(name)}, (name, cols)
+    assert color_for("L-BFGS") != color_for("SR1 (classical)")
