@@ -177,19 +177,34 @@ class Trainer:
     def resume(cls, run_dir: str | Path, *, iterations: int | None = None, log=None) -> "Trainer":
         run_dir = Path(run_dir)
         cfg_path = run_dir / "config.json"
-        if not cfg_path.exists():
-            raise LSR1Error(f"{run_dir} is not a run directory (no config.json)")
+        if not cfg_path.is_file():
+            raise LSR1Error(f"{run_dir} is not a run directory (no config.json); a run cannot be resumed without "
+                            "its config (never the defaults)")
         try:
-            cfg = cls.config_class.from_dict(json.loads(cfg_path.read_text()))
-        except json.JSONDecodeError as e:
-            raise LSR1Error(f"{cfg_path} is corrupted: {e}") from None
+            d = json.loads(cfg_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise LSR1Error(f"{cfg_path} is corrupted ({type(e).__name__}: {e}); the run cannot be resumed") from None
+        if not isinstance(d, dict):
+            raise LSR1Error(f"{cfg_path} is corrupted (a JSON {type(d).__name__}, not an object); "
+                            "the run cannot be resumed")
+        try:
+            cfg = cls.config_class.from_dict(d)
+        except LSR1Error as e:
+            raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
+        except (TypeError, AttributeError, OverflowError) as e:
+            raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
         if iterations is not None:
+            if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+                raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
             cfg = cfg.replace(iterations=iterations)
         tr = cls(cfg, run_dir, log=log)
         tr._resumed = True
         if (run_dir / "latest.json").exists():
             tr._load_latest()
         if iterations is not None:
+            if iterations < tr.iteration:
+                raise LSR1Error(f"cannot resume {run_dir} to {iterations} iterations: it is already at "
+                                f"{tr.iteration} (config.json left unchanged)")
             atomic_write_bytes(cfg_path, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
         return tr
 
@@ -295,6 +310,8 @@ class Trainer:
             self.best_val = self.last_val["loss"]
             if self.rank == 0:
                 self.save_best(0)
+                if not fresh:  # a run killed before its first checkpoint starts over: no second iteration-0 line
+                    atomic_write_bytes(self.run_dir / "metrics.jsonl", b"")
             self._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in self.last_val.items()}})
         bar = None
         if progress and self.rank == 0:
