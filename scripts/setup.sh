@@ -32,3 +32,12 @@ if [ ! -f "$STAMP" ]; then
   .venv/bin/python -m pip install -q --no-deps -e .
   rm -f .venv/.installed-* && touch "$STAMP"
 fi
+
+# The Human mesh recovery page's body model builds a cache once per machine (about two minutes on 2 cores):
+# build it here, so that the page's first visit takes seconds. Skipped at once when the cache is there.
+ANNY_CACHE="${ANNY_CACHE_DIR:-$HOME/.cache/anny}"
+if ! { ls "$ANNY_CACHE"/v*/load_data_*.safetensors && ls "$ANNY_CACHE"/v*/build_model_data_*.safetensors \
+       && ls "$ANNY_CACHE"/v*/build_compact_model_data_*.safetensors; } >/dev/null 2>&1; then
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m lsr1_core.hmr.prepare \
+    || echo "[setup] warning: the body model's cache could not be built; the HMR page will build it on first visit"
+fi
