@@ -3,23 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-import torch
 
-from explorer.state import all_specs, sidebar
-from explorer.views.trajectories import compute, settings
+from explorer.lessons import anatomy_lesson, psd_drawn
+from explorer.problem import compute, settings
+from explorer.state import lsr1_specs, sidebar
 from lsr1_core.errors import LSR1Error
-from lsr1_core.learned import LSR1Solver
-from lsr1_core.objectives import quadratic_split, teaching_function
-from lsr1_core.solvers import make_solver, run
-from lsr1_core.viz.explore import newton_cosines, operator_matrix, secant_series, spectra_over_steps, true_inverse_hessian
+from lsr1_core.objectives import teaching_function
+from lsr1_core.viz.explore import operator_matrix, run_nd, spectra_over_steps, true_inverse_hessian
 from lsr1_core.viz.plots import ellipse_figure, series_figure, spectra_figure
-from lsr1_core.viz.teaching import (escaped_at, fmt_list, lsr1_matrix_from_vectors, sr1_indefinite_example, tex_mat,
-                                    tex_num, tex_vec)
-
-vec, mat = tex_vec, tex_mat
+from lsr1_core.viz.teaching import escaped_at, fmt_list, tex_mat, tex_num, tex_vec
 
 
-def two_d_section(ctx):
+def problem(ctx):
+    """The sidebar's problem and its (cached) run: (result, objective, T), or None after an error."""
     with st.sidebar:
         st.header("Problem")
         args = settings("cv_", ctx["models"], default_fn="quadratic", default_steps=30)
@@ -27,16 +23,15 @@ def two_d_section(ctx):
         result = compute(*args)
     except LSR1Error as e:
         st.error(str(e))
-        return
+        return None
     for lab, err in result.errors.items():
         st.error(f"{lab}: {err}")
-    fn, fn_kwargs = args[0], args[1]
-    obj = teaching_function(fn, **fn_kwargs)
+    obj = teaching_function(args[0], **args[1])
     T = max((t.steps for t in result.traces.values()), default=0)
     if T == 0:
         st.info("choose at least one solver")
-        return
-    two_d_step_view(result, obj, T)
+        return None
+    return result, obj, T
 
 
 SECANT_FORMS = {"after the update: B_{k+1} q_k = p_k (textbook)": "after",
@@ -117,54 +112,9 @@ def secant_equation(tr, k: int, who: str, M_made, form: str) -> None:
              f"\\frac{{\\|p - B_{{{sub}}} q\\|}}{{\\|p\\|}} = {tex_num(rel, 3)}")
 
 
-def psd_lesson():
-    st.subheader("Why positive semi-definiteness matters")
-    fn = st.selectbox("Example", ["himmelblau", "beale", "rosenbrock"], key="psd_fn")
-    f = teaching_function(fn)
-    ex = sr1_indefinite_example(fn, f.default_start)
-    c1, c2 = st.columns(2)
-    with c1:
-        st.markdown("**Classical SR1**: $B_k = B_{k-1} + \\frac{w w^\\top}{w^\\top q}$, $w = p - B_{k-1}q$. "
-                    "When $w^\\top q < 0$ the update subtracts curvature and $B$ can become indefinite.")
-        if ex is None:
-            st.info(f"SR1 stays positive definite on {fn} from its default start; try another example.")
-        else:
-            st.latex(f"B = {mat(ex['B'])},\\quad \\lambda(B) = ({ex['eig'][0]:.3g},\\ {ex['eig'][1]:.3g})")
-            st.latex(f"g^\\top d = {float(ex['g'] @ ex['d']):.3g} < 0 \\Rightarrow x - d \\text{{ goes uphill}}")
-            st.markdown(f"At step {ex['step']}, $f$ went from {ex['f_before']:.4g} to {ex['f_after']:.4g}.")
-    with c2:
-        st.markdown("**L-SR1**: $\\tilde B = I + \\sum_i v_i v_i^\\top$. Every term is an outer product, so "
-                    "$u^\\top \\tilde B u = \\|u\\|^2 + \\sum_i (v_i^\\top u)^2 \\ge \\|u\\|^2$: all eigenvalues are "
-                    "at least 1 and $g^\\top \\tilde B g > 0$ — always a descent direction.")
-        rng = np.random.default_rng(int(st.session_state.get("seed", 0)))
-        V = rng.normal(size=(3, 2))
-        M, w = lsr1_matrix_from_vectors(V)
-        st.latex(f"\\tilde B = I + \\sum_{{i=1}}^{{3}} v_i v_i^\\top = {mat(M)},\\quad \\lambda = "
-                 f"({w[0]:.3g},\\ {w[1]:.3g}) \\ge 1")
-        st.caption("random v_i (seed from the sidebar); what the secant penalty adds is *which* v_i: ones for "
-                   "which p ≈ B̃q.")
-
-
 @st.cache_data(show_spinner="running on the test quadratic…", max_entries=16)
-def nd_run(n: int, row: int, steps: int, memory: int, models: tuple):
-    q64, x064 = quadratic_split("test", n=n, size=max(row + 1, 4), dtype=torch.float64)
-    q64 = q64.subset([row])
-    x0 = x064[row:row + 1]
-    out = {}
-    solvers = {"L-BFGS": make_solver("lbfgs", history=memory, line_search="strong_wolfe"),
-               "SR1 (classical)": make_solver("sr1", memory=memory)}
-    for label, path in models:
-        s = LSR1Solver(checkpoint=path, memory=memory)
-        s.net.double()
-        solvers[label] = s
-    cos, sec, spectra = {}, {}, {}
-    for lab, s in solvers.items():
-        tr = run(s, q64, x0, steps)
-        cos[lab] = newton_cosines(tr, q64)
-        sec[lab] = secant_series(tr)
-        if n <= 200:
-            spectra[lab] = spectra_over_steps(tr, q64)
-    return cos, sec, spectra
+def nd_run(n: int, row: int, steps: int, memory: int, models: tuple, scale: float = 1.0):
+    return run_nd(n, row, steps, memory, models, scale)
 
 
 def nd_section(ctx):
@@ -174,10 +124,9 @@ def nd_section(ctx):
     row = int(c2.number_input("problem (row of the test set)", 0, 31, 0, key="nd_row"))
     steps = int(c3.slider("steps", 5, 60, 20, key="nd_steps"))
     memory = 8
-    from explorer.state import lsr1_specs
     models = tuple((lab, spec.checkpoint) for lab, spec in lsr1_specs(ctx["models"]).items())
     try:
-        cos, sec, spectra = nd_run(n, row, steps, memory, models)
+        cos, sec, spectra = nd_run(n, row, steps, memory, models, ctx.get("scale", 1.0))
     except LSR1Error as e:
         st.error(str(e))
         return
@@ -203,14 +152,19 @@ def render():
     ctx = sidebar()
     st.title("Curvature & secant")
     st.caption("For the run of the sidebar's problem: how well each direction aligns with Newton's, how far each "
-               "curvature model is from the secant equation p = Bq, and its eigenvalues against the true inverse "
-               "Hessian.")
-    tabs = st.tabs(["2-D run", "Why PSD matters", "N-dimensional quadratic"])
+               "curvature model is from the secant equation, and its eigenvalues against the true inverse "
+               "Hessian; then one update taken apart, and why L-SR1 keeps its matrix positive semi-definite.")
+    run = problem(ctx)
+    tabs = st.tabs(["2-D run", "Anatomy of one update", "Why PSD matters", "N-dimensional quadratic"])
     with tabs[0]:
-        two_d_section(ctx)
+        if run:
+            two_d_step_view(*run)
     with tabs[1]:
-        psd_lesson()
+        if run:
+            anatomy_lesson(run[0], run[1])
     with tabs[2]:
+        psd_drawn(ctx)
+    with tabs[3]:
         nd_section(ctx)
 
 

@@ -218,3 +218,28 @@ def spectra_over_steps(tr: Trace, obj) -> dict[str, list]:
         approx.append(np.linalg.eigvalsh(0.5 * (M + M.T)))
         true.append(np.linalg.eigvalsh(true_inverse_hessian(obj, tr.x[k])))
     return {"steps": steps, "approx": approx, "true": true}
+
+
+def run_nd(n: int, row: int, steps: int, memory: int, models: tuple = (), step_scale: float = 1.0):
+    """L-BFGS, classical SR1 and the L-SR1 ``models`` ((label, checkpoint) pairs) on row ``row`` of the N-D test
+    quadratics: per solver the Newton cosines, the textbook secant residuals and (N ≤ 200) the spectra."""
+    from ..learned import LSR1Solver
+    from ..objectives import quadratic_split
+    q64, x064 = quadratic_split("test", n=n, size=max(row + 1, 4), dtype=torch.float64)
+    q64 = q64.subset([row])
+    x0 = x064[row:row + 1]
+    solvers = {"L-BFGS": make_solver("lbfgs", history=memory, line_search="strong_wolfe"),
+               "SR1 (classical)": make_solver("sr1", memory=memory)}
+    for label, path in models:
+        kw = {} if step_scale == 1.0 else {"step_scale": float(step_scale)}
+        s = LSR1Solver(checkpoint=path, memory=memory, **kw)
+        s.net.double()
+        solvers[label] = s
+    cos, sec, spectra = {}, {}, {}
+    for lab, s in solvers.items():
+        tr = run(s, q64, x0, steps)
+        cos[lab] = newton_cosines(tr, q64)
+        sec[lab] = secant_series(tr)
+        if n <= 200:
+            spectra[lab] = spectra_over_steps(tr, q64)
+    return cos, sec, spectra
