@@ -42,3 +42,13 @@ def test_the_sidebar_and_the_training_page_use_the_same_root(tmp_path, monkeypat
     assert "run: mine" in at.multiselect(key="lsr1_models").options
     from explorer.views import training
     assert training.runs_root_dir() == root
+
+
+def test_the_command_line_lists_the_one_root(tmp_path, monkeypatch, capsys):
+    from lsr1_core.runs.__main__ import main
+    root = tmp_path / "jobs"
+    monkeypatch.setenv("LSR1_RUNS_ROOT", str(root))
+    _run(root, "cli_run", "finished")
+    (root / "cli_run" / "config.json").write_text(json.dumps({"iterations": 1}))
+    main(["list"])
+    assert "cli_run" in capsys.readouterr().out

@@ -9,11 +9,13 @@ from ..errors import LSR1Error
 from ..meta.presets import preset
 from ..train import parse_overrides
 from .manager import RunManager, worker
+from .root import runs_root
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lsr1_core.runs")
-    ap.add_argument("--root", default="runs/jobs", help="directory holding the runs")
+    ap.add_argument("--root", default=None, help="directory holding the runs (default: $LSR1_RUNS_ROOT, else "
+                    "runs/jobs: lsr1_core.runs.root.runs_root)")
     ap.add_argument("--max-concurrent", type=int, default=1)
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("start", help="queue a new run and start it when a slot is free")
@@ -33,6 +35,7 @@ def main(argv=None) -> int:
     w = sub.add_parser("_worker", help=argparse.SUPPRESS)
     w.add_argument("run_dir")
     args = ap.parse_args(argv)
+    args.root = args.root or str(runs_root())
     if args.cmd == "_worker":
         return worker(args.run_dir, args.root, args.max_concurrent)
     try:
