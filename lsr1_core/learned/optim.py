@@ -1,6 +1,6 @@
 """A ``torch.optim.Optimizer`` that applies a trained L-SR1 model to any parameters.
 
-    opt = LSR1Optimizer(model.parameters(), checkpoint="pretrained/quadratic")
+    opt = LSR1Optimizer(model.parameters(), checkpoint="pretrained/qn_quadratic")
     def closure():
         opt.zero_grad()
         loss = loss_fn(model(x), y)
@@ -11,32 +11,60 @@
 
 All parameters of the optimizer are treated as one vector of N coordinates (the element-wise
 MLPs work at any N). Like ``torch.optim.LBFGS`` it needs a closure and supports one param group.
+
+With a scale-free (``qn``) model, or any model whose config asks for the safeguard, one ``step`` may
+call the closure several times: the first step probes the curvature once, and a learned step that does
+not lower the loss enough is shortened. The loss and gradients of the accepted point are reused by the
+next ``step`` when the parameters were not changed in between. Parameters are only ever set to finite
+values: a step that would leave the finite range raises :class:`NonFiniteError` and changes nothing.
 """
 from __future__ import annotations
 
 import torch
 
 from ..errors import LSR1Error, NonFiniteError
-from .model import LSR1Net, LSR1State, advance, propose
-from .solver import _with_memory, inference_mode
+from .model import LSR1Net, LSR1Operator, LSR1State, advance, propose
+from .qn import qn_init_state, qn_step
+from .safeguard import armijo_step
+from .solver import _with_memory, check_form, check_step_scale, inference_mode
+
+_STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U")
+
+
+class _ClosureObjective:
+    """The optimizer's parameters and closure seen as a one-row batched objective."""
+
+    def __init__(self, opt: "LSR1Optimizer", closure):
+        self.opt, self.closure = opt, closure
+        self.evals = 0
+
+    def value_and_grad(self, x: torch.Tensor):
+        self.opt._write(x)
+        with torch.enable_grad():
+            loss = self.closure()
+        self.evals += 1
+        f = torch.as_tensor(float(loss), dtype=x.dtype, device=x.device).view(1)
+        return f, self.opt._flat(grads=True).to(x.dtype)
+
+    def value(self, x: torch.Tensor):
+        return self.value_and_grad(x)[0]
 
 
 class LSR1Optimizer(torch.optim.Optimizer):
     def __init__(self, params, model: LSR1Net | None = None, checkpoint=None, memory: int | None = None,
-                 step_scale: float = 1.0):
-        """``step_scale`` multiplies the learned step sizes α. The shipped models were meta-trained on
-        quadratics whose Hessian has unit Frobenius norm; on a loss with much larger curvature, scale the
-        loss or the step down (the step is α·B̃g with B̃ ⪰ I, so it is never shorter than α·g)."""
-        if not (isinstance(step_scale, (int, float)) and step_scale > 0):
-            raise LSR1Error(f"step_scale must be a positive number, got {step_scale!r}")
-        self.step_scale = float(step_scale)
+                 step_scale: float = 1.0, form: str | None = None):
+        """``step_scale`` multiplies the learned step sizes α (default 1: the qn form needs no tuning; the
+        paper form's α ≈ γ1 was learned at one problem scale and may need a smaller value on a loss with
+        larger curvature). ``form`` ("paper" or "qn"), when given, refuses a checkpoint of the other form."""
+        self.step_scale = check_step_scale(step_scale)
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Optimizer")
         if checkpoint is not None:
             from ..checkpoints import load_model
             model, _ = load_model(checkpoint)
+        check_form(model, form, checkpoint)
         if memory is not None:
-            if not isinstance(memory, int) or memory < 1:
+            if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
                 raise LSR1Error(f"buffer size L must be a positive integer, got {memory!r}")
             model = _with_memory(model, memory)
         super().__init__(params, {})
@@ -46,8 +74,12 @@ class LSR1Optimizer(torch.optim.Optimizer):
         for p in self.net.parameters():
             p.requires_grad_(False)
         self._lsr1: LSR1State | None = None
+        self._op: LSR1Operator | None = None
+        self._cache: tuple | None = None  # (x, f, g) of the accepted point, reused when x is unchanged
         self.last_alpha: torch.Tensor | None = None
         self.last_secant_residual: float | None = None
+        self.last_evals: int = 0
+        self.last_safeguard: bool = False
 
     def _params(self):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -66,21 +98,30 @@ class LSR1Optimizer(torch.optim.Optimizer):
             p.data.copy_(x[0, i:i + n].view_as(p).to(p.dtype))
             i += n
 
+    def _start(self, closure):
+        """f and g at the current parameters (from the cache when they are the accepted point)."""
+        x = self._flat(grads=False)
+        if self._cache is not None and torch.equal(self._cache[0].to(x.dtype), x):
+            return x, self._cache[1], self._cache[2], self._cache[3], 0
+        with torch.enable_grad():
+            loss = closure()
+        f = torch.as_tensor(float(loss), dtype=x.dtype, device=x.device).view(1)
+        return x, f, self._flat(grads=True), loss, 1
+
     @torch.no_grad()
     def step(self, closure):
         if closure is None:
             raise LSR1Error("LSR1Optimizer.step needs a closure that re-evaluates the loss and calls backward()")
-        with torch.enable_grad():
-            loss = closure()
-        x = self._flat(grads=False)
-        g = self._flat(grads=True)
-        if not torch.isfinite(g).all() or not torch.isfinite(x).all():
-            raise NonFiniteError("the parameters or their gradients are not finite; the optimizer stopped "
-                                 "before changing anything (lower the loss scale or check the model)")
+        x, f, g, loss, evals = self._start(closure)
+        if not torch.isfinite(g).all() or not torch.isfinite(x).all() or not torch.isfinite(f).all():
+            raise NonFiniteError("the loss, the parameters or their gradients are not finite; the optimizer "
+                                 "stopped before changing anything (lower the loss scale or check the model)")
         w = next(self.net.parameters())
         if w.dtype != x.dtype or w.device != x.device:
             self.net.to(device=x.device, dtype=x.dtype)
-        f = torch.as_tensor(float(loss), dtype=x.dtype, device=x.device).view(1)
+        cfg = self.net.config
+        if cfg.form == "qn" or cfg.safeguard is not None:
+            return self._safe_step(closure, x, f, g, loss, evals)
         st = self._lsr1
         if st is None:
             st = LSR1State(x=x, f=f, g=g, p=x, d=g, q=g, W=x.new_zeros(1, 0, x.shape[1]), Bq=g, k=0)
@@ -89,20 +130,55 @@ class LSR1Optimizer(torch.optim.Optimizer):
             self.last_secant_residual = float(rel)
         with inference_mode(self.net, rows=x.shape[1]):
             x_new, v, alpha, d, W, op = propose(self.net, st)
-        if self.step_scale != 1.0:
-            alpha = alpha * self.step_scale
-            x_new = st.x - alpha * d
+        alpha = alpha * self.step_scale
+        x_new = st.x - alpha * d
+        if not torch.isfinite(x_new).all():
+            raise NonFiniteError("the learned step is not finite (the model diverged on this loss); the "
+                                 "parameters were left unchanged — lower step_scale or use a qn model")
         st.d, st.W = d, W
         self._lsr1, self._op = st, op
-        self.last_alpha = alpha
+        self.last_alpha, self.last_evals, self._cache = alpha, evals, None
         self._write(x_new)
         return loss
+
+    def _safe_step(self, closure, x, f, g, loss, evals):
+        obj = _ClosureObjective(self, closure)
+        with inference_mode(self.net, rows=x.shape[1]):
+            if self.net.config.form == "qn":
+                st = self._lsr1
+                if st is None:
+                    st = qn_init_state(self.net, obj, x, f, g)
+                else:
+                    st.x, st.f, st.g = x, f, g
+                new, out = qn_step(self.net, st, obj, step_scale=self.step_scale)
+                self.last_secant_residual = float(out.secant_rel)
+                self.last_safeguard = bool(out.extras["safeguard"].any())
+            else:
+                new, out = self._paper_safe(obj, x, f, g)
+        self._write(new.x)  # the safeguard's last evaluation was at the accepted point
+        self._lsr1, self._op = new, out.operator
+        self._cache = (new.x.clone(), new.f, new.g, new.f.reshape(()))
+        self.last_alpha, self.last_evals = out.alpha, evals + obj.evals
+        return loss
+
+    def _paper_safe(self, obj, x, f, g):
+        from .model import LSR1StepOut
+        st = self._lsr1
+        if st is None:
+            st = LSR1State(x=x, f=f, g=g, p=x, d=g, q=g, W=x.new_zeros(1, 0, x.shape[1]), Bq=g, k=0)
+        else:
+            st.x, st.f, st.g = x, f, g
+        _, v, alpha, d, W, op = propose(self.net, st)
+        safe = armijo_step(obj, x, f, g, alpha * self.step_scale * d, d)
+        new, secant, rel, _ = advance(st, safe.x, safe.f, safe.g, d, W, op)
+        self.last_safeguard = bool(safe.fired.any())
+        return new, LSR1StepOut(v=v, alpha=alpha * self.step_scale, d=d, operator=op, secant=secant, secant_rel=rel)
 
     def state_dict(self):
         sd = super().state_dict()
         st = self._lsr1
         if st is not None:
-            sd["lsr1"] = {k: getattr(st, k) for k in ("x", "f", "g", "p", "d", "q", "W", "Bq")}
+            sd["lsr1"] = {k: getattr(st, k) for k in _STATE_TENSORS if getattr(st, k) is not None}
             sd["lsr1"]["k"] = st.k
         return sd
 
@@ -110,9 +186,12 @@ class LSR1Optimizer(torch.optim.Optimizer):
         extra = state_dict.pop("lsr1", None)
         super().load_state_dict(state_dict)
         if extra is not None:
+            unknown = sorted(set(extra) - set(_STATE_TENSORS) - {"k"})
+            if unknown:
+                raise LSR1Error(f"optimizer state holds unknown L-SR1 fields {unknown}")
             self._lsr1 = LSR1State(**extra)
-            from .model import LSR1Operator
             cfg = self.net.config
             full = extra["W"].shape[1] >= cfg.memory
             self._op = LSR1Operator(extra["W"], identity=not (cfg.drop_identity_when_full and full),
-                                    rescale=cfg.rescale_direction)
+                                    rescale=cfg.rescale_direction, scale=extra.get("gamma"))
+            self._cache = None

@@ -106,11 +106,17 @@ def qn_features(state: LSR1State, names, Hq: torch.Tensor, r: torch.Tensor, d0: 
 def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     """Add the newest pair to the memory, generate its vector and the learned step α ⊙ Hg (unsafeguarded)."""
     cfg = net.config
-    p, q, g = state.p, state.q, state.g
+    # The pair is data, not a path for the meta-gradient: it flows through the generated u and α only
+    # (through the pairs it compounds over the unroll and explodes).
+    p, q, g = state.p.detach(), state.q.detach(), state.g
     gamma = envelope_scale(state.gamma, p, q, cfg.gamma_factor)
     old = max(cfg.memory - 1, 0)
     P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
-    prev = LSR1Operator(rebuild(P, Q, U, gamma, cfg.skip_eps), scale=gamma)
+    if P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
+        W_old = state.W  # nothing dropped and H₀ unchanged: the stored vectors are still exact
+    else:
+        W_old = rebuild(P, Q, U, gamma, cfg.skip_eps)
+    prev = LSR1Operator(W_old, scale=gamma)
     Hq = prev.matvec(q)
     r = p - Hq
     d0 = prev.matvec(g)
@@ -119,18 +125,20 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
         feats = feats.detach()
     u, a = net.raw(feats)
     v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps)
-    W = torch.cat([prev.W, v.unsqueeze(1)], dim=1)
+    W = torch.cat([W_old, v.unsqueeze(1)], dim=1)
     op = LSR1Operator(W, scale=gamma)
     d = op.matvec(g)
     b = cfg.step_bound
     alpha = torch.exp(b * torch.tanh(a / b)) * step_scale
-    # Secant residual of the new operator on the pair it was built from (the textbook H_{k+1} q_k = p_k).
+    # Secant residual of the new operator on the pair it was built from (the textbook H_{k+1} q_k = p_k);
+    # where the vector is used it equals rms(p)·‖u‖, so the penalty is the learned departure from SR1.
     resid = r - v * _dot(v, q)
     psq = _dot(p, p).squeeze(-1)
     secant = (resid * resid).sum(-1)
     rel_sq = torch.where(psq > 0, secant / psq.clamp_min(_tiny(psq)), torch.zeros_like(secant))
+    departure = (u * u).mean(-1)
     return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
-            "skipped": skipped, "Hq": Hq, "gamma": gamma,
+            "departure": departure, "skipped": skipped, "Hq": Hq, "gamma": gamma,
             "P": torch.cat([P, p.unsqueeze(1)], 1), "Q": torch.cat([Q, q.unsqueeze(1)], 1),
             "U": torch.cat([U, u.unsqueeze(1)], 1)}
 
@@ -159,6 +167,6 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     rel = prop["rel_sq"].detach().clamp_min(0).sqrt()
     out = LSR1StepOut(v=prop["v"], alpha=step_size, d=d, operator=prop["op"], secant=prop["secant"],
                       secant_rel=rel,
-                      extras={"secant_rel_sq": prop["rel_sq"], "safeguard": fired, "skipped": prop["skipped"],
+                      extras={"secant_rel_sq": prop["rel_sq"], "departure": prop["departure"], "safeguard": fired, "skipped": prop["skipped"],
                               "evals": evals, "learned_alpha": alpha})
     return new, out

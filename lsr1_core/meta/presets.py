@@ -35,6 +35,9 @@ class TrainConfig:
     device: str = "auto"
     detach_gradient: bool = False    # first-order: do not back-propagate through ∇f(x_k)
     compile: bool = False            # torch.compile the element-wise MLPs (≈20 s once, then faster)
+    # "value": Eq. 9's f(x_k). "log_gap": log10((f(x_k) − f*)/(f(x_0) − f*)), the same for every scale.
+    meta_loss: str = "value"
+    scale_range: float = 0.0         # train on f̃(y) = c·f(y/s), log10 c, log10 s ~ U(±scale_range)
     model: LSR1Config = field(default_factory=LSR1Config)
 
     def __post_init__(self):
@@ -57,6 +60,11 @@ class TrainConfig:
         for name, val in (("lr", self.lr), ("grad_clip", self.grad_clip)):
             if not (math.isfinite(val) and val > 0):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
+        if self.meta_loss not in ("value", "log_gap"):
+            raise LSR1Error(f"meta_loss must be 'value' or 'log_gap', got {self.meta_loss!r}")
+        if isinstance(self.scale_range, bool) or not isinstance(self.scale_range, (int, float)) or not (
+                math.isfinite(self.scale_range) and 0 <= self.scale_range <= 6):
+            raise LSR1Error(f"scale_range must be a number in [0, 6] (decades), got {self.scale_range!r}")
         if self.secant_form not in ("absolute", "relative"):
             raise LSR1Error(f"secant_form must be 'absolute' or 'relative', got {self.secant_form!r}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
@@ -120,6 +128,15 @@ GAMMA1_ROSENBROCK = 1e-4
 GAMMA1_RASTRIGIN = 1e-3
 
 
+def _qn(base: TrainConfig, secant: float) -> TrainConfig:
+    """The scale-free form on a paper preset: same task, N, K, L and batch; problems at six decades of
+    scale (f and x each), the log-gap meta-loss, float64, relative secant penalty (λ_sec as given), and the
+    first-order meta-gradient (∇f(x_k) not differentiated), which keeps meta-training finite on every task."""
+    return base.replace(secant_weight=secant, meta_loss="log_gap", scale_range=3.0, dtype="float64",
+                        secant_form="relative", detach_gradient=True, lr=1e-4,
+                        model=LSR1Config.qn(memory=base.model.memory).to_dict())
+
+
 PRESETS = {
     "quadratic": lambda: _quadratic_c21(100.0),
     "quadratic_nosec": lambda: _quadratic_c21(0.0),
@@ -130,6 +147,12 @@ PRESETS = {
     "profile_rastrigin": lambda: _profile("rastrigin", 32, 64, 1.0, GAMMA1_RASTRIGIN, detach_gradient=True),
     "profile_rastrigin_nosec": lambda: _profile("rastrigin", 32, 64, 0.0, GAMMA1_RASTRIGIN, detach_gradient=True),
 }
+# The scale-free form on each paper preset. λ_sec is the preset's own (0 for _nosec), except C.2.1's 100,
+# lowered to 1: in this form the relative residual is exactly the size of the learned departure from SR1.
+QN_SECANT = {"quadratic": 1.0}
+for _name in list(PRESETS):
+    PRESETS["qn_" + _name] = (lambda n=_name: _qn(PRESETS[n](), QN_SECANT.get(n, PRESETS[n]().secant_weight)))
+del _name
 # Test-time buffer sizes of Table 7 (training uses the preset's own memory).
 TEST_MEMORY = {"profile_quadratic": 64, "profile_rosenbrock": 64, "profile_rastrigin": 64}
 

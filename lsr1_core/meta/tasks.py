@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..objectives import Rastrigin, Rosenbrock, family_starts, quadratic_split, random_quadratics
+from ..objectives.transforms import Scaled
 from .presets import TrainConfig
 
 VAL_SEED = 424242
@@ -15,7 +16,18 @@ class MetaTask:
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def sample(self):
-        """A fresh training batch (objective, x0)."""
+        """A fresh training batch (objective, x0), rescaled per problem when ``scale_range`` > 0:
+        f̃(y) = c·f(y/s) with log10 c and log10 s uniform in ±scale_range, started at y0 = s·x0."""
+        obj, x0 = self._sample()
+        r = self.cfg.scale_range
+        if r > 0:
+            B = x0.shape[0]
+            c = 10 ** ((torch.rand(B, generator=self.generator, dtype=torch.float64) * 2 - 1) * r)
+            s = 10 ** ((torch.rand(B, generator=self.generator, dtype=torch.float64) * 2 - 1) * r)
+            obj, x0 = Scaled(obj, c, s), x0 * s.to(x0).view(-1, 1)
+        return obj, x0
+
+    def _sample(self):
         c = self.cfg
         if c.task == "random_quadratic":
             return random_quadratics(c.n, c.batch, generator=self.generator, max_cond=None,

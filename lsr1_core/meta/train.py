@@ -22,17 +22,24 @@ from ..checkpoints import atomic_write_bytes, load_tensors_and_card, save_model,
 from ..device import resolve_device, resolve_dtype
 from ..errors import CheckpointError, LSR1Error
 from ..learned.model import LSR1Net, init_state, lsr1_step
+from ..learned.qn import qn_init_state, qn_step
 from ..learned.solver import inference_mode
 from .presets import TrainConfig
 from .tasks import MetaTask
 
 
 def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight: float,
-           detach_gradient: bool = False, secant_form: str = "absolute") -> tuple[torch.Tensor, dict]:
+           detach_gradient: bool = False, secant_form: str = "absolute",
+           meta_loss: str = "value") -> tuple[torch.Tensor, dict]:
     """K unrolled L-SR1 steps; returns the meta-loss of Eq. 9 and per-run statistics.
 
     L_meta = (1/K) Σ_k [ mean_b f(x_k) + λ_sec · mean_b ‖p_k − B̃_k q_k‖² ]
+
+    ``meta_loss="log_gap"`` replaces f(x_k) by log10((f(x_k) − f*)/(f(x_0) − f*)), which weighs every
+    problem the same whatever its scale (the qn form's presets train on many scales at once).
     """
+    if net.config.form == "qn":
+        return _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant_form, meta_loss)
     state = init_state(objective, x0)
     total = x0.new_zeros(())
     f_sum = x0.new_zeros(())
@@ -55,9 +62,42 @@ def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight:
     return loss, stats
 
 
-def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float, secant_form: str = "absolute") -> dict:
+def _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant_form, meta_loss):
+    """The qn form's unroll: the secant term is that of the textbook pair, H_{k+1} q_k = p_k."""
+    state = qn_init_state(net, objective, x0)
+    f0 = state.f.detach()
+    fstar = objective.min_value() if meta_loss == "log_gap" else None
+    if meta_loss == "log_gap":
+        if fstar is None:
+            raise LSR1Error("meta_loss 'log_gap' needs an objective with a known minimum value")
+        gap0 = (f0 - fstar.detach()).clamp_min(torch.finfo(f0.dtype).tiny)
+    total = x0.new_zeros(())
+    f_sum, sec_sum, rel, fired = 0.0, 0.0, [], []
+    for _ in range(steps):
+        state, out = qn_step(net, state, objective, detach_gradient=detach_gradient, max_halvings=12)
+        if meta_loss == "log_gap":
+            gap = (state.f - fstar).clamp_min(0) + 1e-8 * gap0  # floor: past 1e-8 the gradient only adds noise
+            f_k = torch.log10(gap / gap0).mean()
+        else:
+            f_k = state.f.mean()
+        # relative: mean(u²) = ‖p − Hq‖²/‖p‖² wherever the pair is used (skipped pairs carry no gradient)
+        s_k = (out.extras["departure"] if secant_form == "relative" else out.secant).mean()
+        total = total + f_k + secant_weight * s_k
+        f_sum += float(f_k.detach())
+        sec_sum += float(s_k.detach())
+        rel.append(out.secant_rel.detach().mean())
+        fired.append(out.extras["safeguard"].float().mean())
+    stats = {"f_mean": f_sum / steps, "f_final": float(state.f.detach().mean()), "secant": sec_sum / steps,
+             "secant_rel": float(torch.stack(rel).mean()), "safeguard": float(torch.stack(fired).mean())}
+    if meta_loss == "log_gap":
+        stats["log_gap_final"] = float(f_k.detach())
+    return total / steps, stats
+
+
+def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float, secant_form: str = "absolute",
+             meta_loss: str = "value") -> dict:
     with torch.no_grad(), inference_mode(net, rows=x0.numel()):
-        loss, stats = unroll(net, objective, x0, steps, secant_weight, secant_form=secant_form)
+        loss, stats = unroll(net, objective, x0, steps, secant_weight, secant_form=secant_form, meta_loss=meta_loss)
     return {"loss": float(loss), **stats}
 
 
@@ -247,7 +287,7 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------
     def validate(self) -> dict:
         return evaluate(self.net, self.val_obj, self.val_x0, self.cfg.unroll, self.cfg.secant_weight,
-                        self.cfg.secant_form)
+                        self.cfg.secant_form, self.cfg.meta_loss)
 
     def train_step(self) -> dict:
         cfg = self.cfg
@@ -264,7 +304,7 @@ class Trainer:
             set_batchnorm_sync(dist.group.WORLD)
         try:
             loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient,
-                                 cfg.secant_form)
+                                 cfg.secant_form, cfg.meta_loss)
         finally:
             if self.world > 1:
                 set_batchnorm_sync(None)

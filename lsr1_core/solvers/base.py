@@ -71,15 +71,22 @@ class Solver:
         return f"{type(self).__name__}({self.name!r})"
 
 
+BLOWUP = 1e8
+
+
 def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, record_vectors: bool = True,
-        keep_operators: bool = True) -> Trace:
+        keep_operators: bool = True, blowup: float | None = BLOWUP) -> Trace:
     """Run ``solver`` for ``steps`` steps from ``x0`` (B, N) and return a :class:`Trace`.
 
     A row whose iterate, value or gradient becomes non-finite is marked diverged at that step,
-    frozen at its last finite point, and the others go on.
+    frozen at its last finite point, and the others go on. So is a row that blows up while staying
+    finite: f rising above f(x₀) + blowup·(|f(x₀)| + 1), or ‖x‖ above blowup·(‖x₀‖ + 1)
+    (``blowup=None`` turns that off).
     """
-    if not isinstance(steps, int) or steps < 0:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise LSR1Error(f"steps must be a non-negative integer, got {steps!r}")
+    if blowup is not None and not (isinstance(blowup, (int, float)) and blowup > 0):
+        raise LSR1Error(f"blowup must be a positive number or None, got {blowup!r}")
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
         raise ShapeError(f"x0 must be a tensor of shape (B, N), got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
@@ -97,6 +104,9 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
     diverged_at = torch.full((B,), -1, dtype=torch.long)
     reason: list[str | None] = [None] * B
     x_last, f_last, g_last = st["x"].clone(), st["f"].clone(), st["g"].clone()
+    if blowup is not None:
+        f_cap = st["f"] + blowup * (st["f"].abs() + 1)
+        x_cap = blowup * (st["x"].norm(dim=-1) + 1)
     for k in range(steps):
         with torch.no_grad():
             info = solver.step(objective)
@@ -104,9 +114,17 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
         bad_x = ~torch.isfinite(st["x"]).all(-1)
         bad_f = ~torch.isfinite(st["f"])
         bad_g = ~torch.isfinite(st["g"]).all(-1)
-        new_bad = (bad_x | bad_f | bad_g).cpu() & (diverged_at < 0)
+        blown = torch.zeros_like(bad_f)
+        if blowup is not None:
+            blown = ~(bad_x | bad_f | bad_g) & ((st["f"] > f_cap) | (st["x"].norm(dim=-1) > x_cap))
+        new_bad = (bad_x | bad_f | bad_g | blown).cpu() & (diverged_at < 0)
         if new_bad.any():
             for r in new_bad.nonzero().flatten().tolist():
+                if blown[r]:
+                    reason[r] = (f"blew up at step {k + 1}: f = {float(st['f'][r]):.3g}, ‖x‖ = "
+                                 f"{float(st['x'][r].norm()):.3g} from f = {float(fs[0][r]):.3g}, ‖x‖ = "
+                                 f"{float(xs[0][r].norm()):.3g} (more than {blowup:g}×; diverged)")
+                    continue
                 what = "iterate" if bad_x[r] else ("objective value" if bad_f[r] else "gradient")
                 reason[r] = f"{what} became non-finite at step {k + 1} (diverged)"
             diverged_at[new_bad] = k + 1
