@@ -11,8 +11,8 @@ from lsr1_core.viz.teaching import escaped_at, lsr1_matrix_from_vectors, tex_mat
 
 ELLIPSES = ("**Ellipses** (centred at $x_{k+1}$, axes along each matrix's eigenvectors, half-lengths ∝ its "
             "eigenvalues, one shared scale):",
-            "- brown, Newton's $H^{-1}(x_{k+1})$: how far a step should go in each direction here; the target.",
-            "- solid, $B_{k+1}$: the solver's inverse-curvature model after this update; the closer to brown, "
+            "- black, Newton's $H^{-1}(x_{k+1})$: how far a step should go in each direction here; the target.",
+            "- solid, $B_{k+1}$: the solver's inverse-curvature model after this update; the closer to black, "
             "the more Newton-like the next step.",
             "- dotted, $B_k$: the model before the update; the change from dotted to solid is the update.")
 
@@ -82,8 +82,8 @@ def psd_drawn(ctx) -> None:
     with right:
         st.markdown("**Classical SR1**: $B_k = B_{k-1} + \\frac{w w^\\top}{w^\\top q}$. When $w^\\top q < 0$ the "
                     "update subtracts curvature and $B$ can become indefinite; then $d = Bg$ may point uphill.")
-        st.latex(f"B = {tex_mat(ex['B'])},\\quad \\lambda(B) = ({tex_num(ex['eig'][0], 3)},\\ "
-                 f"{tex_num(ex['eig'][1], 3)})")
+        st.latex(f"B = {tex_mat(ex['B'])}")
+        st.latex(f"\\lambda(B) = ({tex_num(ex['eig'][0], 3)},\\ {tex_num(ex['eig'][1], 3)})")
         st.latex(f"g^\\top d = {tex_num(float(ex['g'] @ ex['sr1_d']), 3)} < 0 \\Rightarrow x - d "
                  "\\text{ goes uphill}")
         st.markdown(f"At step {ex['step']} of SR1 (fixed step, no line search), $f$ went from {ex['f']:.4g} to "

@@ -237,7 +237,7 @@ def test_curvature_secant_residual_is_the_textbook_one_by_default():
     at.slider(key="cv_steps").set_value(8).run()
     assert not at.exception
     sec = _charts(at)[1]
-    assert "B_{k+1}" in sec["layout"]["yaxis"]["title"]["text"]
+    assert "Bₖ₊₁qₖ" in sec["layout"]["yaxis"]["title"]["text"]
     lb = next(t for t in sec["data"] if t["name"] == "L-BFGS")
     vals = [v for v in lb["y"][:6] if v is not None]
     assert vals and max(vals) < 1e-8  # L-BFGS's B_{k+1} satisfies B_{k+1} q_k = p_k
@@ -247,7 +247,7 @@ def test_curvature_secant_residual_is_the_textbook_one_by_default():
     # the other form is stated and available
     at.radio(key="cv_form").set_value([o for o in at.radio(key="cv_form").options if "Eq. 8" in o][0]).run()
     sec = _charts(at)[1]
-    assert "B_k q_k" in sec["layout"]["yaxis"]["title"]["text"]
+    assert "Bₖqₖ" in sec["layout"]["yaxis"]["title"]["text"]
 
 
 def test_html_export_works_offline():

@@ -39,9 +39,9 @@ def test_anatomy_figure_draws_the_step_the_check_and_three_ellipses(quad):
     fig = anatomy_figure(obj, anatomy(r.traces["L-BFGS"], obj, 2), "L-BFGS").to_dict()
     names = [t.get("name") or "" for t in fig["data"]]
     assert any(n.startswith("Newton's H⁻¹") for n in names)
-    assert any(n.startswith("B_{k+1}") for n in names) and any(n.startswith("B_k") for n in names)
+    assert any(n.startswith("Bₖ₊₁ (") for n in names) and any(n.startswith("Bₖ (") for n in names)
     step = next(t for t in fig["data"] if (t.get("name") or "").startswith("p = "))
-    check = next(t for t in fig["data"] if (t.get("name") or "").startswith("B_{k+1} q drawn"))
+    check = next(t for t in fig["data"] if (t.get("name") or "").startswith("Bₖ₊₁q drawn"))
     np.testing.assert_allclose(np.asarray(check["x"])[-1], np.asarray(step["x"])[-1], atol=1e-9)
 
 
@@ -62,7 +62,7 @@ def test_curvature_page_has_both_lessons():
     assert not at.exception
     assert at.selectbox(key="an_who").value == "SR1 (classical)"
     assert any(s.value.startswith("Satisfied") for s in at.success)
-    assert any("brown, Newton" in m.value for m in at.markdown)  # one line per ellipse
+    assert any("black, Newton" in m.value for m in at.markdown)  # one line per ellipse
     at.selectbox(key="an_who").set_value("Gradient descent").run()
     assert any(w.value.startswith("Violated") for w in at.warning)
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

@@ -34,8 +34,8 @@ def problem(ctx):
     return result, obj, T
 
 
-SECANT_FORMS = {"after the update: B_{k+1} q_k = p_k (textbook)": "after",
-                "the operator that made the step: B_k q_k = p_k (L-SR1's Eq. 8)": "made"}
+SECANT_FORMS = {"after the update: Bₖ₊₁qₖ = pₖ (textbook)": "after",
+                "the operator that made the step: Bₖqₖ = pₖ (L-SR1's Eq. 8)": "made"}
 
 
 @st.fragment
@@ -46,14 +46,15 @@ def two_d_step_view(result, obj, T: int):
     form = SECANT_FORMS[st.radio("secant residual of", list(SECANT_FORMS), key="cv_form", horizontal=True,
                                  help="Classical SR1 and L-BFGS build B_{k+1} so that B_{k+1} q_k = p_k exactly: "
                                       "the textbook secant condition. L-SR1's training penalty (Eq. 8) is on the "
-                                      "operator that made the step.")]
+                                      "operator that made the step. Near the minimiser SR1 and L-BFGS skip pairs "
+                                      "too small to trust (pᵀq below a threshold); there B_{k+1} ignores that step.")]
     c1, c2 = st.columns(2)
     c1.plotly_chart(series_figure(result.cosines, step, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]),
                     key="cv_cos")
     series = result.secant if form == "after" else (result.secant_made or result.secant)
     sec = {k: v for k, v in series.items() if np.isfinite(v).any()}
-    c2.plotly_chart(series_figure(sec, step, "‖p_k − B_{k+1} q_k‖ / ‖p_k‖" if form == "after"
-                                  else "‖p_k − B_k q_k‖ / ‖p_k‖", log=True), key="cv_sec")
+    c2.plotly_chart(series_figure(sec, step, "‖pₖ − Bₖ₊₁qₖ‖ / ‖pₖ‖" if form == "after"
+                                  else "‖pₖ − Bₖqₖ‖ / ‖pₖ‖", log=True), key="cv_sec")
     with_ops = [l for l, t in result.traces.items() if any(o is not None for o in t.operators)]
     if not with_ops:
         st.info("none of the chosen solvers keeps a curvature matrix")
@@ -85,7 +86,7 @@ def two_d_step_view(result, obj, T: int):
     secant_equation(tr, k, who, M, form)
     if M is not None:
         ev = np.linalg.eigvalsh(0.5 * (M + M.T))
-        st.caption(f"eigenvalues of B_{k} ({who}): {fmt_list(ev)} — of the true H⁻¹ at x_{k}: "
+        st.caption(f"eigenvalues of B{k} ({who}): {fmt_list(ev)} — of the true H⁻¹ at x_{k}: "
                    f"{fmt_list(np.linalg.eigvalsh(Hinv))}")
 
 

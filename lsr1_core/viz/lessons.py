@@ -16,7 +16,9 @@ from ..objectives import teaching_function
 from ..solvers import make_solver, run
 from .explore import operator_matrix, single_thread, true_inverse_hessian
 from .palette import color_for
-from .plots import _ellipse, _grid_values
+from .plots import POINT_COLOR, _ellipse, _grid_values
+
+STEP_COLOR = "#e7298a"  # the step p (magenta: no solver has it)
 
 SECANT_OK = 1e-6  # relative residual below which the secant condition counts as satisfied
 
@@ -54,11 +56,12 @@ def secant_verdict(a: dict) -> str:
     if a["p_norm"] == 0:
         return "p = 0: the solver did not move, so the secant condition says nothing at this step."
     if a["residual"] is None:
-        return "There is no B_{k+1} (this was the run's last step, or the solver keeps no matrix)."
+        return "There is no $B_{k+1}$ (this was the run's last step, or the solver keeps no matrix)."
     if a["residual"] < SECANT_OK:
-        return (f"Satisfied: B_{{k+1}} q = p up to {a['residual']:.1e} (relative): the new matrix maps this "
+        return (f"Satisfied: $B_{{k+1}} q = p$ up to {a['residual']:.1e} (relative): the new matrix maps this "
                 "gradient change exactly onto this step, as a quasi-Newton update is built to.")
-    return (f"Violated: ‖p − B_{{k+1}} q‖/‖p‖ = {a['residual']:.3g}. The matrix did not learn from this step "
+    return (f"Violated: $\\|p - B_{{k+1}} q\\| / \\|p\\|$ = {a['residual']:.3g}. The matrix did not learn from "
+            "this step "
             "(gradient descent keeps B = lr·I whatever the curvature) or learned only approximately.")
 
 
@@ -86,32 +89,34 @@ def view_bounds(points, bounds, pad: float = 0.6):
 
 
 def anatomy_figure(obj, a: dict, label: str) -> go.Figure:
-    """The step p (black arrow x_k → x_{k+1}) and B_{k+1} q drawn from x_k (the solver's colour): when the
-    secant condition holds, that arrow ends exactly at x_{k+1}. Ellipses at x_{k+1}: Newton's H⁻¹ (brown),
+    """The step p (magenta arrow x_k → x_{k+1}) and B_{k+1} q drawn from x_k (the solver's colour): when the
+    secant condition holds, that arrow ends exactly at x_{k+1}. Ellipses at x_{k+1}: Newton's H⁻¹ (black),
     the solver's B_{k+1} (solid) and B_k (dotted), one shared scale."""
     col = color_for(label)
-    newton = color_for("newton") if color_for("newton") != col else "#000000"
+    newton = color_for("newton") if color_for("newton") != col else "#6b6ecf"
     x0, x1 = a["x"], a["x_next"]
     pts = [x0, x1] + ([x0 + a["Bq_next"]] if a["Bq_next"] is not None else [])
     bounds = view_bounds(pts, obj.bounds)
     fig = _contour(obj, bounds)
     span = bounds[0][1] - bounds[0][0]
-    mats = [(a["H_inv"], "Newton's H⁻¹(x_{k+1}): the true inverse curvature", newton, "solid"),
-            (a["B_next"], f"B_{{k+1}} ({label}): after the update", col, "solid"),
-            (a["B"], f"B_k ({label}): before the update", col, "dot")]
+    mats = [(a["H_inv"], "Newton's H⁻¹(xₖ₊₁): the true inverse curvature", newton, "solid"),
+            (a["B_next"], f"Bₖ₊₁ ({label}): after the update", col, "solid"),
+            (a["B"], f"Bₖ ({label}): before the update", col, "dot")]
     mats = [m for m in mats if m[0] is not None and np.isfinite(m[0]).all()]
     biggest = max((float(np.abs(np.linalg.eigvalsh(0.5 * (m + m.T))).max()) for m, *_ in mats), default=1.0)
     scale = 0.25 * span / max(biggest, 1e-12)
     for M, name, c, dash in mats:
         e, w, _ = _ellipse(M, x1, scale)
         fig.add_trace(go.Scatter(x=e[0], y=e[1], mode="lines", name=name, line=dict(color=c, width=3, dash=dash)))
-    _arrow(fig, x0, x1, "#000000", "p = x_{k+1} − x_k (the step)")
+    _arrow(fig, x0, x1, STEP_COLOR, "p = xₖ₊₁ − xₖ (the step)")
     if a["Bq_next"] is not None:
-        _arrow(fig, x0, x0 + a["Bq_next"], col, "B_{k+1} q drawn from x_k: ends on x_{k+1} when the secant "
+        _arrow(fig, x0, x0 + a["Bq_next"], col, "Bₖ₊₁q drawn from xₖ: ends on xₖ₊₁ when the secant "
                "condition holds", dash="dash")
-    fig.add_trace(go.Scatter(x=[x0[0], x1[0]], y=[x0[1], x1[1]], mode="markers+text", text=["x_k", "x_{k+1}"],
-                             textposition="top left", marker=dict(color="black", size=8), showlegend=False))
-    fig.update_layout(xaxis=dict(range=list(bounds[0])), yaxis=dict(range=list(bounds[1]), scaleanchor="x"),
+    fig.add_trace(go.Scatter(x=[x0[0], x1[0]], y=[x0[1], x1[1]], mode="markers+text", text=["xₖ", "xₖ₊₁"],
+                             textposition="top left", showlegend=False,
+                             marker=dict(color=POINT_COLOR, size=9, line=dict(color="black", width=1))))
+    fig.update_layout(xaxis=dict(range=list(bounds[0]), constrain="domain"),
+                      yaxis=dict(range=list(bounds[1]), scaleanchor="x", constrain="domain"),
                       height=520, margin=dict(l=40, r=10, t=30, b=40),
                       legend=dict(orientation="h", y=-0.12, yanchor="top"))
     fig.add_annotation(text=f"ellipses drawn ×{scale:.2g}", xref="paper", yref="paper", x=1, y=1, xanchor="right",
@@ -181,7 +186,9 @@ def psd_figure(obj, ex: dict, lsr1_label: str = "L-SR1") -> go.Figure:
     _arrow(fig, x, ex["sr1_next"], sr1, f"classical SR1 (B indefinite): f {ex['f']:.4g} → {ex['sr1_f']:.4g}")
     if ex["lsr1_next"] is not None:
         _arrow(fig, x, ex["lsr1_next"], lsr1, f"{lsr1_label} (B̃ ⪰ 0): f {ex['f']:.4g} → {ex['lsr1_f']:.4g}")
-    fig.add_trace(go.Scatter(x=[x[0]], y=[x[1]], mode="markers", marker=dict(color="black", size=9), name="x"))
-    fig.update_layout(xaxis=dict(range=[a0, a1]), yaxis=dict(range=[b0, b1], scaleanchor="x"), height=480,
+    fig.add_trace(go.Scatter(x=[x[0]], y=[x[1]], mode="markers", name="x (SR1's iterate where B turned indefinite)",
+                             marker=dict(color=POINT_COLOR, size=10, line=dict(color="black", width=1))))
+    fig.update_layout(xaxis=dict(range=[a0, a1], constrain="domain"),
+                      yaxis=dict(range=[b0, b1], scaleanchor="x", constrain="domain"), height=480,
                       margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=-0.12, yanchor="top"))
     return fig

@@ -23,7 +23,7 @@ FIXED = {
     "lbfgs": "#ff7f0e",       # orange
     "adam": "#2ca02c",        # green
     "gd": "#7f7f7f",          # grey
-    "newton": "#8c564b",      # brown
+    "newton": "#000000",      # black: Newton's H⁻¹ is the truth the others approximate (brown read as red)
     "adahessian": "#9467bd",  # purple
     "lodo": "#bcbd22",        # olive
     "lgd": "#e377c2",         # pink

@@ -11,6 +11,7 @@ from ..trace import Trace
 from .palette import color_for, colors_for
 
 BUFFER_COLOR = "#00a087"  # L-SR1's buffer vectors v_i (no solver has this colour)
+POINT_COLOR = "#ffd700"   # the current point x_k (gold, black outline, like the minimum's star)
 
 
 def _grid_values(obj, bounds, n=120):
@@ -237,10 +238,10 @@ def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, 
 
 def _pair_colors(label: str) -> tuple[str, str]:
     """(colour of the solver's B, colour of the true inverse Hessian): Newton's colour for H⁻¹ (it is
-    Newton's matrix), black when the solver is Newton itself."""
+    Newton's matrix), grey-blue when the solver is Newton itself."""
     b = color_for(label)
     h = color_for("newton")
-    return b, ("#000000" if h == b else h)
+    return b, ("#6b6ecf" if h == b else h)
 
 
 def spectra_figure(spec: dict, label: str, step: int | None = None) -> go.Figure:
@@ -312,8 +313,8 @@ def ellipse_figure(obj, bounds, point: np.ndarray, approx: np.ndarray | None, tr
                                arrowcolor=BUFFER_COLOR, text="")
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=BUFFER_COLOR),
                                  name=f"buffer vectors v (×{0.5 * scale:.2g})"))
-    fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(color="black", size=9),
-                             name="current point"))
+    fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name="current point",
+                             marker=dict(color=POINT_COLOR, size=10, line=dict(color="black", width=1))))
     (x0, x1), (y0, y1) = bounds
     fig.update_layout(xaxis=dict(range=[x0, x1]), yaxis=dict(range=[y0, y1], scaleanchor="x", scaleratio=1),
                       height=460, margin=dict(l=40, r=10, t=30, b=40), legend=dict(orientation="h", y=1.1))
