@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def _tiny_checkpoints(root: Path) -> Path:
                 init = m.initializer.state_dict()
             m.initializer.load_state_dict(init)
         save_hmr_model(root / name / "best", m, iterations=0,
-                       train_config={"stage": "update", "method": method, "secant_weight": sec})
+                       train_config={"stage": "update", "method": method, "secant_weight": sec,
+                                     "unroll": 4 if method == "lgd" else 8})
     return root
 
 
@@ -142,7 +144,7 @@ def _to_display(v_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_sample_choice_and_step_control_drive_the_figures(page, anny):
     from lsr1_core.hmr import test_set
-    from lsr1_core.hmr.data import to_camera, CameraConfig
+    from lsr1_core.hmr.data import to_camera, CameraConfig, project
     at = page()
     assert not at.error, [e.value for e in at.error]
     at.number_input(key="hmr_index").set_value(7).run()
@@ -159,24 +161,36 @@ def test_sample_choice_and_step_control_drive_the_figures(page, anny):
     np.testing.assert_allclose(observed["y"], b.kp2d[0, vis, 1].numpy(), rtol=1e-6)
     missing = [t for t in kp["data"] if t["name"].startswith("missing")]
     assert len(missing) == int((~vis).any()) and (not missing or len(missing[0]["x"]) == int((~vis).sum()))
-    assert kp["layout"]["xaxis"]["range"] == [0, 256] and kp["layout"]["yaxis"]["range"] == [256, 0]
+    # zoomed onto the body: every keypoint (and missing keypoint's true position) inside the square shown
+    (x0, x1), (y1, y0) = kp["layout"]["xaxis"]["range"], kp["layout"]["yaxis"]["range"]
+    assert x1 - x0 == pytest.approx(y1 - y0) and x1 - x0 < 256
+    pts = [observed["x"], observed["y"]] + ([missing[0]["x"], missing[0]["y"]] if missing else [])
+    for xs, ys in zip(pts[::2], pts[1::2]):
+        assert (x0 < xs).all() and (xs < x1).all() and (y0 < ys).all() and (ys < y1).all()
 
-    # the 3-D view: L-SR1 (white) and LGD (pink) by default, full meshes, float32 vertices, int32 faces
+    # the 3-D view: L-SR1 (blue) and LGD (pink) by default, in light tints of the project-wide colours, full
+    # meshes, float32 vertices, int32 faces
+    from lsr1_core.viz.palette import color_for, rgb01
     spec, meshes = _mesh_view(at)
     assert [t["name"] for t in meshes] == ["L-SR1", "LGD"]
-    assert meshes[0]["color"] == "#f2f2f2" and meshes[1]["color"] == "#ff8fc2"
+    for t in meshes:
+        tint, base = np.array(rgb01(t["color"])), np.array(rgb01(color_for(t["name"])))
+        np.testing.assert_allclose(tint, base + 0.5 * (1 - base), atol=1 / 255)
     for t in meshes:
         assert len(t["x"]) == N_VERTS and t["faces"].shape == (3, N_FACES)
     assert spec["n_face_sets"] == 1  # the faces are sent once for meshes that share them
     assert spec["layout"]["uirevision"] and spec["layout"]["scene"]["uirevision"]
     assert spec["step"] == 15
     assert at.slider(key="hmr_step").value == 15
+    # the keypoint canvas is large enough to read
+    assert kp["layout"]["height"] >= 500
 
     # the curves: every method, steps 0..15, the current step marked
     def check_curves(step):
         cur = _charts(at)["curves"][0]
         lines = [t for t in cur["data"] if t["mode"] == "lines+markers"]
         assert {t["name"] for t in lines} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS"}
+        assert all(t["line"]["color"] == color_for(t["name"]) for t in lines)  # one colour per method, app-wide
         assert len(lines) == 5 * 3 and all(len(t["y"]) == 16 for t in lines)
         marks = [t for t in cur["data"] if t["name"] == "current step"]
         assert len(marks) == 3 and all(list(m["x"]) == [step] * 5 for m in marks)
@@ -219,14 +233,19 @@ def test_sample_choice_and_step_control_drive_the_figures(page, anny):
     np.testing.assert_allclose(gt[0]["x"] - gt[0]["x"][0], x - x[0], atol=1e-4)
     np.testing.assert_array_equal(gt[0]["faces"].T, anny.faces.numpy())
 
-    # the rendered overlays: one image per method plus the ground truth, from the sample's camera
+    # the rendered overlays: one image per method plus the ground truth, from the sample's camera, framed on
+    # every projected vertex (nothing cropped) with the same window in every panel
     if _rendering_works():
         ov = ch["overlay"][0]
         imgs = ov["layout"]["images"]
         assert len(imgs) == 4 and all(i["source"].startswith("data:image/png;base64,") for i in imgs)
         titles = [a["text"] for a in ov["layout"]["annotations"]]
         assert titles == ["L-SR1", "LGD", "Adam", "Ground truth"]  # the meshes shown
-        assert all(i["sizex"] == 256 and i["x"] == 0 for i in imgs)
+        u0, v0, size = imgs[0]["x"], imgs[0]["y"], imgs[0]["sizex"]
+        assert all((i["x"], i["y"], i["sizex"], i["sizey"]) == (u0, v0, size, size) for i in imgs)
+        uv = project(torch.from_numpy(v).double(), CameraConfig()).numpy()
+        assert (uv >= [u0, v0]).all() and (uv <= [u0 + size, v0 + size]).all()
+        assert ov["layout"]["xaxis"]["range"] == [u0, u0 + size] and ov["layout"]["yaxis4"]["range"] == [v0 + size, v0]
     else:
         assert any("rendered images are missing" in i.value for i in at.info)
 
@@ -255,7 +274,7 @@ def test_sample_choice_and_step_control_drive_the_figures(page, anny):
 def test_checkpoints_that_do_not_fit_the_body_model_are_named(page):
     at = page(lgd="run: smpl_lgd")
     errs = [e.value for e in at.error]
-    assert any("LGD" in e and "does not fit" in e and "'smpl'" in e for e in errs), errs
+    assert any("LGD" in e and "does not fit the chosen body model" in e and "'smpl'" in e for e in errs), errs
     meshes = _mesh_view(at)[1]
     assert [t["name"] for t in meshes] == ["L-SR1"]  # LGD is left out, the rest still runs
     lines = [t for t in _charts(at)["curves"][0]["data"] if t["mode"] == "lines+markers" and t["xaxis"] == "x"]
@@ -303,8 +322,79 @@ def test_without_offscreen_rendering_the_3d_view_remains(page, monkeypatch):
     assert len(_mesh_view(at)[1]) == 2
 
 
+def test_a_checkpoint_without_its_weights_file_says_so(page, runs_dir, monkeypatch, tmp_path):
+    """A card whose weights file is missing is not a body-model mismatch: the page gives the real reason."""
+    import shutil
+    shutil.copytree(runs_dir / "lgd", tmp_path / "lgd_noweights")
+    (tmp_path / "lgd_noweights" / "best.safetensors").unlink()
+    monkeypatch.setenv("LSR1_HMR_RUNS", f"{runs_dir}{os.pathsep}{tmp_path}")
+    at = page(lgd="run: lgd_noweights")
+    errs = [e.value for e in at.error]
+    assert any("LGD" in e and "could not be loaded" in e and "weights file" in e and "missing" in e
+               for e in errs), errs
+    assert not any("does not fit" in e for e in errs), errs
+    assert [t["name"] for t in _mesh_view(at)[1]] == ["L-SR1"]
+
+
+def test_every_mesh_lies_inside_the_3d_view(page):
+    """Five methods and the ground truth: the scene's box holds every vertex of every mesh, the meshes do not
+    overlap, and the camera stands far enough back to see the box (plotly's 45° perspective)."""
+    at = page()
+    at.multiselect(key="hmr_in3d_lsr1-lgd-lsr1_nosec-adam-lbfgs").set_value(
+        ["lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs"])
+    at.toggle(key="hmr_gt").set_value(True).run()
+    assert not at.exception, at.exception
+    spec, meshes = _mesh_view(at)
+    assert [t["name"] for t in meshes] == ["L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS", "Ground truth"]
+    scene = spec["layout"]["scene"]
+    for ax in "xyz":
+        lo, hi = scene[f"{ax}axis"]["range"]
+        for t in meshes:
+            assert lo <= t[ax].min() and t[ax].max() <= hi, (ax, t["name"])
+    for a, b in zip(meshes, meshes[1:]):
+        assert a["x"].max() < b["x"].min()
+    from lsr1_core.viz.hmr import ASSUMED_ASPECT, TAN_HALF_FOV
+    asp, eye = scene["aspectratio"], scene["camera"]["eye"]
+    d = -eye["y"] - asp["y"] / 2  # from the eye to the box's front face
+    assert d * TAN_HALF_FOV * ASSUMED_ASPECT >= asp["x"] / 2 and d * TAN_HALF_FOV >= asp["z"] / 2
+    labels = spec["labels"]
+    assert labels["text"] == [t["name"] for t in meshes]
+    assert all(z > t["z"].max() for z, t in zip(labels["z"], meshes))
+
+
+def test_test_set_evaluation_statistics_per_step(page, runs_dir):
+    """The evaluation over the first n test samples: per method a median line, a mean line and a quartile band
+    for MPJPE and PA-MPJPE, LGD's training horizon marked, and a table with the time per step; the numbers are
+    those of lsr1_core.hmr.compare.evaluate_steps."""
+    at = page()
+    assert not any(c.key == "hmr_eval_fig" for c in at.get("plotly_chart"))
+    at.select_slider(key="hmr_eval_n").set_value(8)
+    at.button(key="hmr_eval_run").click().run()
+    assert not at.exception, at.exception
+    fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "trained for" in c.proto.spec)
+    fig = _decode(fig)
+    medians = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
+    assert {t["name"] for t in medians} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS"}
+    assert len(medians) == 10 and all(len(t["y"]) == 16 for t in medians)
+    notes = [a["text"] for a in fig["layout"]["annotations"] if "trained for" in a["text"]]
+    assert notes.count("LGD trained for 4 steps") == 2 and notes.count("L-SR1, L-SR1 (no secant) trained for 8 steps") == 2
+    assert [s["x0"] for s in fig["layout"]["shapes"]].count(4) == 2
+    table = next(m.value for m in at.markdown if "ms per step" in m.value)
+    assert "| L-SR1 |" in table and "| Adam |" in table
+    # the page's statistics are the library's
+    from lsr1_core.hmr import AnnyBody, test_set
+    from lsr1_core.hmr.compare import evaluate_steps
+    from lsr1_core.hmr.models import load_hmr_model
+    body = AnnyBody()
+    lgd = load_hmr_model(runs_dir / "lgd" / "best", body)[0]
+    ev = evaluate_steps(body, test_set(body).subset(slice(0, 8)), {"lgd": lgd}, 15, classical=())
+    lgd_pa = next(t for t in medians if t["name"] == "LGD" and t["xaxis"] == "x2")
+    np.testing.assert_allclose(lgd_pa["y"], ev["stats"]["lgd"]["pa_mpjpe"]["median"], rtol=1e-4)
+
+
 def test_the_3d_view_arguments_match_the_plotly_figure():
-    from explorer.views.hmr import mesh3d_figure, step_view_args as mesh_view_args
+    from explorer.components.step_view import step_view_args as mesh_view_args
+    from lsr1_core.viz.hmr import mesh3d_figure
     v, f = _tet()
     v2 = v + np.float32([0.1, 0.2, 6.0])
     meshes = {"lsr1": (v2, f), "lgd": (v2 * 1.1, f), "gt": (v2, f[:, ::-1].copy())}
@@ -328,7 +418,7 @@ def test_the_3d_view_arguments_match_the_plotly_figure():
 def test_per_step_figures_patched_from_their_base_equal_the_built_ones():
     """The page patches a cached figure per step instead of building it; both must give the same JSON."""
     from explorer.component_files import plain_figure as _plain
-    from explorer.views.hmr import curves_at, curves_figure, overlay_at, overlay_figure
+    from lsr1_core.viz.hmr import curves_at, curves_figure, overlay_at, overlay_figure
     curves = {"lsr1": {"reproj": [3.0, 2.0, 1.5], "mpjpe": [90, 80, 70], "pa_mpjpe": [60, 55, 50], "f": [.1, .05, .02]},
               "adam": {"reproj": [3.0, 2.5, 2.4], "mpjpe": [90, 85, 84], "pa_mpjpe": [60, 58, 57], "f": [.1, .07, .06]}}
     base = _plain(curves_figure(curves, 0))
@@ -338,10 +428,10 @@ def test_per_step_figures_patched_from_their_base_equal_the_built_ones():
     conf = np.ones(18, dtype=np.float32)
     conf[[3, 9]] = 0
     kp[[3, 9]] = 0
-    window = (50.0, 210.0, 40.0, 200.0)
+    window = (50.0, 40.0, 160.0)
     images = {"lsr1": "data:image/png;base64,AAAA", "lgd": "data:image/png;base64,BBBB"}
-    base = _plain(overlay_figure({n: None for n in images}, kp, conf, 0, window))
-    assert overlay_at(base, images, 7) == _plain(overlay_figure(images, kp, conf, 7, window))
+    base = _plain(overlay_figure({n: None for n in images}, kp, conf, 0))
+    assert overlay_at(base, images, 7, window) == _plain(overlay_figure(images, kp, conf, 7, window))
 
 
 # --- exports -------------------------------------------------------------------------------------
@@ -391,7 +481,7 @@ def test_metrics_csv_has_a_row_per_method_and_step():
 
 
 def test_page_mesh_download_is_in_camera_coordinates():
-    from explorer.views.hmr import mesh_download
+    from lsr1_core.hmr.export import mesh_download
     v, f = _tet()
     obj = mesh_download({"lsr1": (v, f), "gt": (v, f)}, "OBJ", 3, "test-0")
     assert "inner iteration 3, sample test-0" in obj and "x right in the image, y down, z forward" in obj

@@ -4,6 +4,7 @@
     ply_text(V, F)                                 # one ASCII PLY
     meshes_ply_zip({"L-SR1": (V, F), ...})         # a zip of one PLY per mesh
     metrics_csv({"lsr1": curves, "lgd": curves})   # curves: {"reproj": [...], "mpjpe": [...], ...} per step
+    mesh_download({"lsr1": (V, F)}, "OBJ", step, "test-3")   # the page's download: labelled, with a note
 
 Vertices are written with 6 decimals (micrometres), faces 1-based in OBJ and 0-based in PLY.
 """
@@ -15,6 +16,9 @@ import re
 import zipfile
 
 import numpy as np
+
+from .compare import LABELS
+from .data import CameraConfig
 
 # per-step metric → CSV column (units in the name)
 METRIC_COLUMNS = {"reproj": "reproj_px", "mpjpe": "mpjpe_mm", "pa_mpjpe": "pa_mpjpe_mm", "f": "objective"}
@@ -101,3 +105,17 @@ def metrics_csv(curves: dict, labels: dict | None = None) -> str:
                 row.append(f"{float(vals[k]):.6g}" if k < len(vals) else "")
             w.writerow(row)
     return buf.getvalue()
+
+
+EXPORT_NOTE = ("L-SR1 Explorer HMR page: {what} at inner iteration {step}, sample {sample}\n"
+               "camera coordinates in metres: x right in the image, y down, z forward (focal {focal:g} px, "
+               "{size}x{size} px image, principal point at the centre)")
+
+
+def mesh_download(meshes: dict, fmt: str, step: int, sample: str, camera: CameraConfig = CameraConfig()) -> str | bytes:
+    """Meshes by method name (``compare.LABELS``: lsr1, lgd, …, gt) → one OBJ (``fmt="OBJ"``) or a zip of PLY
+    files, each object named by its method's label, with a note of the step, the sample and the coordinates."""
+    named = {LABELS.get(k, k): v for k, v in meshes.items()}
+    note = EXPORT_NOTE.format(what=", ".join(named), step=step, sample=sample, focal=camera.focal,
+                              size=camera.image_size)
+    return obj_text(named, note) if fmt == "OBJ" else meshes_ply_zip(named, note)

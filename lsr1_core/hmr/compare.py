@@ -1,0 +1,110 @@
+"""Fit observations with every chosen method from one start and summarise the fits step by step: the Human
+mesh recovery page's sample view (:func:`fit_methods`) and its test-set evaluation (:func:`evaluate_steps`).
+
+    from lsr1_core.hmr import AnnyBody, load_pretrained, test_set
+    from lsr1_core.hmr.compare import evaluate_steps
+    body = AnnyBody()
+    ev = evaluate_steps(body, test_set(body).subset(slice(0, 32)), load_pretrained(body), steps=15)
+    ev["stats"]["lsr1"]["pa_mpjpe"]["median"]   # (16,) mm, steps 0…15
+    ev["seconds_per_step"]["lgd"]             # wall time of one inner step for the whole batch
+
+Everything returned is numpy or plain Python (it is cached and plotted by the app).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .body import BodyModel
+from .data import CameraConfig, HMRBatch, to_camera
+from .evaluate import run_methods, step_metrics
+from .models import HMRModel, HMRObjective, classical_fit
+
+# one name per method, everywhere (page, figures, exports, the evaluation report)
+LABELS = {"lsr1": "L-SR1", "lgd": "LGD", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
+          "gt": "Ground truth", "lgd_joint": "LGD, initializer trained jointly",
+          "lsr1_joint": "L-SR1, initializer trained jointly"}
+ORDER = ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs")
+LEARNED = {"lsr1": "lsr1", "lgd": "lgd", "lsr1_nosec": "lsr1"}  # learned slot → the checkpoint's method
+CLASSICAL = ("adam", "lbfgs")
+METRICS = (("reproj", "2-D reprojection error (px)"), ("mpjpe", "MPJPE (mm)"), ("pa_mpjpe", "PA-MPJPE (mm)"))
+
+
+def fit_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], steps: int,
+                classical: tuple[str, ...] = CLASSICAL, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Fit ``batch`` with each learned model (by slot) and each classical method; the classical ones start from
+    L-SR1's initializer when it is chosen, else the first model's, else from the rest pose. Returns numpy
+    ``poses[name]`` (steps + 1, B, P), ``shapes[name]`` (steps + 1, B, S), ``metrics[name][metric]``
+    (steps + 1, B) for reproj/mpjpe/pa_mpjpe/f, ``seconds[name]`` (wall time of the fit), ``start`` (the
+    slot whose initializer the classical methods used, or None) and ``order`` (the methods fitted)."""
+    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
+    names = [n for n in ORDER if n in models] + [n for n in models if n not in ORDER]
+    todo = names + list(classical)
+    fits, seconds = {}, {}
+
+    def tick(i, name):
+        if progress:
+            progress(i, len(todo), name)
+
+    for i, name in enumerate(names):
+        tick(i, name)
+        t0 = time.perf_counter()
+        fits.update(run_methods(body, batch, {name: models[name]}, steps, classical=()))
+        seconds[name] = time.perf_counter() - t0
+    start = ("lsr1" if "lsr1" in models else names[0]) if names else None
+    if classical:
+        with torch.no_grad():
+            if start:
+                with models[start].inference(rows=len(batch)):
+                    pose0, shape0 = models[start].initial(obj)
+            else:
+                pose0, shape0 = torch.zeros(len(batch), body.pose_dim), body.default_shape(len(batch)).float()
+    for j, c in enumerate(classical):
+        tick(len(names) + j, c)
+        t0 = time.perf_counter()
+        fits[c] = classical_fit(c, obj, pose0, shape0, steps)
+        seconds[c] = time.perf_counter() - t0
+    tick(len(todo), "")
+    out = {"poses": {}, "shapes": {}, "metrics": {}, "seconds": seconds, "start": start if classical else None,
+           "order": [n for n in todo if n in fits]}
+    for name in out["order"]:
+        r = fits[name]
+        out["poses"][name] = torch.stack(r.poses).float().numpy()
+        out["shapes"][name] = torch.stack(r.shapes).float().numpy()
+        per = [step_metrics(body, batch, obj, p, s) for p, s in zip(r.poses, r.shapes)]
+        out["metrics"][name] = {k: torch.stack([m[k] for m in per]).float().numpy() for k in per[0]}
+    return out
+
+
+def curves(fit: dict) -> dict[str, dict[str, list[float]]]:
+    """Per-step means over the batch (what ``evaluate.curves_of`` gives): name → metric → list."""
+    return {n: {k: [float(v) for v in a.mean(1)] for k, a in m.items()} for n, m in fit["metrics"].items()}
+
+
+def step_statistics(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean, median and spread (quartiles, 10th/90th percentiles) over the samples of (steps + 1, B) values."""
+    q = np.percentile(values, [10, 25, 50, 75, 90], axis=1)
+    return {"mean": values.mean(1), "median": q[2], "q25": q[1], "q75": q[3], "p10": q[0], "p90": q[4],
+            "std": values.std(1)}
+
+
+def evaluate_steps(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], steps: int,
+                   classical: tuple[str, ...] = CLASSICAL, progress: Callable[[int, int, str], None] | None = None
+                   ) -> dict:
+    """Per-step statistics of MPJPE, PA-MPJPE and 2-D error for each method over ``batch``: ``stats[name]
+    [metric]`` (see :func:`step_statistics`), ``seconds_per_step[name]`` (the fit's wall time over ``steps``,
+    for the whole batch, the initializer included), ``n`` samples and ``steps``."""
+    fit = fit_methods(body, batch, models, steps, classical, progress)
+    stats = {n: {k: step_statistics(v) for k, v in m.items()} for n, m in fit["metrics"].items()}
+    return {"stats": stats, "seconds_per_step": {n: s / max(steps, 1) for n, s in fit["seconds"].items()},
+            "n": len(batch), "steps": steps, "start": fit["start"], "order": fit["order"]}
+
+
+def camera_vertices(body: BodyModel, poses: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """Camera-coordinate float32 vertices (B, V, 3) of B bodies (one batched skinning call)."""
+    with torch.no_grad():
+        v = body.vertices(torch.as_tensor(poses), torch.as_tensor(shapes)).float()
+        return to_camera(v, CameraConfig(), body).numpy().astype(np.float32)
