@@ -17,6 +17,11 @@ ELLIPSES = ("**Ellipses** (centred at $x_{k+1}$, axes along each matrix's eigenv
             "- dotted, $B_k$: the model before the update; the change from dotted to solid is the update.")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_psd(fn: str, start: tuple, checkpoint: str | None, scale: float):
+    return psd_comparison(fn, start, checkpoint, scale)
+
+
 @st.fragment
 def anatomy_lesson(result, obj) -> None:
     """B_k → B_{k+1} for one solver and step of the sidebar's run."""
@@ -54,7 +59,7 @@ def anatomy_lesson(result, obj) -> None:
         st.latex(f"\\frac{{w w^\\top}}{{w^\\top q}} = {tex_mat(a['rank_one'])},\\quad "
                  f"\\Big(B_{{{k}}} + \\frac{{w w^\\top}}{{w^\\top q}}\\Big) q = B_{{{k}}} q + w = p")
         st.caption("The SR1 term makes the secant condition hold by construction; a solver may build its "
-                   "B_{k+1} another way (L-BFGS from its stored pairs, L-SR1 from learned vectors).")
+                   "Bₖ₊₁ another way (L-BFGS from its stored pairs, L-SR1 from learned vectors).")
     if a["Bq_next"] is not None:
         st.latex(f"\\text{{check: }} B_{{{k + 1}}} q = {tex_mat(a['B_next'])}{tex_vec(a['q'])} = "
                  f"{tex_vec(a['Bq_next'])} \\;\\text{{vs}}\\; p = {tex_vec(a['p'])}")
@@ -72,7 +77,7 @@ def psd_drawn(ctx) -> None:
     labels = [m for m in st.session_state.get("lsr1_models", []) if m in models] or list(models)
     model = c2.selectbox("L-SR1 model", labels, key="psd_model") if labels else None
     f = teaching_function(fn)
-    ex = psd_comparison(fn, f.default_start, str(models[model]) if model else None, ctx.get("scale", 1.0))
+    ex = cached_psd(fn, tuple(f.default_start), str(models[model]) if model else None, ctx.get("scale", 1.0))
     if ex is None:
         st.info(f"SR1 stays positive definite on {fn} from its default start; try another example.")
         return
@@ -88,8 +93,9 @@ def psd_drawn(ctx) -> None:
                  "\\text{ goes uphill}")
         st.markdown(f"At step {ex['step']} of SR1 (fixed step, no line search), $f$ went from {ex['f']:.4g} to "
                     f"{ex['sr1_f']:.4g}: the red arrow points into the shaded uphill side.")
-        st.markdown("**L-SR1**: $\\tilde B = I + \\sum_i v_i v_i^\\top$, so $g^\\top \\tilde B g \\ge \\|g\\|^2 > 0$: "
-                    "from the same point its step (blue) always starts downhill.")
+        st.markdown("**L-SR1**: $\\tilde B = I + \\sum_i v_i v_i^\\top \\succeq 0$ (the paper's form; the "
+                    "scale-free form keeps $\\tilde B \\succeq 0$ too), so $g^\\top \\tilde B g \\ge 0$: from the "
+                    f"same point, {name}'s step never starts uphill.")
         if ex["lsr1_error"]:
             st.error(f"{name}: {ex['lsr1_error']}")
         elif ex["lsr1_d"] is not None:

@@ -129,12 +129,17 @@ def test_curvature_step_slider_moves_the_secant_panel():
 
 def test_curvature_psd_lesson_finds_an_uphill_sr1_step():
     at = _page("curvature")
+    at.session_state["cv_tab"] = "Why PSD matters"
+    at.run()
     assert any("goes uphill" in l.value for l in at.latex)
 
 
 def test_benchmarks_page_shows_precomputed_results():
     at = _page("benchmarks")
     charts = _charts(at)
+    at.session_state["bm_tab"] = "Quadratics (Fig. 3a)"
+    at.run()
+    charts += _charts(at)
     assert len(charts) >= 2
     prof = charts[0]
     assert any("L-BFGS" in t["name"] for t in prof["data"])

@@ -12,9 +12,11 @@ FAILED = re.compile(r"diverg|blew up|non-finite")  # the solver's own words for 
 APP = str(Path(__file__).resolve().parent.parent / "explorer" / "app.py")
 
 
-def _bench_page(sidebar_models=None):
+def _bench_page(sidebar_models=None, tab="Comparison bench"):
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("views/benchmarks.py").run()
+    at.session_state["bm_tab"] = tab
+    at.run()
     if sidebar_models is not None:
         at.multiselect(key="lsr1_models").set_value(sidebar_models).run()
     assert not at.exception
@@ -61,7 +63,7 @@ def test_training_runs_overlay_on_log_scales(tmp_path, monkeypatch):
         (d / "status.json").write_text(json.dumps({"state": "finished"}))
         (d / "metrics.jsonl").write_text("\n".join(json.dumps({"iteration": i, "val_loss": f / i, "meta_loss": f / i})
                                                    for i in range(1, 40)) + "\n")
-    at = _bench_page()
+    at = _bench_page(tab="Training runs overlaid")
     assert at.multiselect(key="bm_runs").value == ["a", "b"]
     fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                if '"a"' in c.proto.spec and '"b"' in c.proto.spec)

@@ -58,13 +58,17 @@ def test_psd_comparison_sr1_goes_uphill_lsr1_starts_downhill():
 def test_curvature_page_has_both_lessons():
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("views/curvature.py").run()
-    at.multiselect(key="cv_solvers").set_value(["SR1 (classical)", "Gradient descent", "L-BFGS"]).run()
+    at.multiselect(key="cv_solvers").set_value(["SR1 (classical)", "Gradient descent", "L-BFGS"])
+    at.session_state["cv_tab"] = "Anatomy of one update"
+    at.run()
     assert not at.exception
     assert at.selectbox(key="an_who").value == "SR1 (classical)"
     assert any(s.value.startswith("Satisfied") for s in at.success)
     assert any("black, Newton" in m.value for m in at.markdown)  # one line per ellipse
     at.selectbox(key="an_who").set_value("Gradient descent").run()
     assert any(w.value.startswith("Violated") for w in at.warning)
+    at.session_state["cv_tab"] = "Why PSD matters"
+    at.run()
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert any("uphill side" in json.dumps(c["data"]) for c in charts)
     assert any("goes uphill" in l.value for l in at.latex)

@@ -123,17 +123,14 @@ def training_overlay():
 def render():
     ctx = sidebar()
     st.title("Benchmarks")
+    # Lazy tabs: only the open one reads its files and draws
     tabs = st.tabs(["Performance profiles (Fig. 3c)", "Quadratics (Fig. 3a)", "Comparison bench",
-                    "Training runs overlaid"])
-    with tabs[0]:
-        precomputed_profiles()
-    with tabs[1]:
-        precomputed_quadratics()
-    with tabs[2]:
-        bench(ctx)
-    with tabs[3]:
-        training_overlay()
-
+                    "Training runs overlaid"], key="bm_tab", on_change="rerun")
+    for tab, body in zip(tabs, (precomputed_profiles, precomputed_quadratics, lambda: bench(ctx),
+                                training_overlay)):
+        if tab.open:
+            with tab:
+                body()
 
 if __name__ == "__main__":
     render()

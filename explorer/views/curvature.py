@@ -14,11 +14,13 @@ from lsr1_core.viz.plots import ellipse_figure, series_figure, spectra_figure
 from lsr1_core.viz.teaching import escaped_at, fmt_list, tex_mat, tex_num, tex_vec
 
 
-def problem(ctx):
-    """The sidebar's problem and its (cached) run: (result, objective, T), or None after an error."""
-    with st.sidebar:
-        st.header("Problem")
-        args = settings("cv_", ctx["models"], default_fn="quadratic", default_steps=30)
+def problem_settings(ctx):
+    st.header("Problem")
+    return settings("cv_", ctx["models"], default_fn="quadratic", default_steps=30)
+
+
+def problem_run(args):
+    """The sidebar's problem's (cached) run: (result, objective, T), or None after an error."""
     try:
         result = compute(*args)
     except LSR1Error as e:
@@ -155,18 +157,27 @@ def render():
     st.caption("For the run of the sidebar's problem: how well each direction aligns with Newton's, how far each "
                "curvature model is from the secant equation, and its eigenvalues against the true inverse "
                "Hessian; then one update taken apart, and why L-SR1 keeps its matrix positive semi-definite.")
-    run = problem(ctx)
-    tabs = st.tabs(["2-D run", "Anatomy of one update", "Why PSD matters", "N-dimensional quadratic"])
-    with tabs[0]:
-        if run:
-            two_d_step_view(*run)
-    with tabs[1]:
-        if run:
-            anatomy_lesson(run[0], run[1])
-    with tabs[2]:
-        psd_drawn(ctx)
-    with tabs[3]:
-        nd_section(ctx)
+    # Lazy tabs: only the open tab computes and draws (a first visit ran all four: the N-D run alone is ~1 s)
+    names = ["2-D run", "Anatomy of one update", "Why PSD matters", "N-dimensional quadratic"]
+    tabs = st.tabs(names, key="cv_tab", on_change="rerun")
+    with st.sidebar:  # the problem's widgets stay in the sidebar whichever tab is open
+        args = problem_settings(ctx)
+    if tabs[0].open:
+        with tabs[0]:
+            run = problem_run(args)
+            if run:
+                two_d_step_view(*run)
+    if tabs[1].open:
+        with tabs[1]:
+            run = problem_run(args)
+            if run:
+                anatomy_lesson(run[0], run[1])
+    if tabs[2].open:
+        with tabs[2]:
+            psd_drawn(ctx)
+    if tabs[3].open:
+        with tabs[3]:
+            nd_section(ctx)
 
 
 if __name__ == "__main__":  # run as a page; importing it (for its widgets) renders nothing

@@ -99,7 +99,8 @@ def anatomy_figure(obj, a: dict, label: str) -> go.Figure:
     bounds = view_bounds(pts, obj.bounds)
     fig = _contour(obj, bounds)
     span = bounds[0][1] - bounds[0][0]
-    mats = [(a["H_inv"], "Newton's H⁻¹(xₖ₊₁): the true inverse curvature", newton, "solid"),
+    # Newton's ellipse wide and translucent under the others: where B has converged to H⁻¹ it shows as a halo
+    mats = [(a["H_inv"], "Newton's H⁻¹(xₖ₊₁): the true inverse curvature", newton, "halo"),
             (a["B_next"], f"Bₖ₊₁ ({label}): after the update", col, "solid"),
             (a["B"], f"Bₖ ({label}): before the update", col, "dot")]
     mats = [m for m in mats if m[0] is not None and np.isfinite(m[0]).all()]
@@ -107,7 +108,9 @@ def anatomy_figure(obj, a: dict, label: str) -> go.Figure:
     scale = 0.25 * span / max(biggest, 1e-12)
     for M, name, c, dash in mats:
         e, w, _ = _ellipse(M, x1, scale)
-        fig.add_trace(go.Scatter(x=e[0], y=e[1], mode="lines", name=name, line=dict(color=c, width=3, dash=dash)))
+        halo = dash == "halo"
+        fig.add_trace(go.Scatter(x=e[0], y=e[1], mode="lines", name=name, opacity=0.35 if halo else 1.0,
+                                 line=dict(color=c, width=8 if halo else 3, dash="solid" if halo else dash)))
     _arrow(fig, x0, x1, STEP_COLOR, "p = xₖ₊₁ − xₖ (the step)")
     if a["Bq_next"] is not None:
         _arrow(fig, x0, x0 + a["Bq_next"], col, "Bₖ₊₁q drawn from xₖ: ends on xₖ₊₁ when the secant "
