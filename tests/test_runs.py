@@ -118,8 +118,9 @@ def test_bad_requests_give_clear_errors(tmp_path):
     with pytest.raises(LSR1Error, match="invalid run id"):
         mgr.info("../etc")
     (tmp_path / "jobs" / "q" / "status.json").write_text("{corrupt")
-    with pytest.raises(LSR1Error, match="corrupted status"):
-        mgr.info("q")
+    info = mgr.info("q")  # shown as failed with the reason (it used to vanish from list()), never a traceback
+    assert info.state == "failed" and "status.json is missing or corrupted" in info.error
+    assert [r.run_id for r in mgr.list()] == ["q"]
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(LSR1Error, match="cannot write"):

@@ -9,11 +9,25 @@ A run directory holds
 Every file is written by temp-file + fsync + rename, so a worker killed with SIGKILL at any moment leaves a
 directory that loads and resumes, losing at most the work since its last checkpoint. A run whose status says
 running but whose process is gone is reported as ``interrupted`` and can be resumed.
+
+Exactly-once launching: ``schedule()``, ``cancel()``, ``resume()`` and the worker's status updates hold an
+exclusive ``fcntl`` lock on ``ROOT/.lock`` while they read and rewrite status files, so two processes that
+schedule at the same moment (the app's refresh, the CLI, a worker that just finished) never both launch one
+queued run. A pid in status.json is trusted only together with the process's start time (``/proc/PID/stat``,
+field 22) recorded at launch and a command line naming the worker and its run; a pid reused by another
+process is never reported as running and never signalled.
+
+Reading is forgiving: a status.json or config.json that is not a JSON object, metric lines that are not
+objects or carry a non-integer iteration are reported (state ``failed`` with the reason) or skipped, never
+a traceback; a missing or corrupted config.json stops resume and the worker with a message instead of
+training the defaults.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import re
 import signal
@@ -27,29 +41,96 @@ from ..checkpoints import atomic_write_bytes
 from ..errors import LSR1Error
 from ..meta.presets import TrainConfig
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux/macOS: no cross-process lock
+    fcntl = None
+
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+# \Z, not $: '$' also matches before a trailing newline, so 'x\n' was accepted as a run id
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\Z")
+
+
+def valid_run_id(run_id) -> bool:
+    return isinstance(run_id, str) and _ID_RE.match(run_id) is not None
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def _proc_start_time(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (/proc/PID/stat field 22); None if the
+    process does not exist, is a zombie, or there is no /proc."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child counts as dead
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] == b"Z":
+        return None
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+        return int(fields[19])  # fields[0] is field 3 (state); field 22 is starttime
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
     except OSError:
+        return None
+
+
+def _as_pid(pid) -> int | None:
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
+def _pid_alive(pid, start_time=None, run_dir: Path | None = None) -> bool:
+    """Whether ``pid`` is still the worker that status.json names.
+
+    With /proc: the process must exist, not be a zombie, have the recorded start time (when one was
+    recorded) and a command line that runs this package's worker on ``run_dir`` (when given). Without
+    /proc (not Linux), only existence is checked."""
+    pid = _as_pid(pid)
+    if pid is None:
+        return False
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
+    started = _proc_start_time(pid)
+    if started is None:
+        return False
+    if isinstance(start_time, int) and not isinstance(start_time, bool) and started != start_time:
+        return False  # the pid was reused by a newer process
+    if run_dir is not None:
+        cmd = _proc_cmdline(pid)
+        if cmd is None:
+            return False
+        if not ("lsr1_core.runs" in cmd and "_worker" in cmd and any(Path(a).name == run_dir.name for a in cmd)):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path):
+    """An exclusive lock for everything that reads and rewrites status files under ``root``."""
+    if fcntl is None:
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _log_tail(path: Path) -> str:
@@ -61,10 +142,45 @@ def _log_tail(path: Path) -> str:
 
 
 def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when the file is missing, unreadable, not JSON or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_config(path: Path) -> TrainConfig:
+    """The run's validated TrainConfig; ``LSR1Error`` (never the defaults) when config.json is missing or bad."""
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.exists():
+        raise LSR1Error(f"run {Path(path).name} has no config.json; it cannot be resumed (start a new run)")
+    d = read_json(cfg_path)
+    if d is None:
+        raise LSR1Error(f"{cfg_path} is corrupted (not a JSON object); it cannot be resumed (start a new run)")
+    try:
+        return TrainConfig.from_dict(d)
+    except LSR1Error as e:
+        raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
+    except (TypeError, AttributeError, OverflowError, RecursionError) as e:
+        raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
+
+
+def _as_int(v) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        return int(v)
+    return None
+
+
+def _as_float(v) -> float | None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    return None
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -72,18 +188,22 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """All complete metric records of a run (a line cut by a crash is skipped)."""
+    """All complete metric records of a run: JSON objects with an integer ``iteration`` (a line cut by a
+    crash, or any other line, is skipped)."""
     path = Path(run_dir) / "metrics.jsonl"
     out = []
     try:
-        text = path.read_text()
+        text = path.read_text(errors="replace")
     except OSError:
         return out
     for line in text.splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(rec, dict) and _as_int(rec.get("iteration")) is not None:
+            rec["iteration"] = _as_int(rec["iteration"])
+            out.append(rec)
     return out
 
 
@@ -144,14 +264,21 @@ class RunManager:
         if not isinstance(cfg, TrainConfig):
             raise LSR1Error("start() needs a validated TrainConfig (see lsr1_core.meta.preset)")
         self._check_writable()
-        run_id = run_id or self.new_id(cfg, preset_name)
-        if not _ID_RE.match(run_id):
-            raise LSR1Error(f"run id {run_id!r} may only use letters, digits, '_', '.', '-'")
-        path = self.root / run_id
-        try:
-            path.mkdir(parents=False, exist_ok=False)
-        except FileExistsError:
-            raise LSR1Error(f"a run named {run_id!r} already exists in {self.root}; resume it or pick another name") from None
+        auto = run_id is None
+        run_id = run_id if run_id is not None else self.new_id(cfg, preset_name)
+        if not valid_run_id(run_id):
+            raise LSR1Error(f"run id {run_id!r} may only use letters, digits, '_', '.', '-' (at most 81 characters, "
+                            "starting with a letter or digit)")
+        for attempt in range(100):
+            path = self.root / run_id
+            try:
+                path.mkdir(parents=False, exist_ok=False)
+                break
+            except FileExistsError:
+                if not auto:
+                    raise LSR1Error(f"a run named {run_id!r} already exists in {self.root}; resume it or pick "
+                                    "another name") from None
+                run_id = f"{self.new_id(cfg, preset_name)}-{os.getpid()}-{attempt}"  # a concurrent start took it
         write_json(path / "config.json", cfg.to_dict())
         write_json(path / "status.json", {"state": "queued", "created": _now(), "preset": preset_name,
                                           "iteration": 0, "total": cfg.iterations, "pid": None, "error": None})
@@ -166,30 +293,47 @@ class RunManager:
             raise LSR1Error(f"run {path.name} has a missing or corrupted status.json")
         return st
 
+    def _worker_alive(self, path: Path, st: dict) -> bool:
+        return _pid_alive(st.get("pid"), st.get("pid_start"), path)
+
     def info(self, run_id: str) -> RunInfo:
+        """What a run is doing; never raises for damaged files inside an existing run directory."""
         path = self._path(run_id)
-        st = self._status(path)
-        state = st.get("state", "failed")
+        st = read_json(path / "status.json")
+        if st is None:
+            st = {"state": "failed", "error": "status.json is missing or corrupted (not a JSON object); "
+                                              "resume the run to rebuild it"}
+        state = st.get("state")
+        if state not in STATES:
+            state, st["error"] = "failed", f"status.json holds an unknown state {state!r}"
         error = st.get("error")
-        if state == "running" and not _pid_alive(st.get("pid")):
+        error = error if isinstance(error, str) or error is None else str(error)
+        if state == "running" and not self._worker_alive(path, st):
             state = "interrupted"
             tail = _log_tail(path)
             error = error or ("the job process ended without reporting" + (f"; its log ends: {tail}" if tail else ""))
         metrics = read_metrics(path)
         last = metrics[-1] if metrics else {}
-        vals = [m["val_loss"] for m in metrics if isinstance(m.get("val_loss"), (int, float))]
+        vals = [v for v in (_as_float(m.get("val_loss")) for m in metrics) if v is not None]
         cfg = read_json(path / "config.json") or {}
-        return RunInfo(run_id=run_id, path=path, state=state, iteration=int(last.get("iteration", 0)),
-                       total=int(cfg.get("iterations", st.get("total", 0)) or 0), error=error,
-                       created=st.get("created"), elapsed_s=float(last.get("elapsed_s", 0.0) or 0.0),
-                       best_val=min(vals) if vals else None, preset=st.get("preset"))
+        total = _as_int(cfg.get("iterations"))
+        if total is None:
+            total = _as_int(st.get("total")) or 0
+        created = st.get("created") if isinstance(st.get("created"), str) else None
+        preset_name = st.get("preset") if isinstance(st.get("preset"), str) else None
+        return RunInfo(run_id=run_id, path=path, state=state, iteration=max(0, last.get("iteration", 0)),
+                       total=max(0, total), error=error, created=created,
+                       elapsed_s=_as_float(last.get("elapsed_s")) or 0.0,
+                       best_val=min(vals) if vals else None, preset=preset_name)
 
     def list(self) -> list[RunInfo]:
         if not self.root.exists():
             return []
         out = []
         for path in sorted(self.root.iterdir()):
-            if path.is_dir() and (path / "status.json").exists():
+            # every run directory (one with a config or a status file), damaged ones included (shown as failed)
+            if valid_run_id(path.name) and path.is_dir() and any(
+                    (path / f).exists() for f in ("status.json", "config.json")):
                 try:
                     out.append(self.info(path.name))
                 except LSR1Error:
@@ -197,7 +341,7 @@ class RunManager:
         return out
 
     def _path(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not _ID_RE.match(run_id):
+        if not valid_run_id(run_id):
             raise LSR1Error(f"invalid run id {run_id!r}")
         path = self.root / run_id
         if not path.is_dir():
@@ -209,47 +353,64 @@ class RunManager:
         return [r for r in self.list() if r.state == "running"]
 
     def schedule(self) -> list[str]:
-        """Launch queued runs (oldest first) while fewer than max_concurrent are running."""
+        """Launch queued runs (oldest first) while fewer than max_concurrent are running.
+
+        Holds the runs root's lock from reading the states to writing the launched runs' status, so
+        concurrent calls (other processes included) launch each queued run exactly once."""
+        if not self.root.exists():
+            return []
         launched = []
-        runs = self.list()
-        free = self.max_concurrent - sum(r.state == "running" for r in runs)
-        for r in runs:
-            if free <= 0:
-                break
-            if r.state == "queued":
-                self._launch(r.path)
-                launched.append(r.run_id)
-                free -= 1
+        with _root_lock(self.root):
+            runs = self.list()
+            free = self.max_concurrent - sum(r.state == "running" for r in runs)
+            for r in runs:
+                if free <= 0:
+                    break
+                if r.state == "queued":
+                    try:
+                        self._launch(r.path)
+                    except (OSError, LSR1Error) as e:  # e.g. a full disk: this run fails, the others go on
+                        st = read_json(r.path / "status.json") or {}
+                        st.update(state="failed", pid=None, error=f"could not start the job process: {e}")
+                        try:
+                            write_json(r.path / "status.json", st)
+                        except OSError:
+                            pass
+                        continue
+                    launched.append(r.run_id)
+                    free -= 1
         return launched
 
     def _launch(self, path: Path) -> int:
         st = self._status(path)
-        log = open(path / "log.txt", "ab")
         env = dict(os.environ, LSR1_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
         cmd = [self.python, "-m", "lsr1_core.runs", "--root", str(self.root),
                "--max-concurrent", str(self.max_concurrent), "_worker", str(path)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=os.getcwd())
-        log.close()
-        st.update(state="running", pid=proc.pid, started=_now(), error=None)
+        with open(path / "log.txt", "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env, cwd=os.getcwd())
+        st.update(state="running", pid=proc.pid, pid_start=_proc_start_time(proc.pid), started=_now(), error=None)
         write_json(path / "status.json", st)
         return proc.pid
 
     def cancel(self, run_id: str, wait: float = 0.0) -> str:
         """Ask a running job to checkpoint and stop (SIGTERM); a queued job is cancelled at once."""
         path = self._path(run_id)
-        st = self._status(path)
-        info = self.info(run_id)
-        if info.state == "queued":
-            st.update(state="cancelled", error=None)
-            write_json(path / "status.json", st)
-            return "cancelled"
-        if info.state != "running":
-            raise LSR1Error(f"run {run_id} is {info.state}; only queued or running runs can be cancelled")
-        try:
-            os.kill(int(st["pid"]), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        with _root_lock(self.root):
+            info = self.info(run_id)
+            if info.state == "queued":
+                st = self._status(path)
+                st.update(state="cancelled", error=None)
+                write_json(path / "status.json", st)
+                return "cancelled"
+            if info.state != "running":
+                raise LSR1Error(f"run {run_id} is {info.state}; only queued or running runs can be cancelled")
+            st = self._status(path)
+            if self._worker_alive(path, st):  # checked again right before the signal: never a reused pid
+                try:
+                    os.kill(st["pid"], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         deadline = time.time() + wait
         while wait and time.time() < deadline:
             if self.info(run_id).state != "running":
@@ -260,17 +421,21 @@ class RunManager:
     def resume(self, run_id: str, iterations: int | None = None) -> str:
         """Queue a cancelled, failed, interrupted or finished run again from its latest checkpoint."""
         path = self._path(run_id)
-        info = self.info(run_id)
-        if info.state in ("running", "queued"):
-            raise LSR1Error(f"run {run_id} is already {info.state}")
-        if iterations is not None:
-            cfg = TrainConfig.from_dict(read_json(path / "config.json") or {})
-            if iterations < info.iteration:
-                raise LSR1Error(f"cannot resume to {iterations} iterations: the run is already at {info.iteration}")
-            write_json(path / "config.json", cfg.replace(iterations=iterations).to_dict())
-        st = self._status(path)
-        st.update(state="queued", pid=None, error=None, resumed=_now())
-        write_json(path / "status.json", st)
+        with _root_lock(self.root):
+            info = self.info(run_id)
+            if info.state in ("running", "queued"):
+                raise LSR1Error(f"run {run_id} is already {info.state}")
+            cfg = read_config(path)  # a missing or corrupted config is an error, never the defaults
+            if iterations is not None:
+                if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+                    raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
+                if iterations < info.iteration:
+                    raise LSR1Error(f"cannot resume to {iterations} iterations: the run is already at {info.iteration}")
+                write_json(path / "config.json", cfg.replace(iterations=iterations).to_dict())
+            st = read_json(path / "status.json") or {"created": _now(), "preset": info.preset}
+            st.update(state="queued", pid=None, pid_start=None, error=None, resumed=_now(),
+                      total=iterations if iterations is not None else cfg.iterations)
+            write_json(path / "status.json", st)
         self.schedule()
         return self.info(run_id).state
 
@@ -290,9 +455,11 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
 
     path = Path(run_dir)
     status_path = path / "status.json"
-    st = read_json(status_path) or {}
-    st.update(state="running", pid=os.getpid(), error=None)
-    write_json(status_path, st)
+    lock_root = Path(root) if root else path.parent
+    with _root_lock(lock_root):
+        st = read_json(status_path) or {}
+        st.update(state="running", pid=os.getpid(), pid_start=_proc_start_time(os.getpid()), error=None)
+        write_json(status_path, st)
     trainer = None
 
     def on_term(signum, frame):
@@ -304,7 +471,7 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     signal.signal(signal.SIGTERM, on_term)
     state, error = "failed", None
     try:
-        cfg = TrainConfig.from_dict(read_json(path / "config.json") or {})
+        cfg = read_config(path)  # never the defaults for a missing or corrupted config
         if (path / "latest.json").exists():
             trainer = Trainer.resume(path)
         else:
@@ -317,9 +484,10 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     except Exception as e:  # the error goes to status.json for the page and the CLI
         error = f"{type(e).__name__}: {e}"
         print(error, file=sys.stderr)
-    st = read_json(status_path) or st
-    st.update(state=state, error=error, ended=_now(), pid=os.getpid())
-    write_json(status_path, st)
+    with _root_lock(lock_root):
+        st = read_json(status_path) or st
+        st.update(state=state, error=error, ended=_now(), pid=os.getpid())
+        write_json(status_path, st)
     if root:
         try:
             RunManager(root, max_concurrent=max_concurrent).schedule()

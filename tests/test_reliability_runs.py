@@ -1,0 +1,259 @@
+"""Issue 14, items 2, 5, 6, 7, 10 and the run-id / resume items of the minor list: the runs manager.
+
+Item 2's test failed before the fix (two concurrent ``schedule()`` calls launched one run twice); the pid
+tests failed because a live unrelated process with the recorded pid kept the run "running" and received
+``cancel``'s SIGTERM; the damaged-file tests failed with tracebacks (or the run vanished from ``list``).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lsr1_core.errors import LSR1Error
+from lsr1_core.meta import Trainer, preset
+from lsr1_core.runs import RunManager, read_metrics
+from lsr1_core.runs.__main__ import main as runs_main
+from lsr1_core.runs.manager import read_config, worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(iterations=3, **kw):
+    base = dict(iterations=iterations, val_every=10, ckpt_every=5, batch=8, unroll=2, model={"hidden": 8})
+    base.update(kw)
+    return preset("quadratic", **base)
+
+
+def fake_python(tmp_path: Path, seconds: float = 20.0) -> str:
+    """A stand-in for the interpreter: records each launch in RUN_DIR/launches, then stays alive with the
+    worker's command line (so the manager sees a live worker) for ``seconds``."""
+    script = tmp_path / "fakepython"
+    script.write_text(f'#!/bin/sh\nfor a; do last="$a"; done\necho $$ >> "$last/launches"\nsleep {seconds}\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def _kill_fakes(root: Path):
+    for launches in root.glob("*/launches"):
+        for line in launches.read_text().split():
+            try:
+                os.killpg(int(line), signal.SIGKILL)  # start_new_session: the shell leads its group
+            except (ProcessLookupError, PermissionError, ValueError):
+                pass
+
+
+# -- item 2: exactly-once scheduling -------------------------------------------------------------
+def test_concurrent_schedule_launches_each_run_exactly_once(tmp_path):
+    """Several processes call schedule() at the same instant on roots holding queued runs; each run must
+    be launched once, and no more than max_concurrent at a time. Launching is slowed down by 0.3 s (as a
+    busy machine or a slow disk would) so that the calls overlap on every trial: without the lock every
+    process launched run a (4 launches per trial), and often run b too."""
+    trials, procs = 4, 4
+    fake = fake_python(tmp_path)
+    roots = []
+    for t in range(trials):
+        root = tmp_path / f"root{t}"
+        mgr = RunManager(root, max_concurrent=1, python=fake)
+        mgr.start(tiny(), run_id="a", launch=False)
+        mgr.start(tiny(), run_id="b", launch=False)
+        roots.append(root)
+    t0 = time.time() + 12.0  # every child has imported the library by then
+    child = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from lsr1_core.runs import RunManager
+        launch = RunManager._launch
+        def slow_launch(self, path):
+            time.sleep(0.3)
+            return launch(self, path)
+        RunManager._launch = slow_launch
+        for t, root in enumerate({[str(r) for r in roots]!r}):
+            start = {t0!r} + 1.0 * t
+            while time.time() < start:
+                time.sleep(0.0005)
+            RunManager(root, max_concurrent=1, python={fake!r}).schedule()
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ps = [subprocess.Popen([sys.executable, "-c", child], env=env) for _ in range(procs)]
+    try:
+        for p in ps:
+            assert p.wait(timeout=120) == 0
+        time.sleep(1.0)  # let the last launched stand-ins write their line
+        for root in roots:
+            a = (root / "a" / "launches")
+            assert a.exists(), "the oldest queued run was not launched"
+            assert len(a.read_text().split()) == 1, f"{root}: run a launched {len(a.read_text().split())} times"
+            assert not (root / "b" / "launches").exists(), "max_concurrent=1 exceeded"
+            st = json.loads((root / "a" / "status.json").read_text())
+            assert st["state"] == "running" and isinstance(st["pid_start"], int)
+            assert RunManager(root).info("b").state == "queued"
+    finally:
+        for p in ps:
+            if p.poll() is None:
+                p.kill()
+        for root in roots:
+            _kill_fakes(root)
+
+
+def test_concurrent_auto_named_starts_get_distinct_runs(tmp_path):
+    mgr = RunManager(tmp_path / "jobs")
+    ids = {mgr.start(tiny(), preset_name="quadratic", launch=False) for _ in range(3)}
+    assert len(ids) == 3
+
+
+# -- item 5: process identity ---------------------------------------------------------------------
+def _fake_running(mgr, rid, pid, pid_start=None):
+    path = mgr.root / rid
+    st = json.loads((path / "status.json").read_text())
+    st.update(state="running", pid=pid, pid_start=pid_start)
+    (path / "status.json").write_text(json.dumps(st))
+
+
+def test_a_reused_pid_is_neither_trusted_nor_signalled(tmp_path):
+    mgr = RunManager(tmp_path / "jobs", max_concurrent=1)
+    mgr.start(tiny(), run_id="r", launch=False)
+    mgr.start(tiny(), run_id="next", launch=False)
+    other = subprocess.Popen(["sleep", "60"])  # an unrelated process that now owns the recorded pid
+    try:
+        _fake_running(mgr, "r", other.pid)
+        assert mgr.info("r").state == "interrupted"
+        with pytest.raises(LSR1Error, match="interrupted"):
+            mgr.cancel("r")
+        time.sleep(0.2)
+        assert other.poll() is None, "cancel signalled an unrelated process"
+        # the queue is not blocked by it
+        mgr.python = fake_python(tmp_path)
+        assert mgr.schedule() == ["next"]
+    finally:
+        other.kill()
+        other.wait()
+        _kill_fakes(mgr.root)
+
+
+def test_a_worker_pid_with_another_start_time_is_not_trusted(tmp_path):
+    mgr = RunManager(tmp_path / "jobs", python=fake_python(tmp_path))
+    mgr.start(tiny(), run_id="r")
+    try:
+        st = json.loads((mgr.root / "r" / "status.json").read_text())
+        assert mgr.info("r").state == "running"
+        _fake_running(mgr, "r", st["pid"], st["pid_start"] + 1)  # same pid, a different process incarnation
+        assert mgr.info("r").state == "interrupted"
+        _fake_running(mgr, "r", st["pid"], st["pid_start"])
+        assert mgr.info("r").state == "running"
+        for bad in ("12", -5, True, [1], None, 0):
+            _fake_running(mgr, "r", bad)
+            assert mgr.info("r").state == "interrupted"
+    finally:
+        _kill_fakes(mgr.root)
+
+
+# -- item 6: damaged run files ----------------------------------------------------------------------
+@pytest.mark.parametrize("damage", [
+    ("status.json", "[]"), ("status.json", '{"state": "running", "pid": "x"}'), ("status.json", '{"state": 3}'),
+    ("status.json", '{"state": "queu'), ("status.json", "\x00\xff"), ("config.json", "[1, 2]"),
+    ("config.json", '{"iterations": "many"}'), ("metrics.jsonl", '[1, 2]\n{"iteration": "abc"}\n{"iteration": 1.5}\n'
+                                                                   '{"iteration": null, "val_loss": "x"}\n'),
+    ("metrics.jsonl", '{"iteration": 2, "elapsed_s": "x", "val_loss": [1]}\n'),
+])
+def test_one_damaged_run_never_breaks_list_start_show(tmp_path, capsys, damage):
+    root = tmp_path / "jobs"
+    mgr = RunManager(root)
+    mgr.start(tiny(), run_id="bad", launch=False)
+    name, text = damage
+    (root / "bad" / name).write_text(text)
+    runs = {r.run_id: r for r in mgr.list()}
+    assert "bad" in runs  # shown, not silently dropped
+    assert isinstance(runs["bad"].iteration, int) and isinstance(runs["bad"].total, int)
+    assert runs_main(["--root", str(root), "list"]) == 0
+    assert runs_main(["--root", str(root), "show", "bad"]) == 0
+    # a new run is launched, not left queued behind the damaged one
+    fake = fake_python(tmp_path)
+    try:
+        mgr2 = RunManager(root, python=fake)
+        if runs["bad"].state in ("queued",):
+            mgr2.cancel("bad")
+        rid = mgr2.start(tiny(), run_id="new")
+        assert mgr2.info(rid).state == "running"
+    finally:
+        _kill_fakes(root)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_read_metrics_keeps_only_records_with_integer_iterations(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 0}\n[1]\n"s"\n{"iteration": "1"}\n{"iteration": 2.0}\n{"x": 1}\n{"iter')
+    assert [m["iteration"] for m in read_metrics(tmp_path)] == [0, 2]
+
+
+# -- item 7: resume never falls back to the default config ---------------------------------------
+@pytest.mark.parametrize("config", [None, "", "[]", '"quadratic"', "{bad", '{"lr": "abc"}', "\xff"])
+def test_resume_with_missing_or_corrupt_config_is_refused_and_changes_nothing(tmp_path, config):
+    mgr = RunManager(tmp_path / "jobs")
+    rid = mgr.start(tiny(), run_id="r", launch=False)
+    mgr.cancel(rid)
+    cfg_path = mgr.root / rid / "config.json"
+    if config is None:
+        cfg_path.unlink()
+    else:
+        cfg_path.write_text(config)
+    before = cfg_path.read_bytes() if cfg_path.exists() else None
+    with pytest.raises(LSR1Error, match="config"):
+        mgr.resume(rid, iterations=50)
+    assert (cfg_path.read_bytes() if cfg_path.exists() else None) == before  # the defaults were written here
+    assert mgr.info(rid).state == "cancelled"
+    with pytest.raises(LSR1Error, match="config"):
+        read_config(mgr.root / rid)
+    with pytest.raises(LSR1Error, match="config"):
+        Trainer.resume(mgr.root / rid, iterations=50)
+
+
+def test_worker_with_a_corrupt_config_fails_without_training(tmp_path):
+    mgr = RunManager(tmp_path / "jobs")
+    rid = mgr.start(tiny(), run_id="r", launch=False)
+    (mgr.root / rid / "config.json").write_text("[]")
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        assert worker(str(mgr.root / rid)) == 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    st = json.loads((mgr.root / rid / "status.json").read_text())
+    assert st["state"] == "failed" and "config.json" in st["error"]
+    assert not (mgr.root / rid / "metrics.jsonl").exists() and not (mgr.root / rid / "best.json").exists()
+
+
+def test_resume_below_the_current_iteration_is_refused(tmp_path):
+    Trainer(tiny(4), tmp_path / "run").fit(progress=False)
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(LSR1Error, match="already at 4"):
+        Trainer.resume(tmp_path / "run", iterations=1)
+    assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+# -- item 10: SIGKILL before the first checkpoint -------------------------------------------------
+def test_resume_after_a_kill_before_the_first_checkpoint_logs_iteration_zero_once(tmp_path):
+    run = tmp_path / "run"
+    tr = Trainer(tiny(3), run)
+    tr._prepare_dir(fresh=True)
+    # what a worker killed after validating iteration 0 (and before any latest.*) leaves behind
+    tr.last_val = tr.validate()
+    tr._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in tr.last_val.items()}})
+    assert not (run / "latest.json").exists()
+    Trainer.resume(run).fit(progress=False)
+    its = [m["iteration"] for m in read_metrics(run)]
+    assert its == [0, 1, 2, 3], its
+
+
+# -- minor: run ids ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["x\n", "x\r", "../x", "", ".x", "a b", "x" * 82, "é"])
+def test_bad_run_names_are_refused(tmp_path, name, capsys):
+    mgr = RunManager(tmp_path / "jobs")
+    with pytest.raises(LSR1Error, match="run id"):
+        mgr.start(tiny(), run_id=name, launch=False)
+    assert runs_main(["--root", str(tmp_path / "jobs"), "start", "--preset", "quadratic", "--name", name]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not any((tmp_path / "jobs").iterdir())
