@@ -19,8 +19,11 @@ $p = x_k - x_{k-1}$ and $q = g_k - g_{k-1}$: during meta-training the penalty
 $\lambda_{\text{sec}}\,\|p - \tilde B q\|^2$ is added to the objective values along the unrolled run.
 
 **Reading the app**
+- *Trajectories*: several solvers on a 2-D function, step by step; click the contour to start elsewhere.
+- *Curvature & secant*: how each direction compares with Newton's and how far each curvature model is from the
+  secant equation; **Anatomy of one update** takes one step $B_k \to B_{k+1}$ apart, and **Why PSD matters**
+  draws classical SR1's uphill step beside L-SR1's.
+- *Benchmarks*: the paper's profiles and curves, a comparison bench for your own checkpoints, training curves.
 - *Meta-training*: launch, watch, cancel and resume training runs that live in the background.
-- The trajectory, curvature and benchmark pages show how each solver's direction compares with Newton's,
-  how far $\tilde B$ is from satisfying the secant equation, and how its eigenvalues compare with those of the
-  true inverse Hessian.
+- The sidebar's **L-SR1 step scale** multiplies every L-SR1 step; each solver keeps one colour on every page.
 """)
