@@ -4,13 +4,24 @@ A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``. The card
 kind of model, its config, the preset and iterations it was trained with, validation metrics,
 the library version, the date, and the SHA-256 of the weights file, which loading verifies
 (so a truncated or swapped file is refused before any tensor is read).
+
+Loading checks, in this order and before any tensor or model is built: the card path (a regular file,
+not a directory or device), the card (a JSON object of this format, an integer ``format_version``), the
+weights file the card names (a bare file name of a regular file in the card's own directory, never a path
+or a link leading elsewhere), its SHA-256, then the safetensors header (parsed by hand: names, dtypes,
+shapes and byte ranges consistent with the file size). ``load_model`` also compares the header's tensor
+names and shapes with those of the model the card's config describes, built on the ``meta`` device (no
+memory, no time), so a card edited to ``hidden = 12000`` is refused in milliseconds instead of allocating
+gigabytes first.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,7 +38,11 @@ FORMAT_VERSION = 1
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise CheckpointError(f"a checkpoint path must be a non-empty path, got {path!r}")
     p = Path(path)
+    if not p.name or p.name in (".", ".."):
+        raise CheckpointError(f"{path!r} is not a checkpoint path (give NAME for NAME.safetensors + NAME.json)")
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
@@ -106,35 +121,161 @@ def save_tensors_and_card(path: str | Path, tensors: dict[str, torch.Tensor], ca
     return cpath
 
 
-def load_tensors_and_card(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+_MAX_CARD_BYTES = 16 << 20
+_MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
+_ST_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                   "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8, "C128": 16}
+
+
+def read_card(path: str | Path, kind: str | None = None) -> tuple[dict, Path]:
+    """The model card of checkpoint ``path`` (validated) and the path of the weights file it names
+    (checked to be a regular file in the card's directory). Reads no tensor."""
     wpath, cpath = _paths(path)
+    if cpath.exists() and not cpath.is_file():
+        raise CheckpointError(f"{cpath} is not a file (a directory or a device); a checkpoint is "
+                              "NAME.safetensors + NAME.json")
     if not cpath.exists():
         raise CheckpointError(f"no model card at {cpath} (a checkpoint is NAME.safetensors + NAME.json)")
     try:
+        if cpath.stat().st_size > _MAX_CARD_BYTES:
+            raise CheckpointError(f"model card {cpath} is larger than {_MAX_CARD_BYTES >> 20} MB; not a card")
         card = json.loads(cpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"model card {cpath} is not valid JSON ({e}); the file is corrupted or not a card")
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"model card {cpath} is not valid JSON ({type(e).__name__}: {e}); the file is "
+                              "corrupted or not a card") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read model card {cpath}: {e.strerror or e}") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise CheckpointError(f"{cpath} is not an L-SR1 Explorer model card (format={card.get('format') if isinstance(card, dict) else None!r})")
-    if card.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{cpath} has card format {card['format_version']}, newer than this library "
+        fmt = card.get("format") if isinstance(card, dict) else None
+        raise CheckpointError(f"{cpath} is not an L-SR1 Explorer model card (format={fmt!r})")
+    version = card.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise CheckpointError(f"{cpath} has an invalid format_version {version!r} (expected an integer)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{cpath} has card format {version}, newer than this library "
                               f"understands ({FORMAT_VERSION}); upgrade lsr1_core")
     if kind is not None and card.get("kind") != kind:
         raise CheckpointError(f"{cpath} holds a {card.get('kind')!r} checkpoint, not a {kind!r} one")
-    named = card.get("weights_file")
-    if isinstance(named, str) and named and Path(named).name == named:  # a bare file name, never a path
+    return card, weights_path(cpath, card, default=wpath)
+
+
+def weights_path(card_path: str | Path, card: dict, default: Path | None = None) -> Path:
+    """The weights file a card names: a bare file name (never a path) of a regular file in the card's
+    directory, not a link leading out of it. ``CheckpointError`` otherwise. Use this before serving or
+    reading a card's weights (the Meta-training page's download does)."""
+    cpath = Path(card_path)
+    named = card.get("weights_file") if isinstance(card, dict) else None
+    if named is None and default is not None:
+        wpath = default
+    elif (isinstance(named, str) and named and named not in (".", "..") and Path(named).name == named
+          and "\x00" not in named and "/" not in named and "\\" not in named):
         wpath = cpath.with_name(named)
+    else:
+        raise CheckpointError(f"model card {cpath} names an invalid weights file {named!r} (it must be a bare "
+                              "file name next to the card)")
     if not wpath.exists():
         raise CheckpointError(f"model card {cpath} found but its weights file {wpath} is missing")
+    if not wpath.is_file():
+        raise CheckpointError(f"the weights file {wpath} named by {cpath} is not a regular file")
+    if wpath.resolve().parent != cpath.resolve().parent:
+        raise CheckpointError(f"the weights file {wpath} named by {cpath} leads outside the checkpoint's directory")
+    return wpath
+
+
+def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name → (dtype, shape) from a safetensors file's header, without reading any tensor. Checks that the
+    header is a JSON object of well-formed entries whose byte ranges fit the file and their shapes."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path} is too short to be a safetensors file")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(_MAX_HEADER_BYTES, size - 8):
+                raise CheckpointError(f"{path} has a safetensors header length ({n}) beyond the file")
+            raw = fh.read(n)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CheckpointError(f"{path} has a corrupted safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a corrupted safetensors header (not a JSON object)")
+    data_len = size - 8 - n
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(entry, dict) and entry.get("dtype") in _ST_DTYPE_BYTES
+              and isinstance(entry.get("shape"), list) and isinstance(entry.get("data_offsets"), list)
+              and len(entry["data_offsets"]) == 2
+              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                      for s in entry["shape"] + entry["data_offsets"]))
+        if ok:
+            start, end = entry["data_offsets"]
+            ok = start <= end <= data_len and end - start == math.prod(entry["shape"]) * _ST_DTYPE_BYTES[entry["dtype"]]
+        if not ok:
+            raise CheckpointError(f"{path} has a malformed safetensors header entry for {str(name)[:80]!r}")
+        out[name] = (entry["dtype"], tuple(entry["shape"]))
+    return out
+
+
+def check_header_shapes(path: str | Path, expected: dict[str, tuple[int, ...]], what: str = "checkpoint") -> None:
+    """``CheckpointError`` unless the safetensors file at ``path`` holds exactly the tensors ``expected``
+    names, with those shapes (read from its header only)."""
+    header = read_safetensors_header(path)
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{what} {path} does not fit the model its card describes: missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
+    wrong = [f"{k} {header[k][1]} (card's config implies {tuple(expected[k])})"
+             for k in expected if tuple(header[k][1]) != tuple(expected[k])]
+    if wrong:
+        raise CheckpointError(f"{what} {path} has tensors of the wrong shape for its card's config: {wrong[:3]}; "
+                              "the card was edited or belongs to other weights")
+
+
+def load_tensors_and_card(path: str | Path, kind: str | None = None,
+                          expected_shapes=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and card of checkpoint ``path``. ``expected_shapes``: a dict name → shape, or a callable
+    card → dict, checked against the safetensors header before any tensor is read."""
+    card, wpath = read_card(path, kind)
     digest = sha256_file(wpath)
     if digest != card.get("weights_sha256"):
         raise CheckpointError(f"weights file {wpath} does not match its card (SHA-256 {digest[:12]}… vs "
                               f"{str(card.get('weights_sha256'))[:12]}…): it is truncated, corrupted or from another checkpoint")
+    header = read_safetensors_header(wpath)
+    if expected_shapes is not None:
+        expected = expected_shapes(card) if callable(expected_shapes) else expected_shapes
+        check_header_shapes(wpath, expected)
+    del header
     try:
         tensors = load_file(str(wpath))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"could not read {wpath} as safetensors: {e}")
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
+        raise CheckpointError(f"could not read {wpath} as safetensors: {e}") from None
     return tensors, card
+
+
+def read_checkpoint_bytes(path: str | Path, kind: str | None = None) -> tuple[bytes, bytes]:
+    """(weights bytes, card bytes) of checkpoint ``path``, for serving a download: the weights file must be
+    the one its card names, in the card's directory, and match the card's SHA-256 (``CheckpointError``
+    otherwise); nothing else is ever read."""
+    card, wpath = read_card(path, kind)
+    try:
+        data = wpath.read_bytes()
+        card_bytes = _paths(path)[1].read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if hashlib.sha256(data).hexdigest() != card.get("weights_sha256"):
+        raise CheckpointError(f"weights file {wpath} does not match its card (it is being rewritten, truncated "
+                              "or from another checkpoint)")
+    return data, card_bytes
 
 
 def _now() -> str:
@@ -169,12 +310,22 @@ def load_model(path: str | Path, device=None, dtype=torch.float32):
     """Load an L-SR1 model and its card; refuses mismatched, truncated or foreign files."""
     from .learned.model import LSR1Config, LSR1Net
 
-    tensors, card = load_tensors_and_card(path, kind="lsr1")
-    try:
-        config = LSR1Config.from_dict(card["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"model card of {path} has an invalid config: {e}")
-    net = LSR1Net(config)
+    holder = {}
+
+    def expected_shapes(card: dict) -> dict:
+        # The card's config, validated, and the shapes of the model it describes, built on the meta
+        # device (no memory, no time) so that a card edited to a huge width is refused before anything
+        # is allocated.
+        try:
+            holder["config"] = config = LSR1Config.from_dict(card["config"])
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in LSR1Net(config).state_dict().items()}
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as e:
+            raise CheckpointError(f"model card of {path} has an invalid config: {type(e).__name__}: {e}") from None
+        return shapes
+
+    tensors, card = load_tensors_and_card(path, kind="lsr1", expected_shapes=expected_shapes)
+    net = LSR1Net(holder["config"])
     expected = net.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

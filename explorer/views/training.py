@@ -175,14 +175,14 @@ def run_panel(run_id: str):
     best_card = info.path / "best.json"
     if best_card.exists():
         try:
-            import json
-            card = json.loads(best_card.read_text())
-            weights = info.path / card["weights_file"]
+            from lsr1_core.checkpoints import read_checkpoint_bytes
+            # only the weights file the card names, in the run directory, matching its SHA-256 (issue 14)
+            weights, card_bytes = read_checkpoint_bytes(info.path / "best", kind="lsr1")
             with c3:
-                st.download_button("Best checkpoint (.safetensors)", data=weights.read_bytes(),
+                st.download_button("Best checkpoint (.safetensors)", data=weights,
                                    file_name=f"{run_id}.safetensors", key=f"dl_w_{run_id}")
             with c4:
-                st.download_button("Model card (.json)", data=best_card.read_bytes(), file_name=f"{run_id}.json",
+                st.download_button("Model card (.json)", data=card_bytes, file_name=f"{run_id}.json",
                                    key=f"dl_c_{run_id}")
         except (OSError, KeyError, ValueError) as e:
             st.warning(f"best checkpoint unreadable right now ({e}); it is being rewritten or was removed")
