@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -27,16 +28,28 @@ def list_pretrained(directory: Path | None = None) -> dict[str, dict]:
     for card_path in sorted(directory.glob("*.json")):
         try:
             card = json.loads(card_path.read_text())
-        except json.JSONDecodeError:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             continue
-        if card.get("kind") == "lsr1":
+        if isinstance(card, dict) and card.get("kind") == "lsr1":
             out[card_path.stem] = card
     return out
 
 
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\Z")
+
+
+def check_name(name) -> str:
+    """A model name is a bare file stem in ``pretrained/`` (letters, digits, '_', '.', '-'), never a path."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise LSR1Error(f"model name {name!r} may only use letters, digits, '_', '.', '-' (a file name in "
+                        "pretrained/, never a path)")
+    return name
+
+
 def pretrained_path(name: str, directory: Path | None = None) -> Path:
     directory = Path(directory or PRETRAINED_DIR)
-    if not (directory / f"{name}.json").exists():
+    check_name(name)
+    if not (directory / f"{name}.json").is_file():
         avail = sorted(list_pretrained(directory))
         raise UnknownNameError(f"no pretrained model {name!r} in {directory}; available: {avail}")
     return directory / name
@@ -51,6 +64,7 @@ def train_and_ship(name: str, cfg: TrainConfig, *, preset_name: str | None = Non
                    out_dir: Path | None = None, progress: bool = True) -> Path:
     """Train ``cfg`` (resuming a previous chunk if its run directory exists) and copy the best
     checkpoint to ``pretrained/NAME`` with a card that records how it was made."""
+    check_name(name)  # `train ../../x` used to write outside pretrained/ and runs/pretrained/
     out_dir = Path(out_dir or PRETRAINED_DIR)
     run_dir = Path(run_root) / name
     t0 = time.time()
@@ -100,18 +114,24 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "list":
             for name, card in list_pretrained().items():
-                m = card.get("metrics", {})
+                m = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
                 print(f"{name:28s} preset={card.get('preset')} iterations={card.get('iterations_run')} "
                       f"val_loss={m.get('val_loss')}")
             return 0
         if args.cmd == "train":
+            check_name(args.name)
             pname = args.preset or args.name
             cfg = preset(pname, iterations=args.iterations, seed=args.seed, compile=args.compile)
             print(train_and_ship(args.name, cfg, preset_name=pname))
             return 0
         if args.cmd == "reproduce":
             _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")
-            cfg = TrainConfig.from_dict(card["train_config"])
+            if not isinstance(card.get("train_config"), dict):
+                raise LSR1Error(f"the card of {args.name} has no train_config; it cannot be reproduced")
+            try:
+                cfg = TrainConfig.from_dict(card["train_config"])
+            except (TypeError, AttributeError) as e:
+                raise LSR1Error(f"the card of {args.name} has an invalid train_config: {e}") from None
             out = Path(args.out_dir) if args.out_dir else None
             print(train_and_ship(args.name, cfg, preset_name=card.get("preset"), run_root=Path("runs/reproduce"),
                                  out_dir=out))

@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import types
+import typing
 
 from .errors import LSR1Error
 from .meta.presets import PRESETS, preset
@@ -19,8 +22,69 @@ from .meta.train import Trainer
 def _parse_value(text: str):
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return text
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list " + str([_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis])
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _fits(value, tp) -> bool:
+    """Whether a JSON value has the type of a config field's annotation (unknown annotations: yes)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is type(None):
+        return value is None
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict)
+    return True
+
+
+def check_override_types(overrides: dict, cls=None, prefix: str = "") -> None:
+    """``LSR1Error`` naming the first override whose value has the wrong type for its config field
+    (``lr=abc``, ``lr=true``, ``betas=5``, ``model=3``, ``model.dropout=abc``); unknown keys are left to
+    the config, which lists the known ones."""
+    from .meta.presets import TrainConfig
+
+    cls = cls or TrainConfig
+    hints = typing.get_type_hints(cls)
+    for key, value in overrides.items():
+        tp = hints.get(key)
+        if tp is None:
+            continue
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise LSR1Error(f"--set {prefix}{key}: give its fields as {prefix}{key}.FIELD=VALUE, got {value!r}")
+            check_override_types(value, tp, prefix=f"{prefix}{key}.")
+        elif not _fits(value, tp):
+            raise LSR1Error(f"--set {prefix}{key}={json.dumps(value)}: {prefix}{key} must be {_type_name(tp)}")
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -30,10 +94,25 @@ def parse_overrides(items: list[str]) -> dict:
             raise LSR1Error(f"--set expects KEY=VALUE, got {item!r}")
         key, val = item.split("=", 1)
         if key.startswith("model."):
-            out.setdefault("model", {})[key[len("model."):]] = _parse_value(val)
+            model = out.setdefault("model", {})
+            if not isinstance(model, dict):
+                raise LSR1Error("--set model=... and model.FIELD=... cannot be combined")
+            model[key[len("model."):]] = _parse_value(val)
         else:
             out[key] = _parse_value(val)
+    check_override_types(out)
     return out
+
+
+def config_from_preset(name: str, overrides: dict):
+    """``preset(name, **overrides)`` with every failure an ``LSR1Error`` (a wrong type the checks above
+    missed reaches the config as a TypeError)."""
+    try:
+        return preset(name, **overrides)
+    except LSR1Error:
+        raise
+    except (TypeError, AttributeError, OverflowError) as e:
+        raise LSR1Error(f"invalid --set value: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend=backend)
         if backend == "nccl":
             torch.cuda.set_device(int(__import__("os").environ.get("LOCAL_RANK", 0)))
+    tr = None
     try:
         if args.list_presets:
             for name in sorted(PRESETS):
                 print(name, json.dumps(preset(name).to_dict()))
             return 0
         if args.resume:
+            given = [flag for flag, v in (("--preset", args.preset), ("--set", args.set), ("--seed", args.seed),
+                                          ("--device", args.device), ("--compile", args.compile),
+                                          ("--run-dir", args.run_dir)) if v not in (None, [], False)]
+            if given:
+                raise LSR1Error(f"--resume continues a run with its own config.json; {', '.join(given)} cannot be "
+                                "combined with it (only --iterations can; start a new run to change anything else)")
             tr = Trainer.resume(args.resume, iterations=args.iterations)
         else:
             if not args.preset or not args.run_dir:
@@ -77,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("iterations", "seed", "device"):
                 if getattr(args, key) is not None:
                     overrides[key] = getattr(args, key)
-            tr = Trainer(preset(args.preset, **overrides), args.run_dir)
+            tr = Trainer(config_from_preset(args.preset, overrides), args.run_dir)
         res = tr.fit(progress=not args.no_progress)
         if args.dump_final_params:
             from safetensors.torch import save_file
@@ -91,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if tr is None:
+            print("\ninterrupted before training started", file=sys.stderr)
+            return 130
         tr.save_latest()
         print(f"\ninterrupted; saved the latest checkpoint in {tr.run_dir} (resume with --resume)", file=sys.stderr)
         return 130

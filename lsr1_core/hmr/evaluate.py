@@ -8,10 +8,13 @@ the prediction (normalised, then mapped into the observation's box) and the obse
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from pathlib import Path
 
+from ..errors import LSR1Error
 from .body import COCO18, EVAL14, BodyModel
 from .data import CameraConfig, HMRBatch, to_camera
 from .models import FitResult, HMRModel, HMRObjective, classical_fit
@@ -346,10 +349,44 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=RUN_DIR",
                     help="further runs to evaluate beside the shipped models, e.g. lsr1_joint=runs/hmr_lsr1_joint")
     a = ap.parse_args(argv)
-    extra = dict(e.split("=", 1) for e in a.extra)
-    res = run_evaluation(a.n_test, a.steps, a.out_dir, a.threads, extra=extra)
+    try:
+        extra = check_cli_args(a.n_test, a.steps, a.out_dir, a.threads, a.extra)
+        res = run_evaluation(a.n_test, a.steps, a.out_dir, a.threads, extra=extra)
+    except (LSR1Error, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(res["rows"], indent=1))
     return 0
+
+
+_BUILTIN_METHODS = ("lgd", "lsr1", "lsr1_nosec", "adam", "lbfgs")
+
+
+def check_cli_args(n_test, steps, out_dir, threads, extra_items) -> dict:
+    """The command line's values, checked before anything is loaded; ``LSR1Error`` naming the bad one.
+    Returns ``extra`` as {name: run directory}."""
+    import re
+
+    if not 2 <= n_test <= 100_000:
+        raise LSR1Error(f"--n-test must be between 2 and 100000 (the paired intervals need two samples), got {n_test}")
+    if not 4 <= steps <= 1000:
+        raise LSR1Error(f"--steps must be between 4 and 1000 (the tables report step 4), got {steps}")
+    if not 0 <= threads <= 1024:
+        raise LSR1Error(f"--threads must be between 0 (torch's default) and 1024, got {threads}")
+    out = Path(out_dir)
+    if not str(out_dir).strip() or (out.exists() and not out.is_dir()):
+        raise LSR1Error(f"--out-dir {out_dir!r} must be a directory")
+    extra = {}
+    for item in extra_items:
+        name, sep, run = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or not run.strip():
+            raise LSR1Error(f"--extra expects NAME=RUN_DIR (NAME of letters, digits, '_', '.', '-'), got {item!r}")
+        if name in _BUILTIN_METHODS or name in extra:
+            raise LSR1Error(f"--extra name {name!r} is already used (shipped methods: {', '.join(_BUILTIN_METHODS)})")
+        if not (Path(run) / "best.json").is_file():
+            raise LSR1Error(f"--extra {name}: {run} is not a finished HMR run directory (no best.json)")
+        extra[name] = run
+    return extra
 
 
 if __name__ == "__main__":

@@ -17,11 +17,18 @@ from .root import runs_root as default_runs_root
 UNUSABLE_STATES = ("failed", "cancelled", "interrupted")
 
 
-def _run_state(run: Path) -> str | None:
+def _read_json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None (missing, unreadable, not JSON, not an object)."""
     try:
-        return json.loads((run / "status.json").read_text()).get("state")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _run_state(run: Path) -> str | None:
+    st = _read_json_object(run / "status.json")
+    return st.get("state") if st is not None else None
 
 
 def available_models(runs_root: str | Path | None = None, pretrained_dir: str | Path | None = None,
@@ -36,16 +43,14 @@ def available_models(runs_root: str | Path | None = None, pretrained_dir: str | 
     out: dict[str, Path] = {}
     pdir = Path(pretrained_dir or PRETRAINED_DIR)
     for card in sorted(pdir.glob("*.json")):
-        try:
-            if json.loads(card.read_text()).get("kind") == "lsr1":
-                out[f"pretrained: {card.stem}"] = card.with_suffix("")
-        except (OSError, json.JSONDecodeError):
-            continue
+        d = _read_json_object(card)  # a non-object or broken JSON file is skipped, never a traceback
+        if d is not None and d.get("kind") == "lsr1":
+            out[f"pretrained: {card.stem}"] = card.with_suffix("")
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     if root.exists():
         for run in sorted(root.iterdir()):
             best = run / "best.json"
-            if best.exists() and _run_state(run) not in UNUSABLE_STATES:
+            if run.is_dir() and best.is_file() and _run_state(run) not in UNUSABLE_STATES:
                 out[f"run: {run.name}"] = run / "best"
     return out
 
@@ -59,14 +64,14 @@ def hmr_checkpoint(card_path: str | Path, label: str, slot: str | None = None) -
     try:
         card = json.loads(card_path.read_text())
         mtime = card_path.stat().st_mtime_ns
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(card, dict) or card.get("kind") != "hmr":
         return None
-    tc = card.get("train_config") or {}
+    tc = card.get("train_config") if isinstance(card.get("train_config"), dict) else {}
     if tc.get("stage") == "initializer":
         return None  # an initializer run: its update modules are untrained
-    method = (card.get("config") or {}).get("method")
+    method = card["config"].get("method") if isinstance(card.get("config"), dict) else None
     try:
         nosec = float(tc.get("secant_weight", 1.0) or 0.0) == 0.0
     except (TypeError, ValueError):
@@ -74,7 +79,7 @@ def hmr_checkpoint(card_path: str | Path, label: str, slot: str | None = None) -
     slot = slot or ("lgd" if method == "lgd" else "lsr1_nosec" if nosec else "lsr1")
     return {"label": label, "path": str(card_path.with_suffix("")), "method": method, "slot": slot,
             "iterations": card.get("iterations"), "unroll": tc.get("unroll"),
-            "body": (card.get("body") or {}).get("body_model"), "mtime": mtime}
+            "body": card["body"].get("body_model") if isinstance(card.get("body"), dict) else None, "mtime": mtime}
 
 
 def hmr_models(runs_roots=None, pretrained_dir: str | Path | None = None) -> dict[str, dict]:
