@@ -13,11 +13,18 @@ from lsr1_core.viz.explore import SolverSpec, default_specs, run_2d
 DEFAULT_MODEL = ("pretrained: quadratic",)
 STEP_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
-# Streamlit cuts multiselect tags at a fixed width ("pretrained: profile_…"); let them show the whole label.
+# Streamlit ellipsizes a multiselect tag at the sidebar's width ("pretrained: profile_…"): the tags show the
+# model's name without the "pretrained: " prefix, and a name still too long wraps instead of being cut.
 _CSS = """<style>
-section[data-testid="stSidebar"] span[data-baseweb="tag"] {max-width: none;}
-section[data-testid="stSidebar"] span[data-baseweb="tag"] span {max-width: none; overflow: visible;}
+section[data-testid="stSidebar"] [data-testid="stMultiSelectTagsContainer"] span {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  overflow-wrap: anywhere; height: auto !important; max-width: none !important;}
 </style>"""
+
+
+def short_label(label: str) -> str:
+    """A model's sidebar tag: 'pretrained: profile_rosenbrock' → 'profile_rosenbrock'; runs keep 'run: '."""
+    return label.split(": ", 1)[1] if label.startswith("pretrained: ") else label
 
 
 def default_models(labels) -> list[str]:
@@ -41,6 +48,7 @@ def sidebar() -> dict:
         st.number_input("Seed", min_value=0, value=0, key="seed")
         labels = list(models)
         st.multiselect("L-SR1 models", labels, default=default_models(labels), key="lsr1_models",
+                       format_func=short_label,
                        help="shipped models from pretrained/ (e.g. 'quadratic', N = 2; 'profile_*', N = 100; "
                             "'*_nosec' trained without the secant penalty) and the best checkpoints of finished "
                             "training runs")
