@@ -177,7 +177,7 @@ def secant_series(tr: Trace, after_update: bool = True) -> np.ndarray:
     ``after_update`` (the textbook secant condition): ‖p_k − B_{k+1} q_k‖/‖p_k‖, the operator built *after*
     seeing (p_k, q_k), which classical SR1 and L-BFGS satisfy exactly; NaN at the last step (no B_{T}).
     Otherwise ‖p_k − B_k q_k‖/‖p_k‖, the operator that *made* step k: what L-SR1's training penalty (Eq. 8)
-    lowers, and what a method that does not update its matrix (gradient descent, B = lr·I) is judged by."""
+    lowers, and what a method that does not update its matrix (gradient descent, B = I) is judged by."""
     out = np.full(tr.steps, np.nan)
     div = int(tr.diverged_at[0])
     for k in range(tr.steps):

@@ -62,7 +62,7 @@ def secant_verdict(a: dict) -> str:
                 "gradient change exactly onto this step, as a quasi-Newton update is built to.")
     return (f"Violated: $\\|p - B_{{k+1}} q\\| / \\|p\\|$ = {a['residual']:.3g}. The matrix did not learn from "
             "this step "
-            "(gradient descent keeps B = lr·I whatever the curvature) or learned only approximately.")
+            "(gradient descent keeps B = I, its step lr·g, whatever the curvature) or learned only approximately.")
 
 
 def _arrow(fig, x0, x1, color, name, dash=None):
@@ -99,18 +99,18 @@ def anatomy_figure(obj, a: dict, label: str) -> go.Figure:
     bounds = view_bounds(pts, obj.bounds)
     fig = _contour(obj, bounds)
     span = bounds[0][1] - bounds[0][0]
-    # Newton's ellipse wide and translucent under the others: where B has converged to H⁻¹ it shows as a halo
-    mats = [(a["H_inv"], "Newton's H⁻¹(xₖ₊₁): the true inverse curvature", newton, "halo"),
+    # The solver's ellipses wide, Newton's thin on top: where B has converged to H⁻¹ both stay visible
+    mats = [(a["B"], f"Bₖ ({label}): before the update", col, "dot"),
             (a["B_next"], f"Bₖ₊₁ ({label}): after the update", col, "solid"),
-            (a["B"], f"Bₖ ({label}): before the update", col, "dot")]
+            (a["H_inv"], "Newton's H⁻¹(xₖ₊₁): the true inverse curvature", newton, "top")]
     mats = [m for m in mats if m[0] is not None and np.isfinite(m[0]).all()]
     biggest = max((float(np.abs(np.linalg.eigvalsh(0.5 * (m + m.T))).max()) for m, *_ in mats), default=1.0)
     scale = 0.25 * span / max(biggest, 1e-12)
     for M, name, c, dash in mats:
         e, w, _ = _ellipse(M, x1, scale)
-        halo = dash == "halo"
-        fig.add_trace(go.Scatter(x=e[0], y=e[1], mode="lines", name=name, opacity=0.35 if halo else 1.0,
-                                 line=dict(color=c, width=8 if halo else 3, dash="solid" if halo else dash)))
+        top = dash == "top"
+        fig.add_trace(go.Scatter(x=e[0], y=e[1], mode="lines", name=name,
+                                 line=dict(color=c, width=2 if top else 5, dash="solid" if top else dash)))
     _arrow(fig, x0, x1, STEP_COLOR, "p = xₖ₊₁ − xₖ (the step)")
     if a["Bq_next"] is not None:
         _arrow(fig, x0, x0 + a["Bq_next"], col, "Bₖ₊₁q drawn from xₖ: ends on xₖ₊₁ when the secant "
