@@ -104,6 +104,11 @@ class ChumpyStandIn:
                 cached = np.asarray(self._compute())
             except RecursionError:
                 raise DataFormatError("pickled chumpy graph is too deeply nested to evaluate") from None
+            except (IndexError, ValueError, TypeError, OverflowError, MemoryError) as e:
+                if isinstance(e, LSR1Error):
+                    raise
+                raise DataFormatError(f"pickled {self.chumpy_class} node cannot be evaluated "
+                                      f"({type(e).__name__}: {e})") from None
             finally:
                 self.__dict__["_evaluating"] = False
             if cached.dtype.hasobject:
@@ -375,6 +380,10 @@ def _array_from(raw, dt: np.dtype, shape, order: str = "C") -> np.ndarray:
         raise DataFormatError(f"invalid array order {order!r} in pickle")
     if n == 0:
         return np.empty(shape, dtype=dt, order=order)
+    if dt.kind == "U":  # UCS-4 code units beyond U+10FFFF would break every later read of the array
+        units = np.frombuffer(buf, dtype=np.dtype("u4").newbyteorder(dt.byteorder if dt.byteorder in "<>" else "="))
+        if units.size and int(units.max()) > 0x10FFFF:
+            raise DataFormatError("string array holds invalid Unicode code points")
     return np.frombuffer(buf, dtype=dt).reshape(shape, order=order).copy(order="K")
 
 
