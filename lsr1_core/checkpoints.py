@@ -105,13 +105,25 @@ def save_tensors_and_card(path: str | Path, tensors: dict[str, torch.Tensor], ca
         if versioned:
             wpath = wpath.with_name(f"{cpath.stem}.{digest[:16]}.safetensors")
         os.replace(tmp, wpath)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (OSError, SafetensorError)):  # e.g. a full disk: the previous checkpoint is intact
+            raise CheckpointError(f"could not write checkpoint {wpath} ({e}); the previous checkpoint is "
+                                  "unchanged (is the disk full?)") from None
         raise
     card = dict(card)
     card.update(format=FORMAT, format_version=FORMAT_VERSION, weights_file=wpath.name, weights_sha256=digest)
-    atomic_write_bytes(cpath, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    try:
+        atomic_write_bytes(cpath, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    except OSError as e:
+        if versioned and wpath.exists():
+            try:
+                wpath.unlink()  # the old card still names the old weights, which are kept
+            except OSError:
+                pass
+        raise CheckpointError(f"could not write model card {cpath} ({e.strerror or e}); the previous checkpoint "
+                              "is unchanged (is the disk full?)") from None
     for old in old_versions:
         if old.name != wpath.name:
             try:

@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except LSR1Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk while writing metrics: every checkpoint on disk is intact
+        print(f"error: {e.strerror or e}: {e.filename or ''} (the latest checkpoint is intact; resume with "
+              "--resume once there is room)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if tr is None:
             print("\ninterrupted before training started", file=sys.stderr)

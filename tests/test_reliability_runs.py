@@ -257,3 +257,39 @@ def test_bad_run_names_are_refused(tmp_path, name, capsys):
     assert runs_main(["--root", str(tmp_path / "jobs"), "start", "--preset", "quadratic", "--name", name]) == 2
     assert "error:" in capsys.readouterr().err
     assert not any((tmp_path / "jobs").iterdir())
+
+
+# -- a full disk loses nothing ---------------------------------------------------------------------
+def test_a_full_disk_during_checkpointing_loses_nothing(tmp_path):
+    """Writes beyond RLIMIT_FSIZE fail like writes to a full disk (EFBIG instead of ENOSPC). A resumed run
+    whose checkpoint writes fail stops with an error; its previous checkpoint still loads, no temporary
+    file is left, and a later resume (with room again) finishes with every iteration logged once."""
+    cfg = tiny(4, ckpt_every=2, val_every=2, model={"hidden": 64})
+    run = tmp_path / "run"
+    Trainer(cfg, run).fit(progress=False)
+    ckpt_bytes = max(p.stat().st_size for p in run.glob("latest.*.safetensors"))
+    limit = ckpt_bytes // 2
+    assert max(p.stat().st_size for p in run.iterdir() if p.suffix != ".safetensors") < limit
+    child = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        from lsr1_core.meta import Trainer
+        from lsr1_core.errors import CheckpointError
+        tr = Trainer.resume({str(run)!r}, iterations=8)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+        try:
+            tr.fit(progress=False)
+        except CheckpointError as e:  # a raw SafetensorError before the fix
+            print("write failed:", e)
+            raise SystemExit(3)
+    """)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert not list(run.glob(".*.tmp")), "a temporary file was left behind"
+    tr = Trainer.resume(run)  # the previous checkpoint loads
+    assert tr.iteration == 4
+    Trainer.resume(run, iterations=8).fit(progress=False)
+    its = [m["iteration"] for m in read_metrics(run)]
+    assert its == list(range(9)), its
