@@ -293,3 +293,14 @@ def test_a_full_disk_during_checkpointing_loses_nothing(tmp_path):
     Trainer.resume(run, iterations=8).fit(progress=False)
     its = [m["iteration"] for m in read_metrics(run)]
     assert its == list(range(9)), its
+
+
+def test_a_run_being_created_is_not_listed_as_failed_but_an_old_one_is(tmp_path):
+    mgr = RunManager(tmp_path / "jobs")
+    mgr.start(tiny(), run_id="r", launch=False)
+    (mgr.root / "r" / "status.json").unlink()  # as between start()'s config and status writes
+    assert mgr.list() == []
+    old = time.time() - 3600
+    os.utime(mgr.root / "r" / "config.json", (old, old))
+    (info,) = mgr.list()
+    assert info.state == "failed" and "status.json" in info.error

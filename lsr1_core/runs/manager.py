@@ -331,13 +331,20 @@ class RunManager:
             return []
         out = []
         for path in sorted(self.root.iterdir()):
-            # every run directory (one with a config or a status file), damaged ones included (shown as failed)
-            if valid_run_id(path.name) and path.is_dir() and any(
-                    (path / f).exists() for f in ("status.json", "config.json")):
+            # every run directory (one with a config or a status file), damaged ones included (shown as failed);
+            # a directory with a config but no status yet is being created by start() unless it is old
+            if not (valid_run_id(path.name) and path.is_dir()):
+                continue
+            if not (path / "status.json").exists():
                 try:
-                    out.append(self.info(path.name))
-                except LSR1Error:
+                    if time.time() - (path / "config.json").stat().st_mtime < 60:
+                        continue
+                except OSError:
                     continue
+            try:
+                out.append(self.info(path.name))
+            except LSR1Error:
+                continue
         return out
 
     def _path(self, run_id: str) -> Path:
