@@ -25,5 +25,6 @@ $\lambda_{\text{sec}}\,\|p - \tilde B q\|^2$ is added to the objective values al
   draws classical SR1's uphill step beside L-SR1's.
 - *Benchmarks*: the paper's profiles and curves, a comparison bench for your own checkpoints, training curves.
 - *Meta-training*: launch, watch, cancel and resume training runs that live in the background.
+- *Human mesh recovery*: LGD, L-SR1, Adam and L-BFGS fitting a 3-D body to 2-D keypoints, step by step.
 - The sidebar's **L-SR1 step scale** multiplies every L-SR1 step; each solver keeps one colour on every page.
 """)
