@@ -233,3 +233,28 @@ def test_complex_amass_poses_are_refused_not_cut_to_their_real_part(tmp_path):
         np.savez(tmp_path / "c.npz", **dict(good, **{key: good[key] + 1j}))
         with pytest.raises(DataFormatError, match="complex"):
             load_amass_npz(tmp_path / "c.npz")
+
+
+def test_deeply_nested_tuples_are_refused_without_crashing():
+    """A dict keyed by a tuple nested 10⁶ deep crashed CPython (its tuple hash recurses in C)."""
+    code = textwrap.dedent("""
+        from lsr1_core.hmr.formats import safe_loads_pickle, DataFormatError
+        raw = b"\\x80\\x02}" + b")" + b"\\x85" * 1_000_000 + b"K\\x01s."
+        try:
+            safe_loads_pickle(raw)
+        except DataFormatError as e:
+            print("refused:", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr[-500:]
+    assert "nests tuples" in out.stdout
+    shallow = safe_loads_pickle(pickle.dumps({((1, (2, (3,))),): np.zeros(2)}, 2))
+    assert list(shallow) == [((1, (2, (3,))),)]
+
+
+def test_a_huge_sparse_matrix_is_not_made_dense():
+    from lsr1_core.hmr.formats import to_numpy
+    m = safe_loads_pickle(pickle.dumps(sp.csc_matrix((10**6, 10**6)), 2))
+    with pytest.raises(DataFormatError, match="too large"):
+        to_numpy(m)

@@ -186,6 +186,9 @@ def to_numpy(value: Any) -> Any:
     if isinstance(value, ChumpyStandIn):
         return value.r
     if hasattr(value, "toarray") and "scipy.sparse" in type(value).__module__:
+        rows, cols = value.shape
+        if rows * cols > _MAX_DENSE_ELEMENTS:
+            raise DataFormatError(f"sparse matrix of shape {value.shape} is too large to make dense")
         return value.toarray()
     return np.asarray(value)
 
@@ -248,6 +251,8 @@ def _safe_bytes(*args):
 _DTYPE_SIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8, 12, 16),
                 "c": (8, 16, 24, 32), "S": None, "U": None}
 _MAX_STR_ITEMSIZE = 1 << 24
+_MAX_TUPLE_DEPTH = 100
+_MAX_DENSE_ELEMENTS = 1 << 28  # a sparse matrix made dense (to_numpy) may hold at most this many entries
 
 
 def _check_dtype(dt) -> np.dtype:
@@ -519,6 +524,7 @@ class SafeUnpickler(pickle._Unpickler):
         super().__init__(file, encoding=encoding)
         self.memo = _ProxyMemo()
         self._opaque: dict[tuple[str, str], type] = {}
+        self._tuple_depth: dict[int, tuple[tuple, int]] = {}
 
     def find_class(self, module: str, name: str):
         module = _PY2_MODULES.get(module, module)
@@ -616,6 +622,38 @@ class SafeUnpickler(pickle._Unpickler):
     for _op in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
         dispatch[_op[0]] = load_ext
     del _op
+
+    # Tuples nested a million deep crash CPython when hashed (a dict key, a set element): its tuple hash
+    # recurses in C without a depth check. Every opcode's result is looked at; a tuple deeper than
+    # _MAX_TUPLE_DEPTH is refused before anything can hash it.
+    def _note_tuple(self, t: tuple) -> None:
+        seen = self._tuple_depth.get(id(t))
+        if seen is not None and seen[0] is t:
+            return
+        depth = 1
+        for item in t:
+            if type(item) is tuple:
+                known = self._tuple_depth.get(id(item))
+                if known is None or known[0] is not item:
+                    self._note_tuple(item)  # only reached for tuples made outside an opcode's result
+                    known = self._tuple_depth[id(item)]
+                depth = max(depth, known[1] + 1)
+        if depth > _MAX_TUPLE_DEPTH:
+            raise DataFormatError(f"pickle nests tuples more than {_MAX_TUPLE_DEPTH} deep")
+        self._tuple_depth[id(t)] = (t, depth)  # keeps t alive for the load, so its id is never reused
+
+
+
+def _tuple_checked(op):
+    def run(self):
+        op(self)
+        stack = self.stack
+        if stack and type(stack[-1]) is tuple:
+            self._note_tuple(stack[-1])
+    return run
+
+
+SafeUnpickler.dispatch = {_k: _tuple_checked(_f) for _k, _f in SafeUnpickler.dispatch.items()}
 
 
 class _ProxyMemo(dict):
@@ -807,6 +845,15 @@ def load_3dpw_sequence(path: str | os.PathLike) -> ThreeDPWSequence:
     """Load a 3DPW sequence ``.pkl`` (a Python-2 pickle) through the restricted unpickler."""
     p = Path(path)
     data = safe_load_pickle(p, encoding="latin1")
+    try:
+        return _3dpw_from(p, data)
+    except (RecursionError, MemoryError, TypeError, ValueError, OverflowError) as e:
+        if isinstance(e, LSR1Error):
+            raise
+        raise DataFormatError(f"{p}: not a 3DPW sequence ({type(e).__name__}: {e})") from None
+
+
+def _3dpw_from(p: Path, data) -> ThreeDPWSequence:
     if not isinstance(data, dict):
         raise DataFormatError(f"{p}: a 3DPW sequence pickle holds a dict, got {type(data).__name__}")
     missing = [k for k in _3DPW_KEYS if k not in data]
