@@ -304,3 +304,16 @@ def test_a_run_being_created_is_not_listed_as_failed_but_an_old_one_is(tmp_path)
     os.utime(mgr.root / "r" / "config.json", (old, old))
     (info,) = mgr.list()
     assert info.state == "failed" and "status.json" in info.error
+
+
+@pytest.mark.parametrize("field, value", [("iteration", "abc"), ("param_groups", 5), ("best_val", [1]),
+                                          ("iteration", None)])
+def test_a_damaged_latest_card_is_a_checkpoint_error(tmp_path, field, value):
+    from lsr1_core.errors import CheckpointError
+    run = tmp_path / "run"
+    Trainer(tiny(2, ckpt_every=1), run).fit(progress=False)
+    card = json.loads((run / "latest.json").read_text())
+    card[field] = value
+    (run / "latest.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="damaged"):
+        Trainer.resume(run)

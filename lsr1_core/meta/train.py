@@ -240,7 +240,13 @@ class Trainer:
         tr = cls(cfg, run_dir, log=log)
         tr._resumed = True
         if (run_dir / "latest.json").exists():
-            tr._load_latest()
+            try:
+                tr._load_latest()
+            except LSR1Error:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+                raise CheckpointError(f"the latest checkpoint in {run_dir} is damaged ({type(e).__name__}: {e}); "
+                                      "it cannot be resumed") from None
         if iterations is not None:
             if iterations < tr.iteration:
                 raise LSR1Error(f"cannot resume {run_dir} to {iterations} iterations: it is already at "
