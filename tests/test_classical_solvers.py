@@ -326,7 +326,8 @@ def test_divergence_is_recorded_not_returned_as_nan(name, kwargs):
     x0 = torch.full((2, 10), 0.5, dtype=F64)
     t = run(make_solver(name, **kwargs), r, x0, 10)
     assert (t.diverged_at >= 1).all()
-    assert all("non-finite" in why for why in t.reason)
+    # a huge step is caught either as non-finite or, earlier, as a finite blow-up (run()'s 1e8 bound)
+    assert all(("non-finite" in why) or ("blew up" in why) for why in t.reason)
     assert torch.isfinite(t.f).all() and torch.isfinite(t.x).all()
 
 

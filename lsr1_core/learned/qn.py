@@ -6,8 +6,9 @@ generated coordinate by coordinate cannot express the SR1 update. This form keep
 element-wise MLPs generate the rank-one vectors of a positive semi-definite operator and the step sizes,
 a secant penalty keeps the operator curvature-consistent — and changes four things:
 
-1. **Scale.** H = γI + Σ v vᵀ approximates the inverse Hessian. γ = ½·min pᵀq/qᵀq over a curvature probe
-   along −g made before the first step (one extra gradient, counted) and every pair since
+1. **Scale.** H = γI + Σ v vᵀ approximates the inverse Hessian. γ = ½·min pᵀq/qᵀq over the pairs in
+   memory, the first of which is a curvature probe along −g made before the first step (one extra gradient,
+   counted)
    (:func:`~lsr1_core.solvers.sr1.envelope_scale`). Every input of the MLPs is normalised per problem
    (x-space vectors by the RMS of the pair's step p, gradient-space vectors by their own RMS; inner
    products enter as cosines), and step sizes are α = exp(b·tanh(α̃/b)) around the unit quasi-Newton step
@@ -109,9 +110,10 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     # The pair is data, not a path for the meta-gradient: it flows through the generated u and α only
     # (through the pairs it compounds over the unroll and explodes).
     p, q, g = state.p.detach(), state.q.detach(), state.g
-    gamma = envelope_scale(state.gamma, p, q, cfg.gamma_factor)
     old = max(cfg.memory - 1, 0)
     P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
+    gamma = envelope_scale(torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1), state.gamma,
+                           cfg.gamma_factor)
     if P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
         W_old = state.W  # nothing dropped and H₀ unchanged: the stored vectors are still exact
     else:

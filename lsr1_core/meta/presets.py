@@ -131,9 +131,12 @@ GAMMA1_RASTRIGIN = 1e-3
 def _qn(base: TrainConfig, secant: float) -> TrainConfig:
     """The scale-free form on a paper preset: same task, N, K, L and batch; problems at six decades of
     scale (f and x each), the log-gap meta-loss, float64, relative secant penalty (λ_sec as given), and the
-    first-order meta-gradient (∇f(x_k) not differentiated), which keeps meta-training finite on every task."""
+    first-order meta-gradient (∇f(x_k) not differentiated), which keeps meta-training finite on every task.
+    The initial model is classical SR1; AdamW at the paper's lr 1e-4 moved it away and made validation worse
+    within 20–90 meta-iterations (N = 2 and N = 100, first- and second-order, docs/results_qn.md), so 1e-5,
+    with validation every 20 iterations so that the best checkpoint can be the untrained one."""
     return base.replace(secant_weight=secant, meta_loss="log_gap", scale_range=3.0, dtype="float64",
-                        secant_form="relative", detach_gradient=True, lr=1e-4,
+                        secant_form="relative", detach_gradient=True, lr=1e-5, val_every=20, ckpt_every=20,
                         model=LSR1Config.qn(memory=base.model.memory).to_dict())
 
 

@@ -91,19 +91,25 @@ def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
     return p, q, gamma
 
 
-def envelope_scale(gamma: torch.Tensor, p: torch.Tensor, q: torch.Tensor, factor: float) -> torch.Tensor:
-    """γ ← min(γ, factor·pᵀq/qᵀq) over pairs with positive curvature (B, 1).
+def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor: float) -> torch.Tensor:
+    """γ = factor·min pᵢᵀqᵢ/qᵢᵀqᵢ over the stored pairs (B, l, N) with positive curvature; the previous γ
+    (B, 1) where no stored pair has any.
 
-    Each pᵀq/qᵀq is ≥ 1/λ_max on a convex quadratic, so the running minimum approaches the largest
-    inverse curvature from above; with H₀ = γI ⪯ ∇²f⁻¹ every SR1 update is positive (rᵀq ≥ 0), which is
-    what keeps a positive semi-definite SR1 exact. factor = ½ measured best (docs/results.md).
+    On a convex quadratic each pᵀq/qᵀq is ≥ 1/λ_max, so the minimum approaches the largest inverse curvature
+    from above, and with H₀ = γI ⪯ ∇²f⁻¹ every SR1 update is positive (rᵀq ≥ 0) — what keeps a positive
+    semi-definite SR1 exact. Taking the minimum over the memory only (not all history) lets γ grow again on
+    a non-convex function once a pair of extreme curvature has left the memory. factor = ½ measured best
+    (docs/results_qn.md).
     """
     with torch.no_grad():
-        pq = (p * q).sum(-1, keepdim=True).detach()
-        qq = (q * q).sum(-1, keepdim=True).detach()
-        bb = factor * pq / qq.clamp_min(torch.finfo(q.dtype).tiny)
-        use = (pq > 0) & (qq > 0) & torch.isfinite(bb) & (bb < gamma)
-        return torch.where(use, bb, gamma)
+        pq = (P * Q).sum(-1).detach()
+        qq = (Q * Q).sum(-1).detach()
+        bb = factor * pq / qq.clamp_min(torch.finfo(Q.dtype).tiny)
+        use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
+        if P.shape[1] == 0:
+            return gamma
+        low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
+        return torch.where(torch.isfinite(low), low, gamma)
 
 
 class LimitedMemorySR1(Solver):
@@ -114,8 +120,8 @@ class LimitedMemorySR1(Solver):
         lr: step size (the initial trial step of the Armijo search).
         init_scale: ``"auto"`` (default) for H0 = γI with γ = pᵀq/qᵀq of the newest pair with pᵀq > 1e-10
             (γ = 1 before that); ``"envelope"`` for γ = ½·min pᵀq/qᵀq over a curvature probe along −g before
-            the first step (one extra evaluation) and every pair since (:func:`envelope_scale`, the scaling of
-            the scale-free L-SR1 form); or a fixed positive number (H0 = init_scale·I throughout).
+            the first step (one extra evaluation) and the pairs in memory (:func:`envelope_scale`, the scaling
+            of the scale-free L-SR1 form); or a fixed positive number (H0 = init_scale·I throughout).
         line_search: None (fixed step lr: the direction d = H g is used as it is, uphill or not) or
             ``"armijo"`` (backtracking by halves to f(x − t d) ≤ f − 1e-4·t·gᵀd, at most 30 halvings; a
             non-descent direction cannot satisfy it, so there it is replaced by the gradient first).
@@ -200,6 +206,6 @@ class LimitedMemorySR1(Solver):
             pq, qq = (p * q).sum(-1), (q * q).sum(-1)
             st["gamma"] = torch.where(pq > 1e-10, pq / qq.clamp_min(1e-300), st["gamma"].squeeze(-1)).unsqueeze(-1)
         elif self.init_scale == "envelope":
-            st["gamma"] = envelope_scale(st["gamma"], p, q, ENVELOPE_FACTOR)
+            st["gamma"] = envelope_scale(P, Q, st["gamma"], ENVELOPE_FACTOR)
         st.update(x=x_new.detach(), f=f_new.detach(), g=g_new.detach())
         return StepInfo(direction=d, step_size=t.unsqueeze(-1), operator=op, extras=extras, evals=evals)
