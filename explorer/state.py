@@ -4,13 +4,14 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from lsr1_core.runs.catalog import available_models
+from lsr1_core.runs.catalog import FORM_NAMES, available_models, model_form
 from lsr1_core.runs.root import runs_root
 from lsr1_core.viz.explore import SolverSpec, default_specs, run_2d
 
 # The L-SR1 model every page starts with (a sidebar label of lsr1_core.runs.catalog.available_models);
 # the first pretrained model whose name starts with one of these, in this order. One place to change it.
-DEFAULT_MODEL = ("pretrained: quadratic",)
+# The scale-free (qn) form first; the paper form stays selectable, labelled "paper form".
+DEFAULT_MODEL = ("pretrained: qn_quadratic", "pretrained: qn_", "pretrained: quadratic")
 STEP_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 # Streamlit ellipsizes a multiselect tag at the sidebar's width ("pretrained: profile_…"): the tags show the
@@ -47,15 +48,18 @@ def sidebar() -> dict:
         st.selectbox("Device", devices, key="device", help="2-D pages always run on the CPU (tiny problems)")
         st.number_input("Seed", min_value=0, value=0, key="seed")
         labels = list(models)
+        forms = {l: FORM_NAMES.get(model_form(models[l]), "unknown form") for l in labels}
         st.multiselect("L-SR1 models", labels, default=default_models(labels), key="lsr1_models",
-                       format_func=short_label,
-                       help="shipped models from pretrained/ (e.g. 'quadratic', N = 2; 'profile_*', N = 100; "
-                            "'*_nosec' trained without the secant penalty) and the best checkpoints of finished "
-                            "training runs")
+                       format_func=lambda l: f"{short_label(l)} · {forms.get(l, '')}",
+                       help="shipped models from pretrained/ and the best checkpoints of finished training runs. "
+                            "'qn_*': the scale-free form (starts as classical SR1, positive definite, safeguarded; "
+                            "the default); the others: the paper's form (Algorithm 1) — 'quadratic' (N = 2), "
+                            "'profile_*' (N = 100); '*_nosec' trained without the secant penalty")
         st.select_slider("L-SR1 step scale", STEP_SCALES, value=1.0, key="lsr1_scale",
                          help="multiplies every L-SR1 step x_{k+1} = x_k − scale · α ⊙ B̃ g")
-        st.caption("Step scale: L-SR1's steps are α ⊙ B̃g with α learned for the training problems; on a "
-                   "function with other curvature, scale < 1 shortens and > 1 lengthens every step.")
+        st.caption("Step scale: L-SR1's steps are α ⊙ B̃g. The scale-free form needs none (1); the paper "
+                   "form's α was learned at one problem scale, so on a function with other curvature "
+                   "scale < 1 shortens and > 1 lengthens every step.")
         if not labels:
             st.info("No L-SR1 model found: train one on the Meta-training page or with "
                     "`python -m lsr1_core.train`.")

@@ -31,6 +31,20 @@ def _run_state(run: Path) -> str | None:
     return st.get("state") if st is not None else None
 
 
+FORM_NAMES = {"paper": "paper form", "qn": "scale-free"}
+
+
+def model_form(path: str | Path) -> str:
+    """The L-SR1 form ("paper" or "qn") a checkpoint's card names; "paper" for cards from before forms
+    existed, "unknown" for a card that cannot be read (the loader then says what is wrong)."""
+    card = _read_json_object(Path(str(path) + ".json"))
+    if card is None:
+        return "unknown"
+    cfg = card.get("config")
+    form = cfg.get("form", "paper") if isinstance(cfg, dict) else "unknown"
+    return form if form in FORM_NAMES else "unknown"
+
+
 def available_models(runs_root: str | Path | None = None, pretrained_dir: str | Path | None = None,
                      kind: str = "lsr1") -> dict[str, Path]:
     """label → checkpoint path (without suffix). Pretrained first, then runs with a best checkpoint, from the
