@@ -2,21 +2,24 @@
 evaluation (Streamlit caches around ``lsr1_core.hmr``; no computation of their own)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 import torch
 
 from explorer.step_cache import StepCache, one_thread
-from lsr1_core.errors import LSR1Error
-from lsr1_core.hmr import BodyModelError, CameraConfig, PoseSampler, make_batch, test_set
+from lsr1_core.hmr import BodyModelError, CameraConfig, PoseSampler, diskcache, make_batch
 from lsr1_core.hmr.compare import camera_vertices, curves, evaluate_steps, fit_methods
-from lsr1_core.hmr.data import SampleConfig
+from lsr1_core.hmr.data import SampleConfig, project
 from lsr1_core.hmr.models import load_hmr_model
 from lsr1_core.hmr.prepare import FIRST_BUILD_S, anny_cache_ready
+from lsr1_core.hmr.render import framing_window, render_status
 from lsr1_core.runs.catalog import hmr_models
+from lsr1_core.viz.hmr import mesh_rgb
 
 
 def build_body_with_progress(kind: str) -> None:
@@ -47,6 +50,15 @@ def build_body_with_progress(kind: str) -> None:
     bar.empty()
 
 
+@st.cache_resource(show_spinner=False)
+def warm_renderer() -> threading.Thread:
+    """Start the offscreen renderer (an OpenGL context: seconds) on a thread, once per process, so that it is
+    ready when the first fit is: the page calls this first."""
+    th = threading.Thread(target=render_status, daemon=True, name="lsr1-render-warm-up")
+    th.start()
+    return th
+
+
 @st.cache_resource(show_spinner="building the body model…")
 def get_body(kind: str, smpl_path: str = ""):
     """The body model (raises BodyModelError with the reason when it cannot be loaded)."""
@@ -61,7 +73,7 @@ def get_body(kind: str, smpl_path: str = ""):
 @st.cache_resource(show_spinner="building the test set…")
 def shipped_test_set():
     with one_thread():
-        return test_set(get_body("anny"))
+        return diskcache.test_set_cached(get_body("anny"))
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -75,13 +87,10 @@ def random_sample(seed: int):
 
 
 def sample_batch(sample_key: tuple):
-    """("test", index) or ("random", seed) → an HMRBatch of one sample (always made with the Anny body);
-    ("tests", (i, j, …)) → those test samples."""
+    """("test", index) or ("random", seed) → an HMRBatch of one sample (always made with the Anny body)."""
     kind, value = sample_key
     if kind == "test":
         return shipped_test_set().subset(slice(int(value), int(value) + 1))
-    if kind == "tests":
-        return shipped_test_set().subset(torch.tensor(value, dtype=torch.long))
     return random_sample(int(value))
 
 
@@ -91,36 +100,58 @@ def checkpoints(roots: str | None) -> dict[str, dict]:
     return hmr_models(roots)
 
 
-@st.cache_resource(max_entries=16, show_spinner="loading the checkpoint…")
-def load_model(path: str, mtime: int, body_key: tuple):
-    """(model, None, None) or (None, the reason it cannot be used, whether the reason is the body model)."""
+@st.cache_data(ttl=20, show_spinner=False)
+def checkpoint_problem(path: str, mtime: int, body_key: tuple) -> tuple[str | None, bool]:
+    """(None, False) when a checkpoint's card fits the body model and its weights file is there, else (the
+    reason, whether the reason is the body model). Reads the card only: the weights are loaded when a fit
+    needs them (:func:`models_for`), which the disk cache often spares the page's first visit."""
+    card_path = Path(path).with_suffix(".json")
     try:
-        return load_hmr_model(path, get_body(*body_key))[0], None, False
+        card = json.loads(card_path.read_text())
+        get_body(*body_key).check_signature(card.get("body") or {}, what=f"checkpoint {path}")
     except BodyModelError as e:
-        return None, str(e), True
-    except LSR1Error as e:
-        return None, str(e), False
+        return str(e), True
+    except (OSError, ValueError, AttributeError) as e:
+        return f"its model card {card_path} cannot be read: {e}", False
+    weights = card_path.with_name(card.get("weights_file") or f"{card_path.stem}.safetensors")
+    if not weights.exists():
+        return f"model card {card_path} found but its weights file {weights} is missing", False
+    return None, False
+
+
+@st.cache_resource(max_entries=4, show_spinner="loading the checkpoints…")
+def models_for(ckpt_key: tuple, body_key: tuple) -> dict:
+    """The checkpoints of ``ckpt_key`` ((slot, path, mtime) each) loaded for the body model, by slot (raises
+    LSR1Error when one cannot be loaded after all, e.g. a weights file that does not match its card)."""
+    with one_thread():
+        return {slot: load_hmr_model(path, get_body(*body_key))[0] for slot, path, _ in ckpt_key}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def fit_sample(body_key: tuple, sample_key: tuple, ckpt_key: tuple, classical: tuple, steps: int,
-               _models: dict) -> dict:
+def fit_sample(body_key: tuple, sample_key: tuple, ckpt_key: tuple, classical: tuple, steps: int) -> dict:
     """Every method's estimates at steps 0…steps (``compare.fit_methods``), its per-step curves (means over
-    the samples) and the seconds the fit took (cached per sample and choice of methods)."""
+    the samples) and the seconds the fit took; cached per sample and choice of methods, for the Anny body also
+    on disk (``lsr1_core.hmr.diskcache``: set-up stores the default view's)."""
     t0 = time.perf_counter()
-    with one_thread():
-        fit = fit_methods(get_body(*body_key), sample_batch(sample_key), _models, steps, classical)
+    key = diskcache.fit_key("anny", sample_key, [(slot, path) for slot, path, _ in ckpt_key], classical, steps)
+    fit = diskcache.load_fit(key) if body_key[0] == "anny" else None
+    if fit is None:
+        models = models_for(ckpt_key, body_key)
+        with one_thread():
+            fit = fit_methods(get_body(*body_key), sample_batch(sample_key), models, steps, classical)
+        if body_key[0] == "anny":
+            diskcache.save_fit(key, fit)
     fit["curves"] = curves(fit)
     fit["wall"] = time.perf_counter() - t0
     return fit
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def evaluation(body_key: tuple, n: int, ckpt_key: tuple, classical: tuple, steps: int, _models: dict,
-               _progress=None) -> dict:
+def evaluation(body_key: tuple, n: int, ckpt_key: tuple, classical: tuple, steps: int, _progress=None) -> dict:
     """Per-step statistics over the first ``n`` test samples (``compare.evaluate_steps``)."""
+    models = models_for(ckpt_key, body_key)
     with one_thread():
-        return evaluate_steps(get_body(*body_key), shipped_test_set().subset(slice(0, n)), _models, steps,
+        return evaluate_steps(get_body(*body_key), shipped_test_set().subset(slice(0, n)), models, steps,
                               classical, _progress)
 
 
@@ -140,3 +171,31 @@ def faces_of(body_key: tuple) -> np.ndarray:
 @st.cache_resource(show_spinner=False)
 def step_cache() -> StepCache:
     return StepCache()
+
+
+def sample_grid(body_key: tuple, indices: tuple, ckpt_key: tuple, classical: tuple, steps: int, step: int,
+                names: tuple, render: bool) -> list[dict]:
+    """The rows of ``lsr1_core.viz.hmr.sample_grid_figure`` for the test samples ``indices`` at ``step``. Each
+    sample is fitted alone, as the single-sample view does (the same cached fit: L-SR1's BatchNorm normalises
+    over the rows of a batch, so a joint fit would differ), and its meshes rendered over one window."""
+    body, cache = get_body(*body_key), step_cache()
+    faces, anny_faces = faces_of(body_key), faces_of(("anny", ""))
+    rows = []
+    for idx in indices:
+        key = ("test", int(idx))
+        fit = fit_sample(body_key, key, ckpt_key, classical, steps)
+        methods = tuple(n for n in names if n in fit["poses"])
+        verts = cache.meshes(body, (body_key, (key, ckpt_key, classical, steps)), fit, step, methods)
+        shown = {n: (verts[n], faces) for n in methods}
+        if "gt" in names:
+            shown["gt"] = (gt_vertices(key), anny_faces)
+        b = sample_batch(key)
+        kp, conf = b.kp2d[0].numpy(), b.conf[0].numpy()
+        true_uv = project(b.joints3d, CameraConfig())[0].numpy()
+        window = tuple(round(x, 1) for x in framing_window([v for v, _ in shown.values()], CameraConfig(),
+                                                             points=np.concatenate([kp[conf > 0], true_uv])))
+        images = {n: cache.image(("grid", body_key, key, ckpt_key, classical, steps, step, n), v, f, mesh_rgb(n),
+                                 window, 192) for n, (v, f) in shown.items()} if render else {}
+        rows.append({"title": f"test-{idx}", "kp2d": kp, "conf": conf, "window": window, "images": images,
+                     "pa_mpjpe": {n: float(fit["metrics"][n]["pa_mpjpe"][step, 0]) for n in methods}})
+    return rows

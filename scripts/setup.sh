@@ -33,11 +33,19 @@ if [ ! -f "$STAMP" ]; then
   rm -f .venv/.installed-* && touch "$STAMP"
 fi
 
-# The Human mesh recovery page's body model builds a cache once per machine (about two minutes on 2 cores):
-# build it here, so that the page's first visit takes seconds. Skipped at once when the cache is there.
+# The Human mesh recovery page's body model builds a cache once per machine (about two minutes on 2 cores),
+# and the page's default view (test set, first sample's fits) is computed ahead into ~/.cache/lsr1_explorer:
+# both here, so that the page's first visit takes seconds. Skipped at once when nothing they depend on changed.
 ANNY_CACHE="${ANNY_CACHE_DIR:-$HOME/.cache/anny}"
-if ! { ls "$ANNY_CACHE"/v*/load_data_*.safetensors && ls "$ANNY_CACHE"/v*/build_model_data_*.safetensors \
+# (the files lsr1_core.hmr.diskcache.SOURCE_GLOBS names, and the checkpoints)
+HMR_STAMP=.venv/.hmr-prepared-$(cat lsr1_core/*.py lsr1_core/{hmr,learned,solvers,objectives}/*.py pretrained/hmr_*.json \
+  2>/dev/null | sha1sum | cut -c1-12)
+if [ ! -f "$HMR_STAMP" ] || ! { ls "$ANNY_CACHE"/v*/load_data_*.safetensors \
+       && ls "$ANNY_CACHE"/v*/build_model_data_*.safetensors \
        && ls "$ANNY_CACHE"/v*/build_compact_model_data_*.safetensors; } >/dev/null 2>&1; then
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m lsr1_core.hmr.prepare \
-    || echo "[setup] warning: the body model's cache could not be built; the HMR page will build it on first visit"
+  if OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m lsr1_core.hmr.prepare; then
+    rm -f .venv/.hmr-prepared-* && touch "$HMR_STAMP"
+  else
+    echo "[setup] warning: the HMR page's caches could not be built; the page will build them on first visit"
+  fi
 fi

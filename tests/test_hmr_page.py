@@ -116,6 +116,7 @@ def anny():
 @pytest.fixture
 def page(runs_dir, monkeypatch):
     monkeypatch.setenv("LSR1_HMR_RUNS", str(runs_dir))
+    monkeypatch.setenv("LSR1_CACHE_DIR", str(runs_dir.parent / "disk_cache"))  # not the user's cache
     monkeypatch.delenv("LSR1_NO_RENDER", raising=False)
     torch.set_num_threads(1)
 
@@ -488,3 +489,33 @@ def test_page_mesh_download_is_in_camera_coordinates():
     assert "o L-SR1" in obj and "o Ground_truth" in obj
     z = zipfile.ZipFile(io.BytesIO(mesh_download({"lgd": (v, f)}, "PLY", 3, "test-0")))
     assert z.namelist() == ["LGD.ply"]
+
+
+def test_several_samples_side_by_side(page):
+    """Three test samples: one row per sample, one panel per chosen method and the ground truth, each row framed
+    on its own meshes; the PA-MPJPE in the titles is the single-sample view's."""
+    at = page()
+    names = "lsr1-lgd-lsr1_nosec-adam-lbfgs"
+    at.multiselect(key="hmr_grid_samples").set_value([2, 7, 9])
+    at.multiselect(key=f"hmr_grid_methods_{names}").set_value(["lsr1", "adam", "gt"])
+    at.number_input(key="hmr_grid_step").set_value(4).run()
+    assert not at.exception, at.exception
+    grid = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Several samples" in c.proto.spec)
+    titles = [a["text"] for a in grid["layout"]["annotations"]]
+    assert [t.split(" · ")[:2] for t in titles] == [[f"test-{i}", m] for i in (2, 7, 9)
+                                                   for m in ("L-SR1", "Adam", "Ground truth")]
+    # the same numbers as the single-sample view of test sample 7 at step 4
+    at.number_input(key="hmr_index").set_value(7).run()
+    table = next(m.value for m in at.markdown if m.value.startswith("**At step"))
+    at.slider(key="hmr_step").set_value(4).run()
+    table = next(m.value for m in at.markdown if m.value.startswith("**At step 4**"))
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[4:])}
+    for name in ("L-SR1", "Adam"):
+        title = next(t for t in titles if t.startswith(f"test-7 · {name} ·"))
+        assert float(title.split(" · ")[2].split()[0]) == pytest.approx(float(rows[name][3]), abs=0.6)
+    if _rendering_works():
+        imgs = grid["layout"]["images"]
+        assert len(imgs) == 9
+        by_row = [imgs[3 * i:3 * i + 3] for i in range(3)]
+        for row in by_row:  # a row's panels share a window
+            assert len({(i["x"], i["y"], i["sizex"]) for i in row}) == 1

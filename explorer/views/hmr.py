@@ -20,13 +20,14 @@ import streamlit as st
 from explorer import hmr_data as data
 from explorer.component_files import plain_figure
 from explorer.components.step_view import step_view
+from lsr1_core.errors import LSR1Error
 from lsr1_core.hmr import BodyModelError, CameraConfig
 from lsr1_core.hmr.compare import CLASSICAL, LABELS, LEARNED
 from lsr1_core.hmr.data import project
 from lsr1_core.hmr.export import mesh_download, metrics_csv
 from lsr1_core.hmr.render import framing_window, render_status
 from lsr1_core.viz.hmr import (curves_at, curves_figure, evaluation_figure, evaluation_table, keypoint_figure,
-                               mesh_rgb, overlay_at, overlay_figure)
+                               mesh_rgb, overlay_at, overlay_figure, sample_grid_figure)
 
 BODY_ANNY = "Anny (embedded)"
 BODY_SMPL = "SMPL (from LSR1_SMPL_MODEL)"
@@ -70,23 +71,23 @@ def _sample_controls():
     return ("random", seed), f"random-seed{seed}"
 
 
-def _models(entries: dict[str, dict], cfg: dict, body_key: tuple) -> tuple[dict, list, dict]:
-    """The chosen checkpoints loaded for the body model, each refusal shown with its real reason."""
-    models, ckpt_key, horizons = {}, [], {}
+def _checkpoints(entries: dict[str, dict], cfg: dict, body_key: tuple) -> tuple[list, dict]:
+    """The chosen checkpoints that fit the body model, as (slot, path, mtime), and their training horizons;
+    each refusal shown with its real reason."""
+    ckpt_key, horizons = [], {}
     for slot, label in cfg["chosen"].items():
         if label == NONE or label not in entries:
             continue
         e = entries[label]
-        model, err, body_mismatch = data.load_model(e["path"], e["mtime"], body_key)
+        err, body_mismatch = data.checkpoint_problem(e["path"], e["mtime"], body_key)
         if err:
             why = (f"does not fit the chosen body model ({cfg['body']})" if body_mismatch
                    else "could not be loaded")
             st.error(f"**{LABELS[slot]}**: the checkpoint `{label}` {why} and is left out: {err}")
             continue
-        models[slot] = model
         ckpt_key.append((slot, e["path"], e["mtime"]))
         horizons[slot] = e.get("unroll")
-    return models, ckpt_key, horizons
+    return ckpt_key, horizons
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -96,6 +97,7 @@ def render():
                "qualitative comparison of L-SR1 (blue) and LGD (pink) as in the paper's Figures 5 and 9, with "
                "L-SR1 without the secant penalty and classical Adam / L-BFGS fitting from the same "
                "initialization.")
+    data.warm_renderer()
     entries = data.checkpoints(os.environ.get("LSR1_HMR_RUNS"))
     cfg = _sidebar(entries)
     body_key = ("smpl", os.environ.get("LSR1_SMPL_MODEL", "")) if cfg["body"] == BODY_SMPL else ("anny", "")
@@ -113,19 +115,23 @@ def render():
     true_uv = project(b.joints3d, CameraConfig())[0].numpy()
     n_vis = int((conf > 0).sum())
 
-    models, ckpt_key, horizons = _models(entries, cfg, body_key)
+    ckpt_key, horizons = _checkpoints(entries, cfg, body_key)
     if not entries:
         st.info("No HMR checkpoint is installed yet (pretrained/hmr_lgd, hmr_lsr1, hmr_lsr1_nosec are made by "
                 "`python -m lsr1_core.hmr.train`, see the README). Classical Adam / L-BFGS fitting from the rest "
                 "pose still runs below.")
-    elif not models:
+    elif not ckpt_key:
         st.warning(f"No learned checkpoint is usable with {cfg['body']}; Adam / L-BFGS start from the rest pose.")
-    if not models and not cfg["classical"]:
+    if not ckpt_key and not cfg["classical"]:
         st.warning("Choose at least one method in the sidebar.")
         return
 
-    with st.spinner("fitting every method from the same initialization…"):
-        fit = data.fit_sample(body_key, sample_key, tuple(ckpt_key), cfg["classical"], cfg["steps"], _models=models)
+    try:
+        with st.spinner("fitting every method from the same initialization…"):
+            fit = data.fit_sample(body_key, sample_key, tuple(ckpt_key), cfg["classical"], cfg["steps"])
+    except LSR1Error as e:
+        st.error(f"A checkpoint could not be loaded: {e}")
+        return
     fit_key = (sample_key, tuple(ckpt_key), cfg["classical"], cfg["steps"])
 
     left, right = st.columns([1.25, 2])
@@ -142,7 +148,8 @@ def render():
     with right:
         metrics_table(fit)
     linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, true_uv)
-    test_set_evaluation(body_key, tuple(ckpt_key), cfg, models, horizons)
+    several_samples(body_key, tuple(ckpt_key), cfg, list(fit["poses"]))
+    test_set_evaluation(body_key, tuple(ckpt_key), cfg, horizons)
 
 
 def metrics_table(fit: dict) -> None:
@@ -242,7 +249,35 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
                        f"hmr_{sample_name}_metrics.csv", "text/csv", key="hmr_dl_csv", on_click="ignore")
 
 
-def test_set_evaluation(body_key: tuple, ckpt_key: tuple, cfg: dict, models: dict, horizons: dict) -> None:
+@st.fragment
+def several_samples(body_key: tuple, ckpt_key: tuple, cfg: dict, methods: list[str]) -> None:
+    """Several test samples side by side: one row each, every method's render at one step (a fragment)."""
+    st.subheader("Several samples")
+    if body_key[0] != "anny":
+        st.caption("The test set is made with the Anny body; choose it in the sidebar to see several samples.")
+        return
+    n_all = len(data.shipped_test_set())
+    c1, c2, c3 = st.columns([2, 2, 1])
+    indices = c1.multiselect("test samples side by side (up to 6)", list(range(n_all)), max_selections=6,
+                             key="hmr_grid_samples", help="Each sample is fitted as the view above fits one "
+                             "(and shares its cache); each row is rendered over a window framed on its meshes.")
+    names = c2.multiselect("methods", methods + ["gt"], default=[n for n in ("lsr1", "lgd", "gt")
+                                                                  if n in methods + ["gt"]],
+                           format_func=LABELS.get, key="hmr_grid_methods_" + "-".join(methods))
+    step = int(c3.number_input("step", 0, cfg["steps"], cfg["steps"], key="hmr_grid_step"))
+    if not indices or not names:
+        st.caption("Choose test samples to compare them at one step.")
+        return
+    problem = render_status()
+    if problem:
+        st.info(f"The rendered images are missing: {problem}.")
+    with st.spinner(f"fitting {len(indices)} samples and rendering them…"):
+        rows = data.sample_grid(body_key, tuple(indices), ckpt_key, cfg["classical"], cfg["steps"], step,
+                                tuple(names), render=not problem)
+    st.plotly_chart(sample_grid_figure(rows, names, step), key="hmr_grid", config={"displayModeBar": False})
+
+
+def test_set_evaluation(body_key: tuple, ckpt_key: tuple, cfg: dict, horizons: dict) -> None:
     """Mean, median and spread of MPJPE and PA-MPJPE per step and method over the first n test samples."""
     st.subheader("Test-set evaluation")
     if body_key[0] != "anny":
@@ -265,10 +300,12 @@ def test_set_evaluation(body_key: tuple, ckpt_key: tuple, cfg: dict, models: dic
 
     def progress(i, total, name):
         bar.progress(i / max(total, 1), text=f"fitting {LABELS.get(name, name)} on {n} samples…" if name else "")
-    ev = data.evaluation(*args, _models=models, _progress=progress)
+    ev = data.evaluation(*args, _progress=progress)
     bar.empty()
     shown = {k: v for k, v in horizons.items() if k in ev["order"] and v}
-    st.plotly_chart(evaluation_figure(ev, shown), key="hmr_eval_fig")
+    bands = st.multiselect("quartile band for", ev["order"], default=[n for n in ("lsr1", "lgd") if n in ev["order"]],
+                           format_func=LABELS.get, key="hmr_eval_bands")
+    st.plotly_chart(evaluation_figure(ev, shown, bands), key="hmr_eval_fig")
     st.markdown(evaluation_table(ev) + f"\n\nMedian [quartiles] in mm over {ev['n']} test samples; ms per step: "
                 "the fit's wall time over the steps for all samples at once (the initializer included).")
 

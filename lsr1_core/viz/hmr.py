@@ -293,10 +293,12 @@ def curves_at(base: dict, curves: dict[str, dict], step: int) -> dict:
 
 
 # --- the test-set evaluation -------------------------------------------------------------------------
-def evaluation_figure(ev: dict, horizons: dict[str, int] | None = None) -> go.Figure:
+def evaluation_figure(ev: dict, horizons: dict[str, int] | None = None, bands=None) -> go.Figure:
     """MPJPE and PA-MPJPE per step over a set of samples (``lsr1_core.hmr.compare.evaluate_steps``): each
-    method's median (solid), mean (dotted) and interquartile band; ``horizons`` (method → K) marks the number
-    of inner steps a learned method was trained for (LGD's especially: beyond it, it runs untrained)."""
+    method's median (solid), mean (dotted) and, for the methods in ``bands`` (default: all), the interquartile
+    band; ``horizons`` (method → K) marks the number of inner steps a learned method was trained for (LGD's
+    especially: beyond it, it runs untrained)."""
+    bands = ev["order"] if bands is None else list(bands)
     keys = [m for m in METRICS if m[0] != "reproj"]
     fig = make_subplots(1, len(keys), subplot_titles=[t for _, t in keys], horizontal_spacing=0.07)
     for c, (key, _) in enumerate(keys, start=1):
@@ -304,10 +306,11 @@ def evaluation_figure(ev: dict, horizons: dict[str, int] | None = None) -> go.Fi
             s = ev["stats"][name][key]
             x = list(range(len(s["median"])))
             col = line_color(name)
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=list(s["q75"]) + list(s["q25"])[::-1], fill="toself",
-                                     fillcolor=with_alpha(col, 0.14), line=dict(width=0), hoverinfo="skip",
-                                     legendgroup=name, showlegend=False, name=f"{LABELS[name]} quartiles"),
-                          row=1, col=c)
+            if name in bands:
+                fig.add_trace(go.Scatter(x=x + x[::-1], y=list(s["q75"]) + list(s["q25"])[::-1], fill="toself",
+                                         fillcolor=with_alpha(col, 0.13), line=dict(width=0), hoverinfo="skip",
+                                         legendgroup=name, showlegend=False, name=f"{LABELS[name]} quartiles"),
+                              row=1, col=c)
             fig.add_trace(go.Scatter(x=x, y=s["median"], mode="lines+markers", marker=dict(size=4),
                                      line=dict(color=col, width=2), name=LABELS[name], legendgroup=name,
                                      showlegend=c == 1, hovertemplate="step %{x}: median %{y:.1f} mm"),
@@ -319,10 +322,11 @@ def evaluation_figure(ev: dict, horizons: dict[str, int] | None = None) -> go.Fi
         for name, k in (horizons or {}).items():
             if k:
                 by_k.setdefault(int(k), []).append(name)
-        for k, names in by_k.items():
+        for i, (k, names) in enumerate(sorted(by_k.items())):
             fig.add_vline(x=k, line=dict(color=line_color(names[0]), dash="dash", width=1.5), row=1, col=c,
-                          annotation_text=f"{', '.join(LABELS[n] for n in names)} trained for {k} steps",
-                          annotation_position="top right", annotation_font_size=11)
+                          annotation=dict(text=f"{', '.join(LABELS[n] for n in names)} trained for {k} steps",
+                                          font=dict(size=11, color=line_color(names[0])), yshift=-16 * i),
+                          annotation_position="top right")
         fig.update_xaxes(title_text="inner iteration", row=1, col=c)
     fig.update_yaxes(title_text="mm (median solid, mean dotted, band: quartiles)", row=1, col=1)
     fig.update_layout(height=400, margin=dict(l=10, r=10, t=60, b=10), template="plotly_white",
@@ -330,7 +334,7 @@ def evaluation_figure(ev: dict, horizons: dict[str, int] | None = None) -> go.Fi
     return fig
 
 
-def evaluation_table(ev: dict, steps=(0, 4, None)) -> str:
+def evaluation_table(ev: dict, steps=(4, None)) -> str:
     """A markdown table: per method, median [quartiles] of PA-MPJPE and MPJPE at the given steps (None: the
     last) and the time per inner step."""
     last = ev["steps"]
@@ -345,3 +349,34 @@ def evaluation_table(ev: dict, steps=(0, 4, None)) -> str:
                  for m in ("pa_mpjpe", "mpjpe") for k in cols]
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + f" | {1000 * ev['seconds_per_step'][name]:.0f} |")
     return "\n".join(lines)
+
+
+# --- several samples side by side --------------------------------------------------------------------
+def sample_grid_figure(rows: list[dict], names: list[str], step: int) -> go.Figure:
+    """One row per sample, one column per method (and the ground truth): each method's render over the
+    sample's keypoints. ``rows``: per sample ``{"title", "kp2d", "conf", "window", "images": {name: uri},
+    "pa_mpjpe": {name: mm}}``; a row's panels share its window (u0, v0, size), framed on its meshes."""
+    n_r, n_c = max(len(rows), 1), max(len(names), 1)
+    titles = [f"{r['title']} · {LABELS[n]}" + (f" · {r['pa_mpjpe'][n]:.0f} mm" if n in r.get("pa_mpjpe", {}) else "")
+              for r in rows for n in names]
+    fig = make_subplots(n_r, n_c, subplot_titles=titles or [""], horizontal_spacing=0.01,
+                        vertical_spacing=0.1 / n_r)
+    for i, r in enumerate(rows):
+        u0, v0, size = r["window"]
+        for j, name in enumerate(names):
+            c = i * n_c + j + 1
+            for tr in keypoint_traces(r["kp2d"], r["conf"], None, legend=False, size=5.0):
+                fig.add_trace(tr, row=i + 1, col=j + 1)
+            if r["images"].get(name):
+                fig.add_layout_image(_image(r["images"][name], c, r["window"]))
+            sfx = "" if c == 1 else str(c)
+            fig.update_xaxes(range=[u0, u0 + size], row=i + 1, col=j + 1)
+            fig.update_yaxes(range=[v0 + size, v0], scaleanchor=f"x{sfx}", scaleratio=1, row=i + 1, col=j + 1)
+    fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False, constrain="domain")
+    fig.update_yaxes(showgrid=False, zeroline=False, showticklabels=False, constrain="domain")
+    fig.update_layout(height=60 + 230 * n_r, margin=dict(l=4, r=4, t=50, b=4), plot_bgcolor=CANVAS_BG,
+                      showlegend=False, template="plotly_white",
+                      title=dict(text=f"<b>Several samples</b> at step {step}: renders from each sample's camera, "
+                                      "PA-MPJPE in each title", font=dict(size=14), x=0.005, xanchor="left"))
+    fig.update_annotations(font=dict(size=12, color="#222"))
+    return fig

@@ -1,0 +1,135 @@
+"""An on-disk cache of what the Human mesh recovery page computes before it can show anything: the shipped
+test set and each sample's fits. ``scripts/setup.sh`` (through ``lsr1_core.hmr.prepare``) fills it for the
+page's default view, the page adds every sample it fits; a later process reads them in milliseconds.
+
+Where: ``$LSR1_CACHE_DIR`` or ``~/.cache/lsr1_explorer``. Entries are keyed by everything they depend on: the
+source they are computed by (``SOURCE_GLOBS``), the torch version, the checkpoint cards (which hold their weights'
+SHA-256) and the parameters; a change of any of them makes a new key, and a stale entry is simply never read.
+Files are safetensors (tensors) and npz without pickles plus JSON, written atomically; an unreadable entry is
+recomputed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .body import BodyModel
+from .data import HMRBatch, test_set
+
+HERE = Path(__file__).resolve().parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LSR1_CACHE_DIR") or Path.home() / ".cache" / "lsr1_explorer")
+
+
+# the code a fit depends on (the body model, data, fitting methods, the learned and classical solvers), as
+# globs under lsr1_core/; scripts/setup.sh hashes the same files to decide whether to run prepare again
+SOURCE_GLOBS = ("*.py", "hmr/*.py", "learned/*.py", "solvers/*.py", "objectives/*.py")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """A digest of the source a fit depends on (``SOURCE_GLOBS``) and the torch version."""
+    h = hashlib.blake2b(torch.__version__.encode(), digest_size=8)
+    for f in sorted({f for g in SOURCE_GLOBS for f in HERE.parent.glob(g)}):
+        h.update(str(f.relative_to(HERE.parent)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def key_of(**parts) -> str:
+    """A file-name-safe digest of ``parts`` (JSON-able) and the code version."""
+    text = json.dumps({"code": code_version(), **parts}, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def card_digest(path: str | Path) -> str:
+    """The digest of a checkpoint's card (it records its weights' SHA-256), or '' when it cannot be read."""
+    try:
+        return hashlib.blake2b(Path(path).with_suffix(".json").read_bytes(), digest_size=12).hexdigest()
+    except OSError:
+        return ""
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_batch(key: str) -> HMRBatch | None:
+    path = cache_dir() / f"batch_{key}.safetensors"
+    try:
+        return HMRBatch(**load_file(str(path)))
+    except (OSError, TypeError, ValueError, RuntimeError):
+        return None
+
+
+def save_batch(key: str, batch: HMRBatch) -> None:
+    try:
+        _write_atomic(cache_dir() / f"batch_{key}.safetensors", lambda p: save_file(batch.tensors(), str(p)))
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def load_fit(key: str) -> dict | None:
+    """A fit of ``compare.fit_methods`` (numpy arrays and plain values) saved by :func:`save_fit`, or None."""
+    path = cache_dir() / f"fit_{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            fit = {k: meta[k] for k in meta}
+            for group in ("poses", "shapes"):
+                fit[group] = {n: z[f"{group}/{n}"] for n in meta["order"]}
+            fit["metrics"] = {n: {m: z[f"metrics/{n}/{m}"] for m in meta["metric_names"]} for n in meta["order"]}
+        del fit["metric_names"]
+        return fit
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def save_fit(key: str, fit: dict) -> None:
+    arrays = {f"{g}/{n}": np.asarray(fit[g][n]) for g in ("poses", "shapes") for n in fit["order"]}
+    names = sorted(next(iter(fit["metrics"].values()))) if fit["metrics"] else []
+    arrays.update({f"metrics/{n}/{m}": np.asarray(fit["metrics"][n][m]) for n in fit["order"] for m in names})
+    meta = {k: v for k, v in fit.items() if k not in ("poses", "shapes", "metrics")}
+    meta["metric_names"] = names
+    arrays["meta"] = np.array(json.dumps(meta, default=float))
+    def write(path):
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    try:
+        _write_atomic(cache_dir() / f"fit_{key}.npz", write)
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+# --- what the page caches ------------------------------------------------------------------------------
+def test_set_cached(body: BodyModel) -> HMRBatch:
+    """The shipped test set (``data.test_set`` with its defaults) for ``body``, from the cache when there."""
+    key = key_of(what="test_set", body=body.signature())
+    batch = load_batch(key)
+    if batch is None:
+        batch = test_set(body)
+        save_batch(key, batch)
+    return batch
+
+
+def fit_key(body: str, sample: tuple, checkpoints, classical, steps: int) -> str:
+    """The key of one sample's fit: the body model's name, the sample's key (("test", i) or ("random", seed)),
+    the checkpoints as (slot, path) pairs (their cards' digests count, not their paths), the classical
+    methods and the number of steps."""
+    ckpts = sorted((slot, card_digest(path)) for slot, path in checkpoints)
+    return key_of(what="fit", body=body, sample=list(sample), ckpts=ckpts, classical=list(classical), steps=steps)

@@ -1,0 +1,96 @@
+"""lsr1_core.hmr.compare: every method fitted from one start, per-sample metrics at every step, statistics."""
+import numpy as np
+import pytest
+import torch
+
+from lsr1_core.hmr import AnnyBody, CameraConfig, load_pretrained
+from lsr1_core.hmr import test_set as hmr_test_set
+from lsr1_core.hmr.compare import curves, evaluate_steps, fit_methods, step_statistics
+from lsr1_core.hmr.evaluate import curves_of, run_methods
+from lsr1_core.hmr.models import HMRObjective
+
+
+@pytest.fixture(scope="module")
+def setting():
+    torch.set_num_threads(1)
+    body = AnnyBody()
+    models = load_pretrained(body)
+    if not models:
+        pytest.skip("no shipped HMR checkpoints")
+    return body, hmr_test_set(body).subset(slice(0, 3)), models
+
+
+def test_fit_methods_equals_run_methods_and_its_metrics(setting):
+    body, b, models = setting
+    fit = fit_methods(body, b, models, 4)
+    assert fit["order"] == [n for n in ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs") if n in models or n in
+                            ("adam", "lbfgs")]
+    assert fit["start"] == "lsr1" and set(fit["seconds"]) == set(fit["order"])
+    ref = run_methods(body, b, models, 4, init_model="lsr1")
+    obj = HMRObjective(body, b.kp2d, b.conf, CameraConfig())
+    for name, r in ref.items():
+        assert fit["poses"][name].shape == (5, 3, body.pose_dim)
+        np.testing.assert_allclose(fit["poses"][name][-1], r.poses[-1].numpy(), atol=1e-5)
+        c = curves_of(body, b, obj, r)
+        for k in ("reproj", "mpjpe", "pa_mpjpe", "f"):
+            assert fit["metrics"][name][k].shape == (5, 3)
+            np.testing.assert_allclose(curves(fit)[name][k], c[k], rtol=2e-4, atol=1e-4)
+
+
+def test_without_learned_models_the_classical_ones_start_from_the_rest_pose(setting):
+    body, b, _ = setting
+    fit = fit_methods(body, b, {}, 2)
+    assert fit["order"] == ["adam", "lbfgs"] and fit["start"] is None
+    np.testing.assert_array_equal(fit["poses"]["adam"][0], 0.0)
+
+
+def test_step_statistics_and_evaluate_steps(setting):
+    v = np.array([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    s = step_statistics(v)
+    np.testing.assert_allclose(s["mean"], [2.5, 25.0])
+    np.testing.assert_allclose(s["median"], [2.5, 25.0])
+    np.testing.assert_allclose(s["q25"], [1.75, 17.5])
+    np.testing.assert_allclose(s["q75"], [3.25, 32.5])
+    body, b, models = setting
+    calls = []
+    ev = evaluate_steps(body, b, {"lgd": models["lgd"]}, 3, classical=("adam",),
+                        progress=lambda i, n, name: calls.append((i, n, name)))
+    assert calls == [(0, 2, "lgd"), (1, 2, "adam"), (2, 2, "")]
+    assert ev["n"] == 3 and ev["order"] == ["lgd", "adam"]
+    fit = fit_methods(body, b, {"lgd": models["lgd"]}, 3, classical=("adam",))
+    np.testing.assert_allclose(ev["stats"]["lgd"]["pa_mpjpe"]["median"], np.median(fit["metrics"]["lgd"]["pa_mpjpe"], 1),
+                               rtol=1e-5)
+    assert all(t > 0 for t in ev["seconds_per_step"].values())
+
+
+def test_the_disk_cache_round_trips_fits_and_the_test_set(setting, tmp_path, monkeypatch):
+    from lsr1_core.hmr import diskcache
+    monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path))
+    body, b, models = setting
+    fit = fit_methods(body, b, {"lgd": models["lgd"]}, 2, classical=("adam",))
+    key = diskcache.key_of(what="fit", n=1)
+    assert diskcache.load_fit(key) is None
+    diskcache.save_fit(key, fit)
+    back = diskcache.load_fit(key)
+    assert back["order"] == fit["order"] and back["start"] == fit["start"] and back["seconds"] == fit["seconds"]
+    for g in ("poses", "shapes"):
+        for n in fit["order"]:
+            np.testing.assert_array_equal(back[g][n], fit[g][n])
+    np.testing.assert_array_equal(back["metrics"]["adam"]["pa_mpjpe"], fit["metrics"]["adam"]["pa_mpjpe"])
+    (tmp_path / f"fit_{key}.npz").write_bytes(b"not a zip")  # a broken entry is a miss, not an error
+    assert diskcache.load_fit(key) is None
+    # the key follows the checkpoints' cards (their weights' digests), not their paths
+    from lsr1_core.hmr import PRETRAINED_DIR
+    card = tmp_path / "copy.json"
+    card.write_bytes((PRETRAINED_DIR / "hmr_lgd.json").read_bytes())
+    k1 = diskcache.fit_key("anny", ("test", 0), [("lgd", PRETRAINED_DIR / "hmr_lgd")], ("adam",), 2)
+    assert k1 == diskcache.fit_key("anny", ("test", 0), [("lgd", tmp_path / "copy")], ("adam",), 2)
+    card.write_text(card.read_text().replace('"iterations"', '"iterations_"'))
+    assert k1 != diskcache.fit_key("anny", ("test", 0), [("lgd", tmp_path / "copy")], ("adam",), 2)
+    assert k1 != diskcache.fit_key("anny", ("test", 1), [("lgd", PRETRAINED_DIR / "hmr_lgd")], ("adam",), 2)
+    ts = diskcache.test_set_cached(body)
+    assert len(list(tmp_path.glob("batch_*.safetensors"))) == 1
+    again = diskcache.test_set_cached(body)
+    for k, v in ts.tensors().items():
+        torch.testing.assert_close(again.tensors()[k], v)
+    torch.testing.assert_close(ts.kp2d[:3], b.kp2d)
