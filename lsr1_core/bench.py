@@ -140,7 +140,7 @@ def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list
         lines += [sec, ""]
     lines += ["## Explorer app", "", "The app's timings (Trajectories page with six solvers and 200 steps; the step "
               "slider), through Streamlit's AppTest and in headless Chromium, are in "
-              "[benchmarks_app.md](benchmarks_app.md), written by `python -m explorer.bench_app`.", ""]
+              "[benchmarks_app.md](benchmarks_app.md), written by `python -m tools.bench_app`.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 

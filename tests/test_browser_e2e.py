@@ -1,68 +1,33 @@
-"""End-to-end: the real app in headless Debian Chromium driven by Playwright; screenshots go to test-artifacts/."""
+"""End-to-end: the real app in headless Debian Chromium driven by Playwright; screenshots go to test-artifacts/.
+Starting the app and Chromium is ``tools.browser``'s, shared with the app benchmark (``python -m tools.bench_app``)."""
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-from urllib.request import urlopen
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.browser import CHROMIUM, ROOT, app_server, launch_chromium, step_view_frame
+
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = [("", "home"), ("trajectories", "trajectories"), ("curvature", "curvature"), ("benchmarks", "benchmarks"),
          ("training", "training"), ("hmr", "hmr")]
-TALL = {"hmr": 2300}  # pages whose content runs below the default viewport: screenshot them in a taller one
+TALL = {"hmr": 2900}  # pages whose content runs below the default viewport: screenshot them in a taller one
 
 pw = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not os.path.exists(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    env = dict(os.environ, LSR1_RUNS_ROOT=str(tmp_path_factory.mktemp("runs")), LSR1_REFRESH_S="3600")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "explorer" / "app.py"),
-                             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urlopen(url + "/_stcore/health", timeout=1).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with app_server({"LSR1_RUNS_ROOT": str(tmp_path_factory.mktemp("runs")), "LSR1_REFRESH_S": "3600"},
+                    timeout=60) as url:
+        yield url
 
 
 @pytest.mark.slow
 def test_every_page_renders_without_exceptions(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--disable-sync", "--disable-quic",
-                                          "--no-first-run"])
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         for path, name in PAGES:
             page.set_viewport_size({"width": 1500, "height": TALL.get(name, 1100)})
@@ -83,6 +48,8 @@ def test_every_page_renders_without_exceptions(server):
             if name == "hmr":
                 _hmr_step_keeps_the_camera(page)
                 page.screenshot(path=str(ARTIFACTS / "hmr_stepped.png"), full_page=True)
+                _hmr_every_mesh_in_view(page)
+                page.screenshot(path=str(ARTIFACTS / "hmr_all_methods.png"), full_page=True)
         browser.close()
 
 
@@ -147,10 +114,8 @@ _MESH_STATE = """() => { const gd = document.getElementById('mesh');
 def _hmr_step_keeps_the_camera(page):
     """The HMR page's 3-D view (a component iframe): drag to rotate, step back once with the keyboard; the
     meshes of the new step arrive and the rotated camera stays."""
-    frame_el = page.locator("iframe[title$='hmr_step_view']")
-    assert frame_el.count() == 1, "hmr: no 3-D mesh view"
-    frame = frame_el.element_handle().content_frame()
-    frame.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=60_000)
+    assert page.locator("iframe[title$='hmr_step_view']").count() == 1, "hmr: no 3-D mesh view"
+    frame = step_view_frame(page, timeout_ms=60_000)
     before = frame.evaluate(_MESH_STATE)
     assert before["meshes"] >= 1 and before["view"]["error"] is None, before
     # wait until the view has settled (Streamlit re-sends the arguments once the frame height is known)
@@ -182,4 +147,46 @@ def _hmr_step_keeps_the_camera(page):
         assert after["eye"][k] == pytest.approx(rotated["eye"][k], abs=1e-6), (rotated["eye"], after["eye"])
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
     page.wait_for_timeout(1000)
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+# every mesh's vertices (every 7th) through the 3-D scene's own model, view and projection matrices: the
+# normalised device coordinates (x, y) of each mesh's extent; inside the view when within [-1, 1]
+_MESH_NDC = """() => { const gd = document.getElementById('mesh'), sc = gd._fullLayout.scene._scene;
+  const c = sc.glplot.cameraParams, ds = sc.dataScale;
+  const mul = (m, v) => [0, 1, 2, 3].map(i => m[i] * v[0] + m[4 + i] * v[1] + m[8 + i] * v[2] + m[12 + i] * v[3]);
+  return gd.data.filter(t => t.type === 'mesh3d').map(t => {
+    let lo = [1e9, 1e9], hi = [-1e9, -1e9];
+    for (let i = 0; i < t.x.length; i += 7) {
+      const q = mul(c.projection, mul(c.view, mul(c.model, [t.x[i] * ds[0], t.y[i] * ds[1], t.z[i] * ds[2], 1])));
+      const u = q[0] / q[3], v = q[1] / q[3];
+      lo = [Math.min(lo[0], u), Math.min(lo[1], v)]; hi = [Math.max(hi[0], u), Math.max(hi[1], v)];
+    }
+    return {name: t.name, lo: lo, hi: hi}; }); }"""
+
+
+def _hmr_every_mesh_in_view(page):
+    """Five methods and the ground truth in the 3-D view: every mesh projects inside the plot (issue 16: with
+    all of them shown, the outer meshes used to fall outside the view)."""
+    idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+    frame = step_view_frame(page, timeout_ms=60_000)
+    shown = page.locator("[data-testid='stMultiSelect']").filter(has_text="meshes shown")
+    for label in ("L-SR1 (no secant)", "Adam", "L-BFGS"):
+        shown.locator("input").click()
+        page.keyboard.type(label)
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(800)
+        page.wait_for_selector(idle, timeout=120_000)
+    renders = frame.evaluate("() => window.__meshView.renders")
+    page.get_by_text("ground truth", exact=True).click()
+    frame.wait_for_function(f"() => window.__meshView.renders > {renders} && "
+                            "document.getElementById('mesh').data.filter(t => t.type === 'mesh3d').length === 6",
+                            timeout=120_000)
+    page.wait_for_selector(idle, timeout=120_000)
+    page.wait_for_timeout(1000)
+    extents = frame.evaluate(_MESH_NDC)
+    assert [e["name"] for e in extents] == ["L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS", "Ground truth"]
+    for e in extents:
+        assert -1 < e["lo"][0] and e["hi"][0] < 1 and -1 < e["lo"][1] and e["hi"][1] < 1, e
     assert page.locator("[data-testid='stException']").count() == 0

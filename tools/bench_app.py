@@ -7,11 +7,12 @@ updates the page in under 1 s. ``AppTest`` runs the real page script
 (widgets, caching, figure building, serialisation of the figures into the page); what it leaves out is the
 browser drawing the plotly JSON, which is reported separately as the size of that JSON.
 
-    python -m explorer.bench_app            # prints a table and appends it to docs/benchmarks_app.md
-    python -m explorer.bench_app --page hmr # only the Human mesh recovery page
+    python -m tools.bench_app                 # prints tables and appends them to docs/benchmarks_app.md
+    python -m tools.bench_app --page hmr      # only the Human mesh recovery page
+    python -m tools.bench_app --page first-visit   # every page's first visit in Chromium, a fresh server each
 
-This module imports streamlit's testing package only inside ``measure`` (the library itself never needs
-streamlit); it is a command, not part of the figure builders.
+Run from the repository root. The browser measurements drive Debian's chromium through Playwright
+(``tools.browser``, shared with tests/test_browser_e2e.py).
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ import os
 import platform
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "explorer" / "app.py"
+from streamlit.testing.v1 import AppTest
+
+from tools.browser import (APP, CHROMIUM, PAINTED as _PAINTED, ROOT, STATE_LOG as _STATE_LOG, app_in_chromium,
+                           browser_action as _browser_action, step_view_frame, wait_idle)
+
 DOC = ROOT / "docs" / "benchmarks_app.md"
 PAGE = "views/trajectories.py"
 # The page's widget keys (explorer/views/trajectories.py, single-setting mode).
@@ -55,7 +57,7 @@ def _widget(at, kind: str, key: str):
     found = [w for w in getattr(at, kind) if getattr(w, "key", None) == key]
     if not found:
         raise RuntimeError(f"the page has no {kind[:-1]} with key {key!r}; "
-                           f"update explorer/bench_app.py to match the page in explorer/views/")
+                           f"update tools/bench_app.py to match the page in explorer/views/")
     return found[0]
 
 
@@ -66,6 +68,17 @@ def _timed_run(at, timeout: float) -> float:
     if at.exception:
         raise RuntimeError("the page raised: " + "\n".join(e.value for e in at.exception))
     return dt
+
+
+def _open(page: str, timeout: float):
+    """A fresh AppTest session of the app switched to ``page``, and the seconds that took."""
+    os.environ.setdefault("LSR1_NO_PROGRESS", "1")
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    t0 = time.perf_counter()
+    at.run()
+    at.switch_page(page)
+    _timed_run(at, timeout)
+    return at, time.perf_counter() - t0
 
 
 def _figure_bytes(at) -> int:
@@ -83,16 +96,9 @@ def _figure_bytes(at) -> int:
 def measure(steps: int = 200, n_solvers: int = 6, repeats: int = 3, function: str = "quadratic",
             timeout: float = 300.0) -> AppTimings:
     """The default function is the quadratic: there no solver diverges early, so all six run 200 steps."""
-    os.environ.setdefault("LSR1_NO_PROGRESS", "1")
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(APP), default_timeout=timeout)
-    t0 = time.perf_counter()
-    at.run()
-    at.switch_page(PAGE)
-    _timed_run(at, timeout)
-    first = time.perf_counter() - t0
+    at, first = _open(PAGE, timeout)
     _widget(at, "selectbox", KEY_FN).set_value(function)
     _timed_run(at, timeout)
     ms = _widget(at, "multiselect", KEY_SOLVERS)
@@ -126,87 +132,19 @@ class BrowserTimings:
     curvature_s: list[float]  # Curvature page: its step slider moved by one (its fragment reruns)
 
 
-_STATE_LOG = """() => { window.__runs = []; const el = document.querySelector("[data-testid='stApp']");
-  new MutationObserver(() => window.__runs.push([performance.now(), el.getAttribute('data-test-script-state')]))
-    .observe(el, {attributes: true, attributeFilter: ['data-test-script-state']}); }"""
-_PAINTED = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
-
-
-def _browser_action(pg, action) -> float:
-    """Seconds from the action until the app's run after it ended and the browser painted twice."""
-    t0 = pg.evaluate("() => performance.now()")
-    action()
-    pg.wait_for_function("t0 => window.__runs.some(([t, s]) => t > t0 && s === 'running')", arg=t0, timeout=300_000)
-    pg.wait_for_function("t0 => { const r = window.__runs.filter(([t]) => t > t0); "
-                         "return r.length && r[r.length - 1][1] === 'notRunning'; }", arg=t0, timeout=300_000)
-    t1 = pg.evaluate(_PAINTED)
-    if os.environ.get("LSR1_BENCH_VERBOSE"):
-        runs = pg.evaluate("t0 => window.__runs.filter(([t]) => t > t0)", t0)
-        print("  run states (ms after the action):", [(round(t - t0), s) for t, s in runs], "painted", round(t1 - t0))
-    return (t1 - t0) / 1000
-
-
-@contextmanager
-def _app_in_chromium(chromium: str, width: int, height: int):
-    """A real ``streamlit run`` of the app on a free local port and a page of Debian's chromium (Playwright
-    drives it); yields (url, page) and stops both afterwards."""
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    from playwright.sync_api import sync_playwright
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"])
-            try:
-                yield url, browser.new_page(viewport={"width": width, "height": height})
-            finally:
-                browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def measure_browser(function: str = "quadratic", repeats: int = 3,
-                    chromium: str = "/usr/bin/chromium") -> BrowserTimings:
+def measure_browser(function: str = "quadratic", repeats: int = 3, chromium: str = CHROMIUM) -> BrowserTimings:
     """The same page in Debian's chromium (Playwright drives it; the server is a real ``streamlit run``).
     Keyboard only: PageUp on the steps slider adds 10 % of its range (100 → 150 → 200 steps)."""
-    with _app_in_chromium(chromium, width=1500, height=1100) as (url, pg):
-        idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+    with app_in_chromium(1500, 1100, chromium=chromium) as (url, pg):
         pg.goto(url + "/trajectories")  # first load: imports, models; not timed
-        pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-        pg.wait_for_timeout(500)
-        pg.wait_for_selector(idle, timeout=300_000)
+        wait_idle(pg, 500)
         pg.evaluate(_STATE_LOG)
         box = pg.locator("[data-testid='stSelectbox']", has_text="Function")
         _browser_action(pg, lambda: (box.click(), pg.keyboard.type(function), pg.keyboard.press("Enter")))
         pg.evaluate(_STATE_LOG)
         t0 = time.perf_counter()
         pg.reload()
-        pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-        pg.wait_for_timeout(300)
-        pg.wait_for_selector(idle, timeout=300_000)
+        wait_idle(pg)
         pg.evaluate(_PAINTED)
         load = time.perf_counter() - t0
         pg.evaluate(_STATE_LOG)
@@ -240,9 +178,7 @@ def measure_browser(function: str = "quadratic", repeats: int = 3,
             upd.append(fr.evaluate("() => window.__trajView.ms"))
         # The Curvature page's step slider (a fragment rerun on the server, its plots redrawn)
         pg.goto(url + "/curvature")
-        pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-        pg.wait_for_timeout(500)
-        pg.wait_for_selector(idle, timeout=300_000)
+        wait_idle(pg, 500)
         pg.evaluate(_STATE_LOG)
         cv_in = pg.locator("[data-testid='stSlider']").filter(has_text="step k").first.locator("input[type='range']")
         cv_in.focus()
@@ -286,13 +222,13 @@ def markdown(t: AppTimings, note: str = "") -> str:
     lines += ["", f"Plotly JSON on the page: {t.figure_json_kb:.0f} KiB.", ""]
     if note:
         lines += [note, ""]
-    lines += ["Command: `python -m explorer.bench_app`", ""]
+    lines += ["Command: `python -m tools.bench_app`", ""]
     return "\n".join(lines)
 
 
 # --- the Human mesh recovery page ------------------------------------------------------------------
 HMR_PAGE = "views/hmr.py"
-TARGET_HMR_FIT_S, TARGET_HMR_STEP_S = 5.0, 1.0
+TARGET_HMR_FIT_S, TARGET_HMR_STEP_S, TARGET_FIRST_VISIT_S = 5.0, 1.0, 10.0
 
 
 @dataclass
@@ -319,15 +255,7 @@ def _hmr_fit_seconds(at) -> float:
 def measure_hmr(repeats: int = 3, timeout: float = 300.0, first_index: int = 40) -> HMRTimings:
     """AppTest timings of the HMR page with its default checkpoints. AppTest reruns the whole script when the
     step slider moves (the browser reruns only the page's fragment), so its step timings are upper bounds."""
-    os.environ.setdefault("LSR1_NO_PROGRESS", "1")
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(APP), default_timeout=timeout)
-    t0 = time.perf_counter()
-    at.run()
-    at.switch_page(HMR_PAGE)
-    _timed_run(at, timeout)
-    first = time.perf_counter() - t0
+    at, first = _open(HMR_PAGE, timeout)
     ckpts = {slot: _widget(at, "selectbox", f"hmr_ckpt_{slot}").value for slot in ("lsr1", "lgd", "lsr1_nosec")}
     new_sample, fit, step, revisit = [], [], [], []
     for i in range(repeats):
@@ -348,35 +276,28 @@ def measure_hmr(repeats: int = 3, timeout: float = 300.0, first_index: int = 40)
 
 @dataclass
 class HMRBrowserTimings:
+    first_visit_s: float     # a fresh server's first visit of the page, until the 3-D view drew and painted
     page_load_s: float       # navigate to the page (server warm, first sample cached) until the 3-D view drew
     new_sample_s: list[float]  # "+" on the sample number: fit, page, overlays and the 3-D view drawn
     jump_s: list[float]      # Home on the step slider (last step → step 0): meshes skinned and rendered
     step_s: list[float]      # ArrowRight after a 1 s pause: the neighbouring step, prepared by the prefetcher
 
 
-def measure_hmr_browser(repeats: int = 3, chromium: str = "/usr/bin/chromium") -> HMRBrowserTimings:
+def measure_hmr_browser(repeats: int = 3, chromium: str = CHROMIUM) -> HMRBrowserTimings:
     """The HMR page in Debian's chromium: seconds from a keyboard/mouse action until the app's run ended, the
     3-D view (a component iframe) drew the new meshes and the browser painted."""
-    idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
-    with _app_in_chromium(chromium, width=1500, height=1400) as (url, pg):
-
-        def view():
-            el = pg.locator("iframe[title$='hmr_step_view']")
-            el.wait_for(timeout=300_000)
-            fr = el.element_handle().content_frame()
-            fr.wait_for_function("() => window.__meshView && window.__meshView.renders > 0", timeout=300_000)
-            return fr
+    with app_in_chromium(1500, 1400, chromium=chromium) as (url, pg):
 
         def loaded():
-            pg.wait_for_selector("[data-testid='stApp']", timeout=300_000)
-            pg.wait_for_timeout(300)
-            pg.wait_for_selector(idle, timeout=300_000)
-            fr = view()
+            wait_idle(pg)
+            fr = step_view_frame(pg)
             pg.evaluate(_PAINTED)
             return fr
 
-        pg.goto(url + "/hmr")  # first load: body model, test set, checkpoints, first fit; not timed
+        t0 = time.perf_counter()
+        pg.goto(url + "/hmr")  # the first visit: imports, body model, test set, checkpoints, first fit
         loaded()
+        first = time.perf_counter() - t0
         t0 = time.perf_counter()
         pg.reload()
         fr = loaded()
@@ -408,7 +329,58 @@ def measure_hmr_browser(repeats: int = 3, chromium: str = "/usr/bin/chromium") -
             time.sleep(1.0)  # a user's pause: the prefetcher prepares steps 1 (and -1)
             steps.append(act(lambda: pg.keyboard.press("ArrowRight"), fr))
             act(lambda: pg.keyboard.press("End"), fr)  # back to the last step (cached), not timed
-    return HMRBrowserTimings(load, new_sample, jump, steps)
+    return HMRBrowserTimings(first, load, new_sample, jump, steps)
+
+
+# --- every page's first visit ----------------------------------------------------------------------
+PAGES = (("", "Home"), ("trajectories", "Trajectories"), ("curvature", "Curvature & secant"),
+         ("benchmarks", "Benchmarks"), ("training", "Meta-training"), ("hmr", "Human mesh recovery"))
+# the custom components a page draws into, and the flag their page sets once drawn
+COMPONENT_DRAWN = {"trajectories": ("trajectory_player", "window.__trajView && window.__trajView.renders > 0"),
+                   "hmr": ("hmr_step_view", "window.__meshView && window.__meshView.renders > 0")}
+
+
+def first_visit(url: str, pg, path: str) -> float:
+    """Seconds from navigating to ``path`` until the script run ended, the page's component (if any) drew and
+    the browser painted twice."""
+    t0 = time.perf_counter()
+    pg.goto(f"{url}/{path}")
+    wait_idle(pg)
+    if path in COMPONENT_DRAWN:
+        name, flag = COMPONENT_DRAWN[path]
+        el = pg.locator(f"iframe[title$='{name}']")
+        el.wait_for(timeout=300_000)
+        el.element_handle().content_frame().wait_for_function(f"() => {flag}", timeout=300_000)
+    pg.evaluate(_PAINTED)
+    return time.perf_counter() - t0
+
+
+def measure_first_visits(pages=PAGES, chromium: str = CHROMIUM) -> dict[str, float]:
+    """Each page's first visit in Chromium, each on a fresh app server (nothing cached in the process; what
+    ``scripts/setup.sh`` builds on disk is there): page title → seconds."""
+    out = {}
+    for path, title in pages:
+        with app_in_chromium(1500, 1100, chromium=chromium) as (url, pg):
+            out[title] = first_visit(url, pg, path)
+    return out
+
+
+def first_visit_markdown(visits: dict[str, float]) -> str:
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    lines = [f"## First visit of each page, {stamp}", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, load average {load:.1f} at the end. After "
+             "`./scripts/setup.sh`; each page opened in headless Chromium on a fresh `streamlit run` (nothing "
+             "cached in the server's process): from navigating until the script run ended, the page's component "
+             "(if any) drew and the browser painted.", "",
+             "| page | seconds | target | meets |", "|---|---:|---:|---|"]
+    for title, sec in visits.items():
+        lines.append(f"| {title} | {sec:.2f} | < {TARGET_FIRST_VISIT_S:g} | {'yes' if sec < TARGET_FIRST_VISIT_S else 'no'} |")
+    lines += ["", "Command: `python -m tools.bench_app --page first-visit`", ""]
+    return "\n".join(lines)
 
 
 def hmr_markdown(t: HMRTimings, b: HMRBrowserTimings | None = None, note: str = "") -> str:
@@ -443,6 +415,8 @@ def hmr_markdown(t: HMRTimings, b: HMRBrowserTimings | None = None, note: str = 
         lines += ["In Chromium (headless, software rendering; from the key or click until the run ended, the step "
                   "view drew the new meshes, overlays and curves, and the browser painted):", "",
                   "| what | seconds | target | meets |", "|---|---:|---:|---|",
+                  f"| first visit of the page (fresh server) | {b.first_visit_s:.2f} | < {TARGET_FIRST_VISIT_S:g} | "
+                  f"{'yes' if b.first_visit_s < TARGET_FIRST_VISIT_S else 'no'} |",
                   f"| page reload, server warm (first sample cached) | {b.page_load_s:.2f} | | |",
                   f"| new sample: fit of every method, overlays, 3-D view (median of {len(b.new_sample_s)}) | "
                   f"{ms:.2f} | < 5 | {'yes' if ms < 5 else 'no'} |",
@@ -452,7 +426,7 @@ def hmr_markdown(t: HMRTimings, b: HMRBrowserTimings | None = None, note: str = 
                   f"{st_:.2f} | < 1 | {'yes' if st_ < 1 else 'no'} |", ""]
     if note:
         lines += [note, ""]
-    lines += ["Command: `python -m explorer.bench_app --page hmr`", ""]
+    lines += ["Command: `python -m tools.bench_app --page hmr`", ""]
     return "\n".join(lines)
 
 
@@ -464,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--function", default="quadratic")
     ap.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks_app.md")
-    ap.add_argument("--page", choices=["all", "trajectories", "hmr"], default="all")
+    ap.add_argument("--page", choices=["all", "trajectories", "hmr", "first-visit"], default="all")
     a = ap.parse_args(argv)
     texts = []
     if a.page in ("all", "trajectories"):
@@ -485,12 +459,14 @@ def main(argv: list[str] | None = None) -> None:
             except ImportError as e:
                 note = f"(No browser measurement: {e}.)"
         texts.append(hmr_markdown(h, b, note))
+    if a.page in ("all", "first-visit") and not a.no_browser:
+        texts.append(first_visit_markdown(measure_first_visits()))
     text = "\n".join(texts)
     print(text)
     if not a.no_write:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         head = "" if DOC.exists() else ("# Explorer app timings\n\nEach section is appended by "
-                                         "`python -m explorer.bench_app`.\n\n")
+                                         "`python -m tools.bench_app`.\n\n")
         with open(DOC, "a") as fh:
             fh.write(head + text + "\n")
 
