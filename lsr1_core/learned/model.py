@@ -157,11 +157,29 @@ class LSR1Net(nn.Module):
                 self.vector_generator.fc2.weight.mul_(0.1)
                 self.vector_generator.fc2.bias.zero_()
 
+    # Rows per chunk at inference: the hidden activations of B·N rows need B·N·hidden numbers each, so large
+    # N runs in chunks (exact: without BatchNorm, or with stored statistics, rows do not interact).
+    CHUNK_ROWS = 1 << 18
+
     def raw(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``feats`` (B, N, F) → the two generators' raw outputs (B, N), (B, N)."""
         B, N, F = feats.shape
-        z = self.encoder(feats.reshape(B * N, F))
-        return self.vector_generator(z).reshape(B, N), self.lr_generator(z).reshape(B, N)
+        rows = feats.reshape(B * N, F)
+        independent = not any(isinstance(m, nn.BatchNorm1d) and m.training for m in self.modules())
+        if torch.is_grad_enabled() or not independent or B * N <= self.CHUNK_ROWS:
+            try:
+                z = self.encoder(rows)
+                return self.vector_generator(z).reshape(B, N), self.lr_generator(z).reshape(B, N)
+            except RuntimeError as e:
+                if "memory" not in str(e).lower() and "alloc" not in str(e).lower():
+                    raise
+                need = B * N * self.config.hidden * rows.element_size() * 6 / 1e9
+                raise LSR1Error(f"L-SR1 at B·N = {B * N} coordinates needs about {need:.3g} GB of activations and "
+                                f"the allocation failed; use fewer coordinates or a model without batch-statistics "
+                                f"BatchNorm (the qn form), which runs in chunks") from None
+        outs = [self.raw(rows[i:i + self.CHUNK_ROWS].unsqueeze(0)) for i in range(0, B * N, self.CHUNK_ROWS)]
+        return (torch.cat([o[0].reshape(-1) for o in outs]).reshape(B, N),
+                torch.cat([o[1].reshape(-1) for o in outs]).reshape(B, N))
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Paper form: ``feats`` (B, N, F) → v (B, N), α (B, N)."""

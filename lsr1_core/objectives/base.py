@@ -35,6 +35,18 @@ def check_batch(x: torch.Tensor, dim: int | None = None, batch: int | None = Non
         raise ShapeError(f"{what} has batch size {x.shape[0]} but the objective holds {batch} problems")
 
 
+DENSE_HESSIAN_LIMIT = 4096
+
+
+def check_dense_hessian(x: torch.Tensor) -> None:
+    """Refuse a dense (B, N, N) Hessian that would not fit: use hvp() at large N."""
+    N = x.shape[-1]
+    if N > DENSE_HESSIAN_LIMIT:
+        gb = x.shape[0] * N * N * x.element_size() / 1e9
+        raise ShapeError(f"a dense Hessian at N = {N} would hold {N * N} entries per problem ({gb:.3g} GB for this "
+                         f"batch); use hvp() for N > {DENSE_HESSIAN_LIMIT}")
+
+
 def check_finite(x: torch.Tensor, what: str = "starting point") -> None:
     bad = ~torch.isfinite(x)
     if bad.any():
@@ -91,8 +103,7 @@ class Objective:
         """Dense Hessians ``(B, N, N)``. The default uses N Hessian-vector products."""
         check_batch(x, self.dim)
         B, N = x.shape
-        if N > 4096:
-            raise ShapeError(f"a dense Hessian at N = {N} would hold {N * N} entries per problem; use hvp() instead")
+        check_dense_hessian(x)
         eye = torch.eye(N, dtype=x.dtype, device=x.device)
         cols = [self.hvp(x, eye[i].expand(B, N)) for i in range(N)]
         H = torch.stack(cols, dim=2)

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..errors import ShapeError
-from .base import Objective, check_batch, solve_or_lstsq
+from .base import check_dense_hessian, Objective, check_batch, solve_or_lstsq
 from .quadratic import Quadratic
 
 
@@ -53,6 +53,8 @@ class Rosenbrock(Objective):
         return hv
 
     def hessian(self, x):
+
+        check_dense_hessian(x)
         check_batch(x)
         diag, off = self.hessian_bands(x)
         H = torch.diag_embed(diag) + torch.diag_embed(off, offset=1) + torch.diag_embed(off, offset=-1)
@@ -90,6 +92,8 @@ class Rastrigin(Objective):
         return self.hess_diag(x) * v
 
     def hessian(self, x):
+
+        check_dense_hessian(x)
         return torch.diag_embed(self.hess_diag(x))
 
     def newton_direction(self, x):
@@ -217,6 +221,8 @@ class RotatedQuadratic2D(Quadratic, _TwoD):
         return v @ self._H(x)[0]
 
     def hessian(self, x):
+
+        check_dense_hessian(x)
         return self._H(x).expand(x.shape[0], -1, -1).clone()
 
     def newton_direction(self, x):

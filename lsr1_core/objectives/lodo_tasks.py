@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import LSR1Error, ShapeError
-from .base import Objective, check_batch, check_finite
+from .base import check_dense_hessian, Objective, check_batch, check_finite
 
 
 class NonStationary(Objective):
@@ -82,6 +82,8 @@ class NoisyQuadraticBowl(NonStationary):
         return v @ self.H.to(v)
 
     def hessian(self, x):
+
+        check_dense_hessian(x)
         return self.H.to(x).expand(x.shape[0], -1, -1).clone()
 
     def newton_direction(self, x):
@@ -122,6 +124,8 @@ class LODORosenbrock(Objective):
         return self.value(x), self.grad(x)
 
     def hessian(self, x):
+
+        check_dense_hessian(x)
         u, v = x[:, 0], x[:, 1]
         huu = 2 * self.a - 4 * (v - u * u) + 8 * u * u
         huv = -4 * u

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..errors import LSR1Error, ShapeError
-from .base import Objective, check_batch, solve_or_lstsq
+from .base import check_dense_hessian, Objective, check_batch, solve_or_lstsq
 
 
 class Quadratic(Objective):
@@ -102,6 +102,7 @@ class DiagonalQuadratic(Objective):
         return self.h * v
 
     def hessian(self, x):
+        check_dense_hessian(x)
         return torch.diag_embed(self.h.expand(x.shape[0], -1)).clone()
 
     def newton_direction(self, x):

@@ -35,9 +35,16 @@ class Solver:
 
     def reset(self, objective: Objective, x0: torch.Tensor) -> None:
         objective.check(x0)
+        if x0.shape[0] == 0:
+            raise ShapeError("x0 has no rows (shape (0, N)): give at least one starting point")
         check_finite(x0)
         x0 = x0.detach().clone()
-        f, g = objective.value_and_grad(x0)
+        try:
+            f, g = objective.value_and_grad(x0)
+        except RuntimeError as e:  # e.g. a float64 objective with a float32 start, or another device
+            raise LSR1Error(f"the objective could not be evaluated at the starting point ({x0.dtype}, "
+                            f"{x0.device}): {str(e).splitlines()[0]} — give x0 the objective's dtype and device "
+                            f"(objective.to(dtype=…) or x0.to(…))") from None
         self.state = {"x": x0, "f": f.detach(), "g": g.detach(), "k": 0}
         self._init(objective)
 
