@@ -137,7 +137,11 @@ def test_divergence_is_reported_in_the_trace():
     q, x0 = quadratic_split("test")
     t = run(make_solver("gd", lr=1e6), q, x0, 200)
     assert t.diverged.all()
-    assert all("non-finite" in r for r in t.reason)
+    assert all("blew up" in r for r in t.reason)  # caught while still finite, at the first step past 1e8×
+    assert (t.diverged_at <= 2).all()
+    assert torch.isfinite(t.f).all()
+    t = run(make_solver("gd", lr=1e6), q, x0, 200, blowup=None)  # without the bound: when it turns non-finite
+    assert t.diverged.all() and all("non-finite" in r for r in t.reason)
     assert torch.isfinite(t.f).all()
 
 
