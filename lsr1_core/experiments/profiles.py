@@ -27,7 +27,8 @@ from ..solvers.tuning import tune_lr
 
 TUNED = ("gd", "adam", "adahessian", "lodo")
 FIXED = {"lbfgs": {"history": 8, "line_search": "strong_wolfe"}, "sr1": {"memory": 8, "line_search": "armijo"}}
-LSR1_MODELS = {"lsr1": "pretrained/quadratic", "lsr1_nosec": "pretrained/quadratic_nosec"}
+LSR1_MODELS = {"lsr1": "pretrained/quadratic", "lsr1_nosec": "pretrained/quadratic_nosec",
+               "lsr1_qn": "pretrained/qn_quadratic"}
 # Table 7: one model per task, trained at N = 100 (quadratics → the quadratic families). A family whose
 # model is not shipped falls back to the N = 2 quadratic model (C.2.1); the results record which was used.
 FAMILY_TASK = {"rosenbrock": "rosenbrock", "rastrigin": "rastrigin"}
@@ -37,7 +38,7 @@ def model_for(name: str, family: str) -> str:
     """The checkpoint (path without suffix) that L-SR1 variant ``name`` uses on ``family``."""
     suffix = "_nosec" if name.endswith("_nosec") else ""
     task = FAMILY_TASK.get(family, "quadratic")
-    own = f"pretrained/profile_{task}{suffix}"
+    own = f"pretrained/{'qn_' if name == 'lsr1_qn' else ''}profile_{task}{suffix}"
     return own if Path(own + ".json").exists() else LSR1_MODELS[name]
 
 
@@ -107,7 +108,8 @@ def compute(steps: int = 100, families=PROFILE_FAMILIES, dims=PROFILE_DIMS, solv
 
 
 NAMES = {"gd": "gradient descent", "adam": "Adam", "adahessian": "AdaHessian", "lodo": "LODO", "lbfgs": "L-BFGS",
-         "sr1": "SR1 (classical, Armijo)", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 w/o secant"}
+         "sr1": "SR1 (classical, Armijo)", "lsr1": "L-SR1 (paper form)", "lsr1_nosec": "L-SR1 w/o secant (paper form)",
+         "lsr1_qn": "L-SR1 (scale-free qn form)"}
 
 
 def plot(res: dict, path: Path) -> None:
