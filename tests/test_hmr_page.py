@@ -519,3 +519,23 @@ def test_several_samples_side_by_side(page):
         by_row = [imgs[3 * i:3 * i + 3] for i in range(3)]
         for row in by_row:  # a row's panels share a window
             assert len({(i["x"], i["y"], i["sizex"]) for i in row}) == 1
+
+
+def test_the_3d_view_stays_still_while_stepping(page):
+    """The scene's box only grows while stepping with the same meshes (so the view does not jump), and it
+    holds the meshes of every step seen."""
+    at = page()
+    boxes, seen = [], []
+    for step in (15, 0, 7, 15):
+        at.slider(key="hmr_step").set_value(step).run()
+        spec, meshes = _mesh_view(at)
+        scene = spec["layout"]["scene"]
+        boxes.append({ax: scene[f"{ax}axis"]["range"] for ax in "xyz"})
+        seen.append(meshes)
+    for a, b in zip(boxes, boxes[1:]):
+        assert all(b[ax][0] <= a[ax][0] and a[ax][1] <= b[ax][1] for ax in "xyz")
+    assert boxes[-1] == boxes[-2]  # nothing new to hold
+    for meshes in seen:
+        for t in meshes:
+            for ax in "xyz":
+                assert boxes[-1][ax][0] <= t[ax].min() and t[ax].max() <= boxes[-1][ax][1]

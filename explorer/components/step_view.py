@@ -24,12 +24,14 @@ HTML = ASSETS / "hmr_step_view.html"
 GAP = 12  # pixels between the view's plots
 
 
-def step_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay=None, curves=None) -> dict:
+def step_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay=None, curves=None,
+                   box: dict | None = None) -> dict:
     """The component's arguments: a JSON ``spec`` (the 3-D scene's layout and mesh list, and the overlay and
     curves figures) and binary buffers: float32 vertices in the 3-D view's coordinates, planar (3, V) per mesh,
-    back to back; int32 faces, planar (3, F), one buffer per distinct face array."""
+    back to back; int32 faces, planar (3, F), one buffer per distinct face array. ``box``: a scene box the
+    view must hold besides the meshes (``lsr1_core.viz.hmr.mesh3d_scene``)."""
     names = list(meshes)
-    coords, layout = mesh3d_scene(meshes, step)
+    coords, layout = mesh3d_scene(meshes, step, box)
     face_sets: list[np.ndarray] = []
     entries = []
     for name, xyz in zip(names, coords):
@@ -66,9 +68,10 @@ def _declared():
 
 
 def step_view(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay: dict | None, curves: dict,
-              key: str = "hmr_step_view") -> None:
+              key: str = "hmr_step_view", box: dict | None = None) -> dict:
     """Draw the per-step plots; falls back to ``st.plotly_chart`` (the 3-D camera then resets on each step)
-    when the component's files cannot be found or written."""
+    when the component's files cannot be found or written. Returns the 3-D scene's box (pass it back with the
+    next step so that the view stays still)."""
     try:
         component = _declared()
     except OSError as e:
@@ -77,7 +80,10 @@ def step_view(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overl
         if overlay is not None:
             st.plotly_chart(go.Figure(overlay), key=key + "_overlay")
         st.plotly_chart(go.Figure(curves), key=key + "_curves")
-        return
+        return box
     est = MESH3D_HEIGHT + (0 if overlay is None else overlay["layout"]["height"]) + curves["layout"]["height"] \
         + 3 * GAP
-    component(**step_view_args(meshes, step, overlay, curves), key=key, default=None, height=int(est))
+    args = step_view_args(meshes, step, overlay, curves, box)
+    component(**args, key=key, default=None, height=int(est))
+    scene = args["spec"]["layout"]["scene"]
+    return {k: scene[f"{k}axis"]["range"] for k in "xyz"}

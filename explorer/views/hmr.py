@@ -32,7 +32,7 @@ from lsr1_core.viz.hmr import (curves_at, curves_figure, evaluation_figure, eval
 BODY_ANNY = "Anny (embedded)"
 BODY_SMPL = "SMPL (from LSR1_SMPL_MODEL)"
 NONE = "none"
-RENDER_PX = 256  # resolution of each rendered overlay panel
+RENDER_PX = 224  # resolution of each rendered overlay panel (about its size on the page)
 
 
 # --- controls ------------------------------------------------------------------------------------
@@ -224,7 +224,10 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
     elif shown:
         images, window = images_at(step, shown)
         overlay = overlay_at(_overlay_base(sample_key, tuple(images), kp2d, conf), images, step, window)
-    step_view(shown, step, overlay, curves_at(_curves_base(fit_key, fit["curves"]), fit["curves"], step))
+    # the 3-D view keeps the box of the steps seen with these meshes, so that it stays still while stepping
+    box_key = "hmr_box:" + repr((fit_key, tuple(shown)))
+    st.session_state[box_key] = step_view(shown, step, overlay, curves_at(
+        _curves_base(fit_key, fit["curves"]), fit["curves"], step), box=st.session_state.get(box_key))
     # the neighbouring steps, while the user looks at this one
     cache.prefetch(body, key, fit, [s for s in (step - 1, step + 1) if 0 <= s <= steps], tuple(chosen), faces,
                    render=None if problem else (lambda s, verts: images_at(s, shown_at(verts))))

@@ -171,13 +171,22 @@ def label_trace(names: list[str], coords: list[np.ndarray]) -> dict:
                 showlegend=False, name="labels")
 
 
-def mesh3d_scene(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -> tuple[list[np.ndarray], dict]:
+def union_box(a: dict | None, b: dict) -> dict:
+    """The smallest box holding both (``a`` may be None)."""
+    if a is None:
+        return b
+    return {k: [min(a[k][0], b[k][0]), max(a[k][1], b[k][1])] for k in b}
+
+
+def mesh3d_scene(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int,
+                 box: dict | None = None) -> tuple[list[np.ndarray], dict]:
     """The meshes' display coordinates (one (3, V) array each) and the 3-D view's layout, whose box holds them
-    all."""
+    all and ``box`` (the page passes the box of the steps seen before, so that the view stays still while
+    stepping)."""
     names = list(meshes)
     offsets = slot_offsets([meshes[n][0] for n in names])
     coords = [display_coords(meshes[n][0], o) for n, o in zip(names, offsets)]
-    return coords, mesh3d_layout(names, step, scene_box(coords))
+    return coords, mesh3d_layout(names, step, union_box(box, scene_box(coords)))
 
 
 def mesh3d_figure(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -> go.Figure:
