@@ -32,7 +32,7 @@ from lsr1_core.viz.hmr import (curves_at, curves_figure, evaluation_figure, eval
 BODY_ANNY = "Anny (embedded)"
 BODY_SMPL = "SMPL (from LSR1_SMPL_MODEL)"
 NONE = "none"
-RENDER_PX = 224  # resolution of each rendered overlay panel (about its size on the page)
+RENDER_PX = 192  # resolution of each rendered overlay panel (about its size on the page; cost ∝ pixels)
 
 
 # --- controls ------------------------------------------------------------------------------------
