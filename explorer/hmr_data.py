@@ -12,14 +12,15 @@ import streamlit as st
 import torch
 
 from explorer.step_cache import StepCache, one_thread
-from lsr1_core.hmr import BodyModelError, CameraConfig, PoseSampler, diskcache, make_batch
+from lsr1_core.hmr import BodyModel, BodyModelError, CameraConfig, PoseSampler, diskcache, make_batch
+from lsr1_core.hmr.anny_body import AnnyBody
 from lsr1_core.hmr.compare import camera_vertices, curves, evaluate_steps, fit_methods
 from lsr1_core.hmr.data import SampleConfig, project
 from lsr1_core.hmr.models import load_hmr_model
 from lsr1_core.hmr.prepare import FIRST_BUILD_S, anny_cache_ready
-from lsr1_core.hmr.render import framing_window, render_status
+from lsr1_core.hmr.render import render_status
 from lsr1_core.runs.catalog import hmr_models
-from lsr1_core.viz.hmr import mesh_rgb
+from lsr1_core.viz.hmr import OVERLAY_PX, mesh_rgb, overlay_window
 
 
 def build_body_with_progress(kind: str) -> None:
@@ -59,21 +60,52 @@ def warm_renderer() -> threading.Thread:
     return th
 
 
-@st.cache_resource(show_spinner="building the body model…")
+_BODIES: dict = {}
+_BODY_LOCK = threading.Lock()
+
+
 def get_body(kind: str, smpl_path: str = ""):
-    """The body model (raises BodyModelError with the reason when it cannot be loaded)."""
-    with one_thread():
-        if kind == "smpl":
-            from lsr1_core.hmr.smpl import SMPLBody
-            return SMPLBody(smpl_path or None)
-        from lsr1_core.hmr import AnnyBody
-        return AnnyBody()
+    """The body model, built once per process (raises BodyModelError with the reason when it cannot be loaded).
+    Thread-safe: the prefetcher may build it first, a second caller waits for it. The page's first view needs
+    no Anny body when set-up cached it (see ``lsr1_core.hmr.prepare``)."""
+    with _BODY_LOCK, one_thread():
+        if (kind, smpl_path) not in _BODIES:
+            if kind == "smpl":
+                from lsr1_core.hmr.smpl import SMPLBody
+                _BODIES[(kind, smpl_path)] = SMPLBody(smpl_path or None)
+            else:
+                _BODIES[(kind, smpl_path)] = AnnyBody()
+        return _BODIES[(kind, smpl_path)]
+
+
+def body_built(body_key: tuple) -> bool:
+    return tuple(body_key) in _BODIES
+
+
+class AnnySignature(BodyModel):
+    """The Anny body's signature, to check checkpoints against without building the body."""
+    name, pose_dim, shape_dim, keypoint_names = (AnnyBody.name, AnnyBody.pose_dim, AnnyBody.shape_dim,
+                                                 AnnyBody.keypoint_names)
+
+
+def body_signature(body_key: tuple) -> BodyModel:
+    return AnnySignature() if body_key[0] == "anny" else get_body(*body_key)
 
 
 @st.cache_resource(show_spinner="building the test set…")
 def shipped_test_set():
     with one_thread():
-        return diskcache.test_set_cached(get_body("anny"))
+        return diskcache.test_set_cached(lambda: get_body("anny"))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def stored_view(fit_disk_key: str) -> dict:
+    """What set-up stored of a sample's default view (``lsr1_core.hmr.prepare.default_view``): faces,
+    meshes and rendered overlays by name, and the overlays' window; empty when nothing is stored."""
+    arrays = diskcache.load_arrays("view", fit_disk_key) or {}
+    return {"faces": arrays.get("faces"), "window": tuple(arrays["window"].tolist()) if "window" in arrays else None,
+            "meshes": {k[5:]: v for k, v in arrays.items() if k.startswith("mesh/")},
+            "images": {k[6:]: str(v) for k, v in arrays.items() if k.startswith("image/")}}
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -108,7 +140,7 @@ def checkpoint_problem(path: str, mtime: int, body_key: tuple) -> tuple[str | No
     card_path = Path(path).with_suffix(".json")
     try:
         card = json.loads(card_path.read_text())
-        get_body(*body_key).check_signature(card.get("body") or {}, what=f"checkpoint {path}")
+        body_signature(body_key).check_signature(card.get("body") or {}, what=f"checkpoint {path}")
     except BodyModelError as e:
         return str(e), True
     except (OSError, ValueError, AttributeError) as e:
@@ -135,6 +167,7 @@ def fit_sample(body_key: tuple, sample_key: tuple, ckpt_key: tuple, classical: t
     t0 = time.perf_counter()
     key = diskcache.fit_key("anny", sample_key, [(slot, path) for slot, path, _ in ckpt_key], classical, steps)
     fit = diskcache.load_fit(key) if body_key[0] == "anny" else None
+    stored = fit is not None
     if fit is None:
         models = models_for(ckpt_key, body_key)
         with one_thread():
@@ -143,6 +176,7 @@ def fit_sample(body_key: tuple, sample_key: tuple, ckpt_key: tuple, classical: t
             diskcache.save_fit(key, fit)
     fit["curves"] = curves(fit)
     fit["wall"] = time.perf_counter() - t0
+    fit["disk_key"] = key if stored else None  # where set-up may have stored this sample's default view
     return fit
 
 
@@ -163,8 +197,15 @@ def gt_vertices(sample_key: tuple) -> np.ndarray:
         return camera_vertices(get_body("anny"), b.pose[:1].numpy(), b.shape[:1].numpy())[0]
 
 
+def faces_of(body_key: tuple, stored: np.ndarray | None = None) -> np.ndarray:
+    """The body model's faces (int32), or ``stored`` (the same, from the disk cache) while the body is not built."""
+    if stored is not None and not body_built(body_key):
+        return stored
+    return _faces(tuple(body_key))
+
+
 @st.cache_resource(show_spinner=False)
-def faces_of(body_key: tuple) -> np.ndarray:
+def _faces(body_key: tuple) -> np.ndarray:
     return get_body(*body_key).faces.cpu().numpy().astype(np.int32)
 
 
@@ -178,7 +219,7 @@ def sample_grid(body_key: tuple, indices: tuple, ckpt_key: tuple, classical: tup
     """The rows of ``lsr1_core.viz.hmr.sample_grid_figure`` for the test samples ``indices`` at ``step``. Each
     sample is fitted alone, as the single-sample view does (the same cached fit: L-SR1's BatchNorm normalises
     over the rows of a batch, so a joint fit would differ), and its meshes rendered over one window."""
-    body, cache = get_body(*body_key), step_cache()
+    body, cache = (lambda: get_body(*body_key)), step_cache()
     faces, anny_faces = faces_of(body_key), faces_of(("anny", ""))
     rows = []
     for idx in indices:
@@ -192,10 +233,9 @@ def sample_grid(body_key: tuple, indices: tuple, ckpt_key: tuple, classical: tup
         b = sample_batch(key)
         kp, conf = b.kp2d[0].numpy(), b.conf[0].numpy()
         true_uv = project(b.joints3d, CameraConfig())[0].numpy()
-        window = tuple(round(x, 1) for x in framing_window([v for v, _ in shown.values()], CameraConfig(),
-                                                             points=np.concatenate([kp[conf > 0], true_uv])))
+        window = overlay_window([v for v, _ in shown.values()], kp, conf, true_uv)
         images = {n: cache.image(("grid", body_key, key, ckpt_key, classical, steps, step, n), v, f, mesh_rgb(n),
-                                 window, 192) for n, (v, f) in shown.items()} if render else {}
+                                 window, OVERLAY_PX) for n, (v, f) in shown.items()} if render else {}
         rows.append({"title": f"test-{idx}", "kp2d": kp, "conf": conf, "window": window, "images": images,
                      "pa_mpjpe": {n: float(fit["metrics"][n]["pa_mpjpe"][step, 0]) for n in methods}})
     return rows

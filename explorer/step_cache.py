@@ -4,6 +4,7 @@ one finds them ready; and ``one_thread``, which keeps torch on one thread while 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -89,25 +90,36 @@ class StepCache:
         fut.set_result(value)
         return value
 
-    def meshes(self, body, key: tuple, fit: dict, step: int, names: tuple) -> dict[str, np.ndarray]:
-        return self._get_or_compute("meshes", (key, step, names), lambda: meshes_at(body, fit, step, names))
+    def meshes(self, body: Callable, key: tuple, fit: dict, step: int, names: tuple,
+               stored: dict | None = None) -> dict[str, np.ndarray]:
+        """The named meshes at ``step``: from this cache, from ``stored`` (name → vertices, e.g. from the disk
+        cache) when it holds them all, else skinned by ``body()`` (a function: the body model is built only
+        when a mesh must be skinned)."""
+        if stored is not None and all(n in stored for n in names):
+            return self._get_or_compute("meshes", (key, step, names), lambda: {n: stored[n] for n in names})
+        return self._get_or_compute("meshes", (key, step, names), lambda: meshes_at(body(), fit, step, names))
 
     def image(self, key: tuple, verts: np.ndarray, faces: np.ndarray, rgb: tuple, window: tuple,
-              resolution: int = 256) -> str:
+              resolution: int = 256, stored: str | None = None) -> str:
         """PNG data URI of one mesh rendered from the sample's camera over ``window`` (transparent
-        background); ``key`` names the mesh, the window is added to it."""
-        return self._get_or_compute("images", (key, window), lambda: render_mesh(
+        background), or ``stored`` (the same, from the disk cache); ``key`` names the mesh, the window is
+        added to it."""
+        return self._get_or_compute("images", (key, window), lambda: stored or render_mesh(
             verts, faces, rgb, window=window, resolution=resolution).data_uri())
 
-    def prefetch(self, body, key: tuple, fit: dict, steps, names: tuple, faces: np.ndarray,
-                 render: Callable[[int, dict], None] | None) -> None:
-        """Prepare ``steps`` in the background: their meshes, then ``render(step, meshes)`` (the page's own
-        rendering of that step, which fills this cache); a newer call abandons an older one's remaining work."""
+    def prefetch(self, body: Callable, key: tuple, fit: dict, steps, names: tuple, faces: np.ndarray,
+                 render: Callable[[int, dict], None] | None, delay: float = 0.0) -> None:
+        """Prepare ``steps`` in the background: their meshes (building the body model with ``body()`` if the
+        page has not needed it yet), then ``render(step, meshes)`` (the page's own rendering of that step,
+        which fills this cache); a newer call abandons an older one's remaining work. ``delay``: seconds to
+        wait first, e.g. while the browser draws a first view that needed no body model (building it takes
+        seconds of CPU that a machine with few cores would take from the browser)."""
         with self.lock:
             self.generation += 1
             gen = self.generation
 
         def job():
+            time.sleep(delay)
             for s in steps:
                 if gen != self.generation:
                     return

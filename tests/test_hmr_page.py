@@ -539,3 +539,39 @@ def test_the_3d_view_stays_still_while_stepping(page):
         for t in meshes:
             for ax in "xyz":
                 assert boxes[-1][ax][0] <= t[ax].min() and t[ax].max() <= boxes[-1][ax][1]
+
+
+def test_the_default_view_comes_from_the_set_up_cache(monkeypatch, tmp_path):
+    """After `python -m lsr1_core.hmr.prepare` (scripts/setup.sh) the page's default view (shipped checkpoints,
+    test sample 0, last step, L-SR1 and LGD) is read from the disk cache: fits, meshes and overlays."""
+    import streamlit as st
+    from lsr1_core.hmr import PRETRAINED_DIR, diskcache
+    from lsr1_core.hmr.prepare import default_view_key, prepare
+    if not (PRETRAINED_DIR / "hmr_lsr1.json").exists():
+        pytest.skip("no shipped HMR checkpoints")
+    monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LSR1_HMR_RUNS", str(tmp_path / "no_runs"))
+    torch.set_num_threads(1)
+    prepare(verbose=False)
+    key = default_view_key()
+    view = diskcache.load_arrays("view", key)
+    assert diskcache.load_fit(key) is not None and view is not None
+    # mark the stored overlays, to see that the page shows them rather than rendering its own
+    marked = {**view, **{k: np.array(f"data:image/png;base64,STORED{k}") for k in view if k.startswith("image/")}}
+    diskcache.save_arrays("view", key, marked)
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("views/hmr.py").run()
+    assert not at.exception, at.exception
+    spec, meshes = _mesh_view(at)
+    assert [t["name"] for t in meshes] == ["L-SR1", "LGD"] and spec["step"] == 15
+    np.testing.assert_allclose(meshes[0]["z"], -view["mesh/lsr1"][:, 1], atol=1e-6)
+    if any(k.startswith("image/") for k in view):
+        sources = [i["source"] for i in spec["overlay"]["layout"]["images"]]
+        assert sources == ["data:image/png;base64,STOREDimage/lsr1", "data:image/png;base64,STOREDimage/lgd"]
+    # another step is computed (and rendered) as usual
+    at.slider(key="hmr_step").set_value(14).run()
+    assert not at.exception, at.exception
+    spec, _ = _mesh_view(at)
+    assert spec["step"] == 14 and not any("STORED" in i["source"] for i in (spec["overlay"] or {"layout": {
+        "images": []}})["layout"]["images"])

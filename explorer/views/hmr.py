@@ -25,14 +25,15 @@ from lsr1_core.hmr import BodyModelError, CameraConfig
 from lsr1_core.hmr.compare import CLASSICAL, LABELS, LEARNED
 from lsr1_core.hmr.data import project
 from lsr1_core.hmr.export import mesh_download, metrics_csv
-from lsr1_core.hmr.render import framing_window, render_status
-from lsr1_core.viz.hmr import (curves_at, curves_figure, evaluation_figure, evaluation_table, keypoint_figure,
-                               mesh_rgb, overlay_at, overlay_figure, sample_grid_figure)
+from lsr1_core.hmr.prepare import DEFAULT_VIEW
+from lsr1_core.hmr.render import render_status
+from lsr1_core.viz.hmr import (OVERLAY_PX, curves_at, curves_figure, evaluation_figure, evaluation_table,
+                               keypoint_figure, mesh_rgb, overlay_at, overlay_figure, overlay_window,
+                               sample_grid_figure)
 
 BODY_ANNY = "Anny (embedded)"
 BODY_SMPL = "SMPL (from LSR1_SMPL_MODEL)"
 NONE = "none"
-RENDER_PX = 192  # resolution of each rendered overlay panel (about its size on the page; cost ∝ pixels)
 
 
 # --- controls ------------------------------------------------------------------------------------
@@ -101,10 +102,10 @@ def render():
     entries = data.checkpoints(os.environ.get("LSR1_HMR_RUNS"))
     cfg = _sidebar(entries)
     body_key = ("smpl", os.environ.get("LSR1_SMPL_MODEL", "")) if cfg["body"] == BODY_SMPL else ("anny", "")
-    data.build_body_with_progress(body_key[0])
+    data.build_body_with_progress("anny")  # the samples come from the Anny body; SMPL is checked here
     try:
-        data.get_body(*body_key)
-        data.build_body_with_progress("anny")  # the samples come from the Anny body
+        if body_key[0] != "anny":
+            data.get_body(*body_key)
     except BodyModelError as e:
         st.error(f"The body model could not be loaded: {e}")
         return
@@ -192,16 +193,17 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
     start = min(int(st.session_state.get("hmr_step", steps)), steps)
     step = int(c1.slider("inner iteration (all methods together)", 0, steps, value=start, key="hmr_step"))
     show_gt = c2.toggle("ground truth", value=False, key="hmr_gt")
-    default3d = [n for n in ("lsr1", "lgd") if n in names] or names[:2]
+    default3d = [n for n in DEFAULT_VIEW["meshes"] if n in names] or names[:2]
     # keyed by the methods on offer, so that a new set of methods starts from the default choice
     chosen = c3.multiselect("meshes shown (3-D view and renders)", names, default=default3d, format_func=LABELS.get,
                             key="hmr_in3d_" + "-".join(names),
                             help="Each mesh shown costs a skinning and an offscreen render per step; the "
                                  "curves and the downloads always cover every method.")
-    body, cache, key = data.get_body(*body_key), data.step_cache(), (body_key, fit_key)
-    faces = data.faces_of(body_key)
+    body, cache, key = (lambda: data.get_body(*body_key)), data.step_cache(), (body_key, fit_key)
+    # set-up's disk cache may hold this view (the page's default): then no body model is needed to show it
+    stored = data.stored_view(fit["disk_key"]) if fit.get("disk_key") and step == steps else {}
+    faces = data.faces_of(body_key, stored.get("faces"))
     gt = (data.gt_vertices(sample_key), data.faces_of(("anny", ""))) if show_gt else None
-    problem = render_status()
 
     def shown_at(verts: dict) -> dict:
         out = {n: (verts[n], faces) for n in chosen if n in verts}
@@ -209,20 +211,24 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
             out["gt"] = gt
         return out
 
-    def images_at(s: int, shown: dict) -> tuple[dict, tuple]:
+    def images_at(s: int, shown: dict, stored_images: dict | None = None) -> tuple[dict, tuple]:
         """Every shown mesh rendered over one window that holds them all and the keypoints."""
-        window = framing_window([v for v, _ in shown.values()], CameraConfig(),
-                                points=np.concatenate([kp2d[conf > 0], true_uv]))
-        window = tuple(round(x, 1) for x in window)
+        window = overlay_window([v for v, _ in shown.values()], kp2d, conf, true_uv)
+        if stored_images and window != stored.get("window"):
+            stored_images = None
         return {n: cache.image((key, s, n) if n != "gt" else ("gt", sample_key), v, f, mesh_rgb(n), window,
-                               RENDER_PX) for n, (v, f) in shown.items()}, window
+                               OVERLAY_PX, (stored_images or {}).get(n)) for n, (v, f) in shown.items()}, window
 
-    shown = shown_at(cache.meshes(body, key, fit, step, tuple(chosen)))
+    shown = shown_at(cache.meshes(body, key, fit, step, tuple(chosen), stored.get("meshes")))
+    # stored renders need no renderer (asking whether it works waits for its start-up: seconds)
+    ready = bool(shown) and set(shown) <= set(stored.get("images") or ()) and \
+        overlay_window([v for v, _ in shown.values()], kp2d, conf, true_uv) == stored.get("window")
+    problem = None if ready else render_status()
     overlay = None
     if problem:
         st.info(f"The rendered images are missing: {problem}. The 3-D view works without them.")
     elif shown:
-        images, window = images_at(step, shown)
+        images, window = images_at(step, shown, stored.get("images"))
         overlay = overlay_at(_overlay_base(sample_key, tuple(images), kp2d, conf), images, step, window)
     # the 3-D view keeps the box of the steps seen with these meshes, so that it stays still while stepping
     box_key = "hmr_box:" + repr((fit_key, tuple(shown)))
@@ -230,7 +236,8 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
         _curves_base(fit_key, fit["curves"]), fit["curves"], step), box=st.session_state.get(box_key))
     # the neighbouring steps, while the user looks at this one
     cache.prefetch(body, key, fit, [s for s in (step - 1, step + 1) if 0 <= s <= steps], tuple(chosen), faces,
-                   render=None if problem else (lambda s, verts: images_at(s, shown_at(verts))))
+                   render=None if problem else (lambda s, verts: images_at(s, shown_at(verts))),
+                   delay=0.0 if data.body_built(body_key) else 3.0)
     rows = [f"| {LABELS[n]} | {c['reproj'][step]:.2f} | {c['mpjpe'][step]:.1f} | {c['pa_mpjpe'][step]:.1f} | "
             f"{c['f'][step]:.5f} |" for n, c in fit["curves"].items()]
     st.markdown(f"**At step {step}**\n\n| method | 2-D error (px) | MPJPE (mm) | PA-MPJPE (mm) | objective f |\n"

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .body import BodyModel
 from .data import HMRBatch, test_set
 
 HERE = Path(__file__).resolve().parent
@@ -116,13 +115,33 @@ def save_fit(key: str, fit: dict) -> None:
         pass
 
 
+def load_arrays(kind: str, key: str) -> dict[str, np.ndarray] | None:
+    """Named arrays saved by :func:`save_arrays` (``kind`` names the sort of entry), or None."""
+    try:
+        with np.load(cache_dir() / f"{kind}_{key}.npz", allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def save_arrays(kind: str, key: str, arrays: dict) -> None:
+    def write(path):
+        with open(path, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    try:
+        _write_atomic(cache_dir() / f"{kind}_{key}.npz", write)
+    except (OSError, TypeError, ValueError):
+        pass
+
+
 # --- what the page caches ------------------------------------------------------------------------------
-def test_set_cached(body: BodyModel) -> HMRBatch:
-    """The shipped test set (``data.test_set`` with its defaults) for ``body``, from the cache when there."""
-    key = key_of(what="test_set", body=body.signature())
+def test_set_cached(body) -> HMRBatch:
+    """The shipped test set (``data.test_set`` with its defaults) of the Anny body, from the cache when there.
+    ``body``: the body model, or a function returning it (called only when the cache misses)."""
+    key = key_of(what="test_set", body="anny")
     batch = load_batch(key)
     if batch is None:
-        batch = test_set(body)
+        batch = test_set(body() if callable(body) and not isinstance(body, torch.nn.Module) else body)
         save_batch(key, batch)
     return batch
 

@@ -10,10 +10,20 @@ it returns quickly when everything is there.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
-from . import diskcache
+import numpy as np
+import torch
+
+from ..viz.hmr import OVERLAY_PX, mesh_rgb, overlay_window
+from . import PRETRAINED_DIR, PRETRAINED_HMR, diskcache, load_pretrained
+from .anny_body import AnnyBody
+from .compare import camera_vertices, fit_methods
+from .data import CameraConfig, project
+from .render import RenderUnavailable, render_mesh
 
 # the anny builders whose results anny caches (one safetensors file each; see anny.models.model_data)
 ANNY_CACHED = ("load_data_", "build_model_data_", "build_compact_model_data_")
@@ -21,27 +31,46 @@ FIRST_BUILD_S = 120  # the first construction of the Anny model measured on 2 sh
 
 
 def anny_cache_ready() -> bool:
-    """True when anny's cache holds a built model (the first AnnyBody() then takes seconds, not minutes)."""
-    try:
-        from anny.models.model_data import CURRENT_DATA_VERSION
-        from anny.paths import get_anny_cache_path
-    except ImportError:
-        return False
-    folder = get_anny_cache_path() / f"v{CURRENT_DATA_VERSION}"
-    names = [p.name for p in folder.glob("*.safetensors")] if folder.is_dir() else []
-    return all(any(n.startswith(prefix) for n in names) for prefix in ANNY_CACHED)
+    """True when anny's cache holds a built model (the first AnnyBody() then takes seconds, not minutes). Looks
+    at the folder only (``$ANNY_CACHE_DIR`` or ``~/.cache/anny``, as anny.paths and scripts/setup.sh do):
+    importing anny to ask it costs seconds (it imports torch._dynamo)."""
+    root = Path(os.environ.get("ANNY_CACHE_DIR") or Path.home() / ".cache" / "anny")
+    for folder in root.glob("v*"):
+        names = [p.name for p in folder.glob("*.safetensors")]
+        if all(any(n.startswith(prefix) for n in names) for prefix in ANNY_CACHED):
+            return True
+    return False
 
 
-# the page's default view (explorer/views/hmr.py): the first test sample, 15 steps, Adam and L-BFGS
-DEFAULT_VIEW = {"sample": ("test", 0), "classical": ("adam", "lbfgs"), "steps": 15}
+# the page's default view (explorer/views/hmr.py): the first test sample, 15 steps, Adam and L-BFGS, the
+# meshes of L-SR1 and LGD shown at the last step
+DEFAULT_VIEW = {"sample": ("test", 0), "classical": ("adam", "lbfgs"), "steps": 15, "meshes": ("lsr1", "lgd")}
 
 
 def default_view_key() -> str:
-    from . import PRETRAINED_DIR, PRETRAINED_HMR
     ckpts = [(slot, PRETRAINED_DIR / stem) for slot, stem in PRETRAINED_HMR.items()
              if (PRETRAINED_DIR / f"{stem}.json").exists()]
     v = DEFAULT_VIEW
     return diskcache.fit_key("anny", v["sample"], ckpts, v["classical"], v["steps"])
+
+
+def default_view(body, sample, fit) -> dict:
+    """The default view's faces, meshes (by name), rendered overlays and their window, as the page makes them."""
+    step, names = DEFAULT_VIEW["steps"], [n for n in DEFAULT_VIEW["meshes"] if n in fit["poses"]]
+    verts = camera_vertices(body, np.stack([fit["poses"][n][step, 0] for n in names]),
+                            np.stack([fit["shapes"][n][step, 0] for n in names]))
+    faces = body.faces.cpu().numpy().astype(np.int32)
+    out = {"faces": faces, **{f"mesh/{n}": v for n, v in zip(names, verts)}}
+    kp, conf = sample.kp2d[0].numpy(), sample.conf[0].numpy()
+    window = overlay_window(list(verts), kp, conf, project(sample.joints3d, CameraConfig())[0].numpy())
+    out["window"] = np.array(window)
+    try:
+        for n, v in zip(names, verts):
+            out[f"image/{n}"] = np.array(render_mesh(v, faces, mesh_rgb(n), window=window,
+                                                     resolution=OVERLAY_PX).data_uri())
+    except RenderUnavailable:
+        pass  # the page renders (or explains) itself
+    return out
 
 
 def prepare(verbose: bool = True) -> float:
@@ -53,21 +82,19 @@ def prepare(verbose: bool = True) -> float:
     t0 = time.perf_counter()
     if not anny_cache_ready():
         say(f"building the Anny body model's cache (once per machine, about {FIRST_BUILD_S} s on 2 cores)…")
-    if anny_cache_ready() and diskcache.load_fit(default_view_key()) is not None:
+    if anny_cache_ready() and diskcache.load_fit(default_view_key()) is not None and \
+            diskcache.load_arrays("view", default_view_key()) is not None:
         return 0.0
-    import torch
-
-    from . import load_pretrained
-    from .anny_body import AnnyBody
-    from .compare import fit_methods
     torch.set_num_threads(1)  # small operations: one thread is faster, and kinder to a shared machine
     body = AnnyBody()
     batch = diskcache.test_set_cached(body)
     v = DEFAULT_VIEW
     say("fitting the HMR page's default sample…")
-    fit = fit_methods(body, batch.subset(slice(v["sample"][1], v["sample"][1] + 1)), load_pretrained(body),
-                      v["steps"], v["classical"])
+    sample = batch.subset(slice(v["sample"][1], v["sample"][1] + 1))
+    fit = fit_methods(body, sample, load_pretrained(body), v["steps"], v["classical"])
     diskcache.save_fit(default_view_key(), fit)
+    say("skinning and rendering its default meshes…")
+    diskcache.save_arrays("view", default_view_key(), default_view(body, sample, fit))
     dt = time.perf_counter() - t0
     say(f"done in {dt:.0f} s")
     return dt

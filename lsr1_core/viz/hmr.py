@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 from ..hmr.body import COCO18
 from ..hmr.compare import LABELS, METRICS
 from ..hmr.data import CameraConfig
+from ..hmr.render import framing_window
 from .palette import color_for, rgb01, with_alpha
 
 IMAGE = CameraConfig().image_size  # the virtual image's size in pixels
@@ -207,6 +208,17 @@ def mesh3d_figure(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -
 
 
 # --- the rendered overlays ---------------------------------------------------------------------------
+OVERLAY_PX = 192  # resolution of each rendered overlay panel (about its size on the page; cost ∝ pixels)
+
+
+def overlay_window(vertices: list[np.ndarray], kp2d: np.ndarray, conf: np.ndarray, true_uv: np.ndarray) -> tuple:
+    """The square (u0, v0, size) in image pixels that every overlay panel of one step shows: every projected
+    vertex of the meshes shown, the observed keypoints and the true ones (rounded: it is part of cache keys)."""
+    window = framing_window(vertices, CameraConfig(), points=np.concatenate([kp2d[conf > 0], true_uv]))
+    return tuple(round(x, 1) for x in window)
+
+
+
 def _image(uri: str, c: int, window: tuple) -> dict:
     u0, v0, size = window
     sfx = "" if c == 1 else str(c)
