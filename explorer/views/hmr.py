@@ -219,7 +219,8 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
         return {n: cache.image((key, s, n) if n != "gt" else ("gt", sample_key), v, f, mesh_rgb(n), window,
                                OVERLAY_PX, (stored_images or {}).get(n)) for n, (v, f) in shown.items()}, window
 
-    shown = shown_at(cache.meshes(body, key, fit, step, tuple(chosen), stored.get("meshes")))
+    with st.spinner("building the body model (seconds, once per session of the server)…"):
+        shown = shown_at(cache.meshes(body, key, fit, step, tuple(chosen), stored.get("meshes")))
     # stored renders need no renderer (asking whether it works waits for its start-up: seconds)
     ready = bool(shown) and set(shown) <= set(stored.get("images") or ()) and \
         overlay_window([v for v, _ in shown.values()], kp2d, conf, true_uv) == stored.get("window")
