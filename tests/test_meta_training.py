@@ -27,7 +27,15 @@ def test_presets_follow_the_paper():
     assert (a.n, a.unroll, a.secant_weight, a.model.memory, a.model.gamma1, a.detach_gradient) == (100, 64, 1.0, 32, 1e-3, True)
     q = preset("profile_quadratic")
     assert (q.unroll, q.secant_weight, q.model.memory, q.model.gamma1, q.detach_gradient) == (32, 10.0, 16, 0.1, False)
-    assert len(PRESETS) == 8
+    paper = [n for n in PRESETS if not n.startswith("qn_")]
+    assert len(paper) == 8 and all(preset(n).model.form == "paper" for n in paper)
+    # each paper preset has a scale-free twin with the same task, N, K, L and batch
+    assert sorted(PRESETS) == sorted(paper + ["qn_" + n for n in paper])
+    for n in paper:
+        a, b = preset(n), preset("qn_" + n)
+        assert (b.task, b.n, b.unroll, b.batch, b.model.memory) == (a.task, a.n, a.unroll, a.batch, a.model.memory)
+        assert b.model.form == "qn" and b.meta_loss == "log_gap" and b.scale_range == 3.0
+        assert (b.secant_weight == 0.0) == n.endswith("_nosec")
 
 
 def test_bad_configs_are_refused():

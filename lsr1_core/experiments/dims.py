@@ -82,11 +82,11 @@ def markdown(res: dict, cmd: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.dims")
     ap.add_argument("--models", nargs="+", default=None,
-                    help="shipped model names (default: quadratic and profile_quadratic where shipped)")
+                    help="shipped model names (default: quadratic, profile_quadratic and their qn forms where shipped)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default="docs")
     a = ap.parse_args(argv)
-    models = a.models or [m for m in ("quadratic", "profile_quadratic")
+    models = a.models or [m for m in ("quadratic", "profile_quadratic", "qn_quadratic", "qn_profile_quadratic")
                           if (PRETRAINED_DIR / f"{m}.json").exists()]
     res = evaluate(models, steps=a.steps)
     out = Path(a.out)
