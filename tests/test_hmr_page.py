@@ -560,6 +560,7 @@ def test_the_default_view_comes_from_the_set_up_cache(monkeypatch, tmp_path):
     marked = {**view, **{k: np.array(f"data:image/png;base64,STORED{k}") for k in view if k.startswith("image/")}}
     diskcache.save_arrays("view", key, marked)
     st.cache_data.clear()
+    st.cache_resource.clear()  # the step cache may hold this view's renders from other tests' first runs
     at = AppTest.from_file(APP, default_timeout=300).run()
     at.switch_page("views/hmr.py").run()
     assert not at.exception, at.exception
