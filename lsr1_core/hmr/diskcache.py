@@ -29,16 +29,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LSR1_CACHE_DIR") or Path.home() / ".cache" / "lsr1_explorer")
 
 
-# the code a fit depends on (the body model, data, fitting methods, the learned and classical solvers), as
-# globs under lsr1_core/; scripts/setup.sh hashes the same files to decide whether to run prepare again
-SOURCE_GLOBS = ("*.py", "hmr/*.py", "learned/*.py", "solvers/*.py", "objectives/*.py")
+# the code what is cached depends on (body model, data, fitting methods, learned and classical solvers, the
+# renderer and the overlays' framing and colours), as globs under lsr1_core/, less the hmr modules that do not
+# touch it; scripts/setup.sh hashes the same files to decide whether to run prepare again
+SOURCE_GLOBS = ("checkpoints.py", "device.py", "operators.py", "trace.py", "hmr/*.py", "learned/*.py",
+                "solvers/*.py", "objectives/*.py", "viz/hmr.py", "viz/palette.py")
+NOT_SOURCES = ("hmr/bench.py", "hmr/export.py", "hmr/formats.py", "hmr/smpl.py", "hmr/train.py")
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """A digest of the source a fit depends on (``SOURCE_GLOBS``) and the torch version."""
+    """A digest of the source a cached result depends on (``SOURCE_GLOBS``) and the torch version."""
     h = hashlib.blake2b(torch.__version__.encode(), digest_size=8)
-    for f in sorted({f for g in SOURCE_GLOBS for f in HERE.parent.glob(g)}):
+    files = {f for g in SOURCE_GLOBS for f in HERE.parent.glob(g)} - {HERE.parent / n for n in NOT_SOURCES}
+    for f in sorted(files):
         h.update(str(f.relative_to(HERE.parent)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
