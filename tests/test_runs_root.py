@@ -39,7 +39,8 @@ def test_the_sidebar_and_the_training_page_use_the_same_root(tmp_path, monkeypat
     app = str(Path(__file__).resolve().parent.parent / "explorer" / "app.py")
     at = AppTest.from_file(app, default_timeout=120).run()
     at.switch_page("views/trajectories.py").run()
-    assert "run: mine" in at.multiselect(key="lsr1_models").options
+    # options are shown with their form ("run: mine · paper form")
+    assert any(o.startswith("run: mine") for o in at.multiselect(key="lsr1_models").options)
     from explorer.views import training
     assert training.runs_root_dir() == root
 
