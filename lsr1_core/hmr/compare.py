@@ -20,13 +20,9 @@ import torch
 
 from .body import BodyModel
 from .data import CameraConfig, HMRBatch, to_camera
-from .evaluate import run_methods, step_metrics
+from .evaluate import LABELS, run_methods, step_metrics  # noqa: F401 - LABELS: re-exported, defined once there
 from .models import HMRModel, HMRObjective, classical_fit
 
-# one name per method, everywhere (page, figures, exports, the evaluation report)
-LABELS = {"lsr1": "L-SR1", "lgd": "LGD", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
-          "gt": "Ground truth", "lgd_joint": "LGD, initializer trained jointly",
-          "lsr1_joint": "L-SR1, initializer trained jointly"}
 ORDER = ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs")
 LEARNED = {"lsr1": "lsr1", "lgd": "lgd", "lsr1_nosec": "lsr1"}  # learned slot → the checkpoint's method
 CLASSICAL = ("adam", "lbfgs")

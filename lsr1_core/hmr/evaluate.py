@@ -90,8 +90,10 @@ PAPER = {  # 3DPW, from the paper's Table 1/3 and its project page
              "mem_GiB": 14.60},
     "lsr1_nosec": {"pa_mpjpe_4": 52.80},
 }
+# one name per method everywhere (this report, the app's page and figures, exports)
 LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
-          "lgd_joint": "LGD, initializer trained jointly", "lsr1_joint": "L-SR1, initializer trained jointly"}
+          "gt": "Ground truth", "lgd_joint": "LGD, initializer trained jointly",
+          "lsr1_joint": "L-SR1, initializer trained jointly"}
 
 
 def _time_per_step(fn_steps, steps: int, repeats: int = 3) -> float:
