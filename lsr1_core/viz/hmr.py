@@ -381,7 +381,7 @@ def sample_grid_figure(rows: list[dict], names: list[str], step: int) -> go.Figu
     titles = [f"{r['title']} · {LABELS[n]}" + (f" · {r['pa_mpjpe'][n]:.0f} mm" if n in r.get("pa_mpjpe", {}) else "")
               for r in rows for n in names]
     fig = make_subplots(n_r, n_c, subplot_titles=titles or [""], horizontal_spacing=0.01,
-                        vertical_spacing=0.1 / n_r)
+                        vertical_spacing=0.16 / n_r)
     for i, r in enumerate(rows):
         u0, v0, size = r["window"]
         for j, name in enumerate(names):
@@ -395,9 +395,9 @@ def sample_grid_figure(rows: list[dict], names: list[str], step: int) -> go.Figu
             fig.update_yaxes(range=[v0 + size, v0], scaleanchor=f"x{sfx}", scaleratio=1, row=i + 1, col=j + 1)
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False, constrain="domain")
     fig.update_yaxes(showgrid=False, zeroline=False, showticklabels=False, constrain="domain")
-    fig.update_layout(height=60 + 230 * n_r, margin=dict(l=4, r=4, t=50, b=4), plot_bgcolor=CANVAS_BG,
+    fig.update_layout(height=60 + 250 * n_r, margin=dict(l=4, r=4, t=60, b=4), plot_bgcolor=CANVAS_BG,
                       showlegend=False, template="plotly_white",
                       title=dict(text=f"<b>Several samples</b> at step {step}: renders from each sample's camera, "
                                       "PA-MPJPE in each title", font=dict(size=14), x=0.005, xanchor="left"))
-    fig.update_annotations(font=dict(size=12, color="#222"))
+    fig.update_annotations(font=dict(size=12, color="#222"), yshift=6)
     return fig
