@@ -1,6 +1,5 @@
 """The Human mesh recovery page (AppTest): sample choice, the step control, the figures' data, body-model
 and checkpoint mismatches, the fallback without offscreen rendering; and the page's exports."""
-import base64
 import csv
 import io
 import json
@@ -11,25 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from plotly_json import decode
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "explorer" / "app.py")
 N_VERTS, N_FACES = 13718, 27420  # the Anny mesh
-
-
-def _decode(obj):
-    """Plotly ≥ 6 writes numeric arrays as {"dtype", "bdata"}; turn them back into arrays."""
-    if isinstance(obj, dict):
-        if "bdata" in obj and "dtype" in obj:
-            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
-            shape = obj.get("shape")
-            if isinstance(shape, str):
-                shape = tuple(int(v) for v in shape.split(","))
-            return arr.reshape(shape) if shape else arr
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v) for v in obj]
-    return obj
 
 
 def _charts(at) -> dict:
@@ -38,12 +23,12 @@ def _charts(at) -> dict:
     out = {}
     for c in at.get("plotly_chart"):
         spec = json.loads(c.proto.spec)
-        out[_chart_name(spec)] = (_decode(spec), spec)
+        out[_chart_name(spec)] = (decode(spec), spec)
     for comp in at.get("component_instance"):
         spec = json.loads(comp.proto.json_args)["spec"]
         for name in ("overlay", "curves"):
             if spec.get(name) is not None:
-                out[name] = (_decode(spec[name]), spec[name])
+                out[name] = (decode(spec[name]), spec[name])
     return out
 
 
@@ -373,7 +358,7 @@ def test_test_set_evaluation_statistics_per_step(page, runs_dir):
     at.button(key="hmr_eval_run").click().run()
     assert not at.exception, at.exception
     fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "trained for" in c.proto.spec)
-    fig = _decode(fig)
+    fig = decode(fig)
     medians = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
     assert {t["name"] for t in medians} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS"}
     assert len(medians) == 10 and all(len(t["y"]) == 16 for t in medians)
