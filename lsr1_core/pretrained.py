@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoints import git_commit, load_model, load_tensors_and_card, save_tensors_and_card
+from .checkpoints import git_commit, load_tensors_and_card, save_tensors_and_card
+from .learned.io import load_model
 from .errors import LSR1Error, UnknownNameError
 from .meta import Trainer, TrainConfig, preset
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from lsr1_core.checkpoints import load_model, save_model
+from lsr1_core.learned.io import load_model, save_model
 from lsr1_core.errors import CheckpointError
 from lsr1_core.learned import LSR1Config, LSR1Net
 

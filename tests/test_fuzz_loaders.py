@@ -18,7 +18,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsr1_core.checkpoints import (load_model, load_tensors_and_card, read_safetensors_header, save_model)
+from lsr1_core.checkpoints import (load_tensors_and_card, read_safetensors_header)
+from lsr1_core.learned.io import load_model, save_model
 from lsr1_core.errors import LSR1Error
 from lsr1_core.hmr import formats
 from lsr1_core.hmr.formats import load_3dpw_sequence, safe_loads_pickle, to_numpy

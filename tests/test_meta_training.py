@@ -60,7 +60,7 @@ def test_short_meta_training_lowers_validation_loss(tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first = lines[0]["val_loss"]
     assert res.best_val < first - 0.05 * abs(first)
-    from lsr1_core.checkpoints import load_model
+    from lsr1_core.learned.io import load_model
     net, card = load_model(tmp_path / "run" / "best")
     assert card["metrics"]["val_loss"] == pytest.approx(res.best_val)
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from lsr1_core.checkpoints import load_model, save_model
+from lsr1_core.learned.io import load_model, save_model
 from lsr1_core.errors import CheckpointError, LSR1Error, NonFiniteError
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Optimizer, LSR1Solver
 from lsr1_core.objectives import Quadratic, Rastrigin, Rosenbrock, quadratic_split

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lsr1_core import checkpoints
-from lsr1_core.checkpoints import (load_model, load_tensors_and_card, read_checkpoint_bytes,
-                                   read_safetensors_header, save_model)
+from lsr1_core.checkpoints import (load_tensors_and_card, read_checkpoint_bytes, read_safetensors_header)
+from lsr1_core.learned.io import load_model, save_model
 from lsr1_core.errors import CheckpointError
 from lsr1_core.learned.model import LSR1Config, LSR1Net
 

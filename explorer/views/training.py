@@ -15,6 +15,7 @@ from lsr1_core.meta.presets import PRESETS, preset
 from lsr1_core.runs import RunManager, read_metrics
 from lsr1_core.runs.root import runs_root
 from lsr1_core.viz.training import training_curves
+from lsr1_core.checkpoints import read_checkpoint_bytes
 
 MAX_CONCURRENT = int(os.environ.get("LSR1_MAX_CONCURRENT", "1"))
 REFRESH_S = float(os.environ.get("LSR1_REFRESH_S", "2"))
@@ -175,7 +176,6 @@ def run_panel(run_id: str):
     best_card = info.path / "best.json"
     if best_card.exists():
         try:
-            from lsr1_core.checkpoints import read_checkpoint_bytes
             # only the weights file the card names, in the run directory, matching its SHA-256 (issue 14)
             weights, card_bytes = read_checkpoint_bytes(info.path / "best", kind="lsr1")
             with c3:

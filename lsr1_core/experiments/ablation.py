@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import load_model
+from ..learned.io import load_model
 from ..learned import LSR1Solver, init_state, inference_mode, lsr1_step
 from ..meta import Trainer, preset
 

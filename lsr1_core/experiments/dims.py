@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import load_model
+from ..learned.io import load_model
 from ..learned import LSR1Solver
 from ..objectives.quadratic import spectrum_quadratics
 from ..pretrained import PRETRAINED_DIR, pretrained_path

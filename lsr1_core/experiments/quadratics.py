@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..analysis import trace_newton_cosines
-from ..checkpoints import load_model
+from ..learned.io import load_model
 from ..learned import LSR1Solver
 from ..objectives import quadratic_split
 from ..objectives.quadratic import spectrum_quadratics

@@ -18,6 +18,7 @@ from ..errors import LSR1Error
 from .body import COCO18, EVAL14, BodyModel
 from .data import CameraConfig, HMRBatch, to_camera
 from .models import FitResult, HMRModel, HMRObjective, classical_fit
+from ..checkpoints import load_tensors_and_card
 
 HIPS = (COCO18.index("right_hip"), COCO18.index("left_hip"))
 
@@ -203,7 +204,6 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__},
               "cards": {}}
-    from ..checkpoints import load_tensors_and_card
     from . import PRETRAINED_DIR, PRETRAINED_HMR
     for name in shipped:
         _, card = load_tensors_and_card(PRETRAINED_DIR / PRETRAINED_HMR[name], kind="hmr")

@@ -33,6 +33,7 @@ from ..learned.solver import inference_mode
 from ..objectives.base import Objective
 from .body import BodyModel
 from .data import CameraConfig, HMRBatch, check_observation, normalise_keypoints, project, to_camera
+from ..checkpoints import git_commit, load_tensors_and_card, save_tensors_and_card
 
 METHODS = ("lgd", "lsr1")
 
@@ -241,7 +242,6 @@ def classical_fit(method: str, objective: HMRObjective, pose0: torch.Tensor, sha
 # --- checkpoints -------------------------------------------------------------------------------
 def save_hmr_model(path, model: HMRModel, versioned: bool = False, **card) -> None:
     """safetensors + JSON card (kind "hmr"): config, body signature and whatever ``card`` adds."""
-    from ..checkpoints import git_commit, save_tensors_and_card
     meta = {"kind": "hmr", "config": model.config.to_dict(), "body": model.body_signature,
             "num_parameters": {"total": model.num_parameters(), "initializer": model.num_parameters("initializer"),
                                "update": model.num_parameters("update")},
@@ -252,7 +252,6 @@ def save_hmr_model(path, model: HMRModel, versioned: bool = False, **card) -> No
 
 def load_hmr_model(path, body: BodyModel | None = None, device="cpu") -> tuple[HMRModel, dict]:
     """Load an HMR model; with ``body`` given, refuse a checkpoint made for another body model."""
-    from ..checkpoints import load_tensors_and_card
     from ..errors import CheckpointError
     tensors, card = load_tensors_and_card(path, kind="hmr")
     if body is not None:

@@ -34,6 +34,7 @@ from ..meta.train import Trainer, _dist_rank_world
 from .anny_body import AnnyBody
 from .data import CameraConfig, PoseSampler, SampleConfig, make_batch, to_camera, validation_set
 from .models import HMRModel, HMRModelConfig, HMRObjective, load_hmr_model, save_hmr_model
+from ..checkpoints import load_tensors_and_card
 
 
 @dataclass
@@ -234,7 +235,6 @@ def export_pretrained(run_dir: str | Path, name: str, out_dir: str | Path | None
     """Copy a run's best checkpoint to ``pretrained/NAME`` with a model card that says how it was
     made (iterations, wall time, validation metrics, the full train config, the initializer run,
     and the command that reproduces it)."""
-    from ..checkpoints import load_tensors_and_card
     from . import PRETRAINED_DIR
     run_dir = Path(run_dir)
     model, card = load_hmr_model(run_dir / "best")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LSR1Error, NonFiniteError
+from .io import load_model
 from .model import LSR1Net, LSR1Operator, LSR1State, advance, propose
 from .qn import qn_init_state, qn_step
 from .safeguard import armijo_step
@@ -60,7 +61,6 @@ class LSR1Optimizer(torch.optim.Optimizer):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Optimizer")
         if checkpoint is not None:
-            from ..checkpoints import load_model
             model, _ = load_model(checkpoint)
         check_form(model, form, checkpoint)
         if memory is not None:

@@ -11,6 +11,7 @@ import math
 
 from ..errors import CheckpointError, LSR1Error
 from ..solvers.base import Solver, StepInfo
+from .io import load_model
 from .model import FORMS, LSR1Net, LSR1State, advance, propose
 from .qn import qn_init_state, qn_step
 from .safeguard import armijo_step
@@ -61,7 +62,6 @@ class LSR1Solver(Solver):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
         self.step_scale = check_step_scale(step_scale)
         if checkpoint is not None:
-            from ..checkpoints import load_model
             model, card = load_model(checkpoint, device=device)
             self.card = card
         else:

@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-from ..checkpoints import atomic_write_bytes, load_tensors_and_card, save_model, save_tensors_and_card
+from ..checkpoints import atomic_write_bytes, load_tensors_and_card, save_tensors_and_card
+from ..learned.io import save_model
 from ..device import resolve_device, resolve_dtype
 from ..errors import CheckpointError, LSR1Error
 from ..learned.model import LSR1Net, init_state, lsr1_step
