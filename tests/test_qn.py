@@ -111,8 +111,6 @@ def test_safeguard_keeps_f_monotone_and_counts_its_evaluations():
     assert int(tr.evals.sum()) > 20 + 1  # backtracking evaluations and the probe are counted
     assert not tr.diverged.any()
     without = run(LSR1Solver(model=qn_net(seed=5, safeguard=None)), q, x0, 20)
-    with torch.no_grad():
-        pass
     assert int(without.evals.sum()) == 21  # probe + one per step
 
 

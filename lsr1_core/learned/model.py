@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import LSR1Error, NonFiniteError, ShapeError
 from ..operators import CurvatureOperator
 from .mlp import ElementwiseMLP
+from .safeguard import armijo_step
 
 FEATURES = ("x", "p", "d", "g", "q")
 FORMS = ("paper", "qn")
@@ -314,6 +315,27 @@ def lsr1_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: boo
         g = g.detach()
     new, secant, secant_rel, _ = advance(state, x, f, g, d, W, op)
     return new, LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel)
+
+
+def paper_step(net: LSR1Net, state: LSR1State, objective, step_scale: float = 1.0) -> tuple[LSR1State, LSR1StepOut, int]:
+    """Algorithm 1's step with ``step_scale`` and, when the config asks for it, the Armijo safeguard.
+
+    Returns the new state, the step's output (``alpha``: the step size actually taken; ``extras["safeguard"]``
+    where the safeguard is on) and the number of objective evaluations."""
+    _, v, alpha, d, W, op = propose(net, state)
+    alpha = alpha * step_scale
+    extras = {}
+    if net.config.safeguard == "armijo":
+        safe = armijo_step(objective, state.x, state.f, state.g, alpha * d, d)
+        x_new, f, g, evals = safe.x, safe.f, safe.g, safe.evals
+        alpha, extras["safeguard"] = safe.step_size(alpha), safe.fired
+    else:
+        x_new = state.x - alpha * d
+        f, g = objective.value_and_grad(x_new)
+        evals = 1
+    new, secant, secant_rel, _ = advance(state, x_new, f, g, d, W, op)
+    return new, LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel,
+                            extras=extras), evals
 
 
 def check_model_input(x0: torch.Tensor) -> None:

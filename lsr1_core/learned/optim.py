@@ -24,9 +24,8 @@ import torch
 
 from ..errors import LSR1Error, NonFiniteError
 from .io import load_model
-from .model import LSR1Net, LSR1Operator, LSR1State, advance, propose
+from .model import LSR1Net, LSR1Operator, LSR1State, advance, paper_step, propose
 from .qn import qn_init_state, qn_step
-from .safeguard import armijo_step
 from .solver import _with_memory, check_form, check_step_scale, inference_mode
 
 _STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U")
@@ -162,17 +161,14 @@ class LSR1Optimizer(torch.optim.Optimizer):
         return loss
 
     def _paper_safe(self, obj, x, f, g):
-        from .model import LSR1StepOut
         st = self._lsr1
         if st is None:
             st = LSR1State(x=x, f=f, g=g, p=x, d=g, q=g, W=x.new_zeros(1, 0, x.shape[1]), Bq=g, k=0)
         else:
             st.x, st.f, st.g = x, f, g
-        _, v, alpha, d, W, op = propose(self.net, st)
-        safe = armijo_step(obj, x, f, g, alpha * self.step_scale * d, d)
-        new, secant, rel, _ = advance(st, safe.x, safe.f, safe.g, d, W, op)
-        self.last_safeguard = bool(safe.fired.any())
-        return new, LSR1StepOut(v=v, alpha=alpha * self.step_scale, d=d, operator=op, secant=secant, secant_rel=rel)
+        new, out, _ = paper_step(self.net, st, obj, self.step_scale)
+        self.last_safeguard = bool(out.extras["safeguard"].any())
+        return new, out
 
     def state_dict(self):
         sd = super().state_dict()

@@ -155,7 +155,7 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     if cfg.safeguard == "armijo":
         safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings)
         x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
-        step_size = torch.where(safe.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * safe.t.unsqueeze(-1)
+        step_size = safe.step_size(alpha)
     else:
         x_new = x - alpha * d
         f_new, g_new = objective.value_and_grad(x_new)

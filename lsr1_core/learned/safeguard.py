@@ -28,6 +28,10 @@ class SafeStep:
     fired: torch.Tensor      # (B,) bool: the learned step was changed in any way
     evals: int               # objective evaluations used, the first trial included
 
+    def step_size(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The element-wise step size actually taken for a learned step α ⊙ d (x_new = x − size ⊙ d)."""
+        return torch.where(self.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * self.t.unsqueeze(-1)
+
 
 def _accept(f_try, g_try, f, gs, t, c1):
     # Below the rounding level of f a decrease cannot be measured: there a step that does not raise f by

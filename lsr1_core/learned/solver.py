@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import math
-
 from ..errors import CheckpointError, LSR1Error
 from ..solvers.base import Solver, StepInfo
 from .io import load_model
-from .model import FORMS, LSR1Net, LSR1State, advance, propose
+from .model import FORMS, LSR1Net, LSR1State, paper_step
 from .qn import qn_init_state, qn_step
-from .safeguard import armijo_step
 
 
 @contextlib.contextmanager
@@ -105,30 +103,14 @@ class LSR1Solver(Solver):
                           "skipped": out.extras["skipped"].to(s.x.dtype)}
                 step_size = out.alpha
             else:
-                new, out, step_size, evals, extras = self._paper_step(s, objective)
+                new, out, evals = paper_step(self.net, s, objective, self.step_scale)
+                extras = {"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant}
+                if "safeguard" in out.extras:
+                    extras["safeguard"] = out.extras["safeguard"].to(s.x.dtype)
+                step_size = out.alpha
         self._s = new
         self.state.update(x=new.x, f=new.f, g=new.g, W=new.W)
         return StepInfo(direction=out.d, step_size=step_size, operator=out.operator, extras=extras, evals=evals)
-
-    def _paper_step(self, s, objective):
-        """Algorithm 1's step, with ``step_scale`` and (when the config asks for it) the Armijo safeguard."""
-        from .model import LSR1StepOut
-        x_new, v, alpha, d, W, op = propose(self.net, s)
-        alpha = alpha * self.step_scale
-        evals, fired = 1, None
-        if self.net.config.safeguard == "armijo":
-            safe = armijo_step(objective, s.x, s.f, s.g, alpha * d, d)
-            x_new, f, g, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
-            alpha = torch.where(safe.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * safe.t.unsqueeze(-1)
-        else:
-            x_new = s.x - alpha * d
-            f, g = objective.value_and_grad(x_new)
-        new, secant, secant_rel, _ = advance(s, x_new, f, g, d, W, op)
-        out = LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel)
-        extras = {"v": v, "secant_residual": secant_rel, "secant_sq": secant}
-        if fired is not None:
-            extras["safeguard"] = fired.to(s.x.dtype)
-        return new, out, alpha, evals, extras
 
     def freeze_rows(self, rows, x, f, g):
         super().freeze_rows(rows, x, f, g)
