@@ -15,6 +15,12 @@ Methods (all start from the initializer's estimate, step k = 0):
   * L-SR1: one L-SR1 network for the pose coordinates and one for the shape coordinates (as the
     authors did), each with its own buffer and state (Algorithm 1), stepping together: both
     propose, the objective is evaluated once at the joint proposal, both advance.
+  * L-SR1, scale-free form (``lsr1: LSR1Config.qn(...)``): one qn model on z = [θ, β] as a single
+    vector, so that one H = γI + Σ v vᵀ carries the curvature between pose and shape; the first step's
+    curvature probe, the Armijo safeguard (at most 12 halvings) and the learned corrections/step sizes
+    of :mod:`lsr1_core.learned.qn`. Its secant term is the relative one (the learned
+    departure from SR1, mean(u²), which equals ‖p − Hq‖²/‖p‖² wherever the pair is used), since pose and
+    shape steps differ in scale.
   * Adam / L-BFGS: the core solvers on ``HMRObjective`` (classical fitting, no learning).
 Gradients of f fed to the learned updates are detached (first-order meta-gradient), as LGD and
 the L-SR1 authors do.
@@ -29,6 +35,7 @@ from torch import nn
 
 from ..errors import LSR1Error
 from ..learned.model import LSR1Config, LSR1Net, LSR1State, advance, propose
+from ..learned.qn import qn_init_state, qn_step
 from ..learned.solver import inference_mode
 from ..objectives.base import Objective
 from .body import BodyModel
@@ -70,6 +77,16 @@ class HMRObjective(Objective):
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
         return self.value_pose_shape(*self.split(z))
+
+    def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First-order, like :meth:`value_and_grads`: where z carries a graph, f keeps it (for the
+        meta-loss) and ∇f is detached; otherwise both are plain values (the core solvers' case)."""
+        create = z.requires_grad
+        with torch.enable_grad():
+            zz = z if create else z.detach().requires_grad_(True)
+            f = self.value(zz)
+            (g,) = torch.autograd.grad(f.sum(), zz, retain_graph=create)
+        return (f if create else f.detach()), g
 
     def value_and_grads(self, pose: torch.Tensor, shape: torch.Tensor):
         """f (with graph, for the meta-loss) and detached ∇θf, ∇βf."""
@@ -144,6 +161,9 @@ class FitResult:
     secant: list[torch.Tensor] = field(default_factory=list)  # (B,) ‖p − B̃q‖², steps 1..K
     secant_relsq: list[torch.Tensor] = field(default_factory=list)  # (B,) ‖p − B̃q‖² / ‖p‖²
     secant_rel: list[torch.Tensor] = field(default_factory=list)
+    departure: list[torch.Tensor] = field(default_factory=list)  # qn form: (B,) mean(u²), the learned departure from SR1
+    evals: list[int] = field(default_factory=list)  # qn form: objective evaluations per step (probe counted)
+    safeguard: list[torch.Tensor] = field(default_factory=list)  # qn form: (B,) bool, the step was changed
 
 
 class HMRModel(nn.Module):
@@ -161,10 +181,17 @@ class HMRModel(nn.Module):
             d_in = 2 * K + 2 * (P + S)
             self.update_pose = lgd_mlp(d_in, P, config.width)
             self.update_shape = lgd_mlp(d_in, S, config.width)
+        elif self.is_qn:
+            self.lsr1 = LSR1Net(LSR1Config(**config.lsr1))
         else:
             cfg = LSR1Config(**config.lsr1)
             self.lsr1_pose = LSR1Net(cfg)
             self.lsr1_shape = LSR1Net(cfg)
+
+    @property
+    def is_qn(self) -> bool:
+        """An L-SR1 model of the scale-free form (one network on z = [θ, β])."""
+        return self.config.method == "lsr1" and self.config.lsr1.get("form", "paper") == "qn"
 
     def num_parameters(self, part: str | None = None) -> int:
         mods = {"initializer": [self.initializer],
@@ -179,7 +206,10 @@ class HMRModel(nn.Module):
         was = self.training
         self.eval()
         try:
-            if self.config.method == "lsr1":
+            if self.is_qn:
+                with inference_mode(self.lsr1, rows):
+                    yield self
+            elif self.config.method == "lsr1":
                 with inference_mode(self.lsr1_pose, rows), inference_mode(self.lsr1_shape, rows):
                     yield self
             else:
@@ -203,6 +233,8 @@ class HMRModel(nn.Module):
                 f, gp, gs = objective.value_and_grads(pose, shape)
                 res.poses.append(pose), res.shapes.append(shape), res.f.append(f)
             return res
+        if self.is_qn:
+            return self._fit_qn(objective, pose, shape, f, torch.cat([gp, gs], 1), res, steps)
         sp = LSR1State(x=pose, f=f, g=gp, p=pose, d=gp, q=gp, W=pose.new_zeros(pose.shape[0], 0, pose.shape[1]), Bq=gp)
         ss = LSR1State(x=shape, f=f, g=gs, p=shape, d=gs, q=gs, W=shape.new_zeros(shape.shape[0], 0, shape.shape[1]),
                        Bq=gs)
@@ -218,6 +250,20 @@ class HMRModel(nn.Module):
             res.secant.append(sec_p + sec_s)
             res.secant_relsq.append((sec_p + sec_s) / pn.clamp_min(1e-12))
             res.secant_rel.append(0.5 * (rel_p + rel_s))
+        return res
+
+    def _fit_qn(self, objective: HMRObjective, pose, shape, f, g, res: FitResult, steps: int) -> FitResult:
+        state = qn_init_state(self.lsr1, objective, torch.cat([pose, shape], 1), f, g)
+        for _ in range(steps):
+            state, out = qn_step(self.lsr1, state, objective, detach_gradient=True, max_halvings=12)
+            p_k, s_k = objective.split(state.x)
+            res.poses.append(p_k), res.shapes.append(s_k), res.f.append(state.f)
+            res.secant.append(out.secant)
+            res.secant_relsq.append(out.extras["secant_rel_sq"])
+            res.secant_rel.append(out.secant_rel)
+            res.departure.append(out.extras["departure"])
+            res.evals.append(out.extras["evals"])
+            res.safeguard.append(out.extras["safeguard"])
         return res
 
 

@@ -30,6 +30,7 @@ import torch
 
 from ..device import resolve_device, resolve_dtype
 from ..errors import LSR1Error
+from ..learned.model import LSR1Config
 from ..meta.train import Trainer, _dist_rank_world
 from .anny_body import AnnyBody
 from .data import CameraConfig, PoseSampler, SampleConfig, make_batch, to_camera, validation_set
@@ -149,7 +150,10 @@ def meta_loss(model: HMRModel, body, batch, cfg: HMRTrainConfig) -> tuple[torch.
     loss = torch.stack(terms).mean()
     stats = {"f_first": float(res.f[0].detach().mean()), "f_final": float(res.f[-1].detach().mean())}
     if res.secant:
-        sec = torch.stack([s.mean() for s in res.secant]).mean() / (model.pose_dim + model.shape_dim)
+        if model.is_qn:  # relative: mean(u²) = ‖p − Hq‖²/‖p‖² where the pair is used, the learned departure from SR1
+            sec = torch.stack([s.mean() for s in res.departure]).mean()
+        else:
+            sec = torch.stack([s.mean() for s in res.secant]).mean() / (model.pose_dim + model.shape_dim)
         loss = loss + cfg.secant_weight * sec
         stats["secant"] = float(sec.detach())
         stats["secant_rel"] = float(torch.stack([s.mean() for s in res.secant_rel]).mean())
@@ -267,6 +271,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--stage", choices=("initializer", "update"), default="update")
     ap.add_argument("--method", choices=("lgd", "lsr1"), default="lsr1")
+    ap.add_argument("--form", choices=("paper", "qn"), default="paper",
+                    help="L-SR1 form: the paper's (two nets, pose and shape) or the scale-free qn form (one net on "
+                         "z = [θ, β], memory 8)")
     ap.add_argument("--initializer")
     ap.add_argument("--train-initializer", action="store_true")
     ap.add_argument("--iterations", type=int)
@@ -298,6 +305,10 @@ def main(argv=None) -> int:
               "train_initializer": a.train_initializer}
         if a.unroll is None:
             kw["unroll"] = 4 if a.method == "lgd" else 8
+        if a.form == "qn":
+            if a.method != "lsr1":
+                raise SystemExit("--form qn applies to --method lsr1 only")
+            kw["lsr1"] = LSR1Config.qn(memory=8).to_dict()
         for name in ("iterations", "batch", "unroll", "secant_weight", "lr", "width", "data_fraction", "val_every",
                      "seed", "body", "smpl_model", "amass", "amass_val"):
             v = getattr(a, name)
