@@ -35,7 +35,7 @@ def per_problem_losses(net, cfg):
         total = torch.zeros(x0.shape[0])
         for _ in range(cfg.unroll):
             st, out = lsr1_step(net, st, obj)
-            sec = out.secant / (st.p * st.p).sum(-1).clamp_min(1e-12)
+            sec = secant_penalty(out.secant, st.p, "relative")
             total = total + st.f + cfg.secant_weight * sec
     return total / cfg.unroll, st.f
 

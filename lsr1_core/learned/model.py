@@ -16,11 +16,12 @@ Where the paper and the authors' released code differ, :class:`LSR1Config` names
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..config import ConfigMixin
 from ..errors import LSR1Error, NonFiniteError, ShapeError
 from ..operators import CurvatureOperator
 from .mlp import ElementwiseMLP
@@ -36,7 +37,7 @@ SAFEGUARDS = (None, "armijo")
 
 
 @dataclass
-class LSR1Config:
+class LSR1Config(ConfigMixin):
     """Architecture and behaviour of an L-SR1 model. Validated on construction.
 
     Paper/code differences (see docs/design.md for the measurements behind the defaults):
@@ -57,6 +58,8 @@ class LSR1Config:
     ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs).
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
+
+    config_name = "L-SR1 config"
 
     hidden: int = 128
     dropout: float = 0.0
@@ -117,24 +120,6 @@ class LSR1Config:
                             f"repeats; got {self.features} (unknown: {bad})")
         if self.lr_clamp is not None and not self.lr_clamp > 0:
             raise LSR1Error(f"lr_clamp must be positive or None, got {self.lr_clamp}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["features"] = list(self.features)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LSR1Config":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LSR1Error(f"unknown L-SR1 config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "LSR1Config":
-        d = self.to_dict()
-        d.update(changes)
-        return LSR1Config.from_dict(d)
 
 
 class LSR1Net(nn.Module):

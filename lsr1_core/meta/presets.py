@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
+from ..config import ConfigMixin
 from ..errors import LSR1Error, UnknownNameError
 from ..learned.model import LSR1Config
 
@@ -11,8 +12,10 @@ TASKS = ("random_quadratic", "rosenbrock", "rastrigin")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """Everything a meta-training run needs. Validated on construction."""
+
+    config_name = "training config"
 
     task: str = "random_quadratic"
     n: int = 2                       # problem dimension during training and validation
@@ -78,28 +81,6 @@ class TrainConfig:
             raise LSR1Error(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not all(0 <= b < 1 for b in self.betas) or len(self.betas) != 2:
             raise LSR1Error(f"betas must be two numbers in [0, 1), got {self.betas}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LSR1Error(f"unknown training config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> "TrainConfig":
-        d = self.to_dict()
-        model_changes = changes.pop("model", None)
-        d.update(changes)
-        if model_changes:
-            d["model"] = {**d["model"], **(model_changes if isinstance(model_changes, dict) else model_changes.to_dict())}
-        return TrainConfig.from_dict(d)
 
 
 def _quadratic_c21(secant: float) -> TrainConfig:

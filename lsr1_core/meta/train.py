@@ -1,10 +1,16 @@
 """Unrolled meta-training of L-SR1 (Eq. 9) with validation, checkpoints and resume.
 
+The :class:`Trainer` runs any meta-training problem: the loop, gradient clipping, skipped non-finite
+iterations, validation, checkpoints, metrics, resume and data parallelism are its; a
+:class:`MetaProblem` supplies the model, the training meta-loss, validation and the best checkpoint's
+format. :class:`LSR1Problem` is the paper's analytic tasks (the presets of :mod:`lsr1_core.meta.presets`);
+human mesh recovery is another problem (:mod:`lsr1_core.hmr.train`).
+
 A run lives in a directory:
-    config.json       the validated TrainConfig
+    config.json       the validated config
     metrics.jsonl     one JSON object per meta-iteration (validation fields every val_every)
     latest.*          model + optimizer + RNG state for resume (safetensors + JSON)
-    best.*            the model with the lowest validation meta-loss (a normal model checkpoint)
+    best.*            the model with the lowest validation loss (a normal model checkpoint)
 """
 from __future__ import annotations
 
@@ -17,13 +23,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
 
 from ..checkpoints import atomic_write_bytes, load_tensors_and_card, save_tensors_and_card
-from ..learned.io import save_model
 from ..device import resolve_device, resolve_dtype
 from ..errors import CheckpointError, LSR1Error
+from ..learned.io import save_model
+from ..learned.mlp import set_batchnorm_sync
 from ..learned.model import LSR1Net, init_state, lsr1_step
 from ..learned.qn import qn_init_state, qn_step
+from ..learned.secant import secant_penalty
 from ..learned.solver import inference_mode
 from .presets import TrainConfig
 from .tasks import MetaTask
@@ -49,10 +60,7 @@ def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight:
     for _ in range(steps):
         state, out = lsr1_step(net, state, objective, detach_gradient=detach_gradient)
         f_k = state.f.mean()
-        if secant_form == "relative":
-            s_k = (out.secant / (state.p * state.p).sum(-1).clamp_min(1e-12)).mean()
-        else:
-            s_k = out.secant.mean()
+        s_k = secant_penalty(out.secant, state.p, secant_form).mean()
         total = total + f_k + secant_weight * s_k
         f_sum = f_sum + f_k.detach()
         sec_sum = sec_sum + s_k.detach()
@@ -82,7 +90,7 @@ def _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant
         else:
             f_k = state.f.mean()
         # relative: mean(u²) = ‖p − Hq‖²/‖p‖² wherever the pair is used (skipped pairs carry no gradient)
-        s_k = (out.extras["departure"] if secant_form == "relative" else out.secant).mean()
+        s_k = secant_penalty(out.secant, state.p, secant_form, relative=out.extras["departure"]).mean()
         total = total + f_k + secant_weight * s_k
         f_sum += float(f_k.detach())
         sec_sum += float(s_k.detach())
@@ -113,24 +121,122 @@ class TrainResult:
 
 
 def _dist_rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-class Trainer:
-    """Meta-trains one L-SR1 model. ``Trainer(cfg, run_dir).fit()``; ``Trainer.resume(run_dir)``.
+class MetaProblem:
+    """What the :class:`Trainer` needs from a meta-training problem.
 
-    Other meta-training problems (e.g. :mod:`lsr1_core.hmr.train`) subclass it and override
-    ``__init__`` (model, optimizer, task with a ``generator``), ``train_step``, ``validate`` and
-    ``save_best``; run directories, metrics, resume, crash-safe checkpoints and the loop are shared.
-    """
+    A subclass is built as ``Problem(cfg, device, dtype, rank, world)`` (after the trainer seeded torch with
+    ``cfg.seed``) and sets ``net`` (the module whose state is checkpointed) and ``generator`` (the training
+    batches' RNG, saved with the run for an exact resume). ``cfg`` must carry the optimiser's fields (lr,
+    betas, weight_decay, grad_clip), the loop's (iterations, val_every, ckpt_every, seed, batch) and
+    ``to_dict``/``from_dict``/``replace``."""
+
+    config_class: type = TrainConfig
+    net: nn.Module
+    generator: torch.Generator
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The trained parameters (the optimiser's and the clipped ones)."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def loss(self) -> tuple[torch.Tensor, dict]:
+        """One training meta-batch (this process's shard of it): the meta-loss with its graph, and
+        statistics to log. Puts the model in training mode."""
+        raise NotImplementedError
+
+    def validate(self) -> dict:
+        """Validation statistics; ``"loss"`` chooses the best checkpoint (lower is better)."""
+        raise NotImplementedError
+
+    def save_best(self, path: Path, *, iterations: int, metrics: dict, train_config: dict) -> None:
+        """Write the current model as a checkpoint at ``path`` (versioned, so a crash never leaves half)."""
+        raise NotImplementedError
+
+
+class LSR1Problem(MetaProblem):
+    """The paper's analytic meta-training (quadratic and profile presets): unrolled L-SR1 on a
+    :class:`MetaTask`, validated on its fixed validation set, saved as an L-SR1 checkpoint."""
 
     config_class = TrainConfig
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, log: Callable[[dict], None] | None = None):
+    def __init__(self, cfg: TrainConfig, device, dtype, rank: int = 0, world: int = 1):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.net = LSR1Net(cfg.model).to(device=device, dtype=dtype)
+        if cfg.compile:
+            # Compiles each module's forward in place; parameters and state_dict keys are unchanged.
+            for module in (self.net.encoder, self.net.vector_generator, self.net.lr_generator):
+                module.compile(dynamic=False)
+        self.task = MetaTask(cfg, device, dtype)
+        self.generator = self.task.generator
+        self.val_obj, self.val_x0 = self.task.validation()
+
+    def loss(self) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        self.net.train()
+        obj, x0 = self.task.sample()
+        if self.world > 1:
+            # Every process draws the same global batch and keeps its own contiguous shard.
+            per = cfg.batch // self.world
+            idx = slice(self.rank * per, (self.rank + 1) * per)
+            obj = obj.subset(idx) if hasattr(obj, "subset") else obj
+            x0 = x0[idx]
+            set_batchnorm_sync(dist.group.WORLD)
+        try:
+            return unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient, cfg.secant_form,
+                          cfg.meta_loss)
+        finally:
+            if self.world > 1:
+                set_batchnorm_sync(None)
+
+    def validate(self) -> dict:
+        return evaluate(self.net, self.val_obj, self.val_x0, self.cfg.unroll, self.cfg.secant_weight,
+                        self.cfg.secant_form, self.cfg.meta_loss)
+
+    def save_best(self, path: Path, *, iterations: int, metrics: dict, train_config: dict) -> None:
+        save_model(path, self.net, versioned=True, iterations=iterations, metrics=metrics,
+                   extra={"train_config": train_config})
+
+
+def _write_config(path: Path, cfg) -> None:
+    atomic_write_bytes(path, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+
+
+def read_run_config(run_dir: str | Path, config_class: type = TrainConfig):
+    """A run directory's validated config; ``LSR1Error`` (never the defaults) when config.json is missing,
+    corrupted or invalid."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise LSR1Error(f"{run_dir} is not a run directory (no config.json); a run cannot be resumed without "
+                        "its config (never the defaults)")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise LSR1Error(f"{cfg_path} is corrupted ({type(e).__name__}: {e}); the run cannot be resumed") from None
+    if not isinstance(d, dict):
+        raise LSR1Error(f"{cfg_path} is corrupted (a JSON {type(d).__name__}, not an object); "
+                        "the run cannot be resumed")
+    try:
+        return config_class.from_dict(d)
+    except LSR1Error as e:
+        raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
+    except (TypeError, AttributeError, OverflowError) as e:
+        raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
+
+
+class Trainer:
+    """Meta-trains the model of one :class:`MetaProblem`: ``Trainer(cfg, run_dir).fit()`` (the paper's
+    analytic tasks), ``Trainer(cfg, run_dir, problem=HMRProblem).fit()``; ``Trainer.resume(run_dir)``."""
+
+    def __init__(self, cfg, run_dir: str | Path, *, log: Callable[[dict], None] | None = None,
+                 problem: Callable[..., MetaProblem] | None = None):
+        problem = problem or LSR1Problem
+        config_class = getattr(problem, "config_class", None)
+        if isinstance(config_class, type) and not isinstance(cfg, config_class):
+            raise LSR1Error(f"this problem trains from a {config_class.__name__}, got {type(cfg).__name__}")
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
@@ -139,14 +245,10 @@ class Trainer:
         if cfg.batch % self.world:
             raise LSR1Error(f"batch {cfg.batch} must be divisible by the number of processes ({self.world})")
         torch.manual_seed(cfg.seed)
-        self.net = LSR1Net(cfg.model).to(device=self.device, dtype=self.dtype)
-        if cfg.compile:
-            # Compiles each module's forward in place; parameters and state_dict keys are unchanged.
-            for module in (self.net.encoder, self.net.vector_generator, self.net.lr_generator):
-                module.compile(dynamic=False)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.task = MetaTask(cfg, self.device, self.dtype)
-        self.val_obj, self.val_x0 = self.task.validation()
+        self.problem = problem(cfg, self.device, self.dtype, self.rank, self.world)
+        self.net = self.problem.net
+        self.opt = torch.optim.AdamW(self.problem.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                     weight_decay=cfg.weight_decay)
         self.iteration = 0
         self.best_val = math.inf
         self.last_val: dict = {}
@@ -170,9 +272,15 @@ class Trainer:
         if fresh:
             if (self.run_dir / "latest.json").exists():
                 raise LSR1Error(f"{self.run_dir} already holds a run; resume it or choose another directory")
-            atomic_write_bytes(self.run_dir / "config.json", (json.dumps(self.cfg.to_dict(), indent=2) + "\n").encode())
+            _write_config(self.run_dir / "config.json", self.cfg)
+
+    def _generator(self) -> torch.Generator:
+        # a subclass that builds its own attributes (hmr.train before it became a problem) has a task
+        problem = getattr(self, "problem", None)
+        return problem.generator if problem is not None else self.task.generator
 
     def save_latest(self) -> None:
+        """Checkpoint the run for resume (model, optimiser, RNG states, counters)."""
         if self.rank != 0:
             return
         tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
@@ -181,7 +289,7 @@ class Trainer:
             for key, val in st.items():
                 tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val)
         tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.task"] = self.task.generator.get_state()
+        tensors["rng.task"] = self._generator().get_state()
         card = {"kind": "lsr1-train-state", "iteration": self.iteration, "best_val": self.best_val,
                 "last_val": self.last_val, "skipped": self.skipped, "elapsed_s": self.elapsed,
                 "param_groups": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
@@ -207,7 +315,7 @@ class Trainer:
             g.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items()})
         self.opt.load_state_dict({"state": state, "param_groups": groups})
         torch.set_rng_state(tensors["rng.torch"])
-        self.task.generator.set_state(tensors["rng.task"])
+        self._generator().set_state(tensors["rng.task"])
         self.iteration = int(card["iteration"])
         self.best_val = float(card["best_val"])
         self.last_val = card.get("last_val", {})
@@ -215,30 +323,18 @@ class Trainer:
         self.elapsed = float(card.get("elapsed_s", 0.0))
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, iterations: int | None = None, log=None) -> "Trainer":
+    def resume(cls, run_dir: str | Path, *, iterations: int | None = None, log=None,
+               problem: Callable[..., MetaProblem] | None = None) -> "Trainer":
+        """The trainer of an existing run directory, at its latest checkpoint (or at the start, when it was
+        killed before its first one); ``iterations`` extends the run (config.json is rewritten)."""
         run_dir = Path(run_dir)
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file():
-            raise LSR1Error(f"{run_dir} is not a run directory (no config.json); a run cannot be resumed without "
-                            "its config (never the defaults)")
-        try:
-            d = json.loads(cfg_path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise LSR1Error(f"{cfg_path} is corrupted ({type(e).__name__}: {e}); the run cannot be resumed") from None
-        if not isinstance(d, dict):
-            raise LSR1Error(f"{cfg_path} is corrupted (a JSON {type(d).__name__}, not an object); "
-                            "the run cannot be resumed")
-        try:
-            cfg = cls.config_class.from_dict(d)
-        except LSR1Error as e:
-            raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
-        except (TypeError, AttributeError, OverflowError) as e:
-            raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
+        config_class = getattr(problem, "config_class", None) or getattr(cls, "config_class", TrainConfig)
+        cfg = read_run_config(run_dir, config_class)
         if iterations is not None:
             if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
                 raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
             cfg = cfg.replace(iterations=iterations)
-        tr = cls(cfg, run_dir, log=log)
+        tr = cls(cfg, run_dir, log=log) if problem is None else cls(cfg, run_dir, log=log, problem=problem)
         tr._resumed = True
         if (run_dir / "latest.json").exists():
             try:
@@ -252,7 +348,7 @@ class Trainer:
             if iterations < tr.iteration:
                 raise LSR1Error(f"cannot resume {run_dir} to {iterations} iterations: it is already at "
                                 f"{tr.iteration} (config.json left unchanged)")
-            atomic_write_bytes(cfg_path, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+            _write_config(run_dir / "config.json", cfg)
         return tr
 
     def _write_metrics(self, rec: dict) -> None:
@@ -282,39 +378,28 @@ class Trainer:
         atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
 
     def save_best(self, iterations: int) -> None:
-        """Write the current model as the run's best checkpoint (subclasses save other models)."""
-        save_model(self.run_dir / "best", self.net, versioned=True, iterations=iterations,
-                   metrics={"val_" + k: v for k, v in self.last_val.items()},
-                   extra={"train_config": self.cfg.to_dict()})
+        """Write the current model as the run's best checkpoint (in the problem's format)."""
+        self.problem.save_best(self.run_dir / "best", iterations=iterations,
+                               metrics={"val_" + k: v for k, v in self.last_val.items()},
+                               train_config=self.cfg.to_dict())
 
     def request_stop(self) -> None:
         """Ask fit() to checkpoint and return after the current meta-iteration."""
         self._stop = True
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called (fit() then returns early, checkpointed)."""
+        return self._stop
+
     # --- the loop ---------------------------------------------------------------
     def validate(self) -> dict:
-        return evaluate(self.net, self.val_obj, self.val_x0, self.cfg.unroll, self.cfg.secant_weight,
-                        self.cfg.secant_form, self.cfg.meta_loss)
+        return self.problem.validate()
 
     def train_step(self) -> dict:
-        cfg = self.cfg
-        self.net.train()
-        obj, x0 = self.task.sample()
-        if self.world > 1:
-            # Every process draws the same global batch and keeps its own contiguous shard.
-            per = cfg.batch // self.world
-            idx = slice(self.rank * per, (self.rank + 1) * per)
-            obj = obj.subset(idx) if hasattr(obj, "subset") else obj
-            x0 = x0[idx]
-            import torch.distributed as dist
-            from ..learned.mlp import set_batchnorm_sync
-            set_batchnorm_sync(dist.group.WORLD)
-        try:
-            loss, stats = unroll(self.net, obj, x0, cfg.unroll, cfg.secant_weight, cfg.detach_gradient,
-                                 cfg.secant_form, cfg.meta_loss)
-        finally:
-            if self.world > 1:
-                set_batchnorm_sync(None)
+        """One meta-iteration: the problem's meta-loss, its gradient (averaged over processes), clipped,
+        one optimiser step; a non-finite loss or gradient skips the step."""
+        loss, stats = self.problem.loss()
         self.opt.zero_grad(set_to_none=True)
         if self.world > 1:
             loss = self._all_reduce_mean(loss)
@@ -322,13 +407,13 @@ class Trainer:
             self.skipped += 1
             return {"meta_loss": None, "skipped": True, **stats}
         loss.backward()
+        params = self.problem.parameters()
         if self.world > 1:
-            import torch.distributed as dist
-            for p in self.net.parameters():
+            for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad.div_(self.world)
-        gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         if not torch.isfinite(gnorm):
             self.opt.zero_grad(set_to_none=True)
             self.skipped += 1
@@ -339,8 +424,6 @@ class Trainer:
     def _all_reduce_mean(self, loss: torch.Tensor) -> torch.Tensor:
         """The global mean of the per-process losses, for logging and the finiteness check; the
         per-process loss keeps its graph (gradients are averaged after backward)."""
-        import torch.distributed as dist
-
         val = loss.detach().clone()
         dist.all_reduce(val)
         return loss + (val / self.world - loss.detach())
@@ -362,7 +445,6 @@ class Trainer:
             self._write_metrics({"iteration": 0, **{"val_" + k: v for k, v in self.last_val.items()}})
         bar = None
         if progress and self.rank == 0:
-            from tqdm.auto import tqdm
             bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="meta-training", unit="it",
                        disable=os.environ.get("LSR1_NO_PROGRESS") == "1")
         t_start = time.perf_counter() - self.elapsed

@@ -40,6 +40,7 @@ from pathlib import Path
 from ..checkpoints import atomic_write_bytes
 from ..errors import LSR1Error
 from ..meta.presets import TrainConfig
+from ..meta.train import Trainer
 
 try:
     import fcntl
@@ -458,8 +459,6 @@ class RunManager:
 
 def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> int:
     """Body of a job process: train, keep status.json current, checkpoint on SIGTERM."""
-    from ..meta.train import Trainer
-
     path = Path(run_dir)
     status_path = path / "status.json"
     lock_root = Path(root) if root else path.parent
@@ -478,14 +477,12 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     signal.signal(signal.SIGTERM, on_term)
     state, error = "failed", None
     try:
-        cfg = read_config(path)  # never the defaults for a missing or corrupted config
-        if (path / "latest.json").exists():
-            trainer = Trainer.resume(path)
-        else:
-            trainer = Trainer(cfg, path)
-            trainer._prepare_dir(fresh=False)  # config.json is already in place
+        read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
+        # config.json is in place: a run not started yet resumes from iteration 0, as one killed before its
+        # first checkpoint does
+        trainer = Trainer.resume(path)
         res = trainer.fit(progress=False, fresh=False)
-        state = "cancelled" if trainer._stop and res.iterations < trainer.cfg.iterations else "finished"
+        state = "cancelled" if trainer.stop_requested and res.iterations < trainer.cfg.iterations else "finished"
     except KeyboardInterrupt:
         state = "cancelled"
     except Exception as e:  # the error goes to status.json for the page and the CLI
