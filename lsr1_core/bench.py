@@ -69,7 +69,7 @@ def step_measure(solver: str, n: int, steps: int = 3) -> dict:
         net = LSR1Net(LSR1Config())
         s = LSR1Solver(model=net)
     elif solver == "lbfgs":
-        s = make_solver("lbfgs", history=8, lr=1e-3)
+        s = make_solver("lbfgs", memory=8, lr=1e-3)
     else:
         s = make_solver(solver, lr=1e-3)
     with torch.no_grad():

@@ -33,6 +33,8 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import CheckpointError
 
+# the shipped checkpoints (L-SR1 presets and HMR models), next to the package in a checkout
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 FORMAT = "lsr1-explorer-checkpoint"
 FORMAT_VERSION = 1
 

@@ -26,3 +26,10 @@ class UnknownNameError(LSR1Error, KeyError):
 
 class CheckpointError(LSR1Error):
     """A checkpoint file is missing, truncated, foreign or does not fit the model."""
+
+
+def check_memory(memory, what: str = "buffer size L (memory)") -> int:
+    """The one check of a buffer size (L-SR1's L, L-BFGS's and SR1's m): a positive integer, not a bool."""
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise LSR1Error(f"{what} must be a positive integer, got {memory!r}")
+    return memory

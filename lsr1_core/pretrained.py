@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoints import git_commit, load_tensors_and_card, save_tensors_and_card
+from .checkpoints import PRETRAINED_DIR, git_commit, load_tensors_and_card, save_tensors_and_card
 from .learned.io import load_model
 from .errors import LSR1Error, UnknownNameError
 from .meta import Trainer, TrainConfig, preset
 
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 def list_pretrained(directory: Path | None = None) -> dict[str, dict]:

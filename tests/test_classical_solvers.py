@@ -61,7 +61,7 @@ def test_lbfgs_iterates_match_torch_optim_lbfgs(problem, line_search):
         lr = 0.1 if line_search else 0.05  # without a line search lr = 1 blows up on Rosenbrock
     steps = 12  # > history, so dropping the oldest pair is exercised too
     ref, ref_evals = _torch_lbfgs(obj, x0, steps, lr=lr, history_size=5, line_search_fn=line_search)
-    t = run(make_solver("lbfgs", history=5, lr=lr, line_search=line_search), obj, x0, steps)
+    t = run(make_solver("lbfgs", memory=5, lr=lr, line_search=line_search), obj, x0, steps)
     err = (t.x[1:, 0] - ref).abs().max()
     assert err < 1e-9, f"max deviation from torch.optim.LBFGS {err:.2e}"
     assert float(t.f[-1, 0]) < 0.5 * float(t.f[0, 0])  # and it actually optimised something
@@ -74,7 +74,7 @@ def test_lbfgs_batched_line_search_matches_torch_row_by_row():
     r = Rosenbrock(10)
     g = torch.Generator().manual_seed(0)
     X0 = 4 * torch.rand(4, 10, generator=g, dtype=F64) - 2
-    t = run(make_solver("lbfgs", history=4, lr=3.0, line_search="strong_wolfe"), r, X0, 15)
+    t = run(make_solver("lbfgs", memory=4, lr=3.0, line_search="strong_wolfe"), r, X0, 15)
     for b in range(4):
         ref, _ = _torch_lbfgs(r, X0[b:b + 1], 15, lr=3.0, history_size=4, line_search_fn="strong_wolfe")
         assert (t.x[1:, b] - ref).abs().max() < 1e-8, b
@@ -85,7 +85,7 @@ def test_lbfgs_batched_line_search_matches_torch_row_by_row():
 def test_lbfgs_exact_line_search_solves_a_quadratic_in_n_steps():
     q, x0 = quadratic_split("test")  # 32 quadratics, N = 10, condition number ≤ 1000
     n = x0.shape[1]
-    t = run(make_solver("lbfgs", history=n, line_search="exact"), q, x0, n + 2)
+    t = run(make_solver("lbfgs", memory=n, line_search="exact"), q, x0, n + 2)
     gap = t.f - q.min_value()
     assert (gap[n + 2] < 1e-8).all(), gap[n + 2].max()
     assert (gap[n // 2] > 1e-6).any()  # not trivially solved early: it needs about N steps
@@ -96,7 +96,7 @@ def test_strong_wolfe_conditions_hold_on_rosenbrock_steps():
     r = Rosenbrock(10)
     g = torch.Generator().manual_seed(1)
     X0 = 4 * torch.rand(8, 10, generator=g, dtype=F64) - 2
-    t = run(make_solver("lbfgs", history=8, line_search="strong_wolfe"), r, X0, 20)
+    t = run(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), r, X0, 20)
     c1, c2 = 1e-4, 0.9
     gd0 = (t.g[:-1] * t.d).sum(-1)  # gᵀd > 0 for descent (x_new = x − α d)
     gd1 = (t.g[1:] * t.d).sum(-1)
@@ -291,8 +291,8 @@ def test_adahessian_lowers_a_quadratic_and_is_reproducible():
 # ---------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, kwargs, words", [
-    ("lbfgs", {"history": 0}, "history"),
-    ("lbfgs", {"history": 2.5}, "history"),
+    ("lbfgs", {"memory": 0}, "memory"),
+    ("lbfgs", {"memory": 2.5}, "memory"),
     ("lbfgs", {"lr": -1.0}, "lr"),
     ("lbfgs", {"lr": float("nan")}, "lr"),
     ("lbfgs", {"line_search": "wolfe"}, "line_search"),
@@ -348,3 +348,15 @@ def test_tune_lr_picks_a_finite_rate_and_scores_divergence_as_inf():
     for name, g in LR_GRIDS.items():
         ratios = [b / a for a, b in zip(g, g[1:])]
         assert all(abs(r - ratios[0]) < 1e-9 * ratios[0] for r in ratios) and ratios[0] > 1, name
+
+
+def test_lbfgs_history_is_a_deprecated_alias_of_memory():
+    q, x0 = quadratic_split("test")
+    with pytest.warns(DeprecationWarning, match="memory="):
+        old = make_solver("lbfgs", history=3, line_search="strong_wolfe")
+    assert old.memory == 3
+    a = run(old, q, x0, 6)
+    b = run(make_solver("lbfgs", memory=3, line_search="strong_wolfe"), q, x0, 6)
+    assert torch.equal(a.x, b.x)
+    with pytest.raises(LSR1Error, match="memory"):
+        make_solver("lbfgs", memory=True)

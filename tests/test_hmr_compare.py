@@ -6,7 +6,7 @@ import torch
 from lsr1_core.hmr import AnnyBody, CameraConfig, load_pretrained
 from lsr1_core.hmr import test_set as hmr_test_set
 from lsr1_core.hmr.compare import curves, evaluate_steps, fit_methods, step_statistics
-from lsr1_core.hmr.evaluate import curves_of, run_methods
+from lsr1_core.hmr.compare import curves_of, run_methods
 from lsr1_core.hmr.models import HMRObjective
 
 

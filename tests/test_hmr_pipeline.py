@@ -140,7 +140,7 @@ def test_training_cli_runs_and_resumes(tmp_path):
 def test_pretrained_lowers_reprojection_error(body, name):
     models = load_pretrained(body)
     assert name in models, f"pretrained/{name} missing in {PRETRAINED_DIR}"
-    from lsr1_core.hmr.evaluate import evaluate_model
+    from lsr1_core.hmr.compare import evaluate_model
     batch = make_test_set(body, n=64)
     steps = 8 if name != "lgd" else 4
     c = evaluate_model(models[name], body, batch, steps)

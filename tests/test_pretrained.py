@@ -105,7 +105,7 @@ def test_qn_model_beats_classical_sr1_and_closes_the_gap_to_lbfgs_on_the_test_qu
         return float((tr.f[-1] - fstar).clamp_min(1e-16).log10().mean())
 
     _, gd = tuned_gd(q, x0, fstar, steps=20)
-    lbfgs = run(make_solver("lbfgs", history=8, line_search="strong_wolfe"), q, x0, 20)
+    lbfgs = run(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), q, x0, 20)
     sr1 = run(make_solver("sr1", memory=8), q, x0, 20)
     net, _ = load_pretrained("qn_quadratic")
     tr = run(LSR1Solver(model=net.double()), q, x0, 20)

@@ -30,7 +30,7 @@ def test_lbfgs_matches_torch_without_line_search():
     r = Rosenbrock(10)
     x0 = torch.zeros(1, 10, dtype=torch.float64)
     ref = _torch_lbfgs(r, x0, 15, lr=0.05, history_size=5, line_search_fn=None)
-    t = run(make_solver("lbfgs", history=5, lr=0.05), r, x0, 15)
+    t = run(make_solver("lbfgs", memory=5, lr=0.05), r, x0, 15)
     assert torch.allclose(t.x[1:, 0], ref, atol=1e-12)
 
 
@@ -38,7 +38,7 @@ def test_lbfgs_matches_torch_with_strong_wolfe_on_early_steps():
     r = Rosenbrock(10)
     x0 = torch.linspace(-1.5, 1.5, 10, dtype=torch.float64).unsqueeze(0)
     ref = _torch_lbfgs(r, x0, 6, lr=1.0, history_size=8, line_search_fn="strong_wolfe")
-    t = run(make_solver("lbfgs", history=8, line_search="strong_wolfe"), r, x0, 6)
+    t = run(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), r, x0, 6)
     # same bracketing and cubic interpolation, so the same trial steps and iterates
     assert torch.allclose(t.x[1:, 0], ref, atol=1e-9)
 
@@ -60,7 +60,7 @@ def test_strong_wolfe_conditions_hold_for_accepted_steps():
 
 def test_lbfgs_with_exact_line_search_solves_a_quadratic_in_n_steps():
     q, x0 = quadratic_split("test")
-    t = run(make_solver("lbfgs", history=10, line_search="exact"), q, x0, 12)
+    t = run(make_solver("lbfgs", memory=10, line_search="exact"), q, x0, 12)
     assert ((t.f[-1] - q.min_value()).abs() < 1e-8).all()
 
 
@@ -121,7 +121,7 @@ def test_adahessian_and_adam_and_gd_lower_a_quadratic():
 
 
 def test_bad_solver_settings_and_inputs():
-    for name, kw, msg in (("lbfgs", {"history": 0}, "history"), ("lbfgs", {"line_search": "x"}, "line_search"),
+    for name, kw, msg in (("lbfgs", {"memory": 0}, "memory"), ("lbfgs", {"line_search": "x"}, "line_search"),
                           ("sr1", {"memory": 0}, "memory"), ("gd", {"lr": -1.0}, "lr"),
                           ("adahessian", {"samples": 0}, "samples"), ("adam", {"lr": float("nan")}, "lr")):
         with pytest.raises(LSR1Error, match=msg):

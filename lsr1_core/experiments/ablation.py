@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
+from ..learned import init_state, inference_mode, lsr1_step
 from ..learned.io import load_model
-from ..learned import LSR1Solver, init_state, inference_mode, lsr1_step
+from ..learned.secant import secant_penalty
 from ..meta import Trainer, preset
+from ..meta.tasks import MetaTask
 
 # (hidden width, encoder inputs) of the paper's Table 4, in its order, with its validation losses
 CONFIGS = [(128, ("x", "g"), "-2.09 ± 1.85"), (128, ("x", "d", "g"), "-2.16 ± 1.95"),
@@ -27,7 +29,6 @@ CONFIGS = [(128, ("x", "g"), "-2.09 ± 1.85"), (128, ("x", "d", "g"), "-2.16 ± 
 
 
 def per_problem_losses(net, cfg):
-    from ..meta.tasks import MetaTask
     task = MetaTask(cfg, torch.device("cpu"), torch.float32)
     obj, x0 = task.validation()
     with torch.no_grad(), inference_mode(net, rows=x0.numel()):

@@ -26,7 +26,7 @@ from ..solvers import make_solver, run
 from ..solvers.tuning import tune_lr
 
 TUNED = ("gd", "adam", "adahessian", "lodo")
-FIXED = {"lbfgs": {"history": 8, "line_search": "strong_wolfe"}, "sr1": {"memory": 8, "line_search": "armijo"}}
+FIXED = {"lbfgs": {"memory": 8, "line_search": "strong_wolfe"}, "sr1": {"memory": 8, "line_search": "armijo"}}
 LSR1_MODELS = {"lsr1": "pretrained/quadratic", "lsr1_nosec": "pretrained/quadratic_nosec",
                "lsr1_qn": "pretrained/qn_quadratic"}
 # Table 7: one model per task, trained at N = 100 (quadratics → the quadratic families). A family whose

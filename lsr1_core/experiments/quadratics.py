@@ -64,7 +64,7 @@ def fig3(sec_path, nosec_path, n=10, steps=STEPS, buffers=BUFFERS):
         row = {}
         for label, net in nets.items():
             row[label] = _summary(run(LSR1Solver(model=net, memory=L), q, x0, steps), q, fstar)
-        lb = run(make_solver("lbfgs", history=L, line_search="strong_wolfe"), q64, x064, steps)
+        lb = run(make_solver("lbfgs", memory=L, line_search="strong_wolfe"), q64, x064, steps)
         row["lbfgs"] = _summary(lb, q64, fstar)
         out["buffers"][L] = row
     lr, t = tuned_gd(q64, x064, fstar, steps)

@@ -8,38 +8,25 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from ..checkpoints import PRETRAINED_DIR
+from .anny_body import AnnyBody
 from .body import COCO18, EVAL14, BodyModel, BodyModelError
+from .compare import curves_of, evaluate_model, run_methods, step_metrics
 from .data import CameraConfig, HMRBatch, PoseSampler, make_batch, normalise_keypoints, test_set, validation_set
+from .models import HMRModel, HMRModelConfig, HMRObjective, classical_fit, load_hmr_model, save_hmr_model
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
 PRETRAINED_HMR = {"lgd": "hmr_lgd", "lsr1": "hmr_lsr1", "lsr1_nosec": "hmr_lsr1_nosec"}
 
 
 def load_pretrained(body: BodyModel, names=None, device="cpu") -> dict:
     """The shipped HMR checkpoints (pretrained/hmr_*.safetensors + .json) that exist, by method.
     A checkpoint made for another body model raises BodyModelError."""
-    from .models import load_hmr_model
     out = {}
     for name in (names or PRETRAINED_HMR):
         path = PRETRAINED_DIR / PRETRAINED_HMR[name]
         if path.with_suffix(".json").exists():
             out[name] = load_hmr_model(path, body, device=device)[0]
     return out
-
-
-def __getattr__(name):  # lazy: AnnyBody imports anny, models/evaluate import the learned core
-    if name == "AnnyBody":
-        from .anny_body import AnnyBody
-        return AnnyBody
-    if name in ("run_methods", "evaluate_model", "curves_of", "step_metrics"):
-        from . import evaluate
-        return getattr(evaluate, name)
-    if name in ("HMRModel", "HMRModelConfig", "HMRObjective", "load_hmr_model", "save_hmr_model", "classical_fit"):
-        from . import models
-        return getattr(models, name)
-    raise AttributeError(name)
 
 
 __all__ = ["COCO18", "EVAL14", "BodyModel", "BodyModelError", "CameraConfig", "HMRBatch", "PoseSampler",

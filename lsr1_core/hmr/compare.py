@@ -18,10 +18,78 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .body import BodyModel
+from .body import COCO18, EVAL14, BodyModel
 from .data import CameraConfig, HMRBatch, to_camera
-from .evaluate import LABELS, run_methods, step_metrics  # noqa: F401 - LABELS: re-exported, defined once there
-from .models import HMRModel, HMRObjective, classical_fit
+from .metrics import mpjpe, pa_mpjpe
+from .models import FitResult, HMRModel, HMRObjective, classical_fit
+
+# one name per method everywhere (this report, the app's page and figures, exports)
+LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
+          "gt": "Ground truth", "lgd_joint": "LGD, initializer trained jointly",
+          "lsr1_joint": "L-SR1, initializer trained jointly"}
+
+
+HIPS = (COCO18.index("right_hip"), COCO18.index("left_hip"))
+
+
+def _box_size(kp2d: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    vis = (conf > 0).unsqueeze(-1)
+    big = 1e30
+    lo = torch.where(vis, kp2d, torch.full_like(kp2d, big)).amin(1)
+    hi = torch.where(vis, kp2d, torch.full_like(kp2d, -big)).amax(1)
+    return (hi - lo).amax(-1)
+
+
+def step_metrics(body: BodyModel, batch: HMRBatch, obj: HMRObjective, pose: torch.Tensor, shape: torch.Tensor,
+                 camera: CameraConfig = CameraConfig()) -> dict[str, torch.Tensor]:
+    """Per-sample metrics (B,) of one estimate."""
+    with torch.no_grad():
+        kp3d = body.keypoints(pose, shape)
+        X = to_camera(kp3d, camera, body)
+        ev = list(EVAL14)
+        pred, gt = X[:, ev], batch.joints3d[:, ev]
+        hips = tuple(ev.index(h) for h in HIPS)
+        x2d = obj.predict2d(pose, shape, kp3d)
+        d2 = (x2d - obj.target).norm(dim=-1)
+        vis = (batch.conf > 0).float()
+        reproj = (d2 * vis).sum(1) / vis.sum(1) * _box_size(batch.kp2d, batch.conf)
+        return {"mpjpe": 1000 * mpjpe(pred, gt, root=hips), "pa_mpjpe": 1000 * pa_mpjpe(pred, gt), "reproj": reproj,
+                "f": obj.value_pose_shape(pose, shape)}
+
+
+def curves_of(body: BodyModel, batch: HMRBatch, obj: HMRObjective, res: FitResult) -> dict[str, list[float]]:
+    per = [step_metrics(body, batch, obj, p, s) for p, s in zip(res.poses, res.shapes)]
+    return {k: [float(m[k].mean()) for m in per] for k in per[0]}
+
+
+def evaluate_model(model: HMRModel, body: BodyModel, batch: HMRBatch, steps: int) -> dict[str, list[float]]:
+    """Mean metrics at steps 0…steps of a learned method on ``batch``."""
+    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
+    with torch.no_grad(), model.inference(rows=len(batch)):
+        res = model.fit(obj, steps)
+    return curves_of(body, batch, obj, res)
+
+
+def run_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], steps: int,
+                classical: tuple[str, ...] = ("adam", "lbfgs"), init_model: str | None = None,
+                classical_kwargs: dict | None = None) -> dict[str, FitResult]:
+    """Fit ``batch`` with each learned model and each classical method; the classical ones start
+    from ``init_model``'s initializer (default: the first model). Returns FitResults by name."""
+    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
+    out: dict[str, FitResult] = {}
+    for name, m in models.items():
+        with torch.no_grad(), m.inference(rows=len(batch)):
+            r = m.fit(obj, steps)
+        out[name] = FitResult([p.detach() for p in r.poses], [s.detach() for s in r.shapes],
+                              [f.detach() for f in r.f])
+    if classical and models:
+        start = models[init_model or next(iter(models))]
+        with torch.no_grad(), start.inference(rows=len(batch)):
+            p0, s0 = start.initial(obj)
+        for c in classical:
+            out[c] = classical_fit(c, obj, p0, s0, steps, **(classical_kwargs or {}).get(c, {}))
+    return out
+
 
 ORDER = ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs")
 LEARNED = {"lsr1": "lsr1", "lgd": "lgd", "lsr1_nosec": "lsr1"}  # learned slot → the checkpoint's method

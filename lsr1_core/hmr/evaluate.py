@@ -8,82 +8,26 @@ the prediction (normalised, then mapped into the observation's box) and the obse
 """
 from __future__ import annotations
 
+import argparse
+import json
+import platform
+import re
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import torch
 
-from pathlib import Path
-
+from ..checkpoints import PRETRAINED_DIR, load_tensors_and_card
 from ..errors import LSR1Error
-from .body import COCO18, EVAL14, BodyModel
-from .data import CameraConfig, HMRBatch, to_camera
-from .models import FitResult, HMRModel, HMRObjective, classical_fit
-from ..checkpoints import load_tensors_and_card
+from . import PRETRAINED_HMR, load_pretrained, test_set
+from .anny_body import AnnyBody
+# the library part lives in compare; these names stay importable from here (experiments.qn_hmr uses them)
+from .compare import LABELS, curves_of, evaluate_model, run_methods, step_metrics  # noqa: F401
+from .data import CameraConfig, PoseSampler, make_batch
+from .models import HMRObjective, load_hmr_model
 
-HIPS = (COCO18.index("right_hip"), COCO18.index("left_hip"))
-
-
-def _box_size(kp2d: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
-    vis = (conf > 0).unsqueeze(-1)
-    big = 1e30
-    lo = torch.where(vis, kp2d, torch.full_like(kp2d, big)).amin(1)
-    hi = torch.where(vis, kp2d, torch.full_like(kp2d, -big)).amax(1)
-    return (hi - lo).amax(-1)
-
-
-def step_metrics(body: BodyModel, batch: HMRBatch, obj: HMRObjective, pose: torch.Tensor, shape: torch.Tensor,
-                 camera: CameraConfig = CameraConfig()) -> dict[str, torch.Tensor]:
-    """Per-sample metrics (B,) of one estimate."""
-    from .metrics import mpjpe, pa_mpjpe
-    with torch.no_grad():
-        kp3d = body.keypoints(pose, shape)
-        X = to_camera(kp3d, camera, body)
-        ev = list(EVAL14)
-        pred, gt = X[:, ev], batch.joints3d[:, ev]
-        hips = tuple(ev.index(h) for h in HIPS)
-        x2d = obj.predict2d(pose, shape, kp3d)
-        d2 = (x2d - obj.target).norm(dim=-1)
-        vis = (batch.conf > 0).float()
-        reproj = (d2 * vis).sum(1) / vis.sum(1) * _box_size(batch.kp2d, batch.conf)
-        return {"mpjpe": 1000 * mpjpe(pred, gt, root=hips), "pa_mpjpe": 1000 * pa_mpjpe(pred, gt), "reproj": reproj,
-                "f": obj.value_pose_shape(pose, shape)}
-
-
-def curves_of(body: BodyModel, batch: HMRBatch, obj: HMRObjective, res: FitResult) -> dict[str, list[float]]:
-    per = [step_metrics(body, batch, obj, p, s) for p, s in zip(res.poses, res.shapes)]
-    return {k: [float(m[k].mean()) for m in per] for k in per[0]}
-
-
-def evaluate_model(model: HMRModel, body: BodyModel, batch: HMRBatch, steps: int) -> dict[str, list[float]]:
-    """Mean metrics at steps 0…steps of a learned method on ``batch``."""
-    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
-    with torch.no_grad(), model.inference(rows=len(batch)):
-        res = model.fit(obj, steps)
-    return curves_of(body, batch, obj, res)
-
-
-def run_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], steps: int,
-                classical: tuple[str, ...] = ("adam", "lbfgs"), init_model: str | None = None,
-                classical_kwargs: dict | None = None) -> dict[str, FitResult]:
-    """Fit ``batch`` with each learned model and each classical method; the classical ones start
-    from ``init_model``'s initializer (default: the first model). Returns FitResults by name."""
-    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
-    out: dict[str, FitResult] = {}
-    for name, m in models.items():
-        with torch.no_grad(), m.inference(rows=len(batch)):
-            r = m.fit(obj, steps)
-        out[name] = FitResult([p.detach() for p in r.poses], [s.detach() for s in r.shapes],
-                              [f.detach() for f in r.f])
-    if classical and models:
-        start = models[init_model or next(iter(models))]
-        with torch.no_grad(), start.inference(rows=len(batch)):
-            p0, s0 = start.initial(obj)
-        for c in classical:
-            out[c] = classical_fit(c, obj, p0, s0, steps, **(classical_kwargs or {}).get(c, {}))
-    return out
-
-
-# --- the evaluation command ----------------------------------------------------------------------
 PAPER = {  # 3DPW, from the paper's Table 1/3 and its project page
     "lgd": {"pa_mpjpe_4": 55.90, "best": 55.90, "best_step": 4, "params_M": 17.4, "ms_per_step": 166,
             "mem_GiB": 17.81},
@@ -91,14 +35,9 @@ PAPER = {  # 3DPW, from the paper's Table 1/3 and its project page
              "mem_GiB": 14.60},
     "lsr1_nosec": {"pa_mpjpe_4": 52.80},
 }
-# one name per method everywhere (this report, the app's page and figures, exports)
-LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
-          "gt": "Ground truth", "lgd_joint": "LGD, initializer trained jointly",
-          "lsr1_joint": "L-SR1, initializer trained jointly"}
 
 
 def _time_per_step(fn_steps, steps: int, repeats: int = 3) -> float:
-    import time
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -113,8 +52,6 @@ def _time_per_step(fn_steps, steps: int, repeats: int = 3) -> float:
 def _peak_rss_child(method: str, batch: int, steps: int) -> float:
     """Peak resident memory growth (MiB) of a fresh process running ``steps`` inner steps: the
     resident set is sampled every 0.5 ms during the fit, against its size just before."""
-    import subprocess
-    import sys
     code = (
         "import resource, torch, sys\n"
         "from lsr1_core.hmr import AnnyBody, load_pretrained\n"
@@ -148,12 +85,6 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
                    timing_batch: int = 256, extra: dict | None = None) -> dict:
     """``extra``: {name: run directory} of further models (e.g. jointly trained initializers) to
     evaluate beside the shipped ones (accuracy only; runtime is measured for the shipped ones)."""
-    import json
-    import platform
-
-    from . import load_pretrained, test_set
-    from .anny_body import AnnyBody
-
     if threads:
         torch.set_num_threads(threads)
     body = AnnyBody()
@@ -162,7 +93,6 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
         raise FileNotFoundError("no pretrained HMR checkpoints in pretrained/ (hmr_lgd, hmr_lsr1, hmr_lsr1_nosec)")
     batch = test_set(body, n=n_test)
     shipped = dict(models)
-    from .models import load_hmr_model
     for name, run in (extra or {}).items():
         models[name] = load_hmr_model(Path(run) / "best", body)[0]
     fits = run_methods(body, batch, models, steps, init_model="lsr1" if "lsr1" in models else None)
@@ -182,7 +112,6 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
             d = per4[a] - per4[b]
             pairs[f"{a}-{b}"] = {"mean": float(d.mean()), "ci95": float(1.96 * d.std() / len(d) ** 0.5)}
     # runtime and memory at batch 256
-    from .data import PoseSampler, make_batch
     g = torch.Generator().manual_seed(0)
     p, s = PoseSampler(body, "test", jitter=0.0).draw(timing_batch, g)
     tb = make_batch(body, p, s, g)
@@ -204,7 +133,6 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                           "torch": torch.__version__},
               "cards": {}}
-    from . import PRETRAINED_DIR, PRETRAINED_HMR
     for name in shipped:
         _, card = load_tensors_and_card(PRETRAINED_DIR / PRETRAINED_HMR[name], kind="hmr")
         result["cards"][name] = {k: card.get(k) for k in ("iterations", "iterations_run", "metrics", "wall_time_s", "train_config")}
@@ -314,9 +242,9 @@ def markdown(result: dict) -> str:
 
 
 def _figure(curves: dict, rows: dict, path) -> None:
-    import matplotlib
+    import matplotlib  # heavy and only for this figure: loaded when the report draws it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {"lgd": "#e377c2", "lsr1": "#1f77b4", "lsr1_nosec": "#17becf", "adam": "#2ca02c", "lbfgs": "#ff7f0e",
               "lgd_joint": "#e377c2", "lsr1_joint": "#1f77b4"}
@@ -339,8 +267,6 @@ def _figure(curves: dict, rows: dict, path) -> None:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import json
     ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.evaluate",
                                  description="Evaluate the shipped HMR models on the fixed test set; writes "
                                              "docs/results/hmr.json and docs/figures/hmr_curves.png")
@@ -367,8 +293,6 @@ _BUILTIN_METHODS = ("lgd", "lsr1", "lsr1_nosec", "adam", "lbfgs")
 def check_cli_args(n_test, steps, out_dir, threads, extra_items) -> dict:
     """The command line's values, checked before anything is loaded; ``LSR1Error`` naming the bad one.
     Returns ``extra`` as {name: run directory}."""
-    import re
-
     if not 2 <= n_test <= 100_000:
         raise LSR1Error(f"--n-test must be between 2 and 100000 (the paired intervals need two samples), got {n_test}")
     if not 4 <= steps <= 1000:

@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import LSR1Error
+from ..config import ConfigMixin
+from ..errors import CheckpointError, LSR1Error
 from ..learned.model import LSR1Config, LSR1Net, LSR1State, advance, propose
+from ..learned.secant import secant_penalty
 from ..learned.qn import qn_init_state, qn_step
 from ..learned.solver import inference_mode
 from ..objectives.base import Objective
+from ..solvers import make_solver, run
 from .body import BodyModel
 from .data import CameraConfig, HMRBatch, check_observation, normalise_keypoints, project, to_camera
 from ..checkpoints import git_commit, load_tensors_and_card, save_tensors_and_card
@@ -132,7 +135,9 @@ class Initializer(nn.Module):
 
 
 @dataclass
-class HMRModelConfig:
+class HMRModelConfig(ConfigMixin):
+    config_name = "HMR model config"
+
     method: str = "lsr1"  # "lgd" or "lsr1"
     width: int = 1024  # LGD MLP width (initializer, LGD update)
     lgd_step: float = 0.1
@@ -143,13 +148,6 @@ class HMRModelConfig:
             raise LSR1Error(f"unknown HMR method {self.method!r}; choose one of {METHODS}")
         if not isinstance(self.width, int) or self.width < 8:
             raise LSR1Error(f"width must be an integer >= 8, got {self.width!r}")
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "width": self.width, "lgd_step": self.lgd_step, "lsr1": dict(self.lsr1)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HMRModelConfig":
-        return cls(**d)
 
 
 @dataclass
@@ -235,20 +233,16 @@ class HMRModel(nn.Module):
             return res
         if self.is_qn:
             return self._fit_qn(objective, pose, shape, f, torch.cat([gp, gs], 1), res, steps)
-        sp = LSR1State(x=pose, f=f, g=gp, p=pose, d=gp, q=gp, W=pose.new_zeros(pose.shape[0], 0, pose.shape[1]), Bq=gp)
-        ss = LSR1State(x=shape, f=f, g=gs, p=shape, d=gs, q=gs, W=shape.new_zeros(shape.shape[0], 0, shape.shape[1]),
-                       Bq=gs)
+        sp, ss = LSR1State.initial(pose, f, gp), LSR1State.initial(shape, f, gs)
         for _ in range(steps):
-            xp, _, _, dp, Wp, opp = propose(self.lsr1_pose, sp)
-            xs, _, _, ds, Ws, ops = propose(self.lsr1_shape, ss)
-            f, gp, gs = objective.value_and_grads(xp, xs)
-            sp, sec_p, rel_p, _ = advance(sp, xp, f, gp, dp, Wp, opp)
-            ss, sec_s, rel_s, _ = advance(ss, xs, f, gs, ds, Ws, ops)
-            res.poses.append(xp), res.shapes.append(xs), res.f.append(f)
+            pp, ps = propose(self.lsr1_pose, sp), propose(self.lsr1_shape, ss)
+            f, gp, gs = objective.value_and_grads(pp.x, ps.x)
+            sp, sec_p, rel_p, _ = advance(sp, pp.x, f, gp, pp.d, pp.W, pp.operator)
+            ss, sec_s, rel_s, _ = advance(ss, ps.x, f, gs, ps.d, ps.W, ps.operator)
+            res.poses.append(pp.x), res.shapes.append(ps.x), res.f.append(f)
             # secant residual of the pose and shape blocks together (Eq. 8)
-            pn = (sp.p * sp.p).sum(-1) + (ss.p * ss.p).sum(-1)
             res.secant.append(sec_p + sec_s)
-            res.secant_relsq.append((sec_p + sec_s) / pn.clamp_min(1e-12))
+            res.secant_relsq.append(secant_penalty(sec_p + sec_s, (sp.p, ss.p), "relative"))
             res.secant_rel.append(0.5 * (rel_p + rel_s))
         return res
 
@@ -270,11 +264,11 @@ class HMRModel(nn.Module):
 def classical_fit(method: str, objective: HMRObjective, pose0: torch.Tensor, shape0: torch.Tensor, steps: int,
                   **kwargs) -> FitResult:
     """Adam or L-BFGS (core solvers) on Eq. 12 from the given start; returns every iterate."""
-    from ..solvers import make_solver, run
     if method == "adam":
         solver = make_solver("adam", lr=kwargs.get("lr", 0.02))
     elif method == "lbfgs":
-        solver = make_solver("lbfgs", history=kwargs.get("history", 8), line_search="strong_wolfe")
+        size = {"history": kwargs["history"]} if "history" in kwargs else {"memory": kwargs.get("memory", 8)}
+        solver = make_solver("lbfgs", **size, line_search="strong_wolfe")  # history=: deprecated, warns there
     else:
         raise LSR1Error(f"unknown classical fitting method {method!r}; choose 'adam' or 'lbfgs'")
     z0 = torch.cat([pose0, shape0], 1).detach()
@@ -298,13 +292,12 @@ def save_hmr_model(path, model: HMRModel, versioned: bool = False, **card) -> No
 
 def load_hmr_model(path, body: BodyModel | None = None, device="cpu") -> tuple[HMRModel, dict]:
     """Load an HMR model; with ``body`` given, refuse a checkpoint made for another body model."""
-    from ..errors import CheckpointError
     tensors, card = load_tensors_and_card(path, kind="hmr")
     if body is not None:
         body.check_signature(card.get("body", {}), what=f"checkpoint {path}")
     try:
         model = HMRModel(card["body"], HMRModelConfig.from_dict(card["config"]))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, LSR1Error) as e:
         raise CheckpointError(f"model card of {path} is invalid: {e}") from None
     try:
         model.load_state_dict(tensors)

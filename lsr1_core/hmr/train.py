@@ -20,26 +20,31 @@ keeps the best validation checkpoint.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..device import resolve_device, resolve_dtype
+from ..checkpoints import PRETRAINED_DIR, load_tensors_and_card
+from ..config import ConfigMixin
 from ..errors import LSR1Error
 from ..learned.model import LSR1Config
-from ..meta.train import Trainer, _dist_rank_world
+from ..meta.train import MetaProblem, Trainer
 from .anny_body import AnnyBody
-from .data import CameraConfig, PoseSampler, SampleConfig, make_batch, to_camera, validation_set
+from .compare import evaluate_model
+from .data import CameraConfig, PoseSampler, SampleConfig, amass_poses, make_batch, to_camera, validation_set
 from .models import HMRModel, HMRModelConfig, HMRObjective, load_hmr_model, save_hmr_model
-from ..checkpoints import load_tensors_and_card
+from .smpl import SMPLBody
 
 
 @dataclass
-class HMRTrainConfig:
+class HMRTrainConfig(ConfigMixin):
+    config_name = "HMR training config"
+    ignore_unknown = True  # cards of older versions carry fields this one dropped
+
     stage: str = "update"  # "initializer" | "update"
     method: str = "lsr1"  # "lgd" | "lsr1"
     initializer: str | None = None  # run dir or checkpoint of a trained initializer (stage update)
@@ -91,19 +96,6 @@ class HMRTrainConfig:
         if self.secant_weight < 0 or not math.isfinite(self.secant_weight):
             raise LSR1Error(f"secant_weight must be finite and >= 0, got {self.secant_weight}")
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HMRTrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def replace(self, **kw) -> "HMRTrainConfig":
-        return HMRTrainConfig.from_dict({**self.to_dict(), **kw})
-
     @property
     def steps(self) -> int:
         return 0 if self.stage == "initializer" else self.unroll
@@ -118,7 +110,6 @@ def _resolve_checkpoint(path: str | Path) -> Path:
 
 def make_body(cfg: HMRTrainConfig):
     if cfg.body == "smpl":
-        from .smpl import SMPLBody
         return SMPLBody(cfg.smpl_model)
     return AnnyBody()
 
@@ -160,18 +151,17 @@ def meta_loss(model: HMRModel, body, batch, cfg: HMRTrainConfig) -> tuple[torch.
     return loss, stats
 
 
-class HMRTrainer(Trainer):
+class HMRProblem(MetaProblem):
+    """HMR meta-training as a :class:`~lsr1_core.meta.train.MetaProblem`: the initializer stage or the update
+    stage (LGD or L-SR1 on top of a frozen initializer) with Eq. 13's meta-loss; the best checkpoint is the
+    one with the lowest validation PA-MPJPE after K steps. ``Trainer(cfg, run_dir, problem=HMRProblem)``."""
+
     config_class = HMRTrainConfig
 
-    def __init__(self, cfg: HMRTrainConfig, run_dir: str | Path, *, log=None, body: AnnyBody | None = None):
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.device)
-        self.dtype = resolve_dtype(cfg.dtype)
-        self.rank, self.world = _dist_rank_world()
-        if self.world > 1:
+    def __init__(self, cfg: HMRTrainConfig, device, dtype, rank: int = 0, world: int = 1, *, body=None):
+        if world > 1:
             raise LSR1Error("HMR meta-training runs in one process")
-        torch.manual_seed(cfg.seed)
+        self.cfg = cfg
         self.body = body or make_body(cfg)
         mcfg = HMRModelConfig(method=cfg.method, width=cfg.width, lsr1=dict(cfg.lsr1))
         self.net = HMRModel(self.body.signature(), mcfg)
@@ -182,45 +172,22 @@ class HMRTrainer(Trainer):
             elif not cfg.train_initializer:
                 raise LSR1Error("the update stage needs --initializer (a trained initializer run or checkpoint) "
                                 "or --train-initializer")
-        train_init = cfg.stage == "initializer" or cfg.train_initializer
+        self.train_initializer = cfg.stage == "initializer" or cfg.train_initializer
         for p in self.net.initializer.parameters():
-            p.requires_grad_(train_init)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        from .data import amass_poses
+            p.requires_grad_(self.train_initializer)
         train_poses = amass_poses(cfg.amass) if cfg.amass else None
         val_poses = amass_poses(cfg.amass_val) if cfg.amass_val else train_poses
         self.task = _Task(cfg, self.body, train_poses)
+        self.generator = self.task.generator
         self.val_batch = validation_set(self.body, n=cfg.val_size, poses=val_poses)
-        self.iteration, self.best_val, self.last_val = 0, math.inf, {}
-        self.skipped, self.elapsed = 0, 0.0
-        self.log, self._stop, self._resumed = log, False, False
 
-    def _set_modes(self) -> None:
+    def loss(self) -> tuple[torch.Tensor, dict]:
         self.net.train()
-        if not (self.cfg.stage == "initializer" or self.cfg.train_initializer):
+        if not self.train_initializer:
             self.net.initializer.eval()
-
-    def train_step(self) -> dict:
-        self._set_modes()
-        batch = self.task.sample()
-        loss, stats = meta_loss(self.net, self.body, batch, self.cfg)
-        self.opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.skipped += 1
-            return {"meta_loss": None, "skipped": True, **stats}
-        loss.backward()
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        if not torch.isfinite(gnorm):
-            self.opt.zero_grad(set_to_none=True)
-            self.skipped += 1
-            return {"meta_loss": float(loss.detach()), "skipped": True, **stats}
-        self.opt.step()
-        return {"meta_loss": float(loss.detach()), "grad_norm": float(gnorm), **stats}
+        return meta_loss(self.net, self.body, self.task.sample(), self.cfg)
 
     def validate(self) -> dict:
-        from .evaluate import evaluate_model
         with torch.no_grad(), self.net.inference(rows=len(self.val_batch)):
             loss, stats = meta_loss(self.net, self.body, self.val_batch, self.cfg)
             curves = evaluate_model(self.net, self.body, self.val_batch, self.cfg.steps)
@@ -229,17 +196,21 @@ class HMRTrainer(Trainer):
                 "mpjpe": float(curves["mpjpe"][k]), "reproj": float(curves["reproj"][k]),
                 "meta_loss": float(loss), **stats}
 
-    def save_best(self, iterations: int) -> None:
-        save_hmr_model(self.run_dir / "best", self.net, versioned=True, iterations=iterations,
-                       metrics={"val_" + k: v for k, v in self.last_val.items()},
-                       camera=CameraConfig().to_dict(), train_config=self.cfg.to_dict())
+    def save_best(self, path: Path, *, iterations: int, metrics: dict, train_config: dict) -> None:
+        save_hmr_model(path, self.net, versioned=True, iterations=iterations, metrics=metrics,
+                       camera=CameraConfig().to_dict(), train_config=train_config)
+
+
+def hmr_trainer(cfg: HMRTrainConfig, run_dir: str | Path, *, log=None, body=None) -> Trainer:
+    """The core trainer on an HMR problem (``body``: an already built body model, else ``cfg.body``'s)."""
+    problem = HMRProblem if body is None else functools.partial(HMRProblem, body=body)
+    return Trainer(cfg, run_dir, log=log, problem=problem)
 
 
 def export_pretrained(run_dir: str | Path, name: str, out_dir: str | Path | None = None) -> Path:
     """Copy a run's best checkpoint to ``pretrained/NAME`` with a model card that says how it was
     made (iterations, wall time, validation metrics, the full train config, the initializer run,
     and the command that reproduces it)."""
-    from . import PRETRAINED_DIR
     run_dir = Path(run_dir)
     model, card = load_hmr_model(run_dir / "best")
     _, latest = load_tensors_and_card(run_dir / "latest", kind="lsr1-train-state")
@@ -299,7 +270,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.resume:
-        tr = HMRTrainer.resume(a.run_dir, iterations=a.iterations)
+        tr = Trainer.resume(a.run_dir, iterations=a.iterations, problem=HMRProblem)
     else:
         kw = {"stage": a.stage, "method": a.method, "initializer": a.initializer,
               "train_initializer": a.train_initializer}
@@ -316,7 +287,7 @@ def main(argv=None) -> int:
                 kw[name] = v
         if a.val_every is not None:
             kw["ckpt_every"] = a.val_every
-        tr = HMRTrainer(HMRTrainConfig(**kw), a.run_dir)
+        tr = hmr_trainer(HMRTrainConfig(**kw), a.run_dir)
     res = tr.fit()
     print(json.dumps({"run_dir": str(res.run_dir), "iterations": res.iterations, "best_val_pa_mpjpe_mm": res.best_val,
                       "wall_time_s": round(res.wall_time_s, 1), "skipped": res.skipped}))

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..config import ConfigMixin
-from ..errors import LSR1Error, NonFiniteError, ShapeError
+from ..errors import LSR1Error, NonFiniteError, ShapeError, check_memory
 from ..operators import CurvatureOperator
 from .mlp import ElementwiseMLP
 from .safeguard import armijo_step
@@ -80,6 +81,7 @@ class LSR1Config(ConfigMixin):
     probe: float = 1e-3
     skip_eps: float = 1e-8
     gamma_factor: float = 0.5
+    gamma_window: int | None = None
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
@@ -101,12 +103,14 @@ class LSR1Config(ConfigMixin):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not (val > 0 and math.isfinite(val)):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
+        if self.gamma_window is not None and (isinstance(self.gamma_window, bool) or not isinstance(self.gamma_window, int)
+                                              or self.gamma_window < 1):
+            raise LSR1Error(f"gamma_window must be a positive integer or None, got {self.gamma_window!r}")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:
             raise LSR1Error(f"hidden width must be a positive integer, got {self.hidden!r}")
-        if not isinstance(self.memory, int) or self.memory < 1:
-            raise LSR1Error(f"buffer size L (memory) must be a positive integer, got {self.memory!r}")
+        check_memory(self.memory)
         if not 0.0 <= self.dropout < 1.0:
             raise LSR1Error(f"dropout must lie in [0, 1), got {self.dropout}")
         if not (self.gamma1 > 0 and math.isfinite(self.gamma1)):
@@ -179,6 +183,14 @@ class LSR1Net(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def with_memory(self, memory: int) -> "LSR1Net":
+        """A view of this model with another buffer size L (same weights, shared; the config checks L)."""
+        clone = LSR1Net.__new__(LSR1Net)
+        nn.Module.__init__(clone)
+        clone.config = self.config.replace(memory=memory)
+        clone.encoder, clone.vector_generator, clone.lr_generator = self.encoder, self.vector_generator, self.lr_generator
+        return clone
+
 
 class LSR1Operator(CurvatureOperator):
     """B̃ = s·I + Σ_i v_i v_iᵀ (s = 1, or 0 once the buffer is full with ``drop_identity_when_full``),
@@ -240,6 +252,22 @@ class LSR1State:
     Q: torch.Tensor | None = None
     U: torch.Tensor | None = None
 
+    @classmethod
+    def initial(cls, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> "LSR1State":
+        """Algorithm 1, line 1: p_0 = x_0, q_0 = d_0 = g_0, an empty buffer (x0, g: (B, N); f: (B,))."""
+        return cls(x=x0, f=f, g=g, p=x0, d=g, q=g, W=x0.new_zeros(x0.shape[0], 0, x0.shape[1]), Bq=g, k=0)
+
+
+class Proposal(NamedTuple):
+    """What :func:`propose` returns: the proposed iterate, the new vector v, the step sizes α, the direction
+    d = B̃g, the buffer W (B, l, N) and the operator B̃."""
+    x: torch.Tensor
+    v: torch.Tensor
+    alpha: torch.Tensor
+    d: torch.Tensor
+    W: torch.Tensor
+    operator: "LSR1Operator"
+
 
 @dataclass
 class LSR1StepOut:
@@ -255,9 +283,7 @@ class LSR1StepOut:
 def init_state(objective, x0: torch.Tensor, create_graph: bool = False) -> LSR1State:
     """Algorithm 1, line 1: p_0 = x_0, q_0 = g_0, d_0 = g_0, empty buffer."""
     f, g = objective.value_and_grad(x0)
-    B, N = x0.shape
-    W = x0.new_zeros(B, 0, N)
-    return LSR1State(x=x0, f=f, g=g, p=x0, d=g, q=g, W=W, Bq=g, k=0)
+    return LSR1State.initial(x0, f, g)
 
 
 def _features(state: LSR1State, cfg: LSR1Config) -> torch.Tensor:
@@ -266,10 +292,10 @@ def _features(state: LSR1State, cfg: LSR1Config) -> torch.Tensor:
     return feats.detach() if cfg.detach_features else feats
 
 
-def propose(net: LSR1Net, state: LSR1State):
+def propose(net: LSR1Net, state: LSR1State) -> Proposal:
     """Lines 3-10 of Algorithm 1: features → v, α → buffer → d = B̃ g → proposed x.
 
-    Returns (x_new, v, alpha, d, W, operator); evaluating f and ∇f at x_new is the caller's.
+    Evaluating f and ∇f at the proposed x is the caller's.
     """
     cfg = net.config
     v, alpha = net(_features(state, cfg))
@@ -277,7 +303,7 @@ def propose(net: LSR1Net, state: LSR1State):
     full = W.shape[1] >= cfg.memory
     op = LSR1Operator(W, identity=not (cfg.drop_identity_when_full and full), rescale=cfg.rescale_direction)
     d = op.matvec(state.g)
-    return state.x - alpha * d, v, alpha, d, W, op
+    return Proposal(state.x - alpha * d, v, alpha, d, W, op)
 
 
 def advance(state: LSR1State, x, f, g, d, W, op) -> tuple[LSR1State, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,12 +320,13 @@ def advance(state: LSR1State, x, f, g, d, W, op) -> tuple[LSR1State, torch.Tenso
 
 def lsr1_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False) -> tuple[LSR1State, LSR1StepOut]:
     """One differentiable L-SR1 step. Gradients flow into ``net`` unless called under no_grad."""
-    x, v, alpha, d, W, op = propose(net, state)
-    f, g = objective.value_and_grad(x)
+    prop = propose(net, state)
+    f, g = objective.value_and_grad(prop.x)
     if detach_gradient:
         g = g.detach()
-    new, secant, secant_rel, _ = advance(state, x, f, g, d, W, op)
-    return new, LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel)
+    new, secant, secant_rel, _ = advance(state, prop.x, f, g, prop.d, prop.W, prop.operator)
+    return new, LSR1StepOut(v=prop.v, alpha=prop.alpha, d=prop.d, operator=prop.operator, secant=secant,
+                            secant_rel=secant_rel)
 
 
 def paper_step(net: LSR1Net, state: LSR1State, objective, step_scale: float = 1.0) -> tuple[LSR1State, LSR1StepOut, int]:
@@ -307,8 +334,9 @@ def paper_step(net: LSR1Net, state: LSR1State, objective, step_scale: float = 1.
 
     Returns the new state, the step's output (``alpha``: the step size actually taken; ``extras["safeguard"]``
     where the safeguard is on) and the number of objective evaluations."""
-    _, v, alpha, d, W, op = propose(net, state)
-    alpha = alpha * step_scale
+    prop = propose(net, state)
+    v, d, W, op = prop.v, prop.d, prop.W, prop.operator
+    alpha = prop.alpha * step_scale
     extras = {}
     if net.config.safeguard == "armijo":
         safe = armijo_step(objective, state.x, state.f, state.g, alpha * d, d)

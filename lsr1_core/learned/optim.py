@@ -26,7 +26,7 @@ from ..errors import LSR1Error, NonFiniteError
 from .io import load_model
 from .model import LSR1Net, LSR1Operator, LSR1State, advance, paper_step, propose
 from .qn import qn_init_state, qn_step
-from .solver import _with_memory, check_form, check_step_scale, inference_mode
+from .solver import check_form, check_step_scale, inference_mode
 
 _STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U")
 
@@ -63,9 +63,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
             model, _ = load_model(checkpoint)
         check_form(model, form, checkpoint)
         if memory is not None:
-            if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-                raise LSR1Error(f"buffer size L must be a positive integer, got {memory!r}")
-            model = _with_memory(model, memory)
+            model = model.with_memory(memory)
         super().__init__(params, {})
         if len(self.param_groups) != 1:
             raise LSR1Error("LSR1Optimizer supports a single parameter group (like torch.optim.LBFGS)")
@@ -123,13 +121,13 @@ class LSR1Optimizer(torch.optim.Optimizer):
             return self._safe_step(closure, x, f, g, loss, evals)
         st = self._lsr1
         if st is None:
-            st = LSR1State(x=x, f=f, g=g, p=x, d=g, q=g, W=x.new_zeros(1, 0, x.shape[1]), Bq=g, k=0)
+            st = LSR1State.initial(x, f, g)
         else:
             st, secant, rel, _ = advance(st, x, f, g, st.d, st.W, self._op)
             self.last_secant_residual = float(rel)
         with inference_mode(self.net, rows=x.shape[1]):
-            x_new, v, alpha, d, W, op = propose(self.net, st)
-        alpha = alpha * self.step_scale
+            prop = propose(self.net, st)
+        alpha, d, W, op = prop.alpha * self.step_scale, prop.d, prop.W, prop.operator
         x_new = st.x - alpha * d
         if not torch.isfinite(x_new).all():
             raise NonFiniteError("the learned step is not finite (the model diverged on this loss); the "
@@ -163,7 +161,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
     def _paper_safe(self, obj, x, f, g):
         st = self._lsr1
         if st is None:
-            st = LSR1State(x=x, f=f, g=g, p=x, d=g, q=g, W=x.new_zeros(1, 0, x.shape[1]), Bq=g, k=0)
+            st = LSR1State.initial(x, f, g)
         else:
             st.x, st.f, st.g = x, f, g
         new, out, _ = paper_step(self.net, st, obj, self.step_scale)

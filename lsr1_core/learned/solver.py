@@ -66,9 +66,7 @@ class LSR1Solver(Solver):
             self.card = None
         check_form(model, form, checkpoint)
         if memory is not None:
-            if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-                raise LSR1Error(f"buffer size L must be a positive integer, got {memory!r}")
-            model = _with_memory(model, memory)
+            model = model.with_memory(memory)
         self.net = model
         if name:
             self.name = name
@@ -88,8 +86,7 @@ class LSR1Solver(Solver):
             with torch.no_grad():
                 self._s = qn_init_state(self.net, objective, x, st["f"], g)
             return
-        # Algorithm 1, line 1: p_0 = x_0, q_0 = d_0 = g_0, empty buffer
-        self._s = LSR1State(x=x, f=st["f"], g=g, p=x, d=g, q=g, W=x.new_zeros(x.shape[0], 0, x.shape[1]), Bq=g, k=0)
+        self._s = LSR1State.initial(x, st["f"], g)
 
     def _step(self, objective):
         s = self._s
@@ -140,12 +137,3 @@ def check_form(net: LSR1Net, form: str | None, source=None) -> None:
         where = f"checkpoint {source}" if source is not None else "the given model"
         raise CheckpointError(f"{where} holds the {net.config.form!r} form of L-SR1, but the {form!r} form was "
                               f"asked for; load it without form= or pick a {form!r} checkpoint")
-
-
-def _with_memory(net: LSR1Net, memory: int) -> LSR1Net:
-    """A view of ``net`` with another buffer size L (same weights, shared)."""
-    clone = LSR1Net.__new__(LSR1Net)
-    nn.Module.__init__(clone)
-    clone.config = net.config.replace(memory=memory)
-    clone.encoder, clone.vector_generator, clone.lr_generator = net.encoder, net.vector_generator, net.lr_generator
-    return clone

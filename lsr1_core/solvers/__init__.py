@@ -32,7 +32,7 @@ def solver_class(name: str):
 
 
 def make_solver(name: str, **kwargs) -> Solver:
-    """Build a solver by name, e.g. ``make_solver('lbfgs', history=8, line_search='strong_wolfe')``."""
+    """Build a solver by name, e.g. ``make_solver('lbfgs', memory=8, line_search='strong_wolfe')``."""
     return solver_class(name)(**kwargs)
 
 

@@ -1,6 +1,6 @@
 """L-BFGS on the batched interface: two-loop recursion, optional batched strong-Wolfe or exact line search.
 
-    solver = LBFGS(history=8, lr=1.0, line_search="strong_wolfe")
+    solver = LBFGS(memory=8, lr=1.0, line_search="strong_wolfe")
 
 Conventions follow ``torch.optim.LBFGS`` so that a single problem (B = 1) gives the same iterates:
 
@@ -18,10 +18,11 @@ torch's directional derivative gᵀd_torch is our −gᵀd.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from ..errors import LSR1Error
+from ..errors import LSR1Error, check_memory
 from ..operators import LBFGSInverse
 from .base import Solver, StepInfo
 
@@ -191,7 +192,7 @@ class LBFGS(Solver):
     """Limited-memory BFGS.
 
     Args:
-        history: number of (s, y) pairs kept (m ≥ 1).
+        memory: number of (s, y) pairs kept (m ≥ 1); ``history=`` is its deprecated old name.
         lr: step size without a line search; the initial trial step with one.
         line_search: None (fixed step, like ``torch.optim.LBFGS(line_search_fn=None)``),
             ``"strong_wolfe"`` (batched, see :func:`strong_wolfe`) or ``"exact"`` (exact minimisation
@@ -209,10 +210,14 @@ class LBFGS(Solver):
 
     name = "lbfgs"
 
-    def __init__(self, history: int = 8, lr: float = 1.0, line_search: str | None = None, max_evals: int = 25,
-                 first_step: str = "torch", c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9):
-        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-            raise LSR1Error(f"history (memory) must be a positive integer, got {history!r}")
+    def __init__(self, memory: int = 8, lr: float = 1.0, line_search: str | None = None, max_evals: int = 25,
+                 first_step: str = "torch", c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9,
+                 history: int | None = None):
+        if history is not None:
+            warnings.warn("LBFGS(history=...) is deprecated; the buffer size is memory= for every solver",
+                          DeprecationWarning, stacklevel=2)
+            memory = history
+        check_memory(memory)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise LSR1Error(f"lr must be a positive finite number, got {lr!r}")
         if line_search not in (None, "strong_wolfe", "exact"):
@@ -225,7 +230,7 @@ class LBFGS(Solver):
             raise LSR1Error(f"the Wolfe constants must satisfy 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
         if not tolerance_change >= 0:
             raise LSR1Error(f"tolerance_change must be non-negative, got {tolerance_change!r}")
-        self.history, self.lr, self.line_search, self.max_evals = history, float(lr), line_search, max_evals
+        self.memory, self.lr, self.line_search, self.max_evals = memory, float(lr), line_search, max_evals
         self.first_step, self.c1, self.c2, self.tolerance_change = first_step, c1, c2, tolerance_change
 
     def _init(self, objective):
@@ -278,8 +283,8 @@ class LBFGS(Solver):
         S = torch.cat([st["S"], s.unsqueeze(1)], 1)
         Y = torch.cat([st["Y"], y.unsqueeze(1)], 1)
         V = torch.cat([st["valid"], accept.unsqueeze(1)], 1)
-        if S.shape[1] > self.history:
-            S, Y, V = _compact(S, Y, V, self.history)
+        if S.shape[1] > self.memory:
+            S, Y, V = _compact(S, Y, V, self.memory)
         st["S"], st["Y"], st["valid"] = S, Y, V
         yy = (y * y).sum(-1)
         st["gamma"] = torch.where(accept, sy / torch.where(accept, yy, torch.ones_like(yy)),

@@ -22,7 +22,7 @@ from ..objectives import profile_suite
 from ..solvers import run
 from ..solvers.tuning import tune_lr
 from ..experiments.profiles import FIXED, TUNED, build
-from .explore import single_thread
+from ..device import single_thread
 
 
 @dataclass(frozen=True)

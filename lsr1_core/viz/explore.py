@@ -4,15 +4,16 @@ Pure functions of small, hashable arguments, so a page can cache them.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..analysis import cosine_to_newton
-from ..errors import LSR1Error, UnknownNameError
-from ..objectives import teaching_function
+from ..device import single_thread  # noqa: F401 - re-exported: the pages' and viz modules' name
+from ..errors import LSR1Error, UnknownNameError, check_memory
+from ..learned import LSR1Solver
+from ..objectives import quadratic_split, teaching_function
 from ..solvers import make_solver, run, solver_class
 from ..trace import Trace
 
@@ -21,7 +22,7 @@ from ..trace import Trace
 CLASSICAL = {
     "Gradient descent": ("gd", {"lr": 1e-3}),
     "Adam": ("adam", {"lr": 0.05}),
-    "L-BFGS": ("lbfgs", {"history": 8, "line_search": "strong_wolfe"}),
+    "L-BFGS": ("lbfgs", {"memory": 8, "line_search": "strong_wolfe"}),
     "SR1 (classical)": ("sr1", {"memory": 8, "lr": 1.0}),
     "Newton": ("newton", {"lr": 1.0}),
     "AdaHessian": ("adahessian", {"lr": 0.05}),
@@ -44,19 +45,11 @@ class SolverSpec:
     step_scale: float = 1.0  # L-SR1 only: multiplies every step
 
     def build(self, memory: int | None = None):
-        kw = dict(self.kwargs)
         if self.name == "lsr1":
-            from ..learned import LSR1Solver
-            if self.step_scale == 1.0:
-                return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label)
-            try:
-                return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label,
-                                  step_scale=float(self.step_scale))
-            except TypeError:
-                raise LSR1Error("this version of L-SR1 has no step scale; set it back to 1") from None
-        if self.name in ("lbfgs",) and memory is not None:
-            kw["history"] = memory
-        if self.name == "sr1" and memory is not None:
+            return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label,
+                              step_scale=float(self.step_scale))
+        kw = dict(self.kwargs)
+        if self.name in ("lbfgs", "sr1") and memory is not None:
             kw["memory"] = memory
         s = make_solver(self.name, **kw)
         s.name = self.label
@@ -111,26 +104,12 @@ def check_start(function: str, start, fn_kwargs: dict | None = None) -> None:
                         f"x ∈ [{x0:g}, {x1:g}], y ∈ [{y0:g}, {y1:g}] of {function}")
 
 
-@contextmanager
-def single_thread():
-    """Run tiny (2-D) problems on one intra-op thread. With torch's default pool every small op enters a
-    parallel region; when other processes hold the cores (a training job, another session) those regions
-    wait on busy threads: a 200-step L-SR1 run on the 2-D quadratic measured 0.3-0.5 s on one thread and
-    10-24 s on two (2 cores, another process busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def run_2d(function: str, fn_kwargs: dict, start: tuple, specs: list[SolverSpec], steps: int,
            memory: int | None = None) -> RunResult:
     if not isinstance(steps, int) or steps < 1:
         raise LSR1Error(f"the number of steps must be a positive integer, got {steps!r}")
-    if memory is not None and (not isinstance(memory, int) or memory < 1):
-        raise LSR1Error(f"the buffer size must be a positive integer, got {memory!r}")
+    if memory is not None:
+        check_memory(memory, "the buffer size")
     check_start(function, start, fn_kwargs)
     obj = teaching_function(function, **fn_kwargs)
     x0 = torch.tensor([start], dtype=torch.float64)
@@ -223,12 +202,10 @@ def spectra_over_steps(tr: Trace, obj) -> dict[str, list]:
 def run_nd(n: int, row: int, steps: int, memory: int, models: tuple = (), step_scale: float = 1.0):
     """L-BFGS, classical SR1 and the L-SR1 ``models`` ((label, checkpoint) pairs) on row ``row`` of the N-D test
     quadratics: per solver the Newton cosines, the textbook secant residuals and (N ≤ 200) the spectra."""
-    from ..learned import LSR1Solver
-    from ..objectives import quadratic_split
     q64, x064 = quadratic_split("test", n=n, size=max(row + 1, 4), dtype=torch.float64)
     q64 = q64.subset([row])
     x0 = x064[row:row + 1]
-    solvers = {"L-BFGS": make_solver("lbfgs", history=memory, line_search="strong_wolfe"),
+    solvers = {"L-BFGS": make_solver("lbfgs", memory=memory, line_search="strong_wolfe"),
                "SR1 (classical)": make_solver("sr1", memory=memory)}
     for label, path in models:
         kw = {} if step_scale == 1.0 else {"step_scale": float(step_scale)}

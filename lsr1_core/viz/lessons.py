@@ -14,7 +14,8 @@ import torch
 
 from ..objectives import teaching_function
 from ..solvers import make_solver, run
-from .explore import operator_matrix, single_thread, true_inverse_hessian
+from ..device import single_thread
+from .explore import operator_matrix, true_inverse_hessian
 from .palette import color_for
 from .plots import POINT_COLOR, _ellipse, _grid_values
 
