@@ -10,13 +10,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from lsr1_core.checkpoints import read_checkpoint_bytes
 from lsr1_core.errors import LSR1Error
+from lsr1_core.hmr.presets import HMR_PRESETS, hmr_preset
 from lsr1_core.meta.presets import PRESETS, preset
 from lsr1_core.runs import RunManager, read_metrics
 from lsr1_core.runs.root import runs_root
 from lsr1_core.viz.training import training_curves
-from lsr1_core.checkpoints import read_checkpoint_bytes
 
+KIND_NAMES = {"lsr1": "L-SR1", "hmr": "HMR"}
 MAX_CONCURRENT = int(os.environ.get("LSR1_MAX_CONCURRENT", "1"))
 REFRESH_S = float(os.environ.get("LSR1_REFRESH_S", "2"))
 
@@ -45,10 +47,23 @@ FIELDS = (("train_n", "N (dimension)", int, 1, 10_000, True), ("train_L", "L (bu
           ("train_g1", "γ1", float, 0.0, 10.0, False), ("train_g2", "γ2", float, -10.0, 10.0, True),
           ("train_batch", "batch", int, 1, 4096, True), ("train_iters", "iterations", int, 1, 1_000_000, True),
           ("train_lr", "meta learning rate", float, 0.0, 1.0, False), ("train_seed", "seed", int, 0, 2**31 - 1, True))
+# an HMR preset (update stage on the shipped initializer) has no N, L, γ or hidden width to set; it has a
+# validation set (PA-MPJPE after K steps chooses the best checkpoint)
+HMR_FIELDS = tuple(f for f in FIELDS if f[0] in ("train_K", "train_lsec", "train_batch", "train_iters", "train_lr",
+                                                  "train_seed")) + (("train_val", "validation samples", int, 1, 1024,
+                                                                     True),)
+
+
+def is_hmr(name: str) -> bool:
+    return name in HMR_PRESETS
 
 
 def preset_values(name: str) -> dict:
     """The form's values for preset ``name`` (session_state keys → values)."""
+    if is_hmr(name):
+        c = hmr_preset(name)
+        return {"train_K": c.unroll, "train_lsec": float(c.secant_weight), "train_batch": c.batch,
+                "train_iters": c.iterations, "train_lr": float(c.lr), "train_val": c.val_size}
     c = preset(name)
     return {"train_n": c.n, "train_L": c.model.memory, "train_K": c.unroll, "train_lsec": float(c.secant_weight),
             "train_form": c.secant_form, "train_g1": float(c.model.gamma1), "train_g2": float(c.model.gamma2),
@@ -60,10 +75,10 @@ def _load_preset():
     st.session_state.update(preset_values(st.session_state["train_preset"]))
 
 
-def field_errors(values: dict) -> list[str]:
+def field_errors(values: dict, fields=FIELDS) -> list[str]:
     """One message per field outside its range (empty when every field is valid)."""
     out = []
-    for key, label, typ, lo, hi, lo_ok in FIELDS:
+    for key, label, typ, lo, hi, lo_ok in fields:
         v = values.get(key)
         if v is None:
             out.append(f"{label} is empty")
@@ -77,12 +92,18 @@ def field_errors(values: dict) -> list[str]:
 
 def launch_form():
     st.subheader("Launch a run")
-    names = sorted(PRESETS)
-    if "train_n" not in st.session_state:
+    names = sorted(PRESETS) + sorted(HMR_PRESETS)
+    if "train_loaded" not in st.session_state:  # not a widget key: the HMR form has no N field to test for
         st.session_state.setdefault("train_preset", "quadratic")
         _load_preset()
+        st.session_state["train_loaded"] = True
     name = st.selectbox("Preset", names, key="train_preset", on_change=_load_preset,
-                        help="quadratic: appendix C.2.1; profile_*: Table 7. Choosing one loads its values below.")
+                        help="quadratic: appendix C.2.1; profile_*: Table 7; qn_*: the scale-free form; hmr_*: human "
+                             "mesh recovery's update stage (LGD or L-SR1) on the shipped initializer. Choosing one "
+                             "loads its values below.")
+    if is_hmr(name):
+        hmr_form(name)
+        return
     c1, c2, c3, c4 = st.columns(4)
     with c1:
         st.number_input("N (dimension)", step=1, key="train_n")
@@ -103,24 +124,61 @@ def launch_form():
     hidden = st.select_slider("hidden width", options=[16, 32, 64, 128, 256], key="train_hidden")
     run_name = st.text_input("run name (optional)", key="train_name")
     v = {key: st.session_state.get(key) for key, *_ in FIELDS}
-    errors = field_errors(v)
+    if _launch_button(field_errors(v)):
+        iterations = int(v["train_iters"])
+        _launch(name, run_name, lambda: preset(
+            name, n=int(v["train_n"]), unroll=int(v["train_K"]), secant_weight=float(v["train_lsec"]),
+            secant_form=st.session_state["train_form"], batch=int(v["train_batch"]), iterations=iterations,
+            lr=float(v["train_lr"]), seed=int(v["train_seed"]), device=device,
+            val_every=max(1, min(100, iterations // 10)), ckpt_every=max(1, min(200, iterations // 5)),
+            model={"memory": int(v["train_L"]), "gamma1": float(v["train_g1"]), "gamma2": float(v["train_g2"]),
+                   "hidden": int(hidden)}))
+
+
+def hmr_form(name: str):
+    """The form of an HMR preset: K, λ_sec (L-SR1), batch, iterations, learning rate, seed, validation size."""
+    st.caption("Human mesh recovery, update stage: the frozen initializer of `pretrained/hmr_lsr1` (shared by every "
+               "shipped HMR model) and a new update module trained on Eq. 13's meta-loss; the best checkpoint is the "
+               "one with the lowest validation PA-MPJPE after K steps, and a finished run appears in the Human mesh "
+               "recovery page's checkpoint choice. On the CPU one iteration at batch 128 takes seconds.")
+    lsr1 = hmr_preset(name).method == "lsr1"
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.number_input("K (unrolled steps)", step=1, key="train_K")
+        st.number_input("λ_sec", key="train_lsec", disabled=not lsr1, help="the secant weight (L-SR1 only)")
+    with c2:
+        st.number_input("batch", step=1, key="train_batch")
+        st.number_input("iterations", step=1, key="train_iters")
+    with c3:
+        st.number_input("meta learning rate", format="%.1e", key="train_lr")
+        st.number_input("seed", value=0, step=1, key="train_seed")
+    st.number_input("validation samples", step=1, key="train_val")
+    run_name = st.text_input("run name (optional)", key="train_name")
+    v = {key: st.session_state.get(key) for key, *_ in HMR_FIELDS}
+    if _launch_button(field_errors(v, HMR_FIELDS)):
+        iterations = int(v["train_iters"])
+        every = max(1, min(50, iterations // 10))
+        _launch(name, run_name, lambda: hmr_preset(
+            name, unroll=int(v["train_K"]), secant_weight=float(v["train_lsec"]), batch=int(v["train_batch"]),
+            iterations=iterations, lr=float(v["train_lr"]), seed=int(v["train_seed"]), val_size=int(v["train_val"]),
+            val_every=every, ckpt_every=every))
+
+
+def _launch_button(errors: list[str]) -> bool:
     if errors:
         st.error("Fix these fields to launch:\n\n" + "\n".join(f"- {e}" for e in errors))
-    if st.button("Launch", type="primary", key="train_launch", disabled=bool(errors)) and not errors:
-        iterations = int(v["train_iters"])
-        try:
-            cfg = preset(name, n=int(v["train_n"]), unroll=int(v["train_K"]), secant_weight=float(v["train_lsec"]),
-                         secant_form=st.session_state["train_form"], batch=int(v["train_batch"]),
-                         iterations=iterations, lr=float(v["train_lr"]), seed=int(v["train_seed"]), device=device,
-                         val_every=max(1, min(100, iterations // 10)), ckpt_every=max(1, min(200, iterations // 5)),
-                         model={"memory": int(v["train_L"]), "gamma1": float(v["train_g1"]),
-                                "gamma2": float(v["train_g2"]), "hidden": int(hidden)})
-            rid = _manager().start(cfg, preset_name=name, run_id=run_name.strip() or None)
-            st.session_state["train_selected"] = rid
-            st.session_state["train_watch"] = rid  # the watch panel follows the new run
-            st.success(f"Started run {rid}. It runs in the background; you can close this tab.")
-        except LSR1Error as e:
-            st.error(f"Not launched: {e}")
+    return st.button("Launch", type="primary", key="train_launch", disabled=bool(errors)) and not errors
+
+
+def _launch(name: str, run_name: str, make_config) -> None:
+    """Start the run ``make_config()`` describes (a config error is shown, nothing starts)."""
+    try:
+        rid = _manager().start(make_config(), preset_name=name, run_id=run_name.strip() or None)
+        st.session_state["train_selected"] = rid
+        st.session_state["train_watch"] = rid  # the watch panel follows the new run
+        st.success(f"Started run {rid}. It runs in the background; you can close this tab.")
+    except LSR1Error as e:
+        st.error(f"Not launched: {e}")
 
 
 def newest_first(runs):
@@ -139,12 +197,18 @@ def runs_table():
     if not runs:
         st.info(f"No runs yet in {runs_root_dir()}. Launch one above or with `python -m lsr1_core.runs start`.")
         return []
-    rows = [{"run": r.run_id, "preset": r.preset, "status": r.state, "progress": r.progress,
+    rows = [{"run": r.run_id, "preset": r.preset, "task": KIND_NAMES[r.kind], "status": r.state, "progress": r.progress,
              "iteration": f"{r.iteration}/{r.total}", "elapsed": _fmt_s(r.elapsed_s),
              "remaining": _fmt_s(r.remaining_s), "best val": r.best_val,
              "error": r.error or ""} for r in newest_first(runs)]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
+    finished_hmr = [r for r in newest_first(runs) if r.kind == "hmr" and r.state == "finished"]
+    if finished_hmr:
+        st.markdown("**Finished HMR runs** (their best checkpoints are offered on the Human mesh recovery page)")
+        st.dataframe([{"run": r.run_id, "preset": r.preset, "iterations": r.iteration,
+                       "best validation PA-MPJPE (mm)": r.best_val} for r in finished_hmr],
+                     hide_index=True, width="stretch", key="train_hmr_runs")
     return runs
 
 
@@ -158,7 +222,7 @@ def run_panel(run_id: str):
     st.markdown(f"**{run_id}** — {info.state}, iteration {info.iteration} of {info.total}"
                 + (f" — error: `{info.error}`" if info.error else ""))
     metrics = read_metrics(info.path)
-    st.plotly_chart(training_curves(metrics, title=run_id), width="stretch", key=f"curves_{run_id}")
+    st.plotly_chart(training_curves(metrics, title=run_id, kind=info.kind), width="stretch", key=f"curves_{run_id}")
     c1, c2, c3, c4 = st.columns(4)
     with c1:
         if st.button("Cancel", disabled=info.state not in ("running", "queued"), key=f"cancel_{run_id}"):
@@ -177,7 +241,7 @@ def run_panel(run_id: str):
     if best_card.exists():
         try:
             # only the weights file the card names, in the run directory, matching its SHA-256 (issue 14)
-            weights, card_bytes = read_checkpoint_bytes(info.path / "best", kind="lsr1")
+            weights, card_bytes = read_checkpoint_bytes(info.path / "best", kind=info.kind)
             with c3:
                 st.download_button("Best checkpoint (.safetensors)", data=weights,
                                    file_name=f"{run_id}.safetensors", key=f"dl_w_{run_id}")

@@ -274,11 +274,6 @@ class Trainer:
                 raise LSR1Error(f"{self.run_dir} already holds a run; resume it or choose another directory")
             _write_config(self.run_dir / "config.json", self.cfg)
 
-    def _generator(self) -> torch.Generator:
-        # a subclass that builds its own attributes (hmr.train before it became a problem) has a task
-        problem = getattr(self, "problem", None)
-        return problem.generator if problem is not None else self.task.generator
-
     def save_latest(self) -> None:
         """Checkpoint the run for resume (model, optimiser, RNG states, counters)."""
         if self.rank != 0:
@@ -289,7 +284,7 @@ class Trainer:
             for key, val in st.items():
                 tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val)
         tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.task"] = self._generator().get_state()
+        tensors["rng.task"] = self.problem.generator.get_state()
         card = {"kind": "lsr1-train-state", "iteration": self.iteration, "best_val": self.best_val,
                 "last_val": self.last_val, "skipped": self.skipped, "elapsed_s": self.elapsed,
                 "param_groups": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
@@ -315,7 +310,7 @@ class Trainer:
             g.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items()})
         self.opt.load_state_dict({"state": state, "param_groups": groups})
         torch.set_rng_state(tensors["rng.torch"])
-        self._generator().set_state(tensors["rng.task"])
+        self.problem.generator.set_state(tensors["rng.task"])
         self.iteration = int(card["iteration"])
         self.best_val = float(card["best_val"])
         self.last_val = card.get("last_val", {})
@@ -324,17 +319,17 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, iterations: int | None = None, log=None,
-               problem: Callable[..., MetaProblem] | None = None) -> "Trainer":
+               problem: Callable[..., MetaProblem] | None = None, config_class: type | None = None) -> "Trainer":
         """The trainer of an existing run directory, at its latest checkpoint (or at the start, when it was
         killed before its first one); ``iterations`` extends the run (config.json is rewritten)."""
         run_dir = Path(run_dir)
-        config_class = getattr(problem, "config_class", None) or getattr(cls, "config_class", TrainConfig)
+        config_class = config_class or getattr(problem, "config_class", TrainConfig)
         cfg = read_run_config(run_dir, config_class)
         if iterations is not None:
             if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
                 raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
             cfg = cfg.replace(iterations=iterations)
-        tr = cls(cfg, run_dir, log=log) if problem is None else cls(cfg, run_dir, log=log, problem=problem)
+        tr = cls(cfg, run_dir, log=log, problem=problem)
         tr._resumed = True
         if (run_dir / "latest.json").exists():
             try:

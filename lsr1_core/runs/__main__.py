@@ -6,8 +6,8 @@ import json
 import sys
 
 from ..errors import LSR1Error
-from ..train import config_from_preset, parse_overrides
-from .manager import RunManager, worker
+from ..train import parse_overrides
+from .manager import RunManager, preset_config, worker
 from .root import runs_root
 
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
             overrides = parse_overrides(args.set)
             if args.iterations is not None:
                 overrides["iterations"] = args.iterations
-            rid = mgr.start(config_from_preset(args.preset, overrides), preset_name=args.preset, run_id=args.name)
+            rid = mgr.start(preset_config(args.preset, overrides), preset_name=args.preset, run_id=args.name)
             print(rid)
             if args.wait:
                 info = mgr.wait(rid, timeout=10**9)

@@ -9,25 +9,17 @@ import json
 import os
 from pathlib import Path
 
+from ..checkpoints import PRETRAINED_DIR
 from ..hmr import PRETRAINED_HMR
-from ..pretrained import PRETRAINED_DIR
+from .manager import read_json
 from .root import runs_root as default_runs_root
 
 # runs whose best checkpoint is not offered as a model: they stopped on an error or were stopped by hand
 UNUSABLE_STATES = ("failed", "cancelled", "interrupted")
 
 
-def _read_json_object(path: Path) -> dict | None:
-    """The JSON object in ``path``, or None (missing, unreadable, not JSON, not an object)."""
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _run_state(run: Path) -> str | None:
-    st = _read_json_object(run / "status.json")
+    st = read_json(run / "status.json")
     return st.get("state") if st is not None else None
 
 
@@ -37,7 +29,7 @@ FORM_NAMES = {"paper": "paper form", "qn": "scale-free"}
 def model_form(path: str | Path) -> str:
     """The L-SR1 form ("paper" or "qn") a checkpoint's card names; "paper" for cards from before forms
     existed, "unknown" for a card that cannot be read (the loader then says what is wrong)."""
-    card = _read_json_object(Path(str(path) + ".json"))
+    card = read_json(Path(str(path) + ".json"))
     if card is None:
         return "unknown"
     cfg = card.get("config")
@@ -57,14 +49,15 @@ def available_models(runs_root: str | Path | None = None, pretrained_dir: str | 
     out: dict[str, Path] = {}
     pdir = Path(pretrained_dir or PRETRAINED_DIR)
     for card in sorted(pdir.glob("*.json")):
-        d = _read_json_object(card)  # a non-object or broken JSON file is skipped, never a traceback
+        d = read_json(card)  # a non-object or broken JSON file is skipped, never a traceback
         if d is not None and d.get("kind") == "lsr1":
             out[f"pretrained: {card.stem}"] = card.with_suffix("")
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     if root.exists():
         for run in sorted(root.iterdir()):
             best = run / "best.json"
-            if run.is_dir() and best.is_file() and _run_state(run) not in UNUSABLE_STATES:
+            if run.is_dir() and best.is_file() and _run_state(run) not in UNUSABLE_STATES and \
+                    (read_json(best) or {}).get("kind") != "hmr":  # HMR runs share the root
                 out[f"run: {run.name}"] = run / "best"
     return out
 
@@ -99,10 +92,11 @@ def hmr_checkpoint(card_path: str | Path, label: str, slot: str | None = None) -
 def hmr_models(runs_roots=None, pretrained_dir: str | Path | None = None) -> dict[str, dict]:
     """label → :func:`hmr_checkpoint` entry: the shipped HMR checkpoints first ("shipped: hmr_lsr1"), then the
     best checkpoints of HMR training runs ("run: NAME"). ``runs_roots``: a folder, a list of folders or an
-    ``os.pathsep``-separated string (default: ``$LSR1_HMR_RUNS``, else ``runs/``); a folder holding
-    ``best.json`` is itself a run, any other folder is searched one level down."""
+    ``os.pathsep``-separated string (default: ``$LSR1_HMR_RUNS``, else ``runs/`` and the runs root, where the
+    Meta-training page's HMR runs live); a folder holding ``best.json`` is itself a run, any other folder is
+    searched one level down. Failed, cancelled and interrupted runs are left out."""
     if runs_roots is None:
-        runs_roots = os.environ.get("LSR1_HMR_RUNS") or "runs"
+        runs_roots = os.environ.get("LSR1_HMR_RUNS") or ["runs", str(default_runs_root())]
     if isinstance(runs_roots, (str, Path)):
         runs_roots = [p for p in str(runs_roots).split(os.pathsep) if p]
     pdir = Path(pretrained_dir or PRETRAINED_DIR)
@@ -117,6 +111,8 @@ def hmr_models(runs_roots=None, pretrained_dir: str | Path | None = None) -> dic
         else:
             runs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         for run in runs:
+            if _run_state(run) in UNUSABLE_STATES:
+                continue
             label = f"run: {run.name}" if f"run: {run.name}" not in out else f"run: {run}"
             e = hmr_checkpoint(run / "best.json", label)
             if e:

@@ -39,8 +39,11 @@ from pathlib import Path
 
 from ..checkpoints import atomic_write_bytes
 from ..errors import LSR1Error
+from ..train import config_from_preset
+from ..hmr.presets import HMR_PRESETS, hmr_preset
+from ..hmr.train import HMRProblem, HMRTrainConfig
 from ..meta.presets import TrainConfig
-from ..meta.train import Trainer
+from ..meta.train import LSR1Problem, Trainer
 
 try:
     import fcntl
@@ -151,8 +154,33 @@ def read_json(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def read_config(path: Path) -> TrainConfig:
-    """The run's validated TrainConfig; ``LSR1Error`` (never the defaults) when config.json is missing or bad."""
+# What a run trains: its config class → the meta-training problem (and the kind shown on the page)
+PROBLEMS = {TrainConfig: LSR1Problem, HMRTrainConfig: HMRProblem}
+KINDS = {TrainConfig: "lsr1", HMRTrainConfig: "hmr"}
+
+
+def config_class_of(d: dict) -> type:
+    """The config class of a run's config.json: HMR trainings are the ones with a ``stage`` (initializer or
+    update); every other run is an L-SR1 meta-training (TrainConfig)."""
+    return HMRTrainConfig if "stage" in d else TrainConfig
+
+
+def preset_config(name: str, overrides: dict | None = None):
+    """A run's config from a preset name: an L-SR1 preset (``lsr1_core.meta.presets``) or an HMR one
+    (``lsr1_core.hmr.presets``: update-stage trainings on the shipped initializer)."""
+    if name in HMR_PRESETS:
+        try:
+            return hmr_preset(name, **(overrides or {}))
+        except LSR1Error:
+            raise
+        except (TypeError, AttributeError, OverflowError) as e:
+            raise LSR1Error(f"invalid setting for HMR preset {name!r}: {e}") from None
+    return config_from_preset(name, overrides or {})
+
+
+def read_config(path: Path) -> TrainConfig | HMRTrainConfig:
+    """The run's validated config (TrainConfig or HMRTrainConfig); ``LSR1Error`` (never the defaults) when
+    config.json is missing or bad."""
     cfg_path = Path(path) / "config.json"
     if not cfg_path.exists():
         raise LSR1Error(f"run {Path(path).name} has no config.json; it cannot be resumed (start a new run)")
@@ -160,7 +188,7 @@ def read_config(path: Path) -> TrainConfig:
     if d is None:
         raise LSR1Error(f"{cfg_path} is corrupted (not a JSON object); it cannot be resumed (start a new run)")
     try:
-        return TrainConfig.from_dict(d)
+        return config_class_of(d).from_dict(d)
     except LSR1Error as e:
         raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
     except (TypeError, AttributeError, OverflowError, RecursionError) as e:
@@ -220,6 +248,7 @@ class RunInfo:
     elapsed_s: float
     best_val: float | None
     preset: str | None
+    kind: str = "lsr1"  # "lsr1" (an L-SR1 meta-training) or "hmr" (human mesh recovery; val_loss is PA-MPJPE)
 
     @property
     def progress(self) -> float:
@@ -250,20 +279,21 @@ class RunManager:
         except OSError as e:
             raise LSR1Error(f"cannot write to the runs directory {self.root}: {e.strerror or e}") from None
 
-    def new_id(self, cfg: TrainConfig, preset_name: str | None) -> str:
+    def new_id(self, cfg: TrainConfig | HMRTrainConfig, preset_name: str | None) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{preset_name or cfg.task}"
+        base = f"{stamp}-{preset_name or getattr(cfg, 'task', None) or 'hmr_' + cfg.method}"
         rid, i = base, 1
         while (self.root / rid).exists():
             i += 1
             rid = f"{base}-{i}"
         return rid
 
-    def start(self, cfg: TrainConfig, *, preset_name: str | None = None, run_id: str | None = None,
+    def start(self, cfg: TrainConfig | HMRTrainConfig, *, preset_name: str | None = None, run_id: str | None = None,
               launch: bool = True) -> str:
         """Create a run (queued) and launch it if a slot is free. Returns its id."""
-        if not isinstance(cfg, TrainConfig):
-            raise LSR1Error("start() needs a validated TrainConfig (see lsr1_core.meta.preset)")
+        if type(cfg) not in PROBLEMS:
+            raise LSR1Error("start() needs a validated TrainConfig or HMRTrainConfig (see lsr1_core.meta.preset, "
+                            "lsr1_core.hmr.presets.hmr_preset)")
         self._check_writable()
         auto = run_id is None
         run_id = run_id if run_id is not None else self.new_id(cfg, preset_name)
@@ -325,7 +355,8 @@ class RunManager:
         return RunInfo(run_id=run_id, path=path, state=state, iteration=max(0, last.get("iteration", 0)),
                        total=max(0, total), error=error, created=created,
                        elapsed_s=_as_float(last.get("elapsed_s")) or 0.0,
-                       best_val=min(vals) if vals else None, preset=preset_name)
+                       best_val=min(vals) if vals else None, preset=preset_name,
+                       kind=KINDS[config_class_of(cfg)])
 
     def list(self) -> list[RunInfo]:
         if not self.root.exists():
@@ -477,10 +508,10 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     signal.signal(signal.SIGTERM, on_term)
     state, error = "failed", None
     try:
-        read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
+        cfg = read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
         # config.json is in place: a run not started yet resumes from iteration 0, as one killed before its
         # first checkpoint does
-        trainer = Trainer.resume(path)
+        trainer = Trainer.resume(path, problem=PROBLEMS[type(cfg)])
         res = trainer.fit(progress=False, fresh=False)
         state = "cancelled" if trainer.stop_requested and res.iterations < trainer.cfg.iterations else "finished"
     except KeyboardInterrupt:

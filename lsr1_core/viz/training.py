@@ -11,6 +11,11 @@ from .palette import colors_for
 
 SERIES = (("meta_loss", "training meta-loss", 1), ("val_loss", "validation meta-loss", 1),
           ("secant_rel", "training secant residual", 2), ("val_secant_rel", "validation secant residual", 2))
+# an HMR run (lsr1_core.hmr.train): its validation "loss" is the PA-MPJPE after K steps, in millimetres
+HMR_SERIES = (("meta_loss", "training meta-loss", 1), ("val_meta_loss", "validation meta-loss", 1),
+              ("val_pa_mpjpe", "validation PA-MPJPE (mm)", 2))
+PANELS = {"lsr1": (SERIES, ("meta-loss", "relative secant residual ‖p − B̃q‖/‖p‖"), (True, True)),
+          "hmr": (HMR_SERIES, ("meta-loss (Eq. 13)", "validation PA-MPJPE after K steps (mm)"), (True, False))}
 
 
 def _points(metrics: list[dict], key: str) -> list[tuple]:
@@ -32,14 +37,15 @@ def _log_ok(values) -> bool:
     return len(values) > 0 and all(v > 0 for v in values)
 
 
-def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
+def training_curves(metrics: list[dict], title: str = "", kind: str = "lsr1") -> go.Figure:
     """Meta-loss (training, validation) and relative secant residual against iteration, on log scales (the
     meta-loss spans decades and single iterations spike); the raw training curve is faint, its running median
-    drawn over it."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("meta-loss", "relative secant residual ‖p − B̃q‖/‖p‖"))
+    drawn over it. ``kind="hmr"``: an HMR run's meta-loss and validation PA-MPJPE (linear, mm)."""
+    series, titles, log_cols = PANELS[kind]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
     colors = {"training": "#1f77b4", "validation": "#d62728"}
-    logs = {1: True, 2: True}
-    for key, name, col in SERIES:
+    logs = {1: log_cols[0], 2: log_cols[1]}
+    for key, name, col in series:
         data = _points(metrics, key)
         xs, ys = [d[0] for d in data], [d[1] for d in data]
         logs[col] = logs[col] and (not ys or _log_ok(ys))
