@@ -81,7 +81,6 @@ class LSR1Config(ConfigMixin):
     probe: float = 1e-3
     skip_eps: float = 1e-8
     gamma_factor: float = 0.5
-    gamma_window: int | None = None
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
@@ -103,9 +102,6 @@ class LSR1Config(ConfigMixin):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not (val > 0 and math.isfinite(val)):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
-        if self.gamma_window is not None and (isinstance(self.gamma_window, bool) or not isinstance(self.gamma_window, int)
-                                              or self.gamma_window < 1):
-            raise LSR1Error(f"gamma_window must be a positive integer or None, got {self.gamma_window!r}")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:

@@ -112,6 +112,21 @@ def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor
         return torch.where(torch.isfinite(low), low, gamma)
 
 
+def _min_eig(op) -> torch.Tensor:
+    """The smallest eigenvalue of each row's H (a diagnostic): NaN where LAPACK's eigh does not converge
+    (a nearly rank-deficient H can make it fail; the step itself does not depend on it)."""
+    try:
+        return op.eigvalsh()[:, 0]
+    except torch.linalg.LinAlgError:
+        rows = []
+        for M in op.dense():
+            try:
+                rows.append(torch.linalg.eigvalsh(0.5 * (M + M.T))[0])
+            except torch.linalg.LinAlgError:
+                rows.append(M.new_tensor(float("nan")))
+        return torch.stack(rows)
+
+
 class LimitedMemorySR1(Solver):
     """Limited-memory SR1 with the standard skip rule |qᵀw| < r‖q‖‖w‖ (r = 1e-8).
 
@@ -178,7 +193,7 @@ class LimitedMemorySR1(Solver):
         gd = (g * d).sum(-1)
         extras = {"descent": (gd > 0).to(x.dtype)}
         if x.shape[1] <= 64:
-            extras["min_eig"] = op.eigvalsh()[:, 0]
+            extras["min_eig"] = _min_eig(op)
         t = torch.full_like(f, self.lr)
         evals = 1 + self._pending_evals
         self._pending_evals = 0
