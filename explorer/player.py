@@ -11,7 +11,8 @@ import hashlib
 import importlib
 import json
 
-from explorer.component_files import STREAMLIT_PROTOCOL_JS, component_dir, plain_figure
+from explorer.component_files import STREAMLIT_PROTOCOL_JS, plain_figure
+from explorer.components.files import component_dir
 
 TRAJ_HEIGHT = 580
 BAR_HEIGHT = 46
@@ -31,12 +32,16 @@ html,body{margin:0;padding:0;background:transparent;overflow:hidden;color:#31333
 #plots{display:flex;gap:8px} #plots.stacked{flex-direction:column}
 #traj{flex:3 1 0;min-width:0} #obj{flex:2 1 0;min-width:0}
 #traj.clickable .nsewdrag{cursor:crosshair !important}
+#wait{display:none;padding:40px 12px;color:rgba(49,51,63,.6)} body.waiting #wait{display:block}
+body.waiting #bar,body.waiting #plots{visibility:hidden}
 </style>
-<script src="./plotly.min.js"></script></head>
+<script src="./plotly.min.js"></script>
+<script>window.__plotlyReady = performance.now();</script></head>
 <body>
 <div id="bar"><button id="play" title="play / pause (space)">▶ play</button>
 <input id="step" type="range" min="0" max="0" value="0" aria-label="step">
 <span id="label"></span></div>
+<div id="wait"></div>
 <div id="plots"><div id="traj"></div><div id="obj"></div></div>
 <script>
 (function () {
@@ -105,6 +110,7 @@ html,body{margin:0;padding:0;background:transparent;overflow:hidden;color:#31333
   });
 
   function draw(spec) {
+    document.body.className = "";
     var wasAtEnd = S === null || cur >= T;
     S = spec;
     plots.className = spec.stacked ? "stacked" : "";
@@ -125,6 +131,8 @@ html,body{margin:0;padding:0;background:transparent;overflow:hidden;color:#31333
     var d = ev.data;
     if (!d || d.type !== "streamlit:render") return;
     var spec = d.args.spec;
+    // the page's first run draws the player before its solvers have run (see player_placeholder)
+    if (typeof spec === "string") { document.body.className = "waiting"; document.getElementById("wait").textContent = spec; return; }
     if (S && spec.rev === S.rev) { setHeight(document.body.scrollHeight); return; }
     stop();
     try {
@@ -161,8 +169,20 @@ def player_height(figs: dict, stacked: bool) -> int:
 
 def declare_player():
     import streamlit.components.v1 as components
+    # plotly.js's cartesian bundle (scatter, contour): a third of the full bundle's start-up in the browser
     return components.declare_component("trajectory_player", path=str(component_dir("trajectory_player",
-                                                                                    player_html())))
+                                                                                    player_html(), "cartesian")))
+
+
+def player_placeholder(key: str, text: str = "Running the solvers…", stacked: bool = False) -> None:
+    """The player's frame before its run exists: the same component under the same ``key`` (so the browser
+    keeps the frame when the page's next run draws the run into it) showing ``text``. The frame loads
+    plotly.js meanwhile (1–3 s in headless Chromium on 2 busy cores), while the server runs the solvers.
+    ``spec`` is the text itself: a string argument, unlike a dict, does not make Streamlit import pandas
+    (0.4–0.9 s) to ask whether it is a dataframe, so the frame is sent that much sooner."""
+    component = importlib.import_module("explorer.player").declare_player()
+    height = BAR_HEIGHT + (TRAJ_HEIGHT + 8 + 420 if stacked else max(TRAJ_HEIGHT, 420)) + 6
+    component(spec=text, key=key, default=None, height=height)
 
 
 def trajectory_player(figs: dict, key: str, stacked: bool = False, click: bool = True):

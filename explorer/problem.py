@@ -2,7 +2,7 @@
 Trajectories and Curvature & secant pages), and the cached run."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 import streamlit as st
 
@@ -63,12 +63,31 @@ def reset_start_on_new_function(prefix: str, fn: str, default_start) -> None:
         st.session_state[f"{prefix}sy"] = float(default_start[1])
 
 
+# The settings this process has run (by ``compute``), so that a page knows whether a run will be quick (the
+# result is in ``cached_run``'s cache; rarely it was evicted since, which only costs the run).
+_COMPUTED: set[str] = set()
+
+
+def _setting_key(fn, fn_kwargs, start, specs, steps, memory) -> str:
+    return repr((fn, sorted(fn_kwargs.items()), tuple(float(v) for v in start), [astuple(s) for s in specs], steps,
+                 memory))
+
+
+def computed(fn, fn_kwargs, start, specs, steps, memory) -> bool:
+    """Whether this process has already run this setting (``compute`` then returns at once)."""
+    return _setting_key(fn, fn_kwargs, start, specs, steps, memory) in _COMPUTED
+
+
 def compute(fn, fn_kwargs, start, specs, steps, memory):
     if memory < 1:
         raise LSR1Error("the buffer size L must be at least 1")
     if not specs:
         raise LSR1Error("choose at least one solver")
-    return cached_run(fn, tuple(sorted(fn_kwargs.items())), tuple(start), tuple(specs), steps, memory)
+    result = cached_run(fn, tuple(sorted(fn_kwargs.items())), tuple(start), tuple(specs), steps, memory)
+    if len(_COMPUTED) > 1024:
+        _COMPUTED.clear()
+    _COMPUTED.add(_setting_key(fn, fn_kwargs, start, specs, steps, memory))
+    return result
 
 
 def apply_click(prefix: str, key: str, bounds) -> None:

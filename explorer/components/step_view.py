@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
 
-from explorer.component_files import component_dir, plain_figure
+from explorer.component_files import plain_figure
+from explorer.components.files import component_dir
 from lsr1_core.hmr.compare import LABELS
 from lsr1_core.viz.hmr import (MESH3D_HEIGHT, MESH_LIGHT_POSITION, MESH_LIGHTING, hex_color, label_trace,
                                mesh3d_figure, mesh3d_scene, mesh_rgb)
@@ -62,9 +63,10 @@ def step_view_args(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, 
 
 def _declared():
     """Declared from this module: Streamlit names a component after its caller's module (a page script run by
-    st.navigation has none). The folder holds the HTML and plotly.js (see ``explorer.component_files``);
+    st.navigation has none). The folder holds the HTML and plotly.js's gl3d bundle (``explorer.components.files``);
     raises OSError when it cannot be written or the HTML is missing."""
-    return components.declare_component("hmr_step_view", path=str(component_dir("step_view", HTML.read_text())))
+    return components.declare_component("hmr_step_view", path=str(component_dir("step_view", HTML.read_text(),
+                                                                                "gl3d")))
 
 
 def step_view(meshes: dict[str, tuple[np.ndarray, np.ndarray]], step: int, overlay: dict | None, curves: dict,

@@ -5,20 +5,28 @@ import json
 
 import streamlit as st
 
-from explorer.player import trajectory_player
-from explorer.problem import KAPPAS, apply_click, compute, reset_start_on_new_function, settings  # noqa: F401
+from explorer.player import player_placeholder, trajectory_player
+from explorer.problem import KAPPAS, apply_click, compute, computed, reset_start_on_new_function, settings  # noqa: F401
 from explorer.state import sidebar
 from lsr1_core.errors import LSR1Error
 from lsr1_core.objectives import teaching_function
 from lsr1_core.viz.plots import objective_figure, player_figures, trajectory_figure
 
 
-def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True):
-    for lab, err in result.errors.items():
-        st.error(f"{lab}: {err}")
+PLAYER_CAPTION = ("Drag the step slider or press ▶ play: every plot follows the step. "
+                  "Click the contour to start every solver from that point; drag to zoom, double-click to reset.")
+
+
+def show(result, fn, fn_kwargs, key: str, side_by_side: bool = True, messages=None, slot=None):
+    """The run's errors (in ``messages``), its player (in ``slot``) and divergence notes (containers: a slot
+    made before the run keeps the player where a first run's placeholder drew it)."""
+    with messages or st.container():
+        for lab, err in result.errors.items():
+            st.error(f"{lab}: {err}")
     T = max((t.steps for t in result.traces.values()), default=0)
     if T:
-        player(result, fn, fn_kwargs, key, stacked=not side_by_side)
+        with slot or st.container():
+            player(result, fn, fn_kwargs, key, stacked=not side_by_side)
     notes = [f"**{lab}**: {tr.reason[0]}" for lab, tr in result.traces.items() if tr.reason[0]]
     if notes:
         st.warning("Diverged — shown up to its last finite point:\n\n" + "\n\n".join(notes))
@@ -30,8 +38,7 @@ def player(result, fn, fn_kwargs, key: str, stacked: bool):
     back as the component's value, which ``apply_click`` turns into the new start on the next run."""
     obj = teaching_function(fn, **fn_kwargs)
     figs = player_figures(obj, result.traces, result.f_star, obj.bounds)
-    st.caption("Drag the step slider or press ▶ play: every plot follows the step. "
-               "Click the contour to start every solver from that point; drag to zoom, double-click to reset.")
+    st.caption(PLAYER_CAPTION)
     try:
         trajectory_player(figs, key=f"{key}_player", stacked=stacked)
     except OSError as e:  # the component's files could not be written: static charts, rerun per step
@@ -75,6 +82,21 @@ def exports(result, fn, fn_kwargs, key):
                        "text/html", key=f"{key}_html", on_click="ignore")
 
 
+def early_player(slot, key: str, args) -> bool:
+    """On the page's first run in a session whose setting has not been run yet: draw the player's frame
+    (waiting) into ``slot`` before the solvers run, so that the browser loads its plotly.js meanwhile; the
+    caller reruns the page once the run is cached. True when it drew the frame."""
+    seen = f"{key}_player_seen"
+    first = not st.session_state.get(seen)
+    st.session_state[seen] = True
+    if not first or computed(*args):
+        return False
+    with slot:
+        st.caption(PLAYER_CAPTION)
+        player_placeholder(f"{key}_player", "Running the solvers…")
+    return True
+
+
 def render():
     ctx = sidebar()
     st.title("Trajectories")
@@ -85,12 +107,18 @@ def render():
         with st.sidebar:
             st.header("Problem")
             args = settings("tr_", ctx["models"], player_key="main")
+        messages, slot = st.container(), st.container()
+        early = early_player(slot, "main", args)
         try:
             result = compute(*args)
         except LSR1Error as e:
+            if early:
+                st.rerun()  # the next run shows the error without the waiting player
             st.error(str(e))
             return
-        show(result, args[0], args[1], "main")
+        if early:
+            st.rerun()  # the run is cached now: the next run draws it into the frame drawn above
+        show(result, args[0], args[1], "main", messages=messages, slot=slot)
         st.session_state["last_run_args"] = args
         exports(result, args[0], args[1], "main")
     else:
