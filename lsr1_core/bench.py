@@ -21,6 +21,11 @@ from pathlib import Path
 
 import torch
 
+from .learned import LSR1Config, LSR1Net, LSR1Solver
+from .meta import Trainer, preset
+from .objectives import Rosenbrock
+from .solvers import make_solver
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -37,8 +42,6 @@ def machine() -> str:
 
 
 def meta_throughput(iterations: int = 40, warmup: int = 5, compile: bool = False) -> dict:
-    from .meta import Trainer, preset
-
     cfg = preset("quadratic", iterations=iterations, val_every=10**9, ckpt_every=10**9, compile=compile)
     with tempfile.TemporaryDirectory() as d:
         tr = Trainer(cfg, d)
@@ -58,10 +61,6 @@ def _mlp_flops_per_row(net) -> int:
 
 def step_measure(solver: str, n: int, steps: int = 3) -> dict:
     """Run in a subprocess: time and peak RSS increase of one solver step at dimension n."""
-    from .learned import LSR1Config, LSR1Net, LSR1Solver
-    from .objectives import Rosenbrock
-    from .solvers import make_solver
-
     torch.manual_seed(0)
     obj = Rosenbrock(n)
     x0 = torch.rand(1, n) * 2 - 1

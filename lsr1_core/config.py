@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import LSR1Error
+from .errors import LSR1Error, UnknownNameError
 
 
 def _jsonable(value):
@@ -52,3 +52,12 @@ class ConfigMixin:
                 change = {**d[name], **(change.to_dict() if isinstance(change, ConfigMixin) else change)}
             d[name] = change
         return type(self).from_dict(d)
+
+
+def named_config(table: dict, name: str, overrides: dict, what: str = "preset"):
+    """``table[name]()`` (a config factory), with ``overrides`` applied through ``replace`` (validated)."""
+    try:
+        cfg = table[name]()
+    except KeyError:
+        raise UnknownNameError(f"unknown {what} {name!r}; choose one of {sorted(table)}") from None
+    return cfg.replace(**overrides) if overrides else cfg

@@ -3,6 +3,8 @@
 Every error names what was wrong and, where possible, what to do about it.
 They subclass ValueError so code that catches ValueError keeps working.
 """
+import sys
+from typing import Callable
 
 
 class LSR1Error(ValueError):
@@ -33,3 +35,12 @@ def check_memory(memory, what: str = "buffer size L (memory)") -> int:
     if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
         raise LSR1Error(f"{what} must be a positive integer, got {memory!r}")
     return memory
+
+
+def run_cli(command: Callable[[], int]) -> int:
+    """Run a command line's action: an ``LSR1Error`` is printed as ``error: …`` on stderr, exit status 2."""
+    try:
+        return command()
+    except LSR1Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

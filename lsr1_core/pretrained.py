@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import sys
 import time
 from pathlib import Path
 
+import torch
+
 from .checkpoints import PRETRAINED_DIR, git_commit, load_tensors_and_card, save_tensors_and_card
 from .learned.io import load_model
-from .errors import LSR1Error, UnknownNameError
+from .errors import LSR1Error, UnknownNameError, run_cli
 from .meta import Trainer, TrainConfig, preset
 
 
@@ -56,7 +56,6 @@ def pretrained_path(name: str, directory: Path | None = None) -> Path:
 
 
 def load_pretrained(name: str, device=None, dtype=None):
-    import torch
     return load_model(pretrained_path(name), device=device, dtype=dtype or torch.float32)
 
 
@@ -111,34 +110,34 @@ def main(argv=None) -> int:
     r.add_argument("name")
     r.add_argument("--out-dir", default=None, help="where to write (default: overwrite pretrained/)")
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            for name, card in list_pretrained().items():
-                m = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
-                print(f"{name:28s} preset={card.get('preset')} iterations={card.get('iterations_run')} "
-                      f"val_loss={m.get('val_loss')}")
-            return 0
-        if args.cmd == "train":
-            check_name(args.name)
-            pname = args.preset or args.name
-            cfg = preset(pname, iterations=args.iterations, seed=args.seed, compile=args.compile)
-            print(train_and_ship(args.name, cfg, preset_name=pname))
-            return 0
-        if args.cmd == "reproduce":
-            _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")
-            if not isinstance(card.get("train_config"), dict):
-                raise LSR1Error(f"the card of {args.name} has no train_config; it cannot be reproduced")
-            try:
-                cfg = TrainConfig.from_dict(card["train_config"])
-            except (TypeError, AttributeError) as e:
-                raise LSR1Error(f"the card of {args.name} has an invalid train_config: {e}") from None
-            out = Path(args.out_dir) if args.out_dir else None
-            print(train_and_ship(args.name, cfg, preset_name=card.get("preset"), run_root=Path("runs/reproduce"),
-                                 out_dir=out))
-            return 0
-    except LSR1Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _command(args))
+
+
+def _command(args) -> int:
+    if args.cmd == "list":
+        for name, card in list_pretrained().items():
+            m = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+            print(f"{name:28s} preset={card.get('preset')} iterations={card.get('iterations_run')} "
+                  f"val_loss={m.get('val_loss')}")
+        return 0
+    if args.cmd == "train":
+        check_name(args.name)
+        pname = args.preset or args.name
+        cfg = preset(pname, iterations=args.iterations, seed=args.seed, compile=args.compile)
+        print(train_and_ship(args.name, cfg, preset_name=pname))
+        return 0
+    if args.cmd == "reproduce":
+        _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")
+        if not isinstance(card.get("train_config"), dict):
+            raise LSR1Error(f"the card of {args.name} has no train_config; it cannot be reproduced")
+        try:
+            cfg = TrainConfig.from_dict(card["train_config"])
+        except (TypeError, AttributeError) as e:
+            raise LSR1Error(f"the card of {args.name} has an invalid train_config: {e}") from None
+        out = Path(args.out_dir) if args.out_dir else None
+        print(train_and_ship(args.name, cfg, preset_name=card.get("preset"), run_root=Path("runs/reproduce"),
+                             out_dir=out))
+        return 0
     return 1
 
 

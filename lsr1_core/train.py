@@ -13,9 +13,14 @@ import json
 import sys
 import types
 import typing
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
 
 from .errors import LSR1Error
-from .meta.presets import PRESETS, preset
+from .meta.presets import PRESETS, TrainConfig, preset
 from .meta.train import Trainer
 
 
@@ -71,8 +76,6 @@ def check_override_types(overrides: dict, cls=None, prefix: str = "") -> None:
     """``LSR1Error`` naming the first override whose value has the wrong type for its config field
     (``lr=abc``, ``lr=true``, ``betas=5``, ``model=3``, ``model.dropout=abc``); unknown keys are left to
     the config, which lists the known ones."""
-    from .meta.presets import TrainConfig
-
     cls = cls or TrainConfig
     try:
         hints = typing.get_type_hints(cls)
@@ -136,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list-presets", action="store_true")
     args = ap.parse_args(argv)
     if args.distributed:
-        import torch
-        import torch.distributed as dist
-
         backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
         dist.init_process_group(backend=backend)
         if backend == "nccl":
@@ -169,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
             tr = Trainer(config_from_preset(args.preset, overrides), args.run_dir)
         res = tr.fit(progress=not args.no_progress)
         if args.dump_final_params:
-            from safetensors.torch import save_file
-            from pathlib import Path
             Path(args.dump_final_params).mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in tr.net.state_dict().items()},
                       str(Path(args.dump_final_params) / f"rank{tr.rank}.safetensors"))

@@ -48,7 +48,7 @@ def _fingerprint():
 def _samples():
     """Valid pickles of the kinds of data the loaders meet: arrays of every allowed dtype, sparse
     matrices, chumpy-like nodes, a 3DPW-like dict; in every protocol."""
-    from lsr1_core.hmr.smpl import _fake_chumpy_modules
+    from smpl_fixture import fake_chumpy_modules
     N = 2
     seq = {"sequence": "s", "genders": ["m"], "betas": [np.zeros(10)], "poses": [np.zeros((N, 72))],
            "trans": [np.zeros((N, 3))], "jointPositions": [np.zeros((N, 72))], "poses2d": [np.zeros((N, 3, 18))],
@@ -57,7 +57,7 @@ def _samples():
     data = [seq, {"a": np.arange(6, dtype=">i4").reshape(2, 3), "s": sp.csc_matrix(np.eye(3)),
                   "u": np.array(["ab", "c"]), "f": np.float32(2.5), "c": np.array([1j])}]
     out = [pickle.dumps(d, protocol=p) for d in data for p in (0, 2, 4, 5)]
-    with _fake_chumpy_modules() as (Ch, Select):
+    with fake_chumpy_modules() as (Ch, Select):
         x = np.arange(6.0)
         out.append(pickle.dumps({"ch": Ch(x), "sel": Select(Ch(x), np.arange(3), (3,))}, protocol=2))
     return out

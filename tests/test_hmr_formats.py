@@ -101,9 +101,9 @@ def test_safe_unpickler_loads_plain_data_of_all_protocols(tmp_path):
 
 
 def test_chumpy_nodes_become_arrays(tmp_path):
-    from lsr1_core.hmr.smpl import _fake_chumpy_modules
+    from smpl_fixture import fake_chumpy_modules
     x = np.arange(24.0).reshape(2, 3, 4)
-    with _fake_chumpy_modules() as (Ch, Select):
+    with fake_chumpy_modules() as (Ch, Select):
         idxs = np.arange(24).reshape(2, 3, 4)[:, :, :2].ravel()
         obj = {"ch": Ch(x), "sel": Select(Ch(x), idxs, (2, 3, 2))}
         for proto in (0, 2):
@@ -125,8 +125,8 @@ def test_chumpy_nodes_become_arrays(tmp_path):
 
 
 def _standin(x):
-    from lsr1_core.hmr.smpl import _fake_chumpy_modules
-    with _fake_chumpy_modules() as (Ch, _):
+    from smpl_fixture import fake_chumpy_modules
+    with fake_chumpy_modules() as (Ch, _):
         return safe_loads_pickle(pickle.dumps(Ch(x), protocol=2))
 
 

@@ -269,7 +269,7 @@ def test_checkpoints_that_do_not_fit_the_body_model_are_named(page):
 
 def test_smpl_needs_its_path_and_refuses_anny_checkpoints(page, monkeypatch, tmp_path):
     pytest.importorskip("smplx")
-    from lsr1_core.hmr.smpl import write_tiny_smpl_fixture
+    from smpl_fixture import write_tiny_smpl_fixture
     monkeypatch.delenv("LSR1_SMPL_MODEL", raising=False)
     at = page()
     at.selectbox(key="hmr_body").set_value("SMPL (from LSR1_SMPL_MODEL)").run()

@@ -152,7 +152,8 @@ def test_pretrained_lowers_reprojection_error(body, name):
 def test_training_on_smpl_with_amass_files(tmp_path):
     """The SMPL path end to end on fixtures: a tiny SMPL model file and two AMASS-format motions."""
     from lsr1_core.hmr.data import amass_poses
-    from lsr1_core.hmr.smpl import SMPLBody, write_tiny_smpl_fixture
+    from lsr1_core.hmr.smpl import SMPLBody
+    from smpl_fixture import write_tiny_smpl_fixture
     from lsr1_core.hmr.train import main
     model = write_tiny_smpl_fixture(tmp_path / "SMPL_NEUTRAL.pkl")
     rng = np.random.default_rng(0)

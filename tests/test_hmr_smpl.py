@@ -7,7 +7,8 @@ import torch
 
 from lsr1_core.hmr.body import COCO18, BodyModelError
 from lsr1_core.hmr.formats import safe_load_pickle
-from lsr1_core.hmr.smpl import ENV_VAR, SMPLBody, write_tiny_smpl_fixture
+from lsr1_core.hmr.smpl import ENV_VAR, SMPLBody
+from smpl_fixture import write_tiny_smpl_fixture
 
 ELBOW_R = 19  # SMPL joint index
 KP = {n: i for i, n in enumerate(COCO18)}

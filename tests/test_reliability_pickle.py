@@ -193,8 +193,8 @@ def test_bytearray_of_a_huge_size_is_refused():
 
 
 def test_cyclic_and_deep_chumpy_graphs_give_a_clear_error():
-    from lsr1_core.hmr.smpl import _fake_chumpy_modules
-    with _fake_chumpy_modules() as (Ch, Select):
+    from smpl_fixture import fake_chumpy_modules
+    with fake_chumpy_modules() as (Ch, Select):
         a = Select(Ch(np.zeros(3)), np.arange(3), (3,))
         b = Select(a, np.arange(3), (3,))
         a.a = b  # a cycle: a → b → a

@@ -5,7 +5,6 @@ reads their directories. Live panels refresh with a fragment (run_every)."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import streamlit as st

@@ -33,6 +33,19 @@ def _try_solver(name: str, **kwargs):
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _available(configs, skipped: dict, log_skip=None):
+    """(name, label, solver) of each config whose solver can be built; the others go to ``skipped`` with the
+    reason (and to ``log_skip``)."""
+    for name, label, kw in configs:
+        solver, why = _try_solver(name, **kw)
+        if solver is None:
+            skipped[label] = why
+            if log_skip:
+                log_skip(f"skip {label}: {why}")
+            continue
+        yield name, label, solver
+
+
 def _window_mean(f: torch.Tensor, last: int) -> float:
     """Mean over the last ``last`` steps and over rows, ignoring non-finite values."""
     tail = f[-last:]
@@ -78,12 +91,7 @@ def noisy_bowl(steps: int, batch: int, record_every: int, seed: int = 0, log=pri
                ("lbfgs", "L-BFGS (defaults)", {})]
     out = {"runs": {}, "skipped": {}, "quality": {}}
     floor = None
-    for name, label, kw in configs:
-        solver, why = _try_solver(name, **kw)
-        if solver is None:
-            out["skipped"][label] = why
-            log(f"  bowl: skip {label}: {why}")
-            continue
+    for name, label, solver in _available(configs, out["skipped"], lambda msg: log(f"  bowl: {msg}")):
         bowl = NoisyQuadraticBowl(n=n, batch=batch, seed=seed)
         floor = bowl.noise_floor()
         gen = torch.Generator().manual_seed(seed + 1)  # the same random walks for every solver
@@ -129,11 +137,7 @@ def rosenbrock(steps: int, log=print) -> dict:
                ("adam", "Adam lr=0.01", {"lr": 0.01}), ("adam", "Adam lr=0.03", {"lr": 0.03}),
                ("adam", "Adam lr=0.1", {"lr": 0.1}), ("lbfgs", "L-BFGS (defaults)", {})]
     out = {"runs": {}, "skipped": {}}
-    for name, label, kw in configs:
-        solver, why = _try_solver(name, **kw)
-        if solver is None:
-            out["skipped"][label] = why
-            continue
+    for name, label, solver in _available(configs, out["skipped"]):
         try:
             tr = run(solver, obj, x0, steps)
         except (LSR1Error, RuntimeError) as exc:
@@ -152,11 +156,7 @@ def digits(steps: int, seed: int = 0, log=print) -> dict:
                ("adam", "Adam lr=0.003", {"lr": 0.003}), ("adam", "Adam lr=0.01", {"lr": 0.01}),
                ("adam", "Adam lr=0.03", {"lr": 0.03}), ("lbfgs", "L-BFGS (defaults)", {})]
     out = {"runs": {}, "skipped": {}}
-    for name, label, kw in configs:
-        solver, why = _try_solver(name, **kw)
-        if solver is None:
-            out["skipped"][label] = why
-            continue
+    for name, label, solver in _available(configs, out["skipped"]):
         task = DigitsMLP(seed=seed)
         x0 = task.init_params(1, seed=seed)
         gen = torch.Generator().manual_seed(seed + 1)  # the same minibatch sequence for every solver
@@ -190,9 +190,9 @@ def _smooth(f: torch.Tensor, w: int) -> torch.Tensor:
 
 
 def make_figures(bowl: dict, rosen: dict, dig: dict, fig_dir: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # optional and heavy: only the figures need it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg")
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = []

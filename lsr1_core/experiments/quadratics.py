@@ -90,9 +90,9 @@ def dim_generalisation(sec_path, dims=(2, 10, 100, 1000), steps=STEPS, memory=8)
 
 
 def plot(results: dict, dims: dict | None, figdir: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # optional and heavy: only the figures need it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg")
 
     figdir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -31,4 +31,5 @@ def load_pretrained(body: BodyModel, names=None, device="cpu") -> dict:
 
 __all__ = ["COCO18", "EVAL14", "BodyModel", "BodyModelError", "CameraConfig", "HMRBatch", "PoseSampler",
            "make_batch", "normalise_keypoints", "test_set", "validation_set", "load_pretrained", "PRETRAINED_HMR",
-           "AnnyBody", "run_methods", "evaluate_model", "curves_of", "step_metrics", "HMRModel", "load_hmr_model"]
+           "AnnyBody", "run_methods", "evaluate_model", "curves_of", "step_metrics", "HMRModel", "HMRModelConfig",
+           "HMRObjective", "classical_fit", "load_hmr_model", "save_hmr_model", "PRETRAINED_DIR"]

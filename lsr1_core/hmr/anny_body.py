@@ -23,9 +23,8 @@ of the cost.
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
+import warnings
 
 import torch
 
@@ -47,12 +46,11 @@ def _load_anny(rig: str = "cmu_mb"):
     key = rig
     if key not in _MODEL_CACHE:
         try:
-            import anny  # noqa: F401
+            import anny  # noqa: F401 - optional and slow to import: the body model loads it on first use
         except ImportError as e:  # pragma: no cover - the package is a project dependency
             raise BodyModelError("the embedded body model needs the 'anny' package "
                                  "(pip install -r requirements.txt)") from e
-        import anny as _anny
-        import warnings
+        import anny as _anny  # see above
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = _anny.Anny(rig=rig, topology="anny", pose_parameterization="local-ref",
@@ -135,14 +133,14 @@ class AnnyBody(BodyModel):
     def blend_coefficients(self, shape: torch.Tensor) -> torch.Tensor:
         """Anny's phenotype → blend-shape coefficient map (piecewise-linear interpolation
         between MakeHuman targets, then the compact basis), on this module's own buffers."""
-        from anny.models.phenotype import phenotype_blendshape_weights
+        from anny.models.phenotype import phenotype_blendshape_weights  # optional, loaded with the model
         m = self._anny
         wi = phenotype_blendshape_weights(shape.clamp(0.0, 1.0), list(m.phenotype_labels), self.anchors,
                                           self.pheno_mask, extrapolate=False)
         return wi @ self.pheno_proj
 
     def delta_transforms(self, pose: torch.Tensor) -> torch.Tensor:
-        import roma
+        import roma  # optional (HMR extras): loaded when a rotation is converted
         B = pose.shape[0]
         R = roma.rotvec_to_rotmat(pose.reshape(B, -1, 3))
         D = torch.eye(4, dtype=pose.dtype, device=pose.device).repeat(B, self.n_bones, 1, 1)
@@ -150,7 +148,7 @@ class AnnyBody(BodyModel):
         return D
 
     def bone_transforms(self, pose: torch.Tensor, coeffs: torch.Tensor):
-        from anny.utils import kinematics
+        from anny.utils import kinematics  # optional, loaded with the model
         m = self._anny
         heads = self.bone_heads0 + torch.einsum("ba,ajd->bjd", coeffs, self.bone_heads_bs)
         tails = self.bone_tails0 + torch.einsum("ba,ajd->bjd", coeffs, self.bone_tails_bs)

@@ -14,6 +14,10 @@ import time
 
 import torch
 
+from .anny_body import AnnyBody, _load_anny
+from .data import CameraConfig, PoseSampler, make_batch
+from .models import HMRModel, HMRModelConfig, HMRObjective
+
 
 def _ms(fn, repeats: int = 7) -> float:
     fn()
@@ -32,9 +36,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    from .anny_body import AnnyBody, _load_anny
-    from .data import CameraConfig, PoseSampler, make_batch
-    from .models import HMRModel, HMRModelConfig, HMRObjective
     B = a.batch
     body = AnnyBody()
     model, reg = _load_anny()

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .body import BodyModel, BodyModelError
+from .formats import load_amass_npz
+from .mocap import joint_limit_box, mocap_poses
 
 # Default world → camera rotation: Anny's world (x left, y back, z up) → camera (x right in the
 # image, y down, z forward); each body model states its own (BodyModel.world_to_camera).
@@ -127,7 +130,7 @@ def _rot(axis: int, ang: torch.Tensor) -> torch.Tensor:
 def random_global_rotation(pose: torch.Tensor, gen: torch.Generator, up_axis: int = 2) -> torch.Tensor:
     """Compose the root rotation with a random yaw about the up axis (uniform) and tilts within
     ±20° about the other two axes (LGD's ranges)."""
-    import roma
+    import roma  # optional (HMR extras): loaded when a rotation is converted
     B = pose.shape[0]
     yaw = torch.rand(B, generator=gen) * 2 * math.pi
     pitch = (torch.rand(B, generator=gen) * 2 - 1) * math.radians(20)
@@ -177,7 +180,6 @@ class PoseSampler:
         """``poses`` (T, pose_dim) replaces the shipped mocap (e.g. AMASS poses for SMPL); the
         joint-limit box is then the range those poses span, widened by 15°."""
         if poses is None:
-            from .mocap import joint_limit_box, mocap_poses
             if body.name != "anny":
                 raise BodyModelError(f"the shipped mocap poses are for the Anny rig; for body model {body.name!r} "
                                      "give your own poses (e.g. AMASS files with --amass)")
@@ -220,11 +222,7 @@ def amass_poses(paths, every: int = 1) -> np.ndarray:
     AMASS stores root orientations in a z-up world; SMPL's own frame (and the pipeline's, for the
     SMPL body) is y-up, so each root is turned by −90° about x and its heading removed (the random
     global rotation of each sample supplies the heading)."""
-    from pathlib import Path
-
-    import roma
-
-    from .formats import load_amass_npz
+    import roma  # optional (HMR extras): loaded when a rotation is converted
     files = []
     for p in ([paths] if isinstance(paths, (str, Path)) else paths):
         p = Path(p)
@@ -246,7 +244,6 @@ def test_set(body: BodyModel, n: int = 256, seed: int = 2024, noise: float = 0.0
              camera: CameraConfig = CameraConfig()) -> HMRBatch:
     """The fixed test set: ``n`` frames of the held-out clips (no pose jitter: real poses),
     random shapes and global rotations, 20% of joints missing, 2-D noise σ = 1% of the box."""
-    from .mocap import mocap_poses
     poses, _ = mocap_poses("test")
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(poses), generator=gen)[:n] if n <= len(poses) else \

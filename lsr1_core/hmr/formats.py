@@ -38,12 +38,14 @@ import collections
 import io
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from ..errors import LSR1Error, NonFiniteError
 
@@ -302,7 +304,6 @@ class _DTypeProxy(_Proxy):
 
     @staticmethod
     def _make(spec, byteorder, elsize):
-        import re
         m = re.fullmatch(r"([biufcSU])(\d{1,9})?", spec)
         if m is None:
             raise UnsafePickleError(f"refusing numpy dtype {spec!r}: data files may only hold booleans, integers, "
@@ -473,7 +474,6 @@ class _SparseProxy(_Proxy):
         if not isinstance(state, dict):
             raise UnsafePickleError(f"refusing scipy.sparse.{self.name} state of type {type(state).__name__}")
         try:
-            import scipy.sparse
             cls = getattr(scipy.sparse, self.name)
             parts = [np.asarray(state[k]) for k in ("data", "indices", "indptr")]
             shape = _shape_arg(state.get("_shape", state.get("shape")))

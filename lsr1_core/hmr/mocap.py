@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .anny_body import BODY_BONES
-from .body import BodyModelError
+from .anny_body import BODY_BONES, AnnyBody
+from .body import COCO18, BodyModelError
 
 TEST_CLIPS = ("dance_b", "kick", "getup_faceup")
 _JOINT_LAYOUT = (  # name, number of values
@@ -66,7 +66,7 @@ _LIMBS = {
 
 def motions_dir() -> Path:
     try:
-        import pybullet_data
+        import pybullet_data  # optional: the DeepMimic clips ship inside pybullet
     except ImportError as e:  # pragma: no cover - dependency
         raise BodyModelError("the mocap poses come from the 'pybullet' package (pip install -r requirements.txt)") from e
     d = Path(pybullet_data.getDataPath()) / "data" / "motions"
@@ -109,12 +109,12 @@ def _shortest_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _R_to_rotvec(R: np.ndarray) -> np.ndarray:
-    import roma
+    import roma  # optional (HMR extras): loaded when a rotation is converted
     return roma.rotmat_to_rotvec(torch.as_tensor(R, dtype=torch.float64)).numpy()
 
 
 def _rotvec_to_R(v: np.ndarray) -> np.ndarray:
-    import roma
+    import roma  # optional (HMR extras): loaded when a rotation is converted
     return roma.rotvec_to_rotmat(torch.as_tensor(v, dtype=torch.float64)).numpy()
 
 
@@ -135,8 +135,6 @@ def load_clip(name: str) -> dict[str, np.ndarray]:
 @lru_cache(maxsize=1)
 def _rest_alignment() -> dict[str, np.ndarray]:
     """C per limb bone: shortest rotation from Anny's rest bone direction to straight down."""
-    from .anny_body import AnnyBody
-    from .body import COCO18
     body = AnnyBody(dtype=torch.float64)
     kp = body.keypoints(torch.zeros(1, body.pose_dim, dtype=torch.float64), body.default_shape(1))[0].numpy()
     down = np.array([0.0, 0.0, -1.0])

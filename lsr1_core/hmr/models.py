@@ -42,7 +42,7 @@ from ..learned.solver import inference_mode
 from ..objectives.base import Objective
 from ..solvers import make_solver, run
 from .body import BodyModel
-from .data import CameraConfig, HMRBatch, check_observation, normalise_keypoints, project, to_camera
+from .data import CameraConfig, check_observation, normalise_keypoints, project, to_camera
 from ..checkpoints import git_commit, load_tensors_and_card, save_tensors_and_card
 
 METHODS = ("lgd", "lsr1")

@@ -6,7 +6,7 @@ initializer: the frozen initializer of ``pretrained/hmr_lsr1``, which every ship
 from __future__ import annotations
 
 from ..checkpoints import PRETRAINED_DIR
-from ..errors import UnknownNameError
+from ..config import named_config
 from ..learned.model import LSR1Config
 from .train import HMRTrainConfig
 
@@ -29,8 +29,4 @@ HMR_PRESETS = {
 
 def hmr_preset(name: str, **overrides) -> HMRTrainConfig:
     """A named HMR training configuration, optionally with overrides (validated)."""
-    try:
-        cfg = HMR_PRESETS[name]()
-    except KeyError:
-        raise UnknownNameError(f"unknown HMR preset {name!r}; choose one of {sorted(HMR_PRESETS)}") from None
-    return cfg.replace(**overrides) if overrides else cfg
+    return named_config(HMR_PRESETS, name, overrides, "HMR preset")

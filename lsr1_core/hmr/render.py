@@ -24,6 +24,8 @@ on the calling thread), unless already set.
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -51,15 +53,12 @@ class Rendered:
 
     def png(self) -> bytes:
         """The RGBA image as PNG bytes."""
-        import io
-
-        from PIL import Image
+        from PIL import Image  # optional (with pyrender): only when an image is encoded
         buf = io.BytesIO()
         Image.fromarray(self.rgba, "RGBA").save(buf, format="PNG", compress_level=1)
         return buf.getvalue()
 
     def data_uri(self) -> str:
-        import base64
         return "data:image/png;base64," + base64.b64encode(self.png()).decode("ascii")
 
 
@@ -82,7 +81,7 @@ def _renderer(size: int):
     if r is not None and _STATE.get("size") == size:
         return r
     try:
-        import pyrender
+        import pyrender  # optional and slow (OpenGL/EGL start-up): a missing one is RenderUnavailable
         if r is not None:
             r.delete()
             _STATE.pop("renderer", None)
@@ -118,8 +117,8 @@ def framing_window(vertices, camera: CameraConfig = CameraConfig(), points=None,
 
 
 def _scene(meshes, camera: CameraConfig, background, window=None, resolution: int | None = None):
-    import pyrender
-    import trimesh
+    import pyrender  # optional, see _renderer
+    import trimesh  # optional, with pyrender
     bg = [0.0, 0.0, 0.0, 0.0] if background is None else [*background[:3], 1.0]
     scene = pyrender.Scene(bg_color=bg, ambient_light=[0.25, 0.25, 0.25])
     flip = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # camera coords (OpenCV) → OpenGL (y up, looks along −z)
@@ -146,7 +145,7 @@ def _scene(meshes, camera: CameraConfig, background, window=None, resolution: in
 
 def _render_on_worker(meshes, camera: CameraConfig, background, window=None, resolution=None) -> Rendered:
     r = _renderer(resolution or camera.image_size)  # first: a failing import of pyrender → RenderUnavailable
-    import pyrender
+    import pyrender  # optional, see _renderer
     scene = _scene(meshes, camera, background, window, resolution)
     color, depth = r.render(scene, flags=pyrender.RenderFlags.RGBA)
     mask = depth > 0

@@ -45,26 +45,32 @@ class HMRTrainConfig(ConfigMixin):
     config_name = "HMR training config"
     ignore_unknown = True  # cards of older versions carry fields this one dropped
 
+    # what is trained
     stage: str = "update"  # "initializer" | "update"
     method: str = "lsr1"  # "lgd" | "lsr1"
     initializer: str | None = None  # run dir or checkpoint of a trained initializer (stage update)
     train_initializer: bool = False
+    # the loop (the core Trainer's fields)
     iterations: int = 600
     batch: int = 128
-    unroll: int = 8
-    secant_weight: float = 1.0
-    w2d: float = 1.0
-    w3d: float = 1.0
-    wpose: float = 1.0
-    wshape: float = 1.0
-    lr: float = 1e-3
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
     val_every: int = 50
     ckpt_every: int = 50
     val_size: int = 128
     seed: int = 0
+    # the meta-loss (Eq. 13): K inner steps and λ_sec (L-SR1's secant term), then the weights of its terms
+    unroll: int = 8
+    secant_weight: float = 1.0
+    # 2-D reprojection f, 3-D keypoints, pose θ, shape β (L1 means)
+    w2d: float = 1.0
+    w3d: float = 1.0
+    wpose: float = 1.0
+    wshape: float = 1.0
+    # AdamW on the meta-loss
+    lr: float = 1e-3
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # the models and the data
     width: int = 1024
     lsr1: dict = field(default_factory=lambda: {"memory": 4, "gamma1": 0.1, "gamma2": 0.001})
     data_fraction: float = 1.0

@@ -41,6 +41,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x):
         if _SYNC_GROUP is None or not self.training:
             return super().forward(x)
+        # only with synchronised BatchNorm; torch.distributed.nn is absent where torch has no distributed support
         import torch.distributed.nn.functional as dfn
 
         n = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..config import ConfigMixin
+import torch
+
+from ..config import ConfigMixin, named_config
 from ..errors import LSR1Error, UnknownNameError
 from ..learned.model import LSR1Config
 
@@ -73,7 +75,6 @@ class TrainConfig(ConfigMixin):
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise LSR1Error(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.device.startswith("cuda"):
-            import torch
             if not torch.cuda.is_available():
                 raise LSR1Error(f"device {self.device!r} was requested but CUDA is not available on this machine; "
                                 f"use 'cpu' or 'auto'")
@@ -143,8 +144,4 @@ TEST_MEMORY = {"profile_quadratic": 64, "profile_rosenbrock": 64, "profile_rastr
 
 def preset(name: str, **overrides) -> TrainConfig:
     """A named configuration, optionally with overrides (``model={...}`` for model fields)."""
-    try:
-        cfg = PRESETS[name]()
-    except KeyError:
-        raise UnknownNameError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-    return cfg.replace(**overrides) if overrides else cfg
+    return named_config(PRESETS, name, overrides)

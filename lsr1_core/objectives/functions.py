@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import ShapeError, UnknownNameError
 from .base import check_dense_hessian, Objective, check_batch, solve_or_lstsq
 from .quadratic import Quadratic
 
@@ -244,8 +244,6 @@ TEACHING_FUNCTIONS = {
 
 def teaching_function(name: str, **kwargs) -> _TwoD:
     """A 2-D function for the explorer by name (``quadratic`` takes ``cond`` and ``angle``)."""
-    from ..errors import UnknownNameError
-
     try:
         cls = TEACHING_FUNCTIONS[name]
     except KeyError:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -151,7 +152,7 @@ class DigitsMLP(NonStationary):
     def __init__(self, hidden: int = 32, batch_size: int = 64, test_fraction: float = 0.25, seed: int = 0,
                  dtype=torch.float64):
         try:
-            from sklearn.datasets import load_digits
+            from sklearn.datasets import load_digits  # optional: only the digits task needs it
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise LSR1Error("DigitsMLP needs scikit-learn (pip install scikit-learn)") from exc
         if not isinstance(hidden, int) or hidden < 1:
@@ -251,8 +252,6 @@ def run_nonstationary(solver, objective: NonStationary, x0: torch.Tensor, steps:
     ``record(k, solver, info)`` is called after step k (1-based) every ``record_every`` steps and at
     the last step; its results are kept in order.
     """
-    import time
-
     if not isinstance(steps, int) or steps < 0:
         raise LSR1Error(f"steps must be a non-negative integer, got {steps!r}")
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2:

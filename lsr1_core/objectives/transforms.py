@@ -41,19 +41,13 @@ class Scaled(Objective):
         c, s = self._cs(y)
         return (c.view(-1, 1) if c.dim() else c) * self.base.hvp(y / s, v / s) / s
 
-    def minimizer(self):
+    def minimizer(self):  # y* = s·x*
         xs = self.base.minimizer()
-        if xs is None:
-            return None
-        c, s = self._cs(xs)
-        return xs * s
+        return None if xs is None else xs * self._cs(xs)[1]
 
-    def min_value(self):
+    def min_value(self):  # f̃* = c·f*
         m = self.base.min_value()
-        if m is None:
-            return None
-        c, _ = self._cs(m)
-        return c * m
+        return None if m is None else self._cs(m)[0] * m
 
     def check(self, x):
         self.base.check(x)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..errors import LSR1Error
+from ..errors import run_cli
 from ..train import parse_overrides
 from .manager import RunManager, preset_config, worker
 from .root import runs_root
@@ -37,38 +36,38 @@ def main(argv=None) -> int:
     args.root = args.root or str(runs_root())
     if args.cmd == "_worker":
         return worker(args.run_dir, args.root, args.max_concurrent)
-    try:
-        mgr = RunManager(args.root, max_concurrent=args.max_concurrent)
-        if args.cmd == "start":
-            overrides = parse_overrides(args.set)
-            if args.iterations is not None:
-                overrides["iterations"] = args.iterations
-            rid = mgr.start(preset_config(args.preset, overrides), preset_name=args.preset, run_id=args.name)
-            print(rid)
-            if args.wait:
-                info = mgr.wait(rid, timeout=10**9)
-                print(info.state)
-                return 0 if info.state == "finished" else 1
-            return 0
-        if args.cmd == "list":
-            mgr.schedule()
-            for r in mgr.list():
-                print(f"{r.run_id:40s} {r.state:11s} {r.iteration:>7d}/{r.total:<7d} best_val={r.best_val}"
-                      + (f"  error: {r.error}" if r.error else ""))
-            return 0
-        if args.cmd == "show":
-            info = mgr.info(args.run_id)
-            print(json.dumps({**info.__dict__, "path": str(info.path)}, indent=2, default=str))
-            return 0
-        if args.cmd == "cancel":
-            print(mgr.cancel(args.run_id, wait=30))
-            return 0
-        if args.cmd == "resume":
-            print(mgr.resume(args.run_id, iterations=args.iterations))
-            return 0
-    except LSR1Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _command(args))
+
+
+def _command(args) -> int:
+    mgr = RunManager(args.root, max_concurrent=args.max_concurrent)
+    if args.cmd == "start":
+        overrides = parse_overrides(args.set)
+        if args.iterations is not None:
+            overrides["iterations"] = args.iterations
+        rid = mgr.start(preset_config(args.preset, overrides), preset_name=args.preset, run_id=args.name)
+        print(rid)
+        if args.wait:
+            info = mgr.wait(rid, timeout=10**9)
+            print(info.state)
+            return 0 if info.state == "finished" else 1
+        return 0
+    if args.cmd == "list":
+        mgr.schedule()
+        for r in mgr.list():
+            print(f"{r.run_id:40s} {r.state:11s} {r.iteration:>7d}/{r.total:<7d} best_val={r.best_val}"
+                  + (f"  error: {r.error}" if r.error else ""))
+        return 0
+    if args.cmd == "show":
+        info = mgr.info(args.run_id)
+        print(json.dumps({**info.__dict__, "path": str(info.path)}, indent=2, default=str))
+        return 0
+    if args.cmd == "cancel":
+        print(mgr.cancel(args.run_id, wait=30))
+        return 0
+    if args.cmd == "resume":
+        print(mgr.resume(args.run_id, iterations=args.iterations))
+        return 0
     return 1
 
 

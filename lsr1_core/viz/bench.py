@@ -18,6 +18,7 @@ import numpy as np
 
 from ..analysis import performance_measure, performance_profile, profile_auc
 from ..errors import LSR1Error
+from ..learned import LSR1Solver
 from ..objectives import profile_suite
 from ..solvers import run
 from ..solvers.tuning import tune_lr
@@ -36,7 +37,6 @@ class BenchEntry:
 
     def build(self, lr: float | None, memory: int, family: str):
         if self.solver == "lsr1":
-            from ..learned import LSR1Solver
             kw = {} if self.step_scale == 1.0 else {"step_scale": float(self.step_scale)}
             try:
                 s = LSR1Solver(checkpoint=self.checkpoint, memory=memory, **kw)

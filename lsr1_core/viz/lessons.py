@@ -15,6 +15,8 @@ import torch
 from ..objectives import teaching_function
 from ..solvers import make_solver, run
 from ..device import single_thread
+from ..errors import LSR1Error
+from ..learned import LSR1Solver
 from .explore import operator_matrix, true_inverse_hessian
 from .palette import color_for
 from .plots import POINT_COLOR, _ellipse, _grid_values
@@ -155,8 +157,6 @@ def psd_comparison(function: str = "himmelblau", start=None, checkpoint: str | N
                "sr1_next": tr.x[hit + 1, 0].numpy(), "f": float(tr.f[hit, 0]), "sr1_f": float(tr.f[hit + 1, 0]),
                "lsr1_next": None, "lsr1_f": None, "lsr1_error": None}
         if checkpoint is not None:
-            from ..errors import LSR1Error
-            from ..learned import LSR1Solver
             try:
                 s = LSR1Solver(checkpoint=checkpoint, step_scale=step_scale)
                 s.net.double()
