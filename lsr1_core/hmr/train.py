@@ -1,4 +1,5 @@
-"""Meta-training for HMR (paper §5.2, Eq. 13), on the core's Trainer machinery.
+"""Meta-training for HMR (paper §5.2, Eq. 13): :class:`HMRProblem`, a meta-problem of the core
+:class:`~lsr1_core.meta.train.Trainer` (which runs the loop, checkpoints, metrics and resume).
 
 Two stages, each a normal run directory (config.json, metrics.jsonl, latest.*, best.*; resumable):
   1. ``--stage initializer``: the trainable initializer alone (the k = 0 terms of Eq. 13).
@@ -16,6 +17,10 @@ keeps the best validation checkpoint.
 
     python -m lsr1_core.hmr.train --stage initializer --run-dir runs/hmr_init --iterations 1500
     python -m lsr1_core.hmr.train --method lsr1 --initializer runs/hmr_init --run-dir runs/hmr_lsr1
+
+    Trainer(HMRTrainConfig(initializer="pretrained/hmr_lsr1"), "runs/x", problem=HMRProblem).fit()
+    Trainer.resume("runs/x", problem=HMRProblem).fit()
+Named update-stage trainings on the shipped initializer: :mod:`lsr1_core.hmr.presets`.
 """
 from __future__ import annotations
 
