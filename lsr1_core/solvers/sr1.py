@@ -21,7 +21,7 @@ import torch
 
 import math
 
-from ..errors import LSR1Error, ShapeError
+from ..errors import LSR1Error, ShapeError, check_memory
 from ..operators import LowRank
 from .base import Solver, StepInfo
 
@@ -151,8 +151,7 @@ class LimitedMemorySR1(Solver):
 
     def __init__(self, memory: int = 8, lr: float = 1.0, init_scale: float | str = "auto",
                  line_search: str | None = None, r: float = 1e-8):
-        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-            raise LSR1Error(f"memory must be a positive integer, got {memory!r}")
+        check_memory(memory)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise LSR1Error(f"lr must be a positive finite number, got {lr!r}")
         if not (isinstance(r, (int, float)) and 0 <= r < 1):
