@@ -76,8 +76,11 @@ def lsr1_specs(models: dict) -> dict[str, SolverSpec]:
     return out
 
 
-@st.cache_data(show_spinner="running the solvers…", max_entries=64)
+# cache_resource, not cache_data: the pages only read a run, and cache_data would unpickle its ~1 000 tensors
+# (every step's curvature operator) on each rerun of the page: 0.5 s on 2 quiet cores, seconds on busy ones
+@st.cache_resource(show_spinner="running the solvers…", max_entries=64)
 def cached_run(function: str, fn_items: tuple, start: tuple, specs: tuple, steps: int, memory: int):
+    """A 2-D run (``lsr1_core.viz.explore.run_2d``), shared by every session: do not modify it."""
     return run_2d(function, dict(fn_items), start, list(specs), steps, memory)
 
 
