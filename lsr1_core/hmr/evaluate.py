@@ -23,8 +23,7 @@ from ..checkpoints import PRETRAINED_DIR, load_tensors_and_card
 from ..errors import LSR1Error
 from . import PRETRAINED_HMR, load_pretrained, test_set
 from .anny_body import AnnyBody
-# the library part lives in compare; these names stay importable from here (experiments.qn_hmr uses them)
-from .compare import LABELS, curves_of, evaluate_model, run_methods, step_metrics  # noqa: F401
+from .compare import LABELS, curves_of, run_methods, step_metrics  # the library part of the evaluation
 from .data import CameraConfig, PoseSampler, make_batch
 from .models import HMRObjective, load_hmr_model
 
