@@ -17,12 +17,15 @@ from pathlib import Path
 
 import torch
 
+from ..hmr import CameraConfig, load_pretrained, test_set
+from ..hmr.anny_body import AnnyBody
+from ..hmr.compare import curves_of, run_methods, step_metrics
+from ..hmr.models import FitResult, HMRObjective, load_hmr_model
 from ..learned import LSR1Config, LSR1Net, LSR1Solver
 from ..solvers import run
 
 
 def qn_fit(solver, obj, pose0, shape0, steps):
-    from ..hmr.models import FitResult
     z0 = torch.cat([pose0, shape0], 1).detach()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -33,14 +36,17 @@ def qn_fit(solver, obj, pose0, shape0, steps):
     return FitResult([x[:, :P] for x in xs], [x[:, P:] for x in xs], [tr.f[k] for k in range(tr.f.shape[0])]), tr, wall
 
 
-def evaluate(n_test=256, steps=15, model="pretrained/qn_quadratic"):
-    from ..hmr import CameraConfig, load_pretrained, test_set
-    from ..hmr.anny_body import AnnyBody
-    from ..hmr.evaluate import curves_of, run_methods, step_metrics
-    from ..hmr.models import HMRObjective
-
+def evaluate(n_test=256, steps=15, model="pretrained/qn_quadratic", hmr_models=()):
+    """``hmr_models``: HMR checkpoints of the qn form (meta-trained on HMR), evaluated as rows
+    ``lsr1_qn_hmr`` (with the secant term) and ``lsr1_qn_hmr_nosec`` (trained with λ_sec = 0, from its card)."""
     body = AnnyBody()
     models = load_pretrained(body)
+    for path in hmr_models:
+        m, card = load_hmr_model(path, body)
+        if not m.is_qn:
+            raise SystemExit(f"{path} is not an HMR model of the qn form")
+        nosec = float(card.get("train_config", {}).get("secant_weight", 1.0)) == 0.0
+        models["lsr1_qn_hmr_nosec" if nosec else "lsr1_qn_hmr"] = m
     batch = test_set(body, n=n_test)
     fits = run_methods(body, batch, models, steps, init_model="lsr1")
     obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
@@ -55,18 +61,20 @@ def evaluate(n_test=256, steps=15, model="pretrained/qn_quadratic"):
     per = {name: {k: step_metrics(body, batch, obj, r.poses[k], r.shapes[k])["pa_mpjpe"] for k in (4, steps)}
            for name, r in fits.items()}
     pairs = {}
-    for other in ("lgd", "lsr1", "adam", "lbfgs"):
-        for k in (4, steps):
-            d = per["lsr1_qn"][k] - per[other][k]
-            pairs[f"lsr1_qn-{other}@{k}"] = {"mean": float(d.mean()), "ci95": float(1.96 * d.std() / len(d) ** 0.5),
-                                             "relative": float(d.mean() / per[other][k].mean())}
+    for mine in [n for n in per if n.startswith("lsr1_qn")]:
+        for other in ("lgd", "lsr1", "adam", "lbfgs"):
+            for k in (4, steps):
+                d = per[mine][k] - per[other][k]
+                pairs[f"{mine}-{other}@{k}"] = {"mean": float(d.mean()), "ci95": float(1.96 * d.std() / len(d) ** 0.5),
+                                                "relative": float(d.mean() / per[other][k].mean())}
     return {"n_test": n_test, "steps": steps, "model": str(model), "curves": curves, "paired": pairs,
             "qn_evals": int(tr.evals.sum()), "qn_ms_per_step": 1000 * wall / steps,
             "qn_safeguard": float(tr.extras["safeguard"].mean()), "qn_diverged": int(tr.diverged.sum())}
 
 
 LABELS = {"lgd": "LGD", "lsr1": "L-SR1 paper form", "lsr1_nosec": "L-SR1 paper form, no secant", "adam": "Adam",
-          "lbfgs": "L-BFGS", "lsr1_qn": "L-SR1 qn form"}
+          "lbfgs": "L-BFGS", "lsr1_qn": "L-SR1 qn form (not trained on HMR)",
+          "lsr1_qn_hmr": "L-SR1 qn form, meta-trained on HMR", "lsr1_qn_hmr_nosec": "L-SR1 qn form, meta-trained on HMR, no secant"}
 
 
 def markdown(res: dict, cmd: str) -> str:
@@ -84,7 +92,7 @@ def markdown(res: dict, cmd: str) -> str:
         b = min(range(1, len(pa)), key=lambda k: pa[k])
         lines.append(f"| {LABELS.get(name, name)} | {pa[0]:.1f} | {pa[4]:.1f} | {pa[min(8, steps)]:.1f} | "
                      f"{pa[steps]:.1f} | {pa[b]:.1f} ({b}) | {c['mpjpe'][4]:.1f} |")
-    lines += ["", "Paired differences in PA-MPJPE (mm, qn minus the other; mean ± 95 % interval; relative to the other):", "",
+    lines += ["", "Paired differences in PA-MPJPE (mm, the qn row minus the other; mean ± 95 % interval; relative to the other):", "",
               "| pair | difference | relative |", "|---|---:|---:|"]
     for k, v in res["paired"].items():
         lines.append(f"| {k} | {v['mean']:+.1f} ± {v['ci95']:.1f} | {100 * v['relative']:+.1f} % |")
@@ -97,15 +105,19 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--model", default="pretrained/qn_quadratic",
                     help="a qn checkpoint (path without suffix) or 'untrained'")
+    ap.add_argument("--hmr-model", nargs="*", default=[],
+                    help="HMR checkpoints of the qn form (e.g. pretrained/hmr_lsr1_qn pretrained/hmr_lsr1_qn_nosec)")
     ap.add_argument("--out", default="docs")
     a = ap.parse_args(argv)
     if a.n_test < 1 or a.steps < 4:
         ap.error("--n-test must be >= 1 and --steps >= 4")
-    res = evaluate(a.n_test, a.steps, a.model)
+    res = evaluate(a.n_test, a.steps, a.model, a.hmr_model)
     out = Path(a.out)
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / "qn_hmr.json").write_text(json.dumps(res, indent=1))
     cmd = f"python -m lsr1_core.experiments.qn_hmr --n-test {a.n_test} --steps {a.steps} --model {a.model}"
+    if a.hmr_model:
+        cmd += " --hmr-model " + " ".join(a.hmr_model)
     md = markdown(res, cmd)
     (out / "results_qn_hmr.md").write_text(md)
     print(md)
