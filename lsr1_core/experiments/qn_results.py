@@ -59,7 +59,7 @@ def rows_quadratics():
     """(label, change it ablates, factory) — None from a factory means the checkpoint is not shipped."""
     return [
         ("gradient descent (tuned)", "baseline", None),
-        ("L-BFGS (m = 8, strong Wolfe)", "baseline", lambda: make_solver("lbfgs", history=8, line_search="strong_wolfe")),
+        ("L-BFGS (m = 8, strong Wolfe)", "baseline", lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe")),
         ("SR1 classical (m = 8, unit step)", "baseline", lambda: make_solver("sr1", memory=8)),
         ("SR1 classical (m = 8, Armijo)", "baseline", lambda: make_solver("sr1", memory=8, line_search="armijo")),
         ("SR1 classical, envelope H₀ (m = 8)", "baseline", lambda: make_solver("sr1", memory=8, init_scale="envelope")),
@@ -86,7 +86,7 @@ def section_a(steps=STEPS):
     out = []
     lr, gd = tuned_gd(q, x0, fstar, steps)
     base = {"gd": float(lg(gd).mean())}
-    lb = run(make_solver("lbfgs", history=8, line_search="strong_wolfe"), q, x0, steps)
+    lb = run(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), q, x0, steps)
     base["lbfgs"] = float(lg(lb).mean())
     for label, change, make in rows_quadratics():
         if make is None:
@@ -113,7 +113,7 @@ def section_b(steps=STEPS):
     res = {}
     for label, make in (("L-SR1 paper (`quadratic`)", checkpoint("pretrained/quadratic")),
                         ("L-SR1 qn (default)", default_qn),
-                        ("L-BFGS", lambda: make_solver("lbfgs", history=8, line_search="strong_wolfe"))):
+                        ("L-BFGS", lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe"))):
         if make() is None:
             continue
         res[label] = {}
@@ -164,7 +164,7 @@ def stress_problems(dims, seed=0):
 def section_c(dims=(2, 10, 100, 1000), steps=100, scales=(1e-3, 1.0, 1e3)):
     solvers = {"L-SR1 qn (default)": default_qn,
                "L-SR1 paper (`quadratic`)": checkpoint("pretrained/quadratic"),
-               "L-BFGS": lambda: make_solver("lbfgs", history=8, line_search="strong_wolfe"),
+               "L-BFGS": lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe"),
                "gradient descent (lr 1e-3)": lambda: make_solver("gd", lr=1e-3)}
     res = {k: {"runs": 0, "diverged": 0, "examples": []} for k in solvers}
     for name, obj, x0 in stress_problems(dims):
@@ -192,7 +192,7 @@ def section_d(steps=100):
         row = {}
         for label, make in (("L-SR1 qn (default)", default_qn),
                             ("L-SR1 paper (`quadratic`)", checkpoint("pretrained/quadratic")),
-                            ("L-BFGS", lambda: make_solver("lbfgs", history=8, line_search="strong_wolfe")),
+                            ("L-BFGS", lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe")),
                             ("SR1 classical", lambda: make_solver("sr1", memory=8))):
             s = make()
             if s is None:
