@@ -66,6 +66,20 @@ def test_performance_measure_and_profile():
     assert profile_auc(taus, prof["a"]) > profile_auc(taus, prof["b"])
 
 
+def test_profile_counts_solves_to_rounding_as_ties():
+    # b lands on x* bit for bit, a 1e-154 away: the same answer in double precision
+    table = {"p1": {"a": 1e-154, "b": 0.0, "c": 1.0}, "p2": {"a": 0.5, "b": 1.0, "c": 1.0}}
+    taus = np.array([1.0, 2.0, 1e20])
+    _, prof = performance_profile(table, taus=taus)
+    assert np.allclose(prof["a"], [1.0, 1.0, 1.0]) and np.allclose(prof["b"], [0.5, 1.0, 1.0])
+    # a measure above the floor is not rounded away: 1e-10 vs 0 is a factor 1e-10 / eps ≈ 4.5e5
+    _, prof = performance_profile({"p": {"a": 1e-10, "b": 0.0}}, taus=np.array([1.0, 1e5, 1e6]))
+    assert np.allclose(prof["a"], [0.0, 0.0, 1.0])
+    # floor=0 keeps the degenerate rule: exact zero beats everything else infinitely
+    _, prof = performance_profile(table, taus=taus, floor=0.0)
+    assert np.allclose(prof["a"], [0.5, 0.5, 0.5])
+
+
 def test_unknown_solver_name():
     with pytest.raises(UnknownNameError, match="unknown solver 'bogus'"):
         make_solver("bogus")

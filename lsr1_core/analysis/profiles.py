@@ -24,11 +24,19 @@ def performance_measure(final_x: dict[str, np.ndarray], x_star: np.ndarray) -> d
     return {s: d / worst for s, d in dist.items()}
 
 
-def performance_profile(table: dict[str, dict[str, float]], taus: np.ndarray | None = None):
+# Measures below double precision's resolution are exact solves: a final point 1e-154 from x* and one that
+# landed on x* bit for bit are the same answer.
+MEASURE_FLOOR = float(np.finfo(np.float64).eps)
+
+
+def performance_profile(table: dict[str, dict[str, float]], taus: np.ndarray | None = None,
+                        floor: float = MEASURE_FLOOR):
     """Dolan-Moré profile from ``table[problem][solver] = m`` (lower is better; inf = failure).
 
-    r_{p,s} = m_{p,s} / min_s m_{p,s}; ρ_s(τ) = |{p : r_{p,s} ≤ τ}| / |P|. When the best measure on a
-    problem is 0 (an exact solve), solvers that are also 0 get ratio 1 and the others inf.
+    r_{p,s} = m_{p,s} / min_s m_{p,s}; ρ_s(τ) = |{p : r_{p,s} ≤ τ}| / |P|. Measures are floored at ``floor``
+    (default: machine epsilon, m being a distance relative to the worst solver's), so solvers that all reach x*
+    to rounding tie. With ``floor=0`` the best measure on a problem may be exactly 0; then solvers that are also
+    0 get ratio 1 and the others inf (a 1e-154 distance would count as a failure).
     Returns (taus, {solver: ρ_s(taus)}).
     """
     problems = list(table)
@@ -38,7 +46,7 @@ def performance_profile(table: dict[str, dict[str, float]], taus: np.ndarray | N
     ratios = {s: [] for s in solvers}
     for p in problems:
         row = table[p]
-        vals = [row.get(s, math.inf) for s in solvers]
+        vals = [max(row.get(s, math.inf), floor) for s in solvers]
         best = min(vals)
         for s, v in zip(solvers, vals):
             if not math.isfinite(v):
