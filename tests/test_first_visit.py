@@ -215,3 +215,34 @@ def test_hmr_first_view_from_set_up_starts_no_background_work_until_the_browser_
     at.number_input(key="hmr_index").set_value(3).run()
     assert not at.exception, at.exception
     assert "warm_renderer" in calls
+
+
+def test_a_2d_runs_curvature_series_are_computed_when_first_read(monkeypatch):
+    """The Trajectories page never reads them; the Curvature page gets the same values as before."""
+    import pickle
+
+    from lsr1_core.objectives import teaching_function
+    from lsr1_core.viz import explore
+
+    specs = explore.default_specs("quadratic")
+    chosen = [specs[k] for k in ("Gradient descent", "L-BFGS", "SR1 (classical)", "Newton")]
+    counted = []
+    real = explore.newton_cosines
+    monkeypatch.setattr(explore, "newton_cosines", lambda tr, obj: counted.append(tr.solver) or real(tr, obj))
+    res = explore.run_2d("quadratic", {"cond": 10.0, "angle": 30.0}, (2.0, 1.5), chosen, 20, 4)
+    assert counted == [] and len(res.cosines) == 4 and list(res.secant) == list(res.traces)
+    obj = teaching_function("quadratic", cond=10.0, angle=30.0)
+    for lab, tr in res.traces.items():
+        np.testing.assert_array_equal(res.cosines[lab], real(tr, obj))
+        np.testing.assert_array_equal(res.secant[lab], explore.secant_series(tr))
+        np.testing.assert_array_equal(res.secant_made[lab], explore.secant_series(tr, after_update=False))
+    assert len(counted) == 4
+    res.cosines["Newton"]
+    assert len(counted) == 4  # once per solver
+    assert res.cosines["Newton"][0] == pytest.approx(1.0, abs=1e-9)  # Newton's own direction
+    assert np.max(res.secant["L-BFGS"][:3]) < 1e-9  # L-BFGS satisfies the secant condition (before converging)
+    with pytest.raises(KeyError):
+        res.cosines["Adam"]
+    copy = pickle.loads(pickle.dumps(res))
+    assert type(copy.cosines) is dict and set(copy.cosines) == set(res.cosines)
+    np.testing.assert_array_equal(copy.secant["SR1 (classical)"], res.secant["SR1 (classical)"])
