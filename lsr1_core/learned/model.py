@@ -35,6 +35,9 @@ FORMS = ("paper", "qn")
 QN_FEATURES = ("p", "Hq", "r", "g", "q", "d", "x", "cos_rq", "rel_r", "cos_pq", "cos_gd")
 QN_DEFAULT_FEATURES = ("p", "Hq", "r", "g", "q", "d", "cos_rq", "rel_r", "cos_pq", "cos_gd")
 SAFEGUARDS = (None, "armijo")
+# The qn form's initial matrix: "envelope" H₀ = γI; "two_scale" adds (γ_BB − γ)(I − Π_Q), γ_BB = pᵀq/qᵀq of the
+# newest pair and Π_Q the projector onto the stored gradient differences (lsr1_core.learned.qn).
+H0_RULES = ("envelope", "two_scale")
 
 
 @dataclass
@@ -56,7 +59,8 @@ class LSR1Config(ConfigMixin):
     ``"qn"``, the scale-free quasi-Newton form of :mod:`lsr1_core.learned.qn` (build it with
     :meth:`LSR1Config.qn`). Fields used only by the qn form: ``step_bound`` (α = exp(b·tanh(α̃/b))),
     ``probe`` (relative length of the first step's curvature probe), ``skip_eps`` (SR1's skip rule),
-    ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs).
+    ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs), ``h0``
+    ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured).
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
@@ -81,6 +85,7 @@ class LSR1Config(ConfigMixin):
     probe: float = 1e-3
     skip_eps: float = 1e-8
     gamma_factor: float = 0.5
+    h0: str = "envelope"
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
@@ -102,6 +107,8 @@ class LSR1Config(ConfigMixin):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not (val > 0 and math.isfinite(val)):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
+        if self.h0 not in H0_RULES:
+            raise LSR1Error(f"h0 must be one of {list(H0_RULES)}, got {self.h0!r}")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:
@@ -181,9 +188,16 @@ class LSR1Net(nn.Module):
 
     def with_memory(self, memory: int) -> "LSR1Net":
         """A view of this model with another buffer size L (same weights, shared; the config checks L)."""
+        return self.with_config(memory=memory)
+
+    def with_config(self, **changes) -> "LSR1Net":
+        """A view of this model with inference settings changed (e.g. memory, h0): same weights, shared."""
+        bad = sorted(set(changes) & {"hidden", "features", "batchnorm", "form", "dropout"})
+        if bad:
+            raise LSR1Error(f"{bad} change the network's shape or form; they cannot be changed on a trained model")
         clone = LSR1Net.__new__(LSR1Net)
         nn.Module.__init__(clone)
-        clone.config = self.config.replace(memory=memory)
+        clone.config = self.config.replace(**changes)
         clone.encoder, clone.vector_generator, clone.lr_generator = self.encoder, self.vector_generator, self.lr_generator
         return clone
 
@@ -193,9 +207,12 @@ class LSR1Operator(CurvatureOperator):
     optionally followed by the authors' per-row rescaling of the output to the input's norm."""
 
     def __init__(self, W: torch.Tensor, identity: bool = True, rescale: bool = False,
-                 scale: torch.Tensor | None = None):
+                 scale: torch.Tensor | None = None, complement: tuple[torch.Tensor, torch.Tensor] | None = None):
         # scale (B, 1): the identity part is scale·I (the qn form's γ = pᵀq/qᵀq); None means 1.
+        # complement (U, c): U (B, N, l) orthonormal columns, c (B, 1) ≥ 0; adds c·(I − UUᵀ), the qn form's
+        # larger scale on directions its stored pairs have not measured (h0 = "two_scale").
         self.W, self.identity, self.rescale, self.scale = W, identity, rescale, scale
+        self.complement = complement
         self.dtype, self.device = W.dtype, W.device
 
     @property
@@ -209,6 +226,9 @@ class LSR1Operator(CurvatureOperator):
             out = u if self.scale is None else self.scale * u
         if self.W.shape[1]:
             out = out + torch.einsum("bl,bln->bn", torch.einsum("bln,bn->bl", self.W, u), self.W)
+        if self.complement is not None:
+            U, c = self.complement
+            out = out + c * (u - torch.einsum("bnl,bl->bn", U, torch.einsum("bnl,bn->bl", U, u)))
         return out
 
     def matvec(self, u: torch.Tensor) -> torch.Tensor:
@@ -224,11 +244,16 @@ class LSR1Operator(CurvatureOperator):
         if self.identity:
             eye = torch.eye(N, dtype=self.dtype, device=self.device)
             M = M + (eye if self.scale is None else self.scale.view(B, 1, 1) * eye)
+        if self.complement is not None:
+            U, c = self.complement
+            eye = torch.eye(N, dtype=self.dtype, device=self.device)
+            M = M + c.view(B, 1, 1) * (eye - torch.einsum("bil,bjl->bij", U, U))
         return M
 
     def detach(self):
+        comp = None if self.complement is None else (self.complement[0].detach(), self.complement[1].detach())
         return LSR1Operator(self.W.detach(), self.identity, self.rescale,
-                            None if self.scale is None else self.scale.detach())
+                            None if self.scale is None else self.scale.detach(), comp)
 
 
 @dataclass

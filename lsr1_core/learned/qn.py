@@ -62,6 +62,33 @@ def psd_sr1_vector(p, q, Hq, u, eps: float):
     return v, ~ok.squeeze(-1)
 
 
+def two_scale_complement(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, rel_tol: float = 1e-10):
+    """(U, c) of the two-scale initial matrix: H = γI + Σ v vᵀ + c·(I − UUᵀ).
+
+    U (B, N, l) is an orthonormal basis of the stored gradient differences q_i (columns of a QR factorisation;
+    a column whose R diagonal is below ``rel_tol``·max‖q_i‖ — a difference already in the span of the older
+    ones, or the zeroed probe — is dropped) and c = max(γ_BB − γ, 0), γ_BB = pᵀq/qᵀq of the newest pair with
+    positive curvature (the scale L-BFGS starts from). Then H q_i = p_i still holds for every pair SR1
+    satisfied (c·(I − UUᵀ) q_i = 0), H ⪰ γI stays positive definite, and along directions the pairs have not
+    measured H steps like L-BFGS's H₀ instead of the conservative γ that keeps SR1's updates positive.
+    Scale-free: c scales like γ, U is invariant.
+    """
+    with torch.no_grad():
+        P, Q = P.detach(), Q.detach()
+        pq, qq = (P * Q).sum(-1), (Q * Q).sum(-1)
+        ok = (pq > 0) & (qq > 0) & torch.isfinite(pq) & torch.isfinite(qq)
+        bb = torch.where(ok, pq / qq.clamp_min(torch.finfo(Q.dtype).tiny), torch.zeros_like(pq))
+        idx = torch.arange(Q.shape[1], device=Q.device).expand_as(ok)
+        newest = torch.where(ok, idx, torch.full_like(idx, -1)).max(-1).values  # (B,), −1: none usable
+        gbb = bb.gather(1, newest.clamp_min(0).unsqueeze(1))
+        c = torch.where(newest.unsqueeze(1) >= 0, (gbb - gamma.detach()).clamp_min(0), torch.zeros_like(gbb))
+        U, R = torch.linalg.qr(Q.transpose(1, 2))  # reduced: (B, N, l), (B, l, l)
+        tol = rel_tol * qq.sqrt().amax(-1, keepdim=True)
+        keep = torch.diagonal(R, dim1=1, dim2=2).abs() > tol
+        U = U * keep.unsqueeze(1).to(U.dtype)
+    return U, c
+
+
 def rebuild(P, Q, U, gamma, eps: float) -> torch.Tensor:
     """The buffer vectors (B, l, N) of H = γI + Σ v vᵀ from stored pairs, oldest first."""
     V = []
@@ -128,7 +155,9 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     u, a = net.raw(feats)
     v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps)
     W = torch.cat([W_old, v.unsqueeze(1)], dim=1)
-    op = LSR1Operator(W, scale=gamma)
+    P_all, Q_all = torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1)
+    complement = two_scale_complement(P_all, Q_all, gamma) if cfg.h0 == "two_scale" else None
+    op = LSR1Operator(W, scale=gamma, complement=complement)
     d = op.matvec(g)
     b = cfg.step_bound
     alpha = torch.exp(b * torch.tanh(a / b)) * step_scale
@@ -141,7 +170,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     departure = (u * u).mean(-1)
     return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
             "departure": departure, "skipped": skipped, "Hq": Hq, "gamma": gamma,
-            "P": torch.cat([P, p.unsqueeze(1)], 1), "Q": torch.cat([Q, q.unsqueeze(1)], 1),
+            "P": P_all, "Q": Q_all,
             "U": torch.cat([U, u.unsqueeze(1)], 1)}
 
 

@@ -48,14 +48,14 @@ class LSR1Solver(Solver):
     ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/qn_quadratic")``; ``memory``
     overrides the buffer size L used at test time (the paper tests with other L than trained);
     ``step_scale`` multiplies the learned step sizes; ``form`` ("paper" or "qn"), when given, refuses a
-    model of the other form.
+    model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope" or "two_scale").
     """
 
     name = "lsr1"
 
     def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
                  memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
-                 form: str | None = None):
+                 form: str | None = None, h0: str | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
         self.step_scale = check_step_scale(step_scale)
@@ -67,6 +67,10 @@ class LSR1Solver(Solver):
         check_form(model, form, checkpoint)
         if memory is not None:
             model = model.with_memory(memory)
+        if h0 is not None:
+            if model.config.form != "qn":
+                raise LSR1Error(f"h0 applies to the qn form only; this model is of the {model.config.form!r} form")
+            model = model.with_config(h0=h0)
         self.net = model
         if name:
             self.name = name
