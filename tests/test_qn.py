@@ -36,7 +36,8 @@ def convex_quadratic(n=6, seed=0, cond=30.0):
 def test_untrained_qn_equals_classical_sr1_where_sr1_stays_positive_definite():
     q, x0 = convex_quadratic()
     steps = 8
-    tr = run(LSR1Solver(model=qn_net(memory=steps + 1)), q, x0, steps)
+    # H₀ = γI ("envelope"): the classical SR1 it equals; the default two-scale H₀ is tested below
+    tr = run(LSR1Solver(model=qn_net(memory=steps + 1, h0="envelope")), q, x0, steps)
     ref = run(make_solver("sr1", memory=steps + 1, init_scale="envelope", lr=1.0), q, x0, steps)
     # the premise: classical SR1 stayed positive definite on this problem, and the safeguard never fired
     assert (ref.extras["min_eig"] > 0).all()
@@ -48,6 +49,11 @@ def test_untrained_qn_equals_classical_sr1_where_sr1_stays_positive_definite():
     # and the textbook secant condition H_{k+1} q_k = p_k holds for every pair it used
     used = tr.extras["skipped"][1:] == 0
     assert used.any() and float(tr.extras["secant_residual"][1:][used].max()) < 1e-8
+    # the default (two-scale H₀) keeps that secant property and also solves the quadratic
+    ts = run(LSR1Solver(model=qn_net(memory=steps + 1)), q, x0, steps)
+    used = ts.extras["skipped"][1:] == 0
+    assert used.any() and float(ts.extras["secant_residual"][1:][used].max()) < 1e-8
+    assert float(ts.f[-1] - q.min_value()) < 1e-10 * float(ts.f[0] - q.min_value())
 
 
 @pytest.mark.parametrize("c", [1e-4, 1e-1, 1e3, 1e6])

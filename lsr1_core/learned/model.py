@@ -89,9 +89,11 @@ class LSR1Config(ConfigMixin):
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
-        """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features."""
+        """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features, two-scale H₀.
+
+        (A card without ``h0`` loads with the dataclass default "envelope", the rule it was made with.)"""
         base = dict(form="qn", batchnorm=False, safeguard="armijo", features=QN_DEFAULT_FEATURES,
-                    bn_train_at_eval=False, lr_clamp=None, detach_features=True)
+                    bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale")
         base.update(changes)
         return cls(**base)
 
