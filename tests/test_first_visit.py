@@ -177,46 +177,6 @@ def test_in_chromium_the_player_frame_loads_before_the_run_ends_and_draws_the_ru
     assert state["renders"] >= 1 and state["n"] >= 5 and state["contour"] > 0 and state["waiting"] == ""
 
 
-def test_hmr_first_view_from_set_up_starts_no_background_work_until_the_browser_drew_it(monkeypatch, tmp_path):
-    """The page's default view comes from set-up's cache without a body model; building one (and starting the
-    renderer) for the prefetcher waits until the step view reports its first drawing, so that it does not
-    compete with the browser on a machine with few cores."""
-    import streamlit as st
-    import torch
-
-    import explorer.hmr_data as data
-    import explorer.step_cache as step_cache
-    from lsr1_core.hmr import PRETRAINED_DIR
-    from lsr1_core.hmr.prepare import prepare
-    if not (PRETRAINED_DIR / "hmr_lsr1.json").exists():
-        pytest.skip("no shipped HMR checkpoints")
-    monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LSR1_HMR_RUNS", str(tmp_path / "no_runs"))
-    torch.set_num_threads(1)
-    prepare(verbose=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    monkeypatch.setattr(data, "_BODIES", {})  # no body model built in this process yet
-    calls = []
-    monkeypatch.setattr(data, "warm_renderer", lambda: calls.append("warm_renderer"))
-    monkeypatch.setattr(step_cache.StepCache, "prefetch", lambda self, *a, **kw: calls.append(("prefetch", a[3])))
-    at = AppTest.from_file(APP, default_timeout=300).run()
-    at.switch_page("views/hmr.py").run()
-    assert not at.exception, at.exception
-    comp = next(c for c in at.get("component_instance") if c.proto.component_name.endswith("hmr_step_view"))
-    rev = json.loads(comp.proto.json_args)["spec"]["rev"]
-    assert calls == [] and not data.body_built(("anny", ""))
-    # the step view's report of its first drawing (its value) reruns the page: now the neighbours are prepared
-    at.session_state["hmr_step_view"] = rev
-    at.run()
-    assert not at.exception, at.exception
-    assert calls == [("prefetch", [14])], calls
-    # a view the page renders itself (another sample) starts the renderer at once
-    at.number_input(key="hmr_index").set_value(3).run()
-    assert not at.exception, at.exception
-    assert "warm_renderer" in calls
-
-
 def test_a_2d_runs_curvature_series_are_computed_when_first_read(monkeypatch):
     """The Trajectories page never reads them; the Curvature page gets the same values as before."""
     import pickle

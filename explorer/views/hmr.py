@@ -98,6 +98,7 @@ def render():
                "qualitative comparison of L-SR1 (blue) and LGD (pink) as in the paper's Figures 5 and 9, with "
                "L-SR1 without the secant penalty and classical Adam / L-BFGS fitting from the same "
                "initialization.")
+    data.warm_renderer()
     entries = data.checkpoints(os.environ.get("LSR1_HMR_RUNS"))
     cfg = _sidebar(entries)
     body_key = ("smpl", os.environ.get("LSR1_SMPL_MODEL", "")) if cfg["body"] == BODY_SMPL else ("anny", "")
@@ -133,8 +134,6 @@ def render():
         st.error(f"A checkpoint could not be loaded: {e}")
         return
     fit_key = (sample_key, tuple(ckpt_key), cfg["classical"], cfg["steps"])
-    if not (fit.get("disk_key") and data.stored_view(fit["disk_key"]).get("images")):
-        data.warm_renderer()  # this view is rendered now: start the renderer while the page goes on
 
     left, right = st.columns([1.25, 2])
     left.plotly_chart(keypoint_figure(kp2d, conf, true_uv), key="hmr_keypoints", config={"displayModeBar": False})
@@ -236,13 +235,10 @@ def linked_view(body_key, fit_key, fit, sample_key, sample_name, kp2d, conf, tru
     box_key = "hmr_box:" + repr((fit_key, tuple(shown)))
     st.session_state[box_key] = step_view(shown, step, overlay, curves_at(
         _curves_base(fit_key, fit["curves"]), fit["curves"], step), box=st.session_state.get(box_key))
-    # the neighbouring steps, while the user looks at this one. A first view that needed no body model (set-up
-    # stored it) waits for the browser: the step view reports (once, as its value) that it has drawn, which
-    # reruns this fragment; building the body and starting the renderer (seconds of CPU) would otherwise
-    # compete with the browser's drawing on a machine with few cores.
-    if data.body_built(body_key) or st.session_state.get("hmr_step_view") is not None:
-        cache.prefetch(body, key, fit, [s for s in (step - 1, step + 1) if 0 <= s <= steps], tuple(chosen), faces,
-                       render=None if problem else (lambda s, verts: images_at(s, shown_at(verts))))
+    # the neighbouring steps, while the user looks at this one
+    cache.prefetch(body, key, fit, [s for s in (step - 1, step + 1) if 0 <= s <= steps], tuple(chosen), faces,
+                   render=None if problem else (lambda s, verts: images_at(s, shown_at(verts))),
+                   delay=0.0 if data.body_built(body_key) else 3.0)
     rows = [f"| {LABELS[n]} | {c['reproj'][step]:.2f} | {c['mpjpe'][step]:.1f} | {c['pa_mpjpe'][step]:.1f} | "
             f"{c['f'][step]:.5f} |" for n, c in fit["curves"].items()]
     st.markdown(f"**At step {step}**\n\n| method | 2-D error (px) | MPJPE (mm) | PA-MPJPE (mm) | objective f |\n"
