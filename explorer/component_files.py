@@ -6,11 +6,7 @@ and loads the plotly.js that ships inside the installed ``plotly`` package. The 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 # The postMessage side of streamlit-component-lib, shared by the components' pages.
@@ -31,20 +27,3 @@ def plain_figure(fig) -> dict:
 def plotly_js_path() -> Path:
     import plotly
     return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
-
-
-def component_dir(name: str, html: str) -> Path:
-    """A folder holding ``index.html`` (``html``) and ``plotly.min.js``; written atomically, reused when
-    present. Raises OSError when the temporary directory cannot be written."""
-    import plotly
-    tag = hashlib.blake2b((html + plotly.__version__).encode(), digest_size=6).hexdigest()
-    d = Path(tempfile.gettempdir()) / f"lsr1_explorer_{name}_{tag}"
-    if not (d / "index.html").exists() or not (d / "plotly.min.js").exists():
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".plotly.{os.getpid()}.tmp"
-        shutil.copyfile(plotly_js_path(), tmp)
-        os.replace(tmp, d / "plotly.min.js")
-        tmp = d / f".index.{os.getpid()}.tmp"
-        tmp.write_text(html)
-        os.replace(tmp, d / "index.html")  # written last: its presence means the folder is complete
-    return d

@@ -1,43 +1,20 @@
 """Per-step meshes and rendered images of the Human mesh recovery page, shared by the page's runs and a
 one-thread prefetcher that prepares the neighbouring steps while the user looks at one, so that stepping by
-one finds them ready; and ``one_thread``, which keeps torch on one thread while any of them computes."""
+one finds them ready; ``one_thread`` (lsr1_core.device.single_thread) keeps torch on one thread while any of them computes."""
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
-import torch
 
+from lsr1_core.device import single_thread as one_thread  # noqa: F401 - the pages' name for it (counts users)
 from lsr1_core.hmr.compare import camera_vertices
 from lsr1_core.hmr.render import render_mesh
 
-_THREADS = {"lock": threading.Lock(), "depth": 0, "before": None}
-
-
-@contextmanager
-def one_thread():
-    """Run torch on one thread here: a single sample's fit is made of small operations, for which intra-op
-    threads cost more than they give, and far more when other processes load the CPU (measured on 2 cores
-    beside meta-training: 1.1 s with one thread, 13–19 s with two). The setting is process-wide, so unlike
-    ``lsr1_core.viz.explore.single_thread`` this one counts its users: the first of overlapping users (page
-    runs, the prefetcher) sets it, the last restores it."""
-    with _THREADS["lock"]:
-        if _THREADS["depth"] == 0:
-            _THREADS["before"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS["depth"] += 1
-    try:
-        yield
-    finally:
-        with _THREADS["lock"]:
-            _THREADS["depth"] -= 1
-            if _THREADS["depth"] == 0:
-                torch.set_num_threads(_THREADS["before"])
 
 
 def meshes_at(body, fit: dict, step: int, names, sample: int = 0) -> dict[str, np.ndarray]:

@@ -18,6 +18,17 @@ What keeps $\tilde B$ *curvature-consistent* is the **secant condition** $p = \t
 $p = x_k - x_{k-1}$ and $q = g_k - g_{k-1}$: during meta-training the penalty
 $\lambda_{\text{sec}}\,\|p - \tilde B q\|^2$ is added to the objective values along the unrolled run.
 
+**Two forms.** The formula above is the paper's form (models without `qn_` in their name), kept exactly for
+reproduction. The app's default model (`qn_quadratic`) is the **scale-free form**:
+
+$$H = \gamma I + \sum_i v_i v_i^\top + c\,(I - \Pi_Q), \qquad x_k = x_{k-1} - \alpha_k \odot H g_{k-1},$$
+
+where $\gamma$ and $c$ come from measured curvature ($p^\top q / q^\top q$), so rescaling $f$ or $x$ changes
+nothing; the untrained MLPs give $v_i = w_i/\sqrt{w_i^\top q_i}$ with $w_i = p_i - H'q_i$ — classical SR1, which
+satisfies $H q_i = p_i$ exactly — and $\alpha = 1$; a pair that would make $H$ indefinite is skipped; the last term
+gives directions no pair has measured L-BFGS's step scale without touching any secant equation ($\Pi_Q$ projects
+onto the stored $q_i$); and a step that does not lower $f$ enough is shortened. Pick either form in the sidebar.
+
 **Reading the app**
 - *Trajectories*: several solvers on a 2-D function, step by step; click the contour to start elsewhere.
 - *Curvature & secant*: how each direction compares with Newton's and how far each curvature model is from the
