@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 
 from ..errors import LSR1Error, NonFiniteError
 
@@ -474,6 +473,7 @@ class _SparseProxy(_Proxy):
         if not isinstance(state, dict):
             raise UnsafePickleError(f"refusing scipy.sparse.{self.name} state of type {type(state).__name__}")
         try:
+            import scipy.sparse  # heavy (0.2-0.4 s on the HMR page's first visit) and needed only for SMPL files
             cls = getattr(scipy.sparse, self.name)
             parts = [np.asarray(state[k]) for k in ("data", "indices", "indptr")]
             shape = _shape_arg(state.get("_shape", state.get("shape")))
