@@ -25,7 +25,7 @@ import torch
 from ..errors import LSR1Error, NonFiniteError
 from .io import load_model
 from .model import LSR1Net, LSR1Operator, LSR1State, advance, paper_step, propose
-from .qn import qn_init_state, qn_step, two_scale_complement
+from .qn import qn_init_state, qn_operator, qn_step
 from .solver import check_form, check_step_scale, inference_mode
 
 _STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U")
@@ -186,9 +186,9 @@ class LSR1Optimizer(torch.optim.Optimizer):
             self._lsr1 = LSR1State(**extra)
             cfg = self.net.config
             full = extra["W"].shape[1] >= cfg.memory
-            comp = None
-            if cfg.form == "qn" and cfg.h0 == "two_scale" and extra.get("P") is not None:
-                comp = two_scale_complement(extra["P"], extra["Q"], extra["gamma"])
-            self._op = LSR1Operator(extra["W"], identity=not (cfg.drop_identity_when_full and full),
-                                    rescale=cfg.rescale_direction, scale=extra.get("gamma"), complement=comp)
+            if cfg.form == "qn" and extra.get("P") is not None:
+                self._op = qn_operator(cfg, extra["W"], extra["P"], extra["Q"], extra["gamma"])
+            else:
+                self._op = LSR1Operator(extra["W"], identity=not (cfg.drop_identity_when_full and full),
+                                        rescale=cfg.rescale_direction, scale=extra.get("gamma"))
             self._cache = None

@@ -89,6 +89,13 @@ def two_scale_complement(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, 
     return U, c
 
 
+def qn_operator(cfg, W: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor) -> LSR1Operator:
+    """The qn form's H from its buffer W and stored pairs: γI + Σ v vᵀ, plus the two-scale complement when
+    ``cfg.h0`` asks for it."""
+    complement = two_scale_complement(P, Q, gamma) if cfg.h0 == "two_scale" else None
+    return LSR1Operator(W, scale=gamma, complement=complement)
+
+
 def rebuild(P, Q, U, gamma, eps: float) -> torch.Tensor:
     """The buffer vectors (B, l, N) of H = γI + Σ v vᵀ from stored pairs, oldest first."""
     V = []
@@ -156,8 +163,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps)
     W = torch.cat([W_old, v.unsqueeze(1)], dim=1)
     P_all, Q_all = torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1)
-    complement = two_scale_complement(P_all, Q_all, gamma) if cfg.h0 == "two_scale" else None
-    op = LSR1Operator(W, scale=gamma, complement=complement)
+    op = qn_operator(cfg, W, P_all, Q_all, gamma)
     d = op.matvec(g)
     b = cfg.step_bound
     alpha = torch.exp(b * torch.tanh(a / b)) * step_scale
