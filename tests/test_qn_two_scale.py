@@ -62,16 +62,23 @@ def test_secant_equations_of_stored_pairs_still_hold():
         assert rel < 1e-6, (k, rel)
 
 
+@pytest.mark.parametrize("fallback", ["skip", "bfgs"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_positive_definite_on_indefinite_problems(seed):
+def test_positive_definite_on_indefinite_problems(seed, fallback):
     g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(3, 6, generator=g, dtype=torch.float64) * 10 - 5
-    tr = run(LSR1Solver(model=net(seed=seed)), Rastrigin(6), x0, 25)
+    tr = run(LSR1Solver(model=net(seed=seed).with_config(fallback=fallback)), Rastrigin(6), x0, 25)
+    bfgs_used = False
     for op in tr.operators:
         if op is None:
             continue
         eig = op.eigvalsh()
-        assert float(eig.min()) >= 0.999 * float(op.scale.min())  # H ⪰ γI
+        if fallback == "skip":
+            assert float(eig.min()) >= 0.999 * float(op.scale.min())  # only positive rank-ones: H ⪰ γI
+        else:  # BFGS updates may shrink H below γI, but keep it positive definite
+            assert float(eig.min()) > 0
+            bfgs_used = bfgs_used or bool((op.bfgs[2] > 0).any())
+    assert fallback == "skip" or bfgs_used  # the premise: Rastrigin makes SR1 skip pairs, so BFGS steps in
     assert not tr.diverged.any()
 
 

@@ -25,9 +25,11 @@ $$H = \gamma I + \sum_i v_i v_i^\top + c\,(I - \Pi_Q), \qquad x_k = x_{k-1} - \a
 
 where $\gamma$ and $c$ come from measured curvature ($p^\top q / q^\top q$), so rescaling $f$ or $x$ changes
 nothing; the untrained MLPs give $v_i = w_i/\sqrt{w_i^\top q_i}$ with $w_i = p_i - H'q_i$ — classical SR1, which
-satisfies $H q_i = p_i$ exactly — and $\alpha = 1$; a pair that would make $H$ indefinite is skipped; the last term
-gives directions no pair has measured L-BFGS's step scale without touching any secant equation ($\Pi_Q$ projects
-onto the stored $q_i$); and a step that does not lower $f$ enough is shortened. Pick either form in the sidebar.
+satisfies $H q_i = p_i$ exactly — and $\alpha = 1$; a pair whose $v_i$ would make $H$ indefinite enters as a BFGS
+update instead (it keeps $H$ positive definite and, unlike a sum of $v v^\top$, can shrink it, which non-smooth
+and non-convex functions need); the last term gives directions no pair has measured L-BFGS's step scale without
+touching any secant equation ($\Pi_Q$ projects onto the stored $q_i$); and a step that does not lower $f$ enough
+is shortened. Pick either form in the sidebar.
 
 **Reading the app**
 - *Trajectories*: several solvers on a 2-D function, step by step; click the contour to start elsewhere.

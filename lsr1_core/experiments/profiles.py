@@ -31,13 +31,16 @@ TUNED = ("gd", "adam", "adahessian", "lodo")
 FIXED = {"lbfgs": {"memory": 8, "line_search": "strong_wolfe"}, "sr1": {"memory": 8, "line_search": "armijo"}}
 LSR1_MODELS = {"lsr1": "pretrained/quadratic", "lsr1_nosec": "pretrained/quadratic_nosec",
                "lsr1_qn": "pretrained/qn_quadratic", "lsr1_qn_L64": "pretrained/qn_quadratic",
-               "lsr1_qn_envelope": "pretrained/qn_quadratic"}
+               "lsr1_qn_skip": "pretrained/qn_quadratic", "lsr1_qn_envelope": "pretrained/qn_quadratic"}
 # Test buffer sizes. The paper form runs with Table 7's test value L = 64 (``memory``); the qn form with
 # L = 8, the memory L-BFGS and SR1 get here, and once more at L = 64 (``lsr1_qn_L64``): its positive
 # semi-definite SR1 skips more pairs as the memory grows (measured, docs/results_profiles.md).
-QN_MEMORY = {"lsr1_qn": 8, "lsr1_qn_envelope": 8}
+QN_MEMORY = {"lsr1_qn": 8, "lsr1_qn_skip": 8, "lsr1_qn_envelope": 8}
 # The qn form's initial matrix (LSR1Config.h0): the two-scale rule, and once with H₀ = γI as its ablation row.
-QN_H0 = {"lsr1_qn": "two_scale", "lsr1_qn_L64": "two_scale", "lsr1_qn_envelope": "envelope"}
+QN_H0 = {"lsr1_qn": "two_scale", "lsr1_qn_L64": "two_scale", "lsr1_qn_skip": "two_scale", "lsr1_qn_envelope": "envelope"}
+# What the qn form does with a pair SR1 cannot use positively (LSR1Config.fallback): the BFGS update (the default),
+# and skipping it as the two ablation rows (two-scale H₀; H₀ = γI, the rule before both changes).
+QN_FALLBACK = {"lsr1_qn": "bfgs", "lsr1_qn_L64": "bfgs", "lsr1_qn_skip": "skip", "lsr1_qn_envelope": "skip"}
 # Table 7: one model per task, trained at N = 100 (quadratics → the quadratic families). A family whose
 # model is not shipped falls back to the N = 2 quadratic model (C.2.1); the results record which was used.
 FAMILY_TASK = {"rosenbrock": "rosenbrock", "rastrigin": "rastrigin"}
@@ -53,7 +56,8 @@ def model_for(name: str, family: str) -> str:
 
 def build(name: str, lr: float | None, memory: int, family: str = "quad_cond1"):
     if name in LSR1_MODELS:
-        s = LSR1Solver(checkpoint=model_for(name, family), memory=QN_MEMORY.get(name, memory), h0=QN_H0.get(name))
+        s = LSR1Solver(checkpoint=model_for(name, family), memory=QN_MEMORY.get(name, memory), h0=QN_H0.get(name),
+                        fallback=QN_FALLBACK.get(name))
         s.net.double()
         return s
     if name in FIXED:
@@ -109,7 +113,7 @@ def compute(steps: int = 100, families=PROFILE_FAMILIES, dims=PROFILE_DIMS, solv
                           for s, v in fx.items()}
     models = {s: {fam: Path(model_for(s, fam)).name for fam in families} for s in solvers if s in LSR1_MODELS}
     return score({"steps": steps, "lsr1_models": models, "families": list(families), "dims": list(dims),
-                  "memory": memory, "qn_memory": dict(QN_MEMORY), "qn_h0": dict(QN_H0), "tuned_lr": tuned, "table": table,
+                  "memory": memory, "qn_memory": dict(QN_MEMORY), "qn_h0": dict(QN_H0), "qn_fallback": dict(QN_FALLBACK), "tuned_lr": tuned, "table": table,
                   "distance": finals, "seconds": times})
 
 
@@ -128,7 +132,8 @@ def score(res: dict) -> dict:
 NAMES = {"gd": "gradient descent", "adam": "Adam", "adahessian": "AdaHessian", "lodo": "LODO", "lbfgs": "L-BFGS",
          "sr1": "SR1 (classical, Armijo)", "lsr1": "L-SR1 (paper form)", "lsr1_nosec": "L-SR1 w/o secant (paper form)",
          "lsr1_qn": "L-SR1 (scale-free qn form, L = 8)", "lsr1_qn_L64": "L-SR1 (scale-free qn form, L = 64)",
-         "lsr1_qn_envelope": "L-SR1 (qn form, L = 8, H₀ = γI: ablation)"}
+         "lsr1_qn_skip": "L-SR1 (qn form, L = 8, no BFGS fallback: ablation)",
+         "lsr1_qn_envelope": "L-SR1 (qn form, L = 8, H₀ = γI, no BFGS fallback: ablation)"}
 
 
 def plot(res: dict, path: Path) -> None:
@@ -158,8 +163,9 @@ def markdown(res: dict, cmd: str) -> str:
              "Measure m = ‖x̂ − x*‖/‖x_w − x*‖ (x_w: the worst solver's final point); a diverged run counts as a "
              f"failure. The paper-form L-SR1 runs with a test buffer of L = {res['memory']} (Table 7's test value), the qn "
              f"form with L = {res.get('qn_memory', {}).get('lsr1_qn', res['memory'])} (the memory of L-BFGS and SR1 "
-             f"here) and again with L = {res['memory']}, both with the two-scale H₀ (`h0=\"two_scale\"`), and once at L = 8 "
-             f"with H₀ = γI (the ablation of that change); each, per family, with "
+             f"here) and again with L = {res['memory']}, both with the two-scale H₀ (`h0=\"two_scale\"`) and the BFGS fallback "
+             f"(`fallback=\"bfgs\"`), and at L = 8 without the fallback and without both changes (the ablations); "
+             f"each, per family, with "
              "the checkpoint below (Table 7's per-task model trained at N = 100 where one is shipped, else the "
              "N = 2 quadratic model of C.2.1).", "",
              "Measures below machine epsilon count as exact solves (they tie); the last column scores the same runs "

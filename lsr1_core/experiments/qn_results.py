@@ -66,13 +66,15 @@ def rows_quadratics():
         ("L-SR1 paper form (`quadratic`)", "paper", checkpoint("pretrained/quadratic")),
         ("  + Armijo safeguard", "safeguard alone", paper_with("pretrained/quadratic", safeguard="armijo")),
         ("L-SR1 qn, untrained, H₀ = probe BB scale (γ factor 1)", "scale-free H₀ without the ½ envelope",
-         lambda: qn_untrained(gamma_factor=1.0, h0="envelope")),
+         lambda: qn_untrained(gamma_factor=1.0, h0="envelope", fallback="skip")),
         ("L-SR1 qn, untrained, H₀ = γI, no safeguard", "SR1-expressible + PSD + envelope, no safeguard",
-         lambda: qn_untrained(safeguard=None, h0="envelope")),
+         lambda: qn_untrained(safeguard=None, h0="envelope", fallback="skip")),
         ("L-SR1 qn, untrained, H₀ = γI (= PSD SR1)", "structural changes with the envelope H₀",
-         lambda: qn_untrained(h0="envelope")),
-        ("L-SR1 qn, untrained, two-scale H₀ (the default)", "two-scale H₀ (γ_BB off the memory's span)",
-         lambda: qn_untrained()),
+         lambda: qn_untrained(h0="envelope", fallback="skip")),
+        ("L-SR1 qn, untrained, two-scale H₀, unusable pairs skipped", "two-scale H₀ (γ_BB off the memory's span)",
+         lambda: qn_untrained(fallback="skip")),
+        ("L-SR1 qn, untrained, two-scale H₀ + BFGS fallback (the default)",
+         "BFGS update for the pairs SR1 would make indefinite", lambda: qn_untrained()),
         ("L-SR1 qn `qn_quadratic` (trained, λ_sec = 1)", "meta-training", checkpoint("pretrained/qn_quadratic")),
         ("L-SR1 qn `qn_quadratic_nosec`", "meta-training without secant", checkpoint("pretrained/qn_quadratic_nosec")),
         ("L-SR1 qn `qn_profile_quadratic` (N = 100)", "meta-training at N = 100", checkpoint("pretrained/qn_profile_quadratic")),
@@ -166,7 +168,8 @@ def stress_problems(dims, seed=0):
 
 def section_c(dims=(2, 10, 100, 1000), steps=100, scales=(1e-3, 1.0, 1e3)):
     solvers = {"L-SR1 qn (default)": default_qn,
-               "L-SR1 qn, H₀ = γI": checkpoint("pretrained/qn_quadratic", h0="envelope"),
+               "L-SR1 qn, H₀ = γI, no fallback": checkpoint("pretrained/qn_quadratic", h0="envelope", fallback="skip"),
+               "L-SR1 qn, no BFGS fallback": checkpoint("pretrained/qn_quadratic", fallback="skip"),
                "L-SR1 paper (`quadratic`)": checkpoint("pretrained/quadratic"),
                "L-BFGS": lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe"),
                "gradient descent (lr 1e-3)": lambda: make_solver("gd", lr=1e-3)}
@@ -195,7 +198,8 @@ def section_d(steps=100):
         fstar = obj.min_value()
         row = {}
         for label, make in (("L-SR1 qn (default)", default_qn),
-                            ("L-SR1 qn, H₀ = γI", checkpoint("pretrained/qn_quadratic", h0="envelope")),
+                            ("L-SR1 qn, H₀ = γI, no fallback", checkpoint("pretrained/qn_quadratic", h0="envelope", fallback="skip")),
+                            ("L-SR1 qn, no BFGS fallback", checkpoint("pretrained/qn_quadratic", fallback="skip")),
                             ("L-SR1 paper (`quadratic`)", checkpoint("pretrained/quadratic")),
                             ("L-BFGS", lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe")),
                             ("SR1 classical", lambda: make_solver("sr1", memory=8))):

@@ -38,6 +38,9 @@ SAFEGUARDS = (None, "armijo")
 # The qn form's initial matrix: "envelope" H₀ = γI; "two_scale" adds (γ_BB − γ)(I − Π_Q), γ_BB = pᵀq/qᵀq of the
 # newest pair and Π_Q the projector onto the stored gradient differences (lsr1_core.learned.qn).
 H0_RULES = ("envelope", "two_scale")
+# What the qn form does with a pair whose SR1 vector would make H indefinite: "skip" it (H ⪰ γI), or take the
+# BFGS update from it where pᵀq > 0 ("bfgs": positive definite, and it can shrink H where SR1 would have).
+FALLBACKS = ("skip", "bfgs")
 
 
 @dataclass
@@ -60,7 +63,8 @@ class LSR1Config(ConfigMixin):
     :meth:`LSR1Config.qn`). Fields used only by the qn form: ``step_bound`` (α = exp(b·tanh(α̃/b))),
     ``probe`` (relative length of the first step's curvature probe), ``skip_eps`` (SR1's skip rule),
     ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs), ``h0``
-    ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured).
+    ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured),
+    ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs").
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
@@ -86,14 +90,17 @@ class LSR1Config(ConfigMixin):
     skip_eps: float = 1e-8
     gamma_factor: float = 0.5
     h0: str = "envelope"
+    fallback: str = "skip"
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
-        """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features, two-scale H₀.
+        """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features, two-scale H₀,
+        BFGS fallback.
 
-        (A card without ``h0`` loads with the dataclass default "envelope", the rule it was made with.)"""
+        (A card without ``h0`` or ``fallback`` loads with the dataclass defaults "envelope" and "skip", the
+        rules it was made with.)"""
         base = dict(form="qn", batchnorm=False, safeguard="armijo", features=QN_DEFAULT_FEATURES,
-                    bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale")
+                    bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale", fallback="bfgs")
         base.update(changes)
         return cls(**base)
 
@@ -111,6 +118,8 @@ class LSR1Config(ConfigMixin):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
         if self.h0 not in H0_RULES:
             raise LSR1Error(f"h0 must be one of {list(H0_RULES)}, got {self.h0!r}")
+        if self.fallback not in FALLBACKS:
+            raise LSR1Error(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:
@@ -209,25 +218,47 @@ class LSR1Operator(CurvatureOperator):
     optionally followed by the authors' per-row rescaling of the output to the input's norm."""
 
     def __init__(self, W: torch.Tensor, identity: bool = True, rescale: bool = False,
-                 scale: torch.Tensor | None = None, complement: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 scale: torch.Tensor | None = None, complement: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 bfgs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         # scale (B, 1): the identity part is scale·I (the qn form's γ = pᵀq/qᵀq); None means 1.
         # complement (U, c): U (B, N, l) orthonormal columns, c (B, 1) ≥ 0; adds c·(I − UUᵀ), the qn form's
         # larger scale on directions its stored pairs have not measured (h0 = "two_scale").
+        # bfgs (P, Q, ρ): the qn form's BFGS fallback (fallback = "bfgs"). The updates are then applied in
+        # order, pair i either adding v_i v_iᵀ (SR1; W[:, i] = 0 where it is not) or, where ρ_i > 0, the BFGS
+        # update H ← (I − ρ p qᵀ) H (I − ρ q pᵀ) + ρ p pᵀ (ρ = 1/pᵀq), applied by a two-loop recursion.
         self.W, self.identity, self.rescale, self.scale = W, identity, rescale, scale
-        self.complement = complement
+        self.complement, self.bfgs = complement, bfgs
         self.dtype, self.device = W.dtype, W.device
 
     @property
     def shape(self):
         return (self.W.shape[0], self.W.shape[2])
 
+    def _interleaved(self, u: torch.Tensor) -> torch.Tensor:
+        """γI followed by the pairs' SR1 and BFGS updates in order (two-loop recursion, O(lN))."""
+        P, Q, rho = self.bfgs
+        y, a, b = u, [], []
+        for i in reversed(range(self.W.shape[1])):
+            a_i = rho[:, i:i + 1] * (P[:, i] * y).sum(-1, keepdim=True)  # 0 where pair i is not a BFGS update
+            b.append((self.W[:, i] * y).sum(-1, keepdim=True))
+            a.append(a_i)
+            y = y - a_i * Q[:, i]
+        out = y if self.scale is None else self.scale * y
+        for j, i in enumerate(range(self.W.shape[1])):
+            a_i, b_i = a[-1 - j], b[-1 - j]
+            out = out + P[:, i] * (a_i - rho[:, i:i + 1] * (Q[:, i] * out).sum(-1, keepdim=True)) + b_i * self.W[:, i]
+        return out
+
     def linear_matvec(self, u: torch.Tensor) -> torch.Tensor:
-        if not self.identity:
-            out = torch.zeros_like(u)
+        if self.bfgs is not None and self.W.shape[1]:
+            out = self._interleaved(u)
         else:
-            out = u if self.scale is None else self.scale * u
-        if self.W.shape[1]:
-            out = out + torch.einsum("bl,bln->bn", torch.einsum("bln,bn->bl", self.W, u), self.W)
+            if not self.identity:
+                out = torch.zeros_like(u)
+            else:
+                out = u if self.scale is None else self.scale * u
+            if self.W.shape[1]:
+                out = out + torch.einsum("bl,bln->bn", torch.einsum("bln,bn->bl", self.W, u), self.W)
         if self.complement is not None:
             U, c = self.complement
             out = out + c * (u - torch.einsum("bnl,bl->bn", U, torch.einsum("bnl,bn->bl", U, u)))
@@ -241,6 +272,8 @@ class LSR1Operator(CurvatureOperator):
 
     def dense(self) -> torch.Tensor:
         """The linear part (B, N, N) — without the rescaling, which is not linear."""
+        if self.bfgs is not None:
+            return super().dense()
         B, N = self.shape
         M = torch.einsum("bli,blj->bij", self.W, self.W)
         if self.identity:
@@ -254,8 +287,9 @@ class LSR1Operator(CurvatureOperator):
 
     def detach(self):
         comp = None if self.complement is None else (self.complement[0].detach(), self.complement[1].detach())
+        bfgs = None if self.bfgs is None else tuple(t.detach() for t in self.bfgs)
         return LSR1Operator(self.W.detach(), self.identity, self.rescale,
-                            None if self.scale is None else self.scale.detach(), comp)
+                            None if self.scale is None else self.scale.detach(), comp, bfgs)
 
 
 @dataclass

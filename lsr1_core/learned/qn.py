@@ -23,8 +23,13 @@ a secant penalty keeps the operator curvature-consistent — and changes four th
    vectors rebuilt from H₀ = γI each step (O(L²N), no extra network calls), so the secant condition holds
    for every stored pair when u = 0, and γ may change.
 4. **PSD by construction and safe.** Where wᵀq ≤ ε‖w‖‖q‖ (SR1 would go indefinite or divide by ~0) the
-   vector is skipped, so H ⪰ γI ≻ 0 always; the learned correction decides whether a pair with rᵀq ≤ 0
-   becomes usable. The step α ⊙ Hg must pass an Armijo test or is replaced by Hg and/or shortened
+   vector is not used; the learned correction decides whether a pair with rᵀq ≤ 0 becomes usable. With
+   ``fallback="skip"`` such a pair is skipped, so H ⪰ γI ≻ 0. With ``fallback="bfgs"`` (the default of
+   :meth:`LSR1Config.qn`) a pair with pᵀq > ε‖p‖‖q‖ enters H as a BFGS update instead, which keeps H ≻ 0 and
+   satisfies H q = p for that pair: a sum of positive rank-ones can only *grow* H, so on non-convex or
+   non-smooth objectives, where most pairs say H is too large along q, skipping leaves H too large and the
+   safeguard shortens most steps (on mesh recovery's L1 objective 84 % of the pairs); the BFGS update shrinks
+   H there, as L-BFGS does. The step α ⊙ Hg must pass an Armijo test or is replaced by Hg and/or shortened
    (:mod:`lsr1_core.learned.safeguard`), so f never increases and nothing blows up.
 """
 from __future__ import annotations
@@ -89,18 +94,38 @@ def two_scale_complement(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, 
     return U, c
 
 
+def bfgs_rho(P: torch.Tensor, Q: torch.Tensor, W: torch.Tensor, eps: float) -> torch.Tensor:
+    """(B, l): ρ = 1/pᵀq for the pairs whose SR1 vector was not used (W[:, i] = 0) and that have curvature
+    pᵀq > ε‖p‖‖q‖, else 0 — the BFGS fallback's updates (so the BFGS update keeps H positive definite)."""
+    with torch.no_grad():
+        P, Q = P.detach(), Q.detach()
+        pq = (P * Q).sum(-1)
+        ok = (pq > eps * P.norm(dim=-1) * Q.norm(dim=-1)) & (pq > 0) & torch.isfinite(pq)
+        ok = ok & ~(W.detach() != 0).any(-1)
+        return torch.where(ok, 1 / pq.clamp_min(_tiny(pq)), torch.zeros_like(pq))
+
+
 def qn_operator(cfg, W: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor) -> LSR1Operator:
-    """The qn form's H from its buffer W and stored pairs: γI + Σ v vᵀ, plus the two-scale complement when
-    ``cfg.h0`` asks for it."""
+    """The qn form's H from its buffer W and stored pairs: γI + Σ v vᵀ (with the BFGS updates of the pairs SR1
+    skipped when ``cfg.fallback`` is "bfgs"), plus the two-scale complement when ``cfg.h0`` asks for it."""
     complement = two_scale_complement(P, Q, gamma) if cfg.h0 == "two_scale" else None
-    return LSR1Operator(W, scale=gamma, complement=complement)
+    bfgs = (P.detach(), Q.detach(), bfgs_rho(P, Q, W, cfg.skip_eps)) if cfg.fallback == "bfgs" else None
+    return LSR1Operator(W, scale=gamma, complement=complement, bfgs=bfgs)
 
 
-def rebuild(P, Q, U, gamma, eps: float) -> torch.Tensor:
-    """The buffer vectors (B, l, N) of H = γI + Σ v vᵀ from stored pairs, oldest first."""
+def _partial(W, P, Q, rho, gamma) -> LSR1Operator:
+    """H built from the first l pairs (no complement): plain γI + Σ v vᵀ when ``rho`` is None."""
+    return LSR1Operator(W, scale=gamma, bfgs=None if rho is None else (P, Q, rho))
+
+
+def rebuild(P, Q, U, gamma, eps: float, fallback: str = "skip") -> torch.Tensor:
+    """The buffer vectors (B, l, N) of H from stored pairs, oldest first (zero where a pair's SR1 vector is not
+    used; with ``fallback="bfgs"`` such a pair enters H as a BFGS update, see :func:`bfgs_rho`)."""
     V = []
     for i in range(P.shape[1]):
-        Hq = LSR1Operator(torch.stack(V, 1) if V else P[:, :0], scale=gamma).matvec(Q[:, i])
+        Wi = torch.stack(V, 1) if V else P[:, :0]
+        rho = bfgs_rho(P[:, :i], Q[:, :i], Wi, eps) if fallback == "bfgs" else None
+        Hq = _partial(Wi, P[:, :i], Q[:, :i], rho, gamma).matvec(Q[:, i])
         V.append(psd_sr1_vector(P[:, i], Q[:, i], Hq, U[:, i], eps)[0])
     return torch.stack(V, 1) if V else P[:, :0]
 
@@ -151,8 +176,9 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     if P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
         W_old = state.W  # nothing dropped and H₀ unchanged: the stored vectors are still exact
     else:
-        W_old = rebuild(P, Q, U, gamma, cfg.skip_eps)
-    prev = LSR1Operator(W_old, scale=gamma)
+        W_old = rebuild(P, Q, U, gamma, cfg.skip_eps, cfg.fallback)
+    rho_old = bfgs_rho(P, Q, W_old, cfg.skip_eps) if cfg.fallback == "bfgs" else None
+    prev = _partial(W_old, P, Q, rho_old, gamma)
     Hq = prev.matvec(q)
     r = p - Hq
     d0 = prev.matvec(g)
@@ -168,8 +194,12 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     b = cfg.step_bound
     alpha = torch.exp(b * torch.tanh(a / b)) * step_scale
     # Secant residual of the new operator on the pair it was built from (the textbook H_{k+1} q_k = p_k);
-    # where the vector is used it equals rms(p)·‖u‖, so the penalty is the learned departure from SR1.
+    # where the vector is used it equals rms(p)·‖u‖, so the penalty is the learned departure from SR1. A BFGS
+    # update satisfies H_{k+1} q_k = p_k exactly.
     resid = r - v * _dot(v, q)
+    if cfg.fallback == "bfgs":
+        took_bfgs = (op.bfgs[2][:, -1] > 0).unsqueeze(-1)
+        resid = torch.where(took_bfgs, torch.zeros_like(resid), resid)
     psq = _dot(p, p).squeeze(-1)
     secant = (resid * resid).sum(-1)
     rel_sq = torch.where(psq > 0, secant / psq.clamp_min(_tiny(psq)), torch.zeros_like(secant))
