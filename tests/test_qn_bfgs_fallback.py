@@ -152,3 +152,30 @@ def test_mlp_experiment_runs_and_lowers_the_loss(tmp_path):
         assert r["loss"] < 0.5 * start and r["evals"] >= 40
     with pytest.raises(SystemExit):
         qn_mlp.main(["--seeds", "0", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("fallback", ["skip", "bfgs"])
+def test_vectorised_rebuild_equals_the_recursion(fallback):
+    """rebuild() updates H_i q_j for all stored pairs at once; it must give the vectors that applying the operator
+    of the first i pairs to q_i (the two-loop recursion) gives, pair by pair."""
+    from lsr1_core.learned.qn import _partial, psd_sr1_vector
+
+    g = torch.Generator().manual_seed(0)
+    B, L, N = 5, 12, 9
+    A = torch.randn(N, N, generator=g, dtype=torch.float64)
+    A = A + A.T  # indefinite: many pairs are unusable for SR1
+    P = torch.randn(B, L, N, generator=g, dtype=torch.float64)
+    Q = P @ A + 0.3 * torch.randn(B, L, N, generator=g, dtype=torch.float64)
+    U = 0.1 * torch.randn(B, L, N, generator=g, dtype=torch.float64)
+    gamma = torch.rand(B, 1, generator=g, dtype=torch.float64) * 0.2
+    fast = rebuild(P, Q, U, gamma, 1e-8, fallback)
+    V = []
+    for i in range(L):
+        Wi = torch.stack(V, 1) if V else P[:, :0]
+        rho = bfgs_rho(P[:, :i], Q[:, :i], Wi, 1e-8) if fallback == "bfgs" else None
+        Hq = _partial(Wi, P[:, :i], Q[:, :i], rho, gamma).matvec(Q[:, i])
+        V.append(psd_sr1_vector(P[:, i], Q[:, i], Hq, U[:, i], 1e-8)[0])
+    torch.testing.assert_close(fast, torch.stack(V, 1), rtol=1e-10, atol=1e-12)
+    assert bool((fast.norm(dim=-1) == 0).any()) and bool((fast.norm(dim=-1) > 0).any())
+    if fallback == "bfgs":
+        assert bool((bfgs_rho(P, Q, fast, 1e-8) > 0).any())

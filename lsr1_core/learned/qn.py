@@ -120,14 +120,31 @@ def _partial(W, P, Q, rho, gamma) -> LSR1Operator:
 
 def rebuild(P, Q, U, gamma, eps: float, fallback: str = "skip") -> torch.Tensor:
     """The buffer vectors (B, l, N) of H from stored pairs, oldest first (zero where a pair's SR1 vector is not
-    used; with ``fallback="bfgs"`` such a pair enters H as a BFGS update, see :func:`bfgs_rho`)."""
+    used; with ``fallback="bfgs"`` such a pair enters H as a BFGS update, see :func:`bfgs_rho`).
+
+    Keeps H_i q_j for every stored q_j and updates all of them as each pair's update is added, so the l levels
+    cost l vectorised steps (O(l²N) arithmetic) instead of one recursion per pair."""
+    if P.shape[1] == 0:
+        return P[:, :0]
+    M = gamma.unsqueeze(1) * Q  # (B, l, N): H_0 q_j
     V = []
     for i in range(P.shape[1]):
-        Wi = torch.stack(V, 1) if V else P[:, :0]
-        rho = bfgs_rho(P[:, :i], Q[:, :i], Wi, eps) if fallback == "bfgs" else None
-        Hq = _partial(Wi, P[:, :i], Q[:, :i], rho, gamma).matvec(Q[:, i])
-        V.append(psd_sr1_vector(P[:, i], Q[:, i], Hq, U[:, i], eps)[0])
-    return torch.stack(V, 1) if V else P[:, :0]
+        p, q, Hq = P[:, i], Q[:, i], M[:, i]
+        v = psd_sr1_vector(p, q, Hq, U[:, i], eps)[0]
+        V.append(v)
+        if i == P.shape[1] - 1:
+            break
+        M = M + (Q @ v.unsqueeze(-1)) * v.unsqueeze(1)  # H ← H + v vᵀ (zero where v is not used)
+        if fallback == "bfgs":
+            rho = bfgs_rho(p.unsqueeze(1), q.unsqueeze(1), v.unsqueeze(1), eps)  # (B, 1)
+            if bool((rho > 0).any()):
+                # H ← (I − ρ p qᵀ) H (I − ρ q pᵀ) + ρ p pᵀ, applied to every q_j at once
+                a = Q @ p.unsqueeze(-1)  # (B, l, 1): pᵀq_j
+                r = rho.unsqueeze(-1)
+                Z = M - r * a * Hq.unsqueeze(1)
+                Z = Z - r * (Z @ q.unsqueeze(-1)) * p.unsqueeze(1)
+                M = Z + r * a * p.unsqueeze(1)
+    return torch.stack(V, 1)
 
 
 def qn_init_state(net: LSR1Net, objective, x0: torch.Tensor, f0: torch.Tensor | None = None,
