@@ -86,3 +86,22 @@ def test_training_cli_qn_form(tmp_path):
     with pytest.raises(SystemExit, match="--form qn applies to --method lsr1"):
         main(["--method", "lgd", "--form", "qn", "--initializer", str(tmp_path / "init"),
               "--run-dir", str(tmp_path / "bad")] + small)
+
+
+def test_step_table_experiment_starts_as_the_untrained_form_and_learns(body):
+    """lsr1_core.experiments.qn_hmr_steps: with its table at zero it is the untrained qn form (same iterates), and
+    the 3-D loss reaches the table through the safeguarded steps (non-zero gradient)."""
+    from lsr1_core.experiments.qn_hmr_steps import StepTable
+    from lsr1_core.learned import LSR1Net, LSR1Solver
+    from lsr1_core.solvers import run
+
+    init = _qn_model(body).initializer.eval()
+    batch = make_test_set(body, n=6)
+    table = StepTable(3, body.pose_dim + body.shape_dim)
+    obj, zs = table.fit(body, init, batch, 3)
+    ref = run(LSR1Solver(model=LSR1Net(LSR1Config.qn(memory=8))), obj, zs[0].detach(), 3)
+    torch.testing.assert_close(zs[-1].detach(), ref.x[-1], rtol=1e-5, atol=1e-6)
+    P = body.pose_dim
+    loss = (body.keypoints(zs[-1][:, :P], zs[-1][:, P:]) - body.keypoints(zs[0][:, :P], zs[0][:, P:]).detach()).abs().mean()
+    loss.backward()
+    assert table.A.grad is not None and float(table.A.grad.abs().sum()) > 0
