@@ -243,10 +243,10 @@ class LSR1Operator(CurvatureOperator):
             b.append((self.W[:, i] * y).sum(-1, keepdim=True))
             a.append(a_i)
             y = y - a_i * Q[:, i]
-        out = y if self.scale is None else self.scale * y
-        for j, i in enumerate(range(self.W.shape[1])):
-            a_i, b_i = a[-1 - j], b[-1 - j]
-            out = out + P[:, i] * (a_i - rho[:, i:i + 1] * (Q[:, i] * out).sum(-1, keepdim=True)) + b_i * self.W[:, i]
+        out = y if self.scale is None else self.scale * y  # the qn form always keeps its γI
+        a.reverse(), b.reverse()
+        for i in range(self.W.shape[1]):
+            out = out + P[:, i] * (a[i] - rho[:, i:i + 1] * (Q[:, i] * out).sum(-1, keepdim=True)) + b[i] * self.W[:, i]
         return out
 
     def linear_matvec(self, u: torch.Tensor) -> torch.Tensor:
