@@ -15,6 +15,20 @@ KAPPAS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.
           700.0, 1000.0)
 
 
+def sync_lsr1_choice(key: str, seen_key: str, specs) -> None:
+    """Keep a page's solver choice in step with the sidebar: an L-SR1 entry that appeared since the last run
+    (a qn variant just ticked in the sidebar) is chosen when its model is; entries that are gone (a model or
+    variant removed in the sidebar) are dropped before the widget is drawn."""
+    lsr1_now = [l for l in specs if l.startswith("L-SR1")]
+    if key in st.session_state:
+        cur = [l for l in st.session_state[key] if l in specs]
+        seen = st.session_state.get(seen_key, lsr1_now)
+        cur += [l for l in lsr1_now if l not in seen and l not in cur and any(l.startswith(c + " (") for c in cur)]
+        if cur != list(st.session_state[key]):
+            st.session_state[key] = cur
+    st.session_state[seen_key] = lsr1_now
+
+
 def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbrock", default_steps: int = 100,
              player_key: str | None = None):
     """The setting's widgets; ``player_key``: the key of the player that draws this setting, whose last
@@ -35,9 +49,13 @@ def settings(prefix: str, models: dict, column=None, default_fn: str = "rosenbro
     start = (a.number_input("start x₁", step=0.1, format="%.3f", key=f"{prefix}sx"),
              b.number_input("start x₂", step=0.1, format="%.3f", key=f"{prefix}sy"))
     specs = all_specs(fn, models)
-    default = [l for l in specs if l.startswith("L-SR1")][:1] + ["SR1 (classical)", "L-BFGS", "Adam",
-                                                                  "Gradient descent", "Newton"]
-    chosen = c.multiselect("Solvers", list(specs), default=[d for d in default if d in specs], key=f"{prefix}solvers")
+    first = next((l for l in specs if l.startswith("L-SR1")), None)  # the first model, with its qn variants
+    default = [l for l in specs if first and (l == first or l.startswith(first + " ("))] + [
+        "SR1 (classical)", "L-BFGS", "Adam", "Gradient descent", "Newton"]
+    key = f"{prefix}solvers"
+    sync_lsr1_choice(key, f"{prefix}lsr1_seen", specs)
+    chosen = c.multiselect("Solvers", list(specs), default=None if key in st.session_state else
+                           [d for d in default if d in specs], key=key)
     steps = int(c.slider("steps", 5, 500, default_steps, key=f"{prefix}steps"))
     memory = int(c.number_input("buffer size L (L-SR1, SR1, L-BFGS)", min_value=0, max_value=64, value=8,
                                 key=f"{prefix}mem"))

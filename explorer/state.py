@@ -6,7 +6,7 @@ import torch
 
 from lsr1_core.runs.catalog import FORM_NAMES, available_models, model_form
 from lsr1_core.runs.root import runs_root
-from lsr1_core.viz.explore import SolverSpec, default_specs, run_2d
+from lsr1_core.viz.explore import QN_VARIANTS, SolverSpec, default_specs, lsr1_spec_variants, run_2d
 
 # The L-SR1 model every page starts with (a sidebar label of lsr1_core.runs.catalog.available_models);
 # the first pretrained model whose name starts with one of these, in this order. One place to change it.
@@ -55,6 +55,10 @@ def sidebar() -> dict:
                             "'qn_*': the scale-free form (starts as classical SR1, positive definite, safeguarded; "
                             "the default); the others: the paper's form (Algorithm 1) — 'quadratic' (N = 2), "
                             "'profile_*' (N = 100); '*_nosec' trained without the secant penalty")
+        st.multiselect("qn form: variants", list(QN_VARIANTS), default=["as shipped"], key="qn_variants",
+                       help="for each scale-free (qn) model: the model as shipped and/or its ablations — without "
+                            "the BFGS fallback (a pair SR1 cannot use is skipped, so H can only grow), and also "
+                            "with H₀ = γI instead of the two-scale initial matrix. Paper-form models ignore this.")
         st.select_slider("L-SR1 step scale", STEP_SCALES, value=1.0, key="lsr1_scale",
                          help="multiplies every L-SR1 step x_{k+1} = x_k − scale · α ⊙ B̃ g")
         st.caption("Step scale: L-SR1's steps are α ⊙ B̃g. The scale-free form needs none (1); the paper "
@@ -69,10 +73,11 @@ def sidebar() -> dict:
 def lsr1_specs(models: dict) -> dict[str, SolverSpec]:
     out = {}
     scale = float(st.session_state.get("lsr1_scale", 1.0))
+    variants = st.session_state.get("qn_variants", ["as shipped"])
     for label in st.session_state.get("lsr1_models", []):
         if label in models:
             name = "L-SR1 " + label.split(": ", 1)[1]
-            out[name] = SolverSpec(name, "lsr1", (), str(models[label]), step_scale=scale)
+            out.update(lsr1_spec_variants(name, str(models[label]), model_form(models[label]), variants, scale))
     return out
 
 

@@ -280,3 +280,34 @@ def test_a_model_has_one_colour_on_every_page_and_panel():
     for name, cols in colours.items():
         assert cols == {color_for(name)}, (name, cols)
     assert color_for("L-BFGS") != color_for("SR1 (classical)")
+
+
+def test_qn_variants_put_the_ablations_beside_the_shipped_model():
+    """Sidebar 'qn form: variants': the shipped qn model and its run without the BFGS fallback side by side on
+    Rosenbrock; the fallback reaches f < 1e-6 within 50 steps, the ablation does not (35 vs 71 steps,
+    docs/results_qn.md section D)."""
+    at = _page("trajectories")
+    at.multiselect(key="qn_variants").set_value(["as shipped", "no BFGS fallback"]).run()
+    assert not at.exception
+    names = at.multiselect(key="tr_solvers").value
+    shipped = [n for n in names if n.startswith("L-SR1 qn_") and "(" not in n]
+    ablated = [n for n in names if n.startswith("L-SR1 qn_") and n.endswith("(no BFGS fallback)")]
+    assert len(shipped) == 1 and ablated == [shipped[0] + " (no BFGS fallback)"]
+    at.multiselect(key="tr_solvers").set_value(shipped + ablated)
+    at.selectbox(key="tr_fn").set_value("rosenbrock")
+    at.slider(key="tr_steps").set_value(50).run()
+    assert not at.exception
+    f = {s["label"]: s["f"] for s in _player(at)["solvers"]}
+    assert f[shipped[0]][-1] < 1e-6 < f[ablated[0]][-1]
+
+
+def test_variants_apply_to_the_qn_form_only():
+    from lsr1_core.viz.explore import lsr1_spec_variants
+
+    qn = lsr1_spec_variants("L-SR1 m", "pretrained/qn_quadratic", "qn", ["as shipped", "H₀ = γI, no BFGS fallback"])
+    assert list(qn) == ["L-SR1 m", "L-SR1 m (H₀ = γI, no BFGS fallback)"]
+    solver = qn["L-SR1 m (H₀ = γI, no BFGS fallback)"].build(memory=8)
+    assert solver.net.config.fallback == "skip" and solver.net.config.h0 == "envelope"
+    assert qn["L-SR1 m"].build().net.config.fallback == "bfgs"
+    paper = lsr1_spec_variants("L-SR1 p", "pretrained/quadratic", "paper", ["no BFGS fallback"])
+    assert list(paper) == ["L-SR1 p"] and paper["L-SR1 p"].qn_rules == ()

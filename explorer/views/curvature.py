@@ -127,7 +127,7 @@ def nd_section(ctx):
     row = int(c2.number_input("problem (row of the test set)", 0, 31, 0, key="nd_row"))
     steps = int(c3.slider("steps", 5, 60, 20, key="nd_steps"))
     memory = 8
-    models = tuple((lab, spec.checkpoint) for lab, spec in lsr1_specs(ctx["models"]).items())
+    models = tuple((lab, spec.checkpoint, spec.qn_rules) for lab, spec in lsr1_specs(ctx["models"]).items())
     try:
         cos, sec, spectra = nd_run(n, row, steps, memory, models, ctx.get("scale", 1.0))
     except LSR1Error as e:

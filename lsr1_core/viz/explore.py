@@ -45,17 +45,42 @@ class SolverSpec:
     kwargs: tuple = ()  # sorted (key, value) pairs so the spec is hashable
     checkpoint: str | None = None
     step_scale: float = 1.0  # L-SR1 only: multiplies every step
+    qn_rules: tuple = ()  # L-SR1 qn form only: sorted (rule, value) pairs, e.g. (("fallback", "skip"),)
 
     def build(self, memory: int | None = None):
         if self.name == "lsr1":
             return LSR1Solver(checkpoint=self.checkpoint, memory=memory, name=self.label,
-                              step_scale=float(self.step_scale))
+                              step_scale=float(self.step_scale), **dict(self.qn_rules))
         kw = dict(self.kwargs)
         if self.name in ("lbfgs", "sr1") and memory is not None:
             kw["memory"] = memory
         s = make_solver(self.name, **kw)
         s.name = self.label
         return s
+
+
+# The qn form's ablations a page can put beside the model as shipped: label suffix → LSR1Solver overrides. Each
+# removes one of the two changes the form's default gained on 2026-11-29 (docs/results_qn.md, sections A, C, D).
+QN_VARIANTS = {
+    "as shipped": (),
+    "no BFGS fallback": (("fallback", "skip"),),
+    "H₀ = γI, no BFGS fallback": (("fallback", "skip"), ("h0", "envelope")),
+}
+
+
+def lsr1_spec_variants(label: str, checkpoint: str, form: str, variants, step_scale: float = 1.0) -> dict:
+    """label → SolverSpec for one L-SR1 model: one spec per chosen ``QN_VARIANTS`` entry for a qn model ("as
+    shipped" keeps ``label``; the others add the variant to it), one spec for a paper-form model (the variants
+    are rules of the qn form)."""
+    chosen = [v for v in variants if v in QN_VARIANTS] if form == "qn" else []
+    if not chosen or form != "qn":
+        chosen = ["as shipped"]
+    out = {}
+    for v in chosen:
+        name = label if v == "as shipped" else f"{label} ({v})"
+        out[name] = SolverSpec(name, "lsr1", (), checkpoint, step_scale=step_scale,
+                               qn_rules=tuple(sorted(QN_VARIANTS[v])))
+    return out
 
 
 def importable(name: str) -> bool:
@@ -233,16 +258,17 @@ def spectra_over_steps(tr: Trace, obj) -> dict[str, list]:
 
 
 def run_nd(n: int, row: int, steps: int, memory: int, models: tuple = (), step_scale: float = 1.0):
-    """L-BFGS, classical SR1 and the L-SR1 ``models`` ((label, checkpoint) pairs) on row ``row`` of the N-D test
-    quadratics: per solver the Newton cosines, the textbook secant residuals and (N ≤ 200) the spectra."""
+    """L-BFGS, classical SR1 and the L-SR1 ``models`` ((label, checkpoint) pairs, or (label, checkpoint, qn_rules)
+    with ``SolverSpec.qn_rules``) on row ``row`` of the N-D test quadratics: per solver the Newton cosines, the
+    textbook secant residuals and (N ≤ 200) the spectra."""
     q64, x064 = quadratic_split("test", n=n, size=max(row + 1, 4), dtype=torch.float64)
     q64 = q64.subset([row])
     x0 = x064[row:row + 1]
     solvers = {"L-BFGS": make_solver("lbfgs", memory=memory, line_search="strong_wolfe"),
                "SR1 (classical)": make_solver("sr1", memory=memory)}
-    for label, path in models:
+    for label, path, *rules in models:
         kw = {} if step_scale == 1.0 else {"step_scale": float(step_scale)}
-        s = LSR1Solver(checkpoint=path, memory=memory, **kw)
+        s = LSR1Solver(checkpoint=path, memory=memory, **kw, **dict(rules[0] if rules else ()))
         s.net.double()
         solvers[label] = s
     cos, sec, spectra = {}, {}, {}
