@@ -311,3 +311,13 @@ def test_variants_apply_to_the_qn_form_only():
     assert qn["L-SR1 m"].build().net.config.fallback == "bfgs"
     paper = lsr1_spec_variants("L-SR1 p", "pretrained/quadratic", "paper", ["no BFGS fallback"])
     assert list(paper) == ["L-SR1 p"] and paper["L-SR1 p"].qn_rules == ()
+
+
+def test_qn_variants_reach_the_n_dimensional_section():
+    at = _page("curvature")
+    at.session_state["cv_tab"] = "N-dimensional quadratic"
+    at.multiselect(key="qn_variants").set_value(["as shipped", "H₀ = γI, no BFGS fallback"]).run()
+    assert not at.exception
+    who = at.selectbox(key="nd_who").options
+    shipped = [w for w in who if w.startswith("L-SR1 qn_") and "(" not in w]
+    assert shipped and shipped[0] + " (H₀ = γI, no BFGS fallback)" in who
