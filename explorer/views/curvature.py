@@ -116,8 +116,8 @@ def secant_equation(tr, k: int, who: str, M_made, form: str) -> None:
 
 
 @st.cache_data(show_spinner="running on the test quadratic…", max_entries=16)
-def nd_run(n: int, row: int, steps: int, memory: int, models: tuple, scale: float = 1.0):
-    return run_nd(n, row, steps, memory, models, scale)
+def nd_run(n: int, row: int, steps: int, memory: int, models: tuple):
+    return run_nd(n, row, steps, memory, models)
 
 
 def nd_section(ctx):
@@ -127,9 +127,9 @@ def nd_section(ctx):
     row = int(c2.number_input("problem (row of the test set)", 0, 31, 0, key="nd_row"))
     steps = int(c3.slider("steps", 5, 60, 20, key="nd_steps"))
     memory = 8
-    models = tuple((lab, spec.checkpoint, spec.qn_rules) for lab, spec in lsr1_specs(ctx["models"]).items())
+    models = tuple(lsr1_specs(ctx["models"]).values())
     try:
-        cos, sec, spectra = nd_run(n, row, steps, memory, models, ctx.get("scale", 1.0))
+        cos, sec, spectra = nd_run(n, row, steps, memory, models)
     except LSR1Error as e:
         st.error(str(e))
         return

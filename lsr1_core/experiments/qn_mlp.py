@@ -21,6 +21,7 @@ import torch
 
 from ..checkpoints import PRETRAINED_DIR
 from ..learned import LSR1Optimizer
+from ..learned.io import load_model
 
 
 def problem(seed: int):
@@ -40,9 +41,10 @@ def fit(method: str, seed: int, steps: int, scale: float = 1.0) -> dict:
         return scale * ((model(X) - y) ** 2).mean()
 
     if method.startswith("lsr1"):
-        opt = LSR1Optimizer(model.parameters(), checkpoint=PRETRAINED_DIR / "qn_quadratic")
+        net, _ = load_model(PRETRAINED_DIR / "qn_quadratic")
         if method == "lsr1_skip":
-            opt.net = opt.net.with_config(fallback="skip")
+            net = net.with_config(fallback="skip")
+        opt = LSR1Optimizer(model.parameters(), model=net)
     elif method == "lbfgs":
         opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=1, history_size=8, line_search_fn="strong_wolfe")
     elif method.startswith("adam"):

@@ -73,8 +73,7 @@ def lsr1_spec_variants(label: str, checkpoint: str, form: str, variants, step_sc
     shipped" keeps ``label``; the others add the variant to it), one spec for a paper-form model (the variants
     are rules of the qn form)."""
     chosen = [v for v in variants if v in QN_VARIANTS] if form == "qn" else []
-    if not chosen or form != "qn":
-        chosen = ["as shipped"]
+    chosen = chosen or ["as shipped"]
     out = {}
     for v in chosen:
         name = label if v == "as shipped" else f"{label} ({v})"
@@ -257,20 +256,19 @@ def spectra_over_steps(tr: Trace, obj) -> dict[str, list]:
     return {"steps": steps, "approx": approx, "true": true}
 
 
-def run_nd(n: int, row: int, steps: int, memory: int, models: tuple = (), step_scale: float = 1.0):
-    """L-BFGS, classical SR1 and the L-SR1 ``models`` ((label, checkpoint) pairs, or (label, checkpoint, qn_rules)
-    with ``SolverSpec.qn_rules``) on row ``row`` of the N-D test quadratics: per solver the Newton cosines, the
-    textbook secant residuals and (N ≤ 200) the spectra."""
+def run_nd(n: int, row: int, steps: int, memory: int, models: tuple = ()):
+    """L-BFGS, classical SR1 and the L-SR1 ``models`` (:class:`SolverSpec` s, with their step scale and qn rules)
+    on row ``row`` of the N-D test quadratics: per solver the Newton cosines, the textbook secant residuals and
+    (N ≤ 200) the spectra."""
     q64, x064 = quadratic_split("test", n=n, size=max(row + 1, 4), dtype=torch.float64)
     q64 = q64.subset([row])
     x0 = x064[row:row + 1]
     solvers = {"L-BFGS": make_solver("lbfgs", memory=memory, line_search="strong_wolfe"),
                "SR1 (classical)": make_solver("sr1", memory=memory)}
-    for label, path, *rules in models:
-        kw = {} if step_scale == 1.0 else {"step_scale": float(step_scale)}
-        s = LSR1Solver(checkpoint=path, memory=memory, **kw, **dict(rules[0] if rules else ()))
+    for spec in models:
+        s = spec.build(memory)
         s.net.double()
-        solvers[label] = s
+        solvers[spec.label] = s
     cos, sec, spectra = {}, {}, {}
     for lab, s in solvers.items():
         tr = run(s, q64, x0, steps)
