@@ -284,7 +284,7 @@ def test_a_model_has_one_colour_on_every_page_and_panel():
 
 def test_qn_variants_put_the_ablations_beside_the_shipped_model():
     """Sidebar 'qn form: variants': the shipped qn model and its run without the BFGS fallback side by side on
-    Rosenbrock; the fallback reaches f < 1e-6 within 50 steps, the ablation does not (35 vs 71 steps,
+    Rosenbrock; the fallback reaches f < 1e-6 within 50 steps, the ablation does not (35 vs 74 steps,
     docs/results_qn.md section D)."""
     at = _page("trajectories")
     at.multiselect(key="qn_variants").set_value(["as shipped", "no BFGS fallback"]).run()
