@@ -105,3 +105,25 @@ def test_step_table_experiment_starts_as_the_untrained_form_and_learns(body):
     loss = (body.keypoints(zs[-1][:, :P], zs[-1][:, P:]) - body.keypoints(zs[0][:, :P], zs[0][:, P:]).detach()).abs().mean()
     loss.backward()
     assert table.A.grad is not None and float(table.A.grad.abs().sum()) > 0
+
+
+def test_horizon_experiment_records_every_method_from_the_same_start():
+    """lsr1_core.experiments.qn_hmr_horizon: all rows from the shared initializer start at one PA-MPJPE, the
+    ground-truth rows at zero error, nothing diverges, and the table reports the first step under the target."""
+    from lsr1_core.experiments.qn_hmr_horizon import evaluate, first_reach, markdown
+
+    res = evaluate(n_test=3, steps=15, gt_steps=2, every=5, log=lambda *a, **k: None)
+    runs = res["runs"]
+    assert set(runs) == {"lsr1_qn", "lbfgs", "adam", "lsr1_qn_from_truth", "lbfgs_from_truth"}
+    starts = {runs[n]["pa_mpjpe"][0] for n in ("lsr1_qn", "lbfgs", "adam")}
+    assert len(starts) == 1 and next(iter(starts)) > 20
+    for n in ("lsr1_qn_from_truth", "lbfgs_from_truth"):
+        assert runs[n]["pa_mpjpe"][0] < 1e-3 and runs[n]["step"][-1] == 2
+    for n in ("lsr1_qn", "lbfgs", "adam"):
+        r = runs[n]
+        assert r["diverged"] == 0 and r["step"] == [0, 1, 2, 4, 5, 8, 10, 15]
+        assert all(np.isfinite(r["pa_mpjpe"])) and r["f"][-1] < r["f"][0]
+    assert first_reach({"step": [0, 1, 4], "pa_mpjpe": [90.0, 95.0, 93.0]}, 93.6) == 4
+    assert first_reach({"step": [0, 1], "pa_mpjpe": [90.0, 95.0]}, 93.6) is None
+    md = markdown(res, "cmd")
+    assert "first step ≤ 93.6 mm" in md and "started at the ground truth" in md
