@@ -94,3 +94,27 @@ def test_the_disk_cache_round_trips_fits_and_the_test_set(setting, tmp_path, mon
     for k, v in ts.tensors().items():
         torch.testing.assert_close(again.tensors()[k], v)
     torch.testing.assert_close(ts.kp2d[:3], b.kp2d)
+
+
+def test_the_untrained_qn_form_fits_beside_the_classical_methods(setting):
+    """compare.FITTERS: the qn form (no HMR weights) is fitted from the same start as Adam and L-BFGS, lowers the
+    objective at every step (its Armijo safeguard), and equals a direct LSR1Solver run."""
+    from lsr1_core.errors import LSR1Error
+    from lsr1_core.hmr.compare import FITTERS
+    from lsr1_core.hmr.data import CameraConfig
+    from lsr1_core.hmr.models import HMRObjective, classical_fit
+    from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+    from lsr1_core.solvers import run
+    body, b, models = setting
+    assert FITTERS == ("adam", "lbfgs", "lsr1_qn")
+    fit = fit_methods(body, b, {"lgd": models["lgd"]}, 4, classical=FITTERS)
+    assert fit["order"] == ["lgd", "adam", "lbfgs", "lsr1_qn"]
+    np.testing.assert_array_equal(fit["poses"]["lsr1_qn"][0], fit["poses"]["adam"][0])
+    f = fit["metrics"]["lsr1_qn"]["f"]
+    assert np.all(np.diff(f, axis=0) <= 1e-7) and np.all(f[-1] < f[0])
+    obj = HMRObjective(body, b.kp2d, b.conf, CameraConfig())
+    z0 = torch.cat([torch.as_tensor(fit["poses"]["adam"][0]), torch.as_tensor(fit["shapes"]["adam"][0])], 1)
+    ref = run(LSR1Solver(model=LSR1Net(LSR1Config.qn())), obj, z0, 4)
+    np.testing.assert_allclose(fit["poses"]["lsr1_qn"][4], ref.x[4][:, :body.pose_dim].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(LSR1Error, match="lsr1_qn"):
+        classical_fit("newton", obj, z0[:, :body.pose_dim], z0[:, body.pose_dim:], 2)

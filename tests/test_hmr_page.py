@@ -175,11 +175,11 @@ def test_sample_choice_and_step_control_drive_the_figures(page, anny):
     def check_curves(step):
         cur = _charts(at)["curves"][0]
         lines = [t for t in cur["data"] if t["mode"] == "lines+markers"]
-        assert {t["name"] for t in lines} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS"}
+        assert {t["name"] for t in lines} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS", "L-SR1 qn form"}
         assert all(t["line"]["color"] == color_for(t["name"]) for t in lines)  # one colour per method, app-wide
-        assert len(lines) == 5 * 3 and all(len(t["y"]) == 16 for t in lines)
+        assert len(lines) == 6 * 3 and all(len(t["y"]) == 16 for t in lines)
         marks = [t for t in cur["data"] if t["name"] == "current step"]
-        assert len(marks) == 3 and all(list(m["x"]) == [step] * 5 for m in marks)
+        assert len(marks) == 3 and all(list(m["x"]) == [step] * 6 for m in marks)
         for m, key in zip(marks, ("xaxis", "xaxis2", "xaxis3")):
             ys = {n: t["y"][step] for t in lines if t["xaxis"] == m["xaxis"] for n in [t["name"]]}
             assert sorted(m["y"]) == pytest.approx(sorted(ys.values()))
@@ -188,7 +188,7 @@ def test_sample_choice_and_step_control_drive_the_figures(page, anny):
     lines15 = check_curves(15)
 
     # step 0: every method starts from the same initializer, so the meshes agree
-    at.multiselect(key="hmr_in3d_lsr1-lgd-lsr1_nosec-adam-lbfgs").set_value(["lsr1", "lgd", "adam"])
+    at.multiselect(key="hmr_in3d_lsr1-lgd-lsr1_nosec-adam-lbfgs-lsr1_qn").set_value(["lsr1", "lgd", "adam"])
     at.slider(key="hmr_step").set_value(0).run()
     assert not at.exception, at.exception
     check_curves(0)
@@ -239,7 +239,7 @@ def test_sample_choice_and_step_control_drive_the_figures(page, anny):
     at.slider(key="hmr_step").set_value(4).run()
     table = next(m.value for m in at.markdown if m.value.startswith("**At step 4**"))
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[4:]]
-    assert [r[0] for r in rows] == ["L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS"]
+    assert [r[0] for r in rows] == ["L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS", "L-SR1 qn form"]
     adam4 = next(t for t in _charts(at)["curves"][0]["data"] if t["name"] == "Adam" and t["xaxis"] == "x")["y"][4]
     assert float(next(r for r in rows if r[0] == "Adam")[1]) == pytest.approx(adam4, abs=0.006)
 
@@ -264,7 +264,7 @@ def test_checkpoints_that_do_not_fit_the_body_model_are_named(page):
     meshes = _mesh_view(at)[1]
     assert [t["name"] for t in meshes] == ["L-SR1"]  # LGD is left out, the rest still runs
     lines = [t for t in _charts(at)["curves"][0]["data"] if t["mode"] == "lines+markers" and t["xaxis"] == "x"]
-    assert {t["name"] for t in lines} == {"L-SR1", "L-SR1 (no secant)", "Adam", "L-BFGS"}
+    assert {t["name"] for t in lines} == {"L-SR1", "L-SR1 (no secant)", "Adam", "L-BFGS", "L-SR1 qn form"}
 
 
 def test_smpl_needs_its_path_and_refuses_anny_checkpoints(page, monkeypatch, tmp_path):
@@ -296,7 +296,7 @@ def test_no_learned_checkpoint_still_fits_classically(page):
     assert not at.error
     assert any("rest pose" in w.value for w in at.warning)
     lines = [t for t in _charts(at)["curves"][0]["data"] if t["mode"] == "lines+markers" and t["xaxis"] == "x"]
-    assert {t["name"] for t in lines} == {"Adam", "L-BFGS"}
+    assert {t["name"] for t in lines} == {"Adam", "L-BFGS", "L-SR1 qn form"}
 
 
 def test_without_offscreen_rendering_the_3d_view_remains(page, monkeypatch):
@@ -326,7 +326,7 @@ def test_every_mesh_lies_inside_the_3d_view(page):
     """Five methods and the ground truth: the scene's box holds every vertex of every mesh, the meshes do not
     overlap, and the camera stands far enough back to see the box (plotly's 45° perspective)."""
     at = page()
-    at.multiselect(key="hmr_in3d_lsr1-lgd-lsr1_nosec-adam-lbfgs").set_value(
+    at.multiselect(key="hmr_in3d_lsr1-lgd-lsr1_nosec-adam-lbfgs-lsr1_qn").set_value(
         ["lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs"])
     at.toggle(key="hmr_gt").set_value(True).run()
     assert not at.exception, at.exception
@@ -360,13 +360,13 @@ def test_test_set_evaluation_statistics_per_step(page, runs_dir):
     fig = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "trained for" in c.proto.spec)
     fig = decode(fig)
     medians = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
-    assert {t["name"] for t in medians} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS"}
-    assert len(medians) == 10 and all(len(t["y"]) == 16 for t in medians)
+    assert {t["name"] for t in medians} == {"L-SR1", "LGD", "L-SR1 (no secant)", "Adam", "L-BFGS", "L-SR1 qn form"}
+    assert len(medians) == 12 and all(len(t["y"]) == 16 for t in medians)
     notes = [a["text"] for a in fig["layout"]["annotations"] if "trained for" in a["text"]]
     assert notes.count("LGD trained for 4 steps") == 2 and notes.count("L-SR1, L-SR1 (no secant) trained for 8 steps") == 2
     assert [s["x0"] for s in fig["layout"]["shapes"]].count(4) == 2
     table = next(m.value for m in at.markdown if "ms per step" in m.value)
-    assert "| L-SR1 |" in table and "| Adam |" in table
+    assert "| L-SR1 |" in table and "| Adam |" in table and "| L-SR1 qn form |" in table
     # the page's statistics are the library's
     from lsr1_core.hmr import AnnyBody, test_set
     from lsr1_core.hmr.compare import evaluate_steps
@@ -480,7 +480,7 @@ def test_several_samples_side_by_side(page):
     """Three test samples: one row per sample, one panel per chosen method and the ground truth, each row framed
     on its own meshes; the PA-MPJPE in the titles is the single-sample view's."""
     at = page()
-    names = "lsr1-lgd-lsr1_nosec-adam-lbfgs"
+    names = "lsr1-lgd-lsr1_nosec-adam-lbfgs-lsr1_qn"
     at.multiselect(key="hmr_grid_samples").set_value([2, 7, 9])
     at.multiselect(key=f"hmr_grid_methods_{names}").set_value(["lsr1", "adam", "gt"])
     at.number_input(key="hmr_grid_step").set_value(4).run()

@@ -22,7 +22,7 @@ from explorer.component_files import plain_figure
 from explorer.components.step_view import step_view
 from lsr1_core.errors import LSR1Error
 from lsr1_core.hmr import BodyModelError, CameraConfig
-from lsr1_core.hmr.compare import CLASSICAL, LABELS, LEARNED
+from lsr1_core.hmr.compare import FITTERS, LABELS, LEARNED
 from lsr1_core.hmr.data import project
 from lsr1_core.hmr.export import mesh_download, metrics_csv
 from lsr1_core.hmr.prepare import DEFAULT_VIEW
@@ -34,6 +34,11 @@ from lsr1_core.viz.hmr import (OVERLAY_PX, curves_at, curves_figure, evaluation_
 BODY_ANNY = "Anny (embedded)"
 BODY_SMPL = "SMPL (from LSR1_SMPL_MODEL)"
 NONE = "none"
+FITTER_NOTES = {"lsr1_qn": "scale-free, no HMR training"}
+FITTER_HELP = {"lsr1_qn": "The form L-SR1 uses by default elsewhere in the project (LSR1Optimizer, the 2-D pages): "
+                          "positive semi-definite SR1 with the two-scale H₀, the BFGS fallback and the Armijo "
+                          "safeguard, with no learned weights, from the same initializer as Adam and L-BFGS. It "
+                          "fits the 2-D keypoints about as fast as L-BFGS; see docs/results_qn_hmr.md."}
 
 
 # --- controls ------------------------------------------------------------------------------------
@@ -50,8 +55,9 @@ def _sidebar(entries: dict[str, dict]) -> dict:
             pref = [e["label"] for e in entries.values() if e["slot"] == slot]
             chosen[slot] = st.selectbox(LABELS[slot], options, index=options.index(pref[0] if pref else NONE),
                                         key=f"hmr_ckpt_{slot}")
-        classical = tuple(c for c in CLASSICAL
-                          if st.checkbox(f"{LABELS[c]} (classical fitting)", value=True, key=f"hmr_cls_{c}"))
+        classical = tuple(c for c in FITTERS
+                          if st.checkbox(f"{LABELS[c]} ({FITTER_NOTES.get(c, 'classical fitting')})", value=True,
+                                         key=f"hmr_cls_{c}", help=FITTER_HELP.get(c)))
         steps = int(st.number_input("Inner iterations", min_value=1, max_value=50, value=15, key="hmr_steps",
                                     help="The paper evaluates 15 (LGD trains with 4, L-SR1 with 8)."))
         if not entries:
@@ -91,13 +97,18 @@ def _checkpoints(entries: dict[str, dict], cfg: dict, body_key: tuple) -> tuple[
     return ckpt_key, horizons
 
 
+def _fitters_named(fit: dict) -> str:
+    names = [LABELS[n] for n in FITTERS if n in fit["poses"]]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
 # --- the page ------------------------------------------------------------------------------------
 def render():
     st.title("Human mesh recovery")
     st.caption("Fit a body to 2-D keypoints with learned optimizers and watch them refine it step by step: a "
                "qualitative comparison of L-SR1 (blue) and LGD (pink) as in the paper's Figures 5 and 9, with "
-               "L-SR1 without the secant penalty and classical Adam / L-BFGS fitting from the same "
-               "initialization.")
+               "L-SR1 without the secant penalty, classical Adam / L-BFGS fitting and L-SR1's scale-free qn form "
+               "(the project's default form, here with no HMR training; indigo) from the same initialization.")
     data.warm_renderer()
     entries = data.checkpoints(os.environ.get("LSR1_HMR_RUNS"))
     cfg = _sidebar(entries)
@@ -122,7 +133,7 @@ def render():
                 "`python -m lsr1_core.hmr.train`, see the README). Classical Adam / L-BFGS fitting from the rest "
                 "pose still runs below.")
     elif not ckpt_key:
-        st.warning(f"No learned checkpoint is usable with {cfg['body']}; Adam / L-BFGS start from the rest pose.")
+        st.warning(f"No learned checkpoint is usable with {cfg['body']}; Adam, L-BFGS and the qn form start from the rest pose.")
     if not ckpt_key and not cfg["classical"]:
         st.warning("Choose at least one method in the sidebar.")
         return
@@ -144,7 +155,8 @@ def render():
                       else "."))
     right.caption(f"Fitted {len(fit['poses'])} methods × {cfg['steps']} steps in {sum(fit['seconds'].values()):.2f} s "
                   f"(cached per sample). "
-                  + (f"Adam and L-BFGS start from {LABELS[fit['start']]}'s initializer. " if fit["start"] else "")
+                  + (f"{_fitters_named(fit)} start from {LABELS[fit['start']]}'s initializer. "
+                     if fit["start"] and _fitters_named(fit) else "")
                   + _initializer_note(fit))
     with right:
         metrics_table(fit)

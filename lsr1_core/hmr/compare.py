@@ -26,7 +26,7 @@ from .models import FitResult, HMRModel, HMRObjective, classical_fit
 # one name per method everywhere (this report, the app's page and figures, exports)
 LABELS = {"lgd": "LGD", "lsr1": "L-SR1", "lsr1_nosec": "L-SR1 (no secant)", "adam": "Adam", "lbfgs": "L-BFGS",
           "gt": "Ground truth", "lgd_joint": "LGD, initializer trained jointly",
-          "lsr1_joint": "L-SR1, initializer trained jointly"}
+          "lsr1_joint": "L-SR1, initializer trained jointly", "lsr1_qn": "L-SR1 qn form"}
 
 
 HIPS = (COCO18.index("right_hip"), COCO18.index("left_hip"))
@@ -91,9 +91,11 @@ def run_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], s
     return out
 
 
-ORDER = ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs")
+ORDER = ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs", "lsr1_qn")
 LEARNED = {"lsr1": "lsr1", "lgd": "lgd", "lsr1_nosec": "lsr1"}  # learned slot → the checkpoint's method
 CLASSICAL = ("adam", "lbfgs")
+# fits from the shared initializer that need no HMR checkpoint: the classical ones and the untrained qn form
+FITTERS = CLASSICAL + ("lsr1_qn",)
 METRICS = (("reproj", "2-D reprojection error (px)"), ("mpjpe", "MPJPE (mm)"), ("pa_mpjpe", "PA-MPJPE (mm)"))
 
 

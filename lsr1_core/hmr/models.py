@@ -263,14 +263,20 @@ class HMRModel(nn.Module):
 
 def classical_fit(method: str, objective: HMRObjective, pose0: torch.Tensor, shape0: torch.Tensor, steps: int,
                   **kwargs) -> FitResult:
-    """Adam or L-BFGS (core solvers) on Eq. 12 from the given start; returns every iterate."""
-    if method == "adam":
+    """Adam, L-BFGS or the untrained qn form of L-SR1 (core solvers) on Eq. 12 from the given start; returns
+    every iterate. ``"lsr1_qn"`` is the scale-free form's shipped rules with no learned weights (u = 0, α = 1:
+    positive semi-definite SR1 with the two-scale H₀, the BFGS fallback and the Armijo safeguard), the form
+    ``LSR1Optimizer`` uses by default; it needs no HMR training, so it sits beside the classical fits."""
+    if method == "lsr1_qn":
+        from ..learned import LSR1Config, LSR1Net, LSR1Solver
+        solver = LSR1Solver(model=LSR1Net(LSR1Config.qn(**({"memory": kwargs["memory"]} if "memory" in kwargs else {}))))
+    elif method == "adam":
         solver = make_solver("adam", lr=kwargs.get("lr", 0.02))
     elif method == "lbfgs":
         size = {"history": kwargs["history"]} if "history" in kwargs else {"memory": kwargs.get("memory", 8)}
         solver = make_solver("lbfgs", **size, line_search="strong_wolfe")  # history=: deprecated, warns there
     else:
-        raise LSR1Error(f"unknown classical fitting method {method!r}; choose 'adam' or 'lbfgs'")
+        raise LSR1Error(f"unknown fitting method {method!r}; choose 'adam', 'lbfgs' or 'lsr1_qn'")
     z0 = torch.cat([pose0, shape0], 1).detach()
     with torch.no_grad():
         tr = run(solver, objective, z0, steps)

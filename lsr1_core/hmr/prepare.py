@@ -42,9 +42,9 @@ def anny_cache_ready() -> bool:
     return False
 
 
-# the page's default view (explorer/views/hmr.py): the first test sample, 15 steps, Adam and L-BFGS, the
-# meshes of L-SR1 and LGD shown at the last step
-DEFAULT_VIEW = {"sample": ("test", 0), "classical": ("adam", "lbfgs"), "steps": 15, "meshes": ("lsr1", "lgd")}
+# the page's default view (explorer/views/hmr.py): the first test sample, 15 steps, Adam, L-BFGS and the untrained
+# qn form (compare.FITTERS, all ticked by default), the meshes of L-SR1 and LGD shown at the last step
+DEFAULT_VIEW = {"sample": ("test", 0), "classical": ("adam", "lbfgs", "lsr1_qn"), "steps": 15, "meshes": ("lsr1", "lgd")}
 
 
 def default_view_key() -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 FIXED = {
     "lsr1": "#1f77b4",        # blue
     "lsr1_nosec": "#17becf",  # cyan
+    "lsr1_qn": "#5254a3",     # indigo: the scale-free form, a blue apart from the paper form's
     "sr1": "#d62728",         # red
     "lbfgs": "#ff7f0e",       # orange
     "adam": "#2ca02c",        # green
@@ -32,6 +33,7 @@ FIXED = {
 # spellings (lower case, letters and digits only) → canonical key
 ALIASES = {
     "lsr1": "lsr1", "learnedsr1": "lsr1",
+    "lsr1qn": "lsr1_qn", "lsr1qnform": "lsr1_qn",
     "lsr1nosec": "lsr1_nosec", "lsr1nosecant": "lsr1_nosec", "lsr1withoutsecant": "lsr1_nosec",
     "sr1": "sr1", "sr1classical": "sr1", "classicalsr1": "sr1", "limitedmemorysr1": "sr1",
     "lbfgs": "lbfgs", "lbfgsb": "lbfgs",
