@@ -38,6 +38,6 @@ is shortened. Pick either form in the sidebar.
   draws classical SR1's uphill step beside L-SR1's.
 - *Benchmarks*: the paper's profiles and curves, a comparison bench for your own checkpoints, training curves.
 - *Meta-training*: launch, watch, cancel and resume training runs that live in the background.
-- *Human mesh recovery*: LGD, L-SR1, Adam and L-BFGS fitting a 3-D body to 2-D keypoints, step by step.
+- *Human mesh recovery*: LGD, L-SR1, Adam, L-BFGS and the untrained qn form fitting a 3-D body to 2-D keypoints, step by step.
 - The sidebar's **qn form: variants** draws a scale-free model's ablations beside it (without the BFGS fallback; with $H_0 = \gamma I$ too) — e.g. on Rosenbrock; its **L-SR1 step scale** multiplies every L-SR1 step; each solver keeps one colour on every page.
 """)
