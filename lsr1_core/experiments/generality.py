@@ -41,7 +41,8 @@ from ..solvers import make_solver, run
 TOL = 1e-6          # reached: f − f* ≤ TOL·(f₀ − f*)
 FLOOR = 1e-12       # relative gaps below this count as converged when comparing two solvers
 WORSE = 10.0        # "qn > 10× worse than L-BFGS"
-STALL = 10          # stalled: ≥ STALL trailing steps without any change of f, short of the tolerance, ‖g‖ not small
+STALL = 10          # stalled: ≥ STALL trailing steps without any change of f, short of the tolerance,
+STALL_G = 1e-6      # and ‖g_T‖ > STALL_G·‖g₀‖ (not a stationary point), in a run that did not diverge
 SCALES = (1e-3, 1.0, 1e3)
 ROT_SCALES = (1.0,)  # the shifted/rotated variant runs at c = 1 only by default (keeps the run under 15 min)
 STARTS = 2
@@ -95,7 +96,7 @@ def _row_stats(tr, row: int, fstar: float) -> dict:
     # trailing steps that did not change f at all (a rejected step leaves the row where it was)
     same = (f[1:] == f[:-1]).flip(0).long()
     flat_tail = int(same.cumprod(0).sum()) if len(same) else 0
-    stalled = bool(k is None and flat_tail >= STALL and g0 > 0 and g1 / g0 > 1e-8)
+    stalled = bool(k is None and flat_tail >= STALL and g0 > 0 and g1 / g0 > STALL_G and not tr.diverged[row])
     return {"f0": f0, "f_final": float(f[-1]), "gap0": gap0, "gap_final": final, "rel_gap": rel,
             "flat_tail": flat_tail, "stalled": stalled,
             "best_rel_gap": float(gaps.min()) / gap0 if gap0 > 0 else float("nan"),
@@ -175,6 +176,12 @@ def _lg(x):
     return math.log10(max(x, 1e-16)) if x is not None and x == x else None
 
 
+def _rel(r) -> float:
+    """The relative gap for comparisons (NaN where there is none: an exception, or f₀ ≤ f*)."""
+    x = r.get("rel_gap")
+    return float("nan") if x is None else x
+
+
 def _failed(r) -> bool:
     return r["exception"] is not None or bool(r["diverged"])
 
@@ -192,7 +199,7 @@ def analyse(records, solvers) -> dict:
             a, b = by.get((k, s)), by.get((k, "lbfgs"))
             if s == "lbfgs" or a is None or b is None or a["exception"] or b["exception"]:
                 continue
-            ra, rb = max(a["rel_gap"], FLOOR), max(b["rel_gap"], FLOOR)
+            ra, rb = max(_rel(a), FLOOR), max(_rel(b), FLOOR)
             worse += ra > WORSE * rb
             better += rb > WORSE * ra
         both = []
@@ -206,7 +213,7 @@ def analyse(records, solvers) -> dict:
                       "median_evals_to_tol": statistics.median([a for a, _ in both]) if both else None,
                       "median_lbfgs_evals_to_tol_same_runs": statistics.median([b for _, b in both]) if both else None,
                       "both_reached": len(both),
-                      "f_rose": sum(1 for r in ok if r["max_rise_rel"] > 1e-9),
+                      "f_rose": sum(1 for r in ok if (r.get("max_rise_rel") or 0.0) > 1e-9),
                       "reached": sum(r["steps_to_tol"] is not None for r in rs),
                       "reached_share": (sum(r["steps_to_tol"] is not None for r in rs) / len(rs)) if rs else 0.0,
                       "median_log10_rel_gap": statistics.median(lgs) if lgs else None,
@@ -228,13 +235,15 @@ def analyse(records, solvers) -> dict:
     # scale invariance of each solver: the spread over c of log10 rel gap for the same problem and start
     spread = {}
     for s in solvers:
-        groups = defaultdict(list)
+        groups, hits = defaultdict(list), defaultdict(list)
         for r in records:
             if r["solver"] == s and r["rel_gap"] is not None and not r["exception"]:
                 groups[(r["function"], r["N"], r["variant"], r["start"])].append(_lg(r["rel_gap"]))
+                hits[(r["function"], r["N"], r["variant"], r["start"])].append(r["steps_to_tol"])
         sp = [max(v) - min(v) for v in groups.values() if len(v) > 1]
+        same_hit = sum(len(set(v)) == 1 for v in hits.values() if len(v) > 1)
         spread[s] = {"max": max(sp) if sp else None, "median": statistics.median(sp) if sp else None,
-                     "over_1_decade": sum(x > 1 for x in sp), "groups": len(sp)}
+                     "over_1_decade": sum(x > 1 for x in sp), "groups": len(sp), "same_steps_to_tol": same_hit}
     failures = qn_failures(records, by)
     return {"summary": summary, "per_function": dict(per_function), "scale_spread": spread, "qn_failures": failures}
 
@@ -256,12 +265,12 @@ def qn_failures(records, by) -> list[dict]:
         else:
             if r["diverged"]:
                 what.append("diverged")
-            if r["max_rise_rel"] > 1e-9:
+            if (r.get("max_rise_rel") or 0.0) > 1e-9:
                 what.append("f rose")
             if r.get("stalled"):
                 what.append(f"stalled (f unchanged for the last {r['flat_tail']} steps)")
             b = by.get((_key(r), "lbfgs"))
-            if b is not None and not b["exception"] and max(r["rel_gap"], FLOOR) > WORSE * max(b["rel_gap"], FLOOR):
+            if b is not None and not b["exception"] and max(_rel(r), FLOOR) > WORSE * max(_rel(b), FLOOR):
                 what.append("> 10x worse than L-BFGS")
         if not what:
             continue
@@ -284,6 +293,19 @@ def _fmt(x, spec=".2f"):
     return "—" if x is None else format(x, spec)
 
 
+STALL_DIAGNOSIS = (
+    "Why the qn form stalls (diagnosed on `reproduce('logsumexp', 100, start=1)`, by stepping the solver and "
+    "inspecting its memory): at step 5 the step p barely changed the gradient (the smoothed max is nearly linear "
+    "along it), so pᵀq = 4.7e-14 with ‖p‖ = 0.09; SR1 skips the pair, but pᵀq > ε‖p‖‖q‖ (ε = 1e-8, ‖q‖ is tiny too) "
+    "so the BFGS fallback takes it with ρ = 1/pᵀq ≈ 2e13, which gives H an eigenvalue ≈ 1.8e11. The direction Hg is "
+    "still a descent direction (gᵀHg > 0), so the safeguard does not replace it, but even 2⁻³⁰·Hg is a step of "
+    "length ~1e3, every Armijo trial fails, t = 0 and the row does not move (32 evaluations per step). The "
+    "rejected steps enter the memory as zero pairs; once the bad pair leaves the memory no stored pair has "
+    "positive curvature, so the envelope keeps the last γ — ½·pᵀq/qᵀq of the bad pair ≈ 1.5e10 — and H = γI "
+    "is as unusable: the run never moves again, without any flag (not diverged, f constant, no warning). The same "
+    "happens from other seeds of the function at N = 100 (2 of 3 extra data seeds stall within 6 steps).")
+
+
 def findings(res) -> list[str]:
     s, fails = res["summary"], res["qn_failures"]
     out = []
@@ -302,7 +324,7 @@ def findings(res) -> list[str]:
         out.append(
             f"**{q['label']}**: {q['runs']} runs, {q['exceptions']} raised an exception, {q['diverged']} diverged or "
             f"blew up, f rose in {q['f_rose']}, {q['stalled']} stalled (f frozen for ≥ {STALL} final steps short of "
-            f"the tolerance with ‖g‖ not small" + (f": {', '.join(stalls)}" if stalls else "") + "); it reached (f − f*) ≤ 1e-6·(f₀ − f*) in {100 * q['reached_share']:.0f} % "
+            f"the tolerance with ‖g‖ not small" + (f": {', '.join(stalls)}" if stalls else "") + f"); it reached (f − f*) ≤ 1e-6·(f₀ − f*) in {100 * q['reached_share']:.0f} % "
             f"of the runs" + (f" (L-BFGS: {100 * lb['reached_share']:.0f} %)" if lb else "") +
             f", median log10 relative gap {_fmt(q['median_log10_rel_gap'])}" +
             (f" (L-BFGS {_fmt(lb['median_log10_rel_gap'])})" if lb else "") +
@@ -318,6 +340,8 @@ def findings(res) -> list[str]:
         out.append(f"The checkpoint `qn_quadratic` ended at exactly the same f as the untrained qn form in {same} of "
                    f"{len(pairs)} runs" + (" (its output layers are zero: it acts as the untrained model, i.e. "
                                            "classical PSD-SR1 with the BFGS fallback)." if same == len(pairs) else "."))
+    if any(any(w.startswith("stalled") for w in f["kind"]) for f in fails):
+        out.append(STALL_DIAGNOSIS)
     sp = res["scale_spread"]
     for k in QN_KEYS:
         if k in sp and sp[k]["groups"]:
@@ -385,10 +409,12 @@ def markdown(res: dict, cmd: str) -> str:
     sp = res["scale_spread"]
     lines += ["", "## Scale invariance", "",
               "Spread over c of log10 relative gap for the same problem and start (0 = the run is the same in every unit).",
-              "", "| solver | median spread | max spread | groups over one decade |", "|---|---:|---:|---:|"]
+              "", "| solver | median spread | max spread | groups over one decade | groups with the same steps to tol "
+              "at every c |", "|---|---:|---:|---:|---:|"]
     for s in solvers:
         lines.append(f"| {cfg['solvers'][s]} | {_fmt(sp[s]['median'], '.3g')} | {_fmt(sp[s]['max'], '.3g')} | "
-                     f"{sp[s]['over_1_decade']} / {sp[s]['groups']} |")
+                     f"{sp[s]['over_1_decade']} / {sp[s]['groups']} | {sp[s].get('same_steps_to_tol', '—')} / "
+                     f"{sp[s]['groups']} |")
     fails = res["qn_failures"]
     lines += ["", f"## Every failure of the qn form ({len(fails)} runs)", "",
               "| solver | function | N | variant | c | start | what | rel. gap | L-BFGS rel. gap | steps to tol (qn / L-BFGS) | "
@@ -430,13 +456,29 @@ def main(argv=None) -> int:
     ap.add_argument("--rot-scales", type=float, nargs="+", default=list(ROT_SCALES),
                     help="scales c for the shifted/rotated variant (default: 1 only)")
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="recompute the analysis and the report from <out>/results/generality.json without running")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    out = Path(args.out)
+    if args.rebuild:
+        res = json.loads((out / "results" / "generality.json").read_text())
+        for r in res["records"]:  # stall flags follow the current definition
+            if r.get("exception") is None and r.get("flat_tail") is not None:
+                g_rel = r.get("g_rel")
+                r["stalled"] = bool(r["steps_to_tol"] is None and r["flat_tail"] >= STALL and g_rel is not None
+                                    and g_rel > STALL_G and not r["diverged"])
+        res.update(analyse(res["records"], list(res["config"]["solvers"])))
+        (out / "results" / "generality.json").write_text(json.dumps(clean(res), indent=1, allow_nan=False))
+        cfg = res["config"]
+        res.setdefault("command", "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(
+            cfg["steps"], " ".join(map(str, cfg["dims"]))))
+        md = markdown(res, res["command"])
+        (out / "results_generality.md").write_text(md)
+        print(md)
+        return 0
     res = run_benchmark(dims=args.dims, steps=args.steps, functions=args.functions, solvers=args.solvers,
                         scales=tuple(args.scales), rot_scales=tuple(args.rot_scales), log=lambda m: print(m, flush=True))
-    out = Path(args.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "generality.json").write_text(json.dumps(clean(res), indent=1, allow_nan=False))
     cmd = "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(
         args.steps, " ".join(map(str, args.dims)))
     if args.functions:
@@ -447,6 +489,9 @@ def main(argv=None) -> int:
         cmd += " --scales " + " ".join(f"{c:g}" for c in args.scales)
     if list(args.rot_scales) != list(ROT_SCALES):
         cmd += " --rot-scales " + " ".join(f"{c:g}" for c in args.rot_scales)
+    res["command"] = cmd
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "results" / "generality.json").write_text(json.dumps(clean(res), indent=1, allow_nan=False))
     md = markdown(res, cmd)
     (out / "results_generality.md").write_text(md)
     print(md)

@@ -64,7 +64,8 @@ class LSR1Config(ConfigMixin):
     ``probe`` (relative length of the first step's curvature probe), ``skip_eps`` (SR1's skip rule),
     ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs), ``h0``
     ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured),
-    ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs").
+    ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs"), ``restart``
+    (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again).
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
@@ -91,16 +92,18 @@ class LSR1Config(ConfigMixin):
     gamma_factor: float = 0.5
     h0: str = "envelope"
     fallback: str = "skip"
+    restart: bool = False
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
         """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features, two-scale H₀,
-        BFGS fallback.
+        BFGS fallback, restart after a failed safeguard.
 
-        (A card without ``h0`` or ``fallback`` loads with the dataclass defaults "envelope" and "skip", the
-        rules it was made with.)"""
+        (A card without ``h0``, ``fallback`` or ``restart`` loads with the dataclass defaults "envelope", "skip"
+        and False, the rules it was made with.)"""
         base = dict(form="qn", batchnorm=False, safeguard="armijo", features=QN_DEFAULT_FEATURES,
-                    bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale", fallback="bfgs")
+                    bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale", fallback="bfgs",
+                    restart=True)
         base.update(changes)
         return cls(**base)
 
@@ -120,6 +123,8 @@ class LSR1Config(ConfigMixin):
             raise LSR1Error(f"h0 must be one of {list(H0_RULES)}, got {self.h0!r}")
         if self.fallback not in FALLBACKS:
             raise LSR1Error(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
+        if not isinstance(self.restart, bool):
+            raise LSR1Error(f"restart must be true or false, got {self.restart!r}")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:

@@ -31,6 +31,15 @@ a secant penalty keeps the operator curvature-consistent — and changes four th
    safeguard shortens most steps (on mesh recovery's L1 objective 84 % of the pairs); the BFGS update shrinks
    H there, as L-BFGS does. The step α ⊙ Hg must pass an Armijo test or is replaced by Hg and/or shortened
    (:mod:`lsr1_core.learned.safeguard`), so f never increases and nothing blows up.
+5. **Recovery** (``restart``, the default of :meth:`LSR1Config.qn`). Where no halving of the step passes, its
+   memory held a curvature estimate far off the truth — e.g. a pair from a nearly linear stretch, pᵀq ≈ 10⁻¹⁴,
+   whose BFGS update made H ≈ 10¹¹ along it, so that 30 halvings still overshoot. Without recovery the problem
+   then stays where it is for good (the failed step stores a zero pair and γ keeps its last value). With it the
+   search goes on by quadratic interpolation (2–1000× shorter per trial, up to 30 more trials), and the
+   problem's stored pairs are forgotten: it restarts from the pair of the step that worked with γ = ‖p‖/‖g‖, or,
+   where no trial passed, from a new curvature probe (one extra gradient, counted) — the classical remedy of
+   quasi-Newton codes for a failed line search. Rows whose halvings succeed are untouched, so every result
+   where the safeguard never ran out of halvings is unchanged.
 """
 from __future__ import annotations
 
@@ -235,7 +244,8 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     d, alpha = prop["d"], prop["alpha"]
     x, f, g = state.x, state.f, state.g
     if cfg.safeguard == "armijo":
-        safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings)
+        safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
+                           extend=30 if cfg.restart else 0)
         x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
         step_size = safe.step_size(alpha)
     else:
@@ -248,9 +258,50 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     evals += state.pending_evals
     new = LSR1State(x=x_new, f=f_new, g=g_new, p=x_new - x, d=d, q=g_new - g, W=prop["W"], Bq=prop["Hq"],
                     k=state.k + 1, gamma=prop["gamma"], P=prop["P"], Q=prop["Q"], U=prop["U"])
+    restarted = torch.zeros_like(fired)
+    if cfg.restart and cfg.safeguard == "armijo":
+        # rows that did not move although their gradient is not zero (no trial passed, or the accepted one
+        # rounds back to x): their memory gave a step of no use, so they restart from a probe
+        failed = ((safe.t == 0) | safe.null) & (g.detach().abs().amax(-1) > 0)
+        restarted = failed | safe.extended
+        if bool(restarted.any()):
+            new, extra = restart_rows(cfg, new, objective, failed, safe.extended, g)
+            evals += extra
     rel = prop["rel_sq"].detach().clamp_min(0).sqrt()
     out = LSR1StepOut(v=prop["v"], alpha=step_size, d=d, operator=prop["op"], secant=prop["secant"],
                       secant_rel=rel,
                       extras={"secant_rel_sq": prop["rel_sq"], "departure": prop["departure"], "safeguard": fired, "skipped": prop["skipped"],
-                              "evals": evals, "learned_alpha": alpha})
+                              "evals": evals, "learned_alpha": alpha, "restarted": restarted})
     return new, out
+
+
+def restart_rows(cfg, state: LSR1State, objective, failed: torch.Tensor, extended: torch.Tensor,
+                 g_old: torch.Tensor) -> tuple[LSR1State, int]:
+    """Forget the stored pairs of the rows the safeguard struggled with (``failed`` | ``extended``, (B,) bool).
+
+    A row whose step was accepted only by the extended search keeps that step's pair as its newest and restarts
+    from γ = ‖p‖/‖g‖, the scale of the step that worked (the inverse Hessian's units, so scale-free); a row where
+    no trial passed starts again from a curvature probe at its point (:func:`~lsr1_core.solvers.sr1.probe_scale`,
+    one batched gradient, counted), as at the first step. Zero pairs are ignored by every rule (envelope, SR1
+    skip, BFGS ρ, the two-scale complement), so zeroing a row's memory is forgetting it. Returns the new state and
+    the evaluations used."""
+    rows = failed | extended
+    p, q, gamma, evals = state.p, state.q, state.gamma, 0
+    with torch.no_grad():
+        tiny = _tiny(state.x)
+        taken = state.p.detach().norm(dim=-1, keepdim=True) / g_old.detach().norm(dim=-1, keepdim=True).clamp_min(tiny)
+        gamma = torch.where(extended.view(-1, 1) & (taken > 0) & torch.isfinite(taken), taken, gamma)
+        if bool(failed.any()):
+            pp, qq, gp = probe_scale(objective, state.x.detach(), state.g.detach(), cfg.probe)
+            evals = 1
+            f1 = failed.view(-1, 1)
+            p, q = torch.where(f1, pp, p), torch.where(f1, qq, q)
+            gamma = torch.where(f1, cfg.gamma_factor * gp, gamma)
+    r2 = rows.view(-1, 1, 1)
+
+    def forget(t):
+        return torch.where(r2, torch.zeros_like(t), t) if t is not None and t.shape[1] else t
+
+    new = LSR1State(x=state.x, f=state.f, g=state.g, p=p, d=state.d, q=q, W=forget(state.W), Bq=state.Bq,
+                    k=state.k, gamma=gamma, P=forget(state.P), Q=forget(state.Q), U=forget(state.U))
+    return new, evals

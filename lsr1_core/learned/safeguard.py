@@ -27,6 +27,8 @@ class SafeStep:
     replaced: torch.Tensor   # (B,) bool: the learned step was not a descent direction and was replaced
     fired: torch.Tensor      # (B,) bool: the learned step was changed in any way
     evals: int               # objective evaluations used, the first trial included
+    extended: torch.Tensor | None = None  # (B,) bool: accepted only in the extended search (after the halvings)
+    null: torch.Tensor | None = None      # (B,) bool: (extended search on) the accepted trial rounds back to x
 
     def step_size(self, alpha: torch.Tensor) -> torch.Tensor:
         """The element-wise step size actually taken for a learned step α ⊙ d (x_new = x − size ⊙ d)."""
@@ -42,9 +44,26 @@ def _accept(f_try, g_try, f, gs, t, c1):
     return torch.isfinite(f_try) & torch.isfinite(g_try).all(-1) & (decrease | flat)
 
 
+def _interpolated(t, f_t, f, gs):
+    """The next trial of a backtracking search: the minimiser of the quadratic through φ(0) = f, φ'(0) = −gᵀs
+    and φ(t) = f_t, kept within [10⁻³·t, ½·t] (10⁻³·t where φ(t) is not finite)."""
+    curv = f_t - f + t * gs
+    tq = gs * t * t / (2 * curv.clamp_min(torch.finfo(t.dtype).tiny))
+    tq = torch.where(torch.isfinite(f_t) & (curv > 0), tq, 1e-3 * t)
+    return torch.minimum(torch.maximum(tq, 1e-3 * t), 0.5 * t)
+
+
 def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: torch.Tensor,
-                fallback: torch.Tensor, *, c1: float = 1e-4, max_halvings: int = 30) -> SafeStep:
+                fallback: torch.Tensor, *, c1: float = 1e-4, max_halvings: int = 30, extend: int = 0) -> SafeStep:
     """Take x − s where Armijo holds; otherwise the fallback direction and/or halved steps (batched).
+
+    ``extend`` > 0: rows that no halving satisfied get up to that many more trials of a backtracking search
+    with quadratic interpolation (each trial shortens the step 2–1000×), so a step whose length is off by many
+    orders of magnitude — a curvature estimate from a nearly linear stretch — is still shortened to one that
+    lowers f; such rows are marked ``extended``. In this mode a trial point that rounds back to x itself (no
+    shorter step can do better: the row has converged to rounding, or its step is below x's rounding) is
+    accepted and marked ``null``, instead of spending every remaining trial on the same point. With ``extend``
+    = 0 (the default) the search is the plain halving it always was.
 
     Gradients flow through the accepted step (the accepted fractions are constants), so meta-training can
     run through the safeguard.
@@ -56,25 +75,51 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
         gs = (g * s).sum(-1)
     gs_c = gs.detach()
     one = torch.ones_like(f)
+    xd, sd, fd = x.detach(), s.detach(), f.detach()
+
+    def same(t):  # (extended mode) rows whose trial point rounds back to x
+        if extend <= 0:
+            return torch.zeros_like(fd, dtype=torch.bool)
+        return ((xd - t.unsqueeze(-1) * sd) == xd).all(-1)
+
     f_try, g_try = objective.value_and_grad(x - s)
-    ok = _accept(f_try.detach(), g_try.detach(), f.detach(), gs_c, one, c1)
+    null = same(one)
+    ok = _accept(f_try.detach(), g_try.detach(), fd, gs_c, one, c1) | null
     evals = 1
     if bool(ok.all()):
-        return SafeStep(x - s, f_try, g_try, s, one, replaced, replaced.clone(), evals)
+        return SafeStep(x - s, f_try, g_try, s, one, replaced, replaced.clone() | null, evals,
+                        torch.zeros_like(ok), null)
     t = one.clone()
     done = ok.clone()
+    extended = torch.zeros_like(done)
     with torch.no_grad():
-        xd, sd, fd = x.detach(), s.detach(), f.detach()
+        last = f_try.detach()
         for _ in range(max_halvings):
             t = torch.where(done, t, 0.5 * t)
             ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
             evals += 1
-            done = done | _accept(ft, gt, fd, gs_c, t, c1)
+            hit = same(t) & ~done
+            null = null | hit
+            done = done | _accept(ft, gt, fd, gs_c, t, c1) | hit
+            last = ft
             if bool(done.all()):
                 break
+        if extend > 0 and not bool(done.all()):
+            halved = done.clone()
+            for _ in range(extend):
+                t = torch.where(done, t, _interpolated(t, last, fd, gs_c))
+                ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
+                evals += 1
+                hit = same(t) & ~done
+                null = null | hit
+                done = done | _accept(ft, gt, fd, gs_c, t, c1) | hit
+                last = torch.where(done, last, ft)
+                if bool(done.all()):
+                    break
+            extended = done & ~halved & ~null
     t = torch.where(done, t, torch.zeros_like(t))
     step = t.unsqueeze(-1) * s
     f_new, g_new = objective.value_and_grad(x - step)
     evals += 1
-    fired = replaced | (t < 1)
-    return SafeStep(x - step, f_new, g_new, step, t, replaced, fired, evals)
+    fired = replaced | (t < 1) | null
+    return SafeStep(x - step, f_new, g_new, step, t, replaced, fired, evals, extended, null)

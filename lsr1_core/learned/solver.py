@@ -49,14 +49,16 @@ class LSR1Solver(Solver):
     overrides the buffer size L used at test time (the paper tests with other L than trained);
     ``step_scale`` multiplies the learned step sizes; ``form`` ("paper" or "qn"), when given, refuses a
     model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope" or "two_scale"),
-    ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs").
+    ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs"), ``restart`` whether it
+    forgets its memory where the safeguard finds no acceptable step.
     """
 
     name = "lsr1"
 
     def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
                  memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
-                 form: str | None = None, h0: str | None = None, fallback: str | None = None):
+                 form: str | None = None, h0: str | None = None, fallback: str | None = None,
+                 restart: bool | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
         self.step_scale = check_step_scale(step_scale)
@@ -68,7 +70,7 @@ class LSR1Solver(Solver):
         check_form(model, form, checkpoint)
         if memory is not None:
             model = model.with_memory(memory)
-        qn_rules = {k: v for k, v in (("h0", h0), ("fallback", fallback)) if v is not None}
+        qn_rules = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart)) if v is not None}
         if qn_rules:
             if model.config.form != "qn":
                 raise LSR1Error(f"{'/'.join(qn_rules)} applies to the qn form only; this model is of the "
