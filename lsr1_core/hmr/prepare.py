@@ -21,7 +21,7 @@ import torch
 from ..viz.hmr import OVERLAY_PX, mesh_rgb, overlay_window
 from . import PRETRAINED_DIR, PRETRAINED_HMR, diskcache, load_pretrained
 from .anny_body import AnnyBody
-from .compare import camera_vertices, fit_methods
+from .compare import FITTERS, camera_vertices, fit_methods
 from .data import CameraConfig, project
 from .render import RenderUnavailable, render_mesh
 
@@ -44,7 +44,7 @@ def anny_cache_ready() -> bool:
 
 # the page's default view (explorer/views/hmr.py): the first test sample, 15 steps, Adam, L-BFGS and the untrained
 # qn form (compare.FITTERS, all ticked by default), the meshes of L-SR1 and LGD shown at the last step
-DEFAULT_VIEW = {"sample": ("test", 0), "classical": ("adam", "lbfgs", "lsr1_qn"), "steps": 15, "meshes": ("lsr1", "lgd")}
+DEFAULT_VIEW = {"sample": ("test", 0), "classical": FITTERS, "steps": 15, "meshes": ("lsr1", "lgd")}
 
 
 def default_view_key() -> str:
