@@ -127,3 +127,33 @@ def test_horizon_experiment_records_every_method_from_the_same_start():
     assert first_reach({"step": [0, 1], "pa_mpjpe": [90.0, 95.0]}, 93.6) is None
     md = markdown(res, "cmd")
     assert "first step ≤ 93.6 mm" in md and "started at the ground truth" in md
+
+
+def test_metric_experiment_starts_as_the_qn_form_and_its_gradient_reaches_the_metric(body):
+    """lsr1_core.experiments.qn_hmr_metric: with M = I the iterates are the plain qn form's; the gradient in y is
+    Mᵀ∇f (checked against autograd of f(z₀ + M(y − y₀))); the 3-D loss reaches M."""
+    from lsr1_core.experiments.qn_hmr_metric import Metric, fit
+    from lsr1_core.learned import LSR1Net, LSR1Solver
+    from lsr1_core.solvers import run
+
+    init = _qn_model(body).initializer.eval()
+    for p in init.parameters():
+        p.requires_grad_(False)
+    batch = make_test_set(body, n=4)
+    N, P = body.pose_dim + body.shape_dim, body.pose_dim
+    obj, zs = fit(body, init, batch, torch.eye(N), 3)
+    ref = run(LSR1Solver(model=LSR1Net(LSR1Config.qn(memory=8))), obj, zs[0], 3)
+    torch.testing.assert_close(zs[-1], ref.x[-1], rtol=1e-5, atol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    M = torch.eye(N) + 0.1 * torch.randn(N, N, generator=g)
+    met = Metric(obj, zs[0], M)
+    y = met.y0 + 0.01 * torch.randn(4, N, generator=g)
+    torch.testing.assert_close(met.to_z(met.y0), zs[0], rtol=1e-4, atol=1e-5)
+    _, gy = met.value_and_grad(y)
+    yy = y.clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(met.value(yy).sum(), yy)
+    torch.testing.assert_close(gy, auto, rtol=1e-4, atol=1e-7)
+    Mg = torch.eye(N, requires_grad=True)
+    _, zs = fit(body, init, batch, Mg, 3, grad=True)
+    (body.keypoints(zs[-1][:, :P], zs[-1][:, P:]) - batch.joints3d.new_zeros(1)).abs().mean().backward()
+    assert Mg.grad is not None and float(Mg.grad.abs().sum()) > 0

@@ -52,6 +52,10 @@ def _qn_untrained():
     return LSR1Solver(model=LSR1Net(LSR1Config.qn()))
 
 
+def _qn_no_recovery():
+    return LSR1Solver(model=LSR1Net(LSR1Config.qn(restart=False)))
+
+
 def _qn_checkpoint():
     return LSR1Solver(checkpoint=str(PRETRAINED_DIR / "qn_quadratic"))
 
@@ -59,11 +63,12 @@ def _qn_checkpoint():
 SOLVERS = {
     "qn": ("L-SR1 qn (untrained)", _qn_untrained),
     "qn_ckpt": ("L-SR1 qn (`qn_quadratic`)", _qn_checkpoint),
+    "qn_norecover": ("L-SR1 qn, no recovery (ablation)", _qn_no_recovery),
     "lbfgs": ("L-BFGS (m = 8, strong Wolfe)", lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe")),
     "sr1": ("SR1 classical", lambda: make_solver("sr1")),
     "adam": ("Adam (lr 1e-2)", lambda: make_solver("adam", lr=1e-2)),
 }
-QN_KEYS = ("qn", "qn_ckpt")
+QN_KEYS = ("qn", "qn_ckpt", "qn_norecover")
 
 
 def build_problem(function: str, n: int, variant: str = "base", seed: int = 0):
@@ -294,7 +299,8 @@ def _fmt(x, spec=".2f"):
 
 
 STALL_DIAGNOSIS = (
-    "Why the qn form stalls (diagnosed on `reproduce('logsumexp', 100, start=1)`, by stepping the solver and "
+    "Why the qn form stalled before its recovery rule (`LSR1Config.restart`; the ablation row above runs without "
+    "it). Diagnosed on `reproduce('logsumexp', 100, start=1, solver='qn_norecover')`, by stepping the solver and "
     "inspecting its memory): at step 5 the step p barely changed the gradient (the smoothed max is nearly linear "
     "along it), so pᵀq = 4.7e-14 with ‖p‖ = 0.09; SR1 skips the pair, but pᵀq > ε‖p‖‖q‖ (ε = 1e-8, ‖q‖ is tiny too) "
     "so the BFGS fallback takes it with ρ = 1/pᵀq ≈ 2e13, which gives H an eigenvalue ≈ 1.8e11. The direction Hg is "
@@ -303,7 +309,9 @@ STALL_DIAGNOSIS = (
     "rejected steps enter the memory as zero pairs; once the bad pair leaves the memory no stored pair has "
     "positive curvature, so the envelope keeps the last γ — ½·pᵀq/qᵀq of the bad pair ≈ 1.5e10 — and H = γI "
     "is as unusable: the run never moves again, without any flag (not diverged, f constant, no warning). The same "
-    "happens from other seeds of the function at N = 100 (2 of 3 extra data seeds stall within 6 steps).")
+    "happens from other seeds of the function at N = 100 (2 of 3 extra data seeds stall within 6 steps). The "
+    "recovery rule continues such a search by quadratic interpolation (the step here is accepted at t ≈ 10⁻¹²), "
+    "accepts a trial that rounds back to x as a null step, and lets a row that needed either forget its memory.")
 
 
 def findings(res) -> list[str]:
