@@ -390,8 +390,10 @@ def markdown(res: dict, cmd: str) -> str:
                      f"{_fmt(q['median_evals'], '.0f')} | {_fmt(q['worse_than_lbfgs_10x'], 'd')} | "
                      f"{_fmt(q['better_than_lbfgs_10x'], 'd')} |")
     lines += ["", "Evaluations are counted per batch (the two starts of a cell run as one batch of 2, and a line search "
-              "step counts once for both), over all 100 steps: the qn form keeps spending 1 + 30 halvings + 1 "
-              "evaluations per step once a row cannot move (converged to rounding, or stuck), L-BFGS does not. "
+              "step counts once for both), over all 100 steps (no solver stops early). Without its recovery rule the "
+              "qn form spent 1 + 30 "
+              "halvings + 1 evaluations on every step of a row that could not move (converged to rounding, or "
+              "stuck); with it, a trial that rounds back to x ends the search. "
               "Evaluations to the tolerance, on the runs both reached:", "",
               "| solver | runs both reached | median evals to tol | L-BFGS on the same runs |", "|---|---:|---:|---:|"]
     for k, q in res["summary"].items():

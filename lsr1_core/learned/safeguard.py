@@ -62,7 +62,8 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
     orders of magnitude — a curvature estimate from a nearly linear stretch — is still shortened to one that
     lowers f; such rows are marked ``extended``. In this mode a trial point that rounds back to x itself (no
     shorter step can do better: the row has converged to rounding, or its step is below x's rounding) is
-    accepted and marked ``null``, instead of spending every remaining trial on the same point. With ``extend``
+    accepted (where the test does not accept it already) and marked ``null``, instead of spending every
+    remaining trial on the same point. With ``extend``
     = 0 (the default) the search is the plain halving it always was.
 
     Gradients flow through the accepted step (the accepted fractions are constants), so meta-training can
@@ -83,8 +84,9 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
         return ((xd - t.unsqueeze(-1) * sd) == xd).all(-1)
 
     f_try, g_try = objective.value_and_grad(x - s)
-    null = same(one)
-    ok = _accept(f_try.detach(), g_try.detach(), fd, gs_c, one, c1) | null
+    ok = _accept(f_try.detach(), g_try.detach(), fd, gs_c, one, c1)
+    null = same(one) & ~ok  # a point that rounds back to x and that the test itself does not accept
+    ok = ok | null
     evals = 1
     if bool(ok.all()):
         return SafeStep(x - s, f_try, g_try, s, one, replaced, replaced.clone() | null, evals,
@@ -98,9 +100,10 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
             t = torch.where(done, t, 0.5 * t)
             ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
             evals += 1
-            hit = same(t) & ~done
+            acc = _accept(ft, gt, fd, gs_c, t, c1)
+            hit = same(t) & ~done & ~acc
             null = null | hit
-            done = done | _accept(ft, gt, fd, gs_c, t, c1) | hit
+            done = done | acc | hit
             last = ft
             if bool(done.all()):
                 break
@@ -110,9 +113,10 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
                 t = torch.where(done, t, _interpolated(t, last, fd, gs_c))
                 ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
                 evals += 1
-                hit = same(t) & ~done
+                acc = _accept(ft, gt, fd, gs_c, t, c1)
+                hit = same(t) & ~done & ~acc
                 null = null | hit
-                done = done | _accept(ft, gt, fd, gs_c, t, c1) | hit
+                done = done | acc | hit
                 last = torch.where(done, last, ft)
                 if bool(done.all()):
                     break
