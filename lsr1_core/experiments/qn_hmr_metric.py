@@ -8,7 +8,7 @@ problem, so the form's initial matrix γI in y is γ·MMᵀ in z, a learned prio
 what an element-wise generator cannot express (docs/results_qn_hmr_steps.md). The qn form is invariant to
 M → cM, so only M's shape matters. M starts at the identity (the untrained form exactly) and is trained with
 Adam on the 3-D joint error (L1, mean over steps 1…K) of training batches from the shared, frozen
-initializer; the meta-gradient runs through z = z₀ + M y and through the gradient in y, g_y = Mᵀ∇f(z) (the
+initializer; the meta-gradient runs through z = z₀ + M(y − y₀) and through the gradient in y, g_y = Mᵀ∇f(z) (the
 stored pairs are data, as in the qn form's meta-training). For comparison, the same run with M = the Cholesky
 factor of the training poses' covariance (+ 1 % of its mean variance on the diagonal), not learned. Validation
 (training clips) is printed during training; the held-out test set (256 samples) is evaluated once at the end.
@@ -142,7 +142,7 @@ def markdown(res: dict, cmd: str) -> str:
     best = min(res["history"][1:] or res["history"], key=lambda h: h["val_pa"][-1])
     row = lambda name, v: f"| {name} | " + " | ".join(f"{x:.1f}" for x in v) + " |"  # noqa: E731
     lines = ["# A learned metric for the qn form on mesh recovery", "", f"Command: `{cmd}`.", "",
-             (__doc__ or "").split("\n\n")[1].replace("\n", " "), "",
+             (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
              "| PA-MPJPE (mm) | " + " | ".join(f"step {k}" for k in ks) + " |", "|---|" + "---:|" * len(ks),
              row("validation, M = I (the untrained qn form)", h0),
              row(f"validation, learned M after {res['iterations']} iterations", h1),
