@@ -283,7 +283,7 @@ def test_smpl_needs_its_path_and_refuses_anny_checkpoints(page, monkeypatch, tmp
     assert not at.exception, at.exception
     errs = [e.value for e in at.error]
     assert sum("does not fit the chosen body model (SMPL" in e for e in errs) == 3, errs
-    assert any("Adam / L-BFGS start from the rest pose" in w.value for w in at.warning)
+    assert any("Adam, L-BFGS and the qn form start from the rest pose" in w.value for w in at.warning)
     from lsr1_core.hmr.smpl import SMPLBody
     smpl = SMPLBody(model)
     nv = smpl.vertices(torch.zeros(1, smpl.pose_dim), smpl.default_shape(1)).shape[1]

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 FIXED = {
     "lsr1": "#1f77b4",        # blue
     "lsr1_nosec": "#17becf",  # cyan
-    "lsr1_qn": "#5254a3",     # indigo: the scale-free form, a blue apart from the paper form's
+    "lsr1_qn": "#4b0082",     # indigo: the scale-free form, a blue-violet apart from the paper form's
     "sr1": "#d62728",         # red
     "lbfgs": "#ff7f0e",       # orange
     "adam": "#2ca02c",        # green
