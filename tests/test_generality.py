@@ -170,3 +170,46 @@ def test_qn_keeps_moving_on_logsumexp_n100():
     tr = generality.reproduce("logsumexp", 100, c=1.0, start=1, steps=20)
     f = tr.f[:, 0]
     assert float(f[-1]) < float(f[6])
+
+
+def test_cli_refuses_bad_arguments(capsys):
+    for argv in (["--steps", "0"], ["--dims", "0"], ["--scales", "-1"], ["--rot-scales", "nan"]):
+        with pytest.raises(SystemExit) as e:
+            generality.main(argv + ["--out", "/nonexistent-dir"])
+        assert e.value.code == 2
+    assert "must" in capsys.readouterr().err
+
+
+def test_rebuild_of_a_missing_or_hostile_file_is_refused_and_changes_nothing(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    with pytest.raises(SystemExit) as e:
+        generality.main(["--rebuild", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    res_dir = tmp_path / "results"
+    res_dir.mkdir()
+    leaf = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.text(max_size=5)
+    value = st.recursive(leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                         max_leaves=12)
+    record = st.fixed_dictionaries({}, optional={k: value for k in ("solver", "function", "N", "variant", "c", "start",
+                                                                     "exception", "flat_tail", "steps_to_tol", "g_rel",
+                                                                     "diverged", "f_final", "rel_gap", "evals")})
+    doc = st.fixed_dictionaries({"records": st.lists(record, max_size=4) | value,
+                                 "config": st.fixed_dictionaries({"solvers": st.lists(st.sampled_from(
+                                     list(generality.SOLVERS)), max_size=3)}) | value}) | value
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(doc)
+    def check(d):
+        text = json.dumps(d, allow_nan=True)
+        (res_dir / "generality.json").write_text(text)
+        (tmp_path / "results_generality.md").write_text("old")
+        try:
+            generality.main(["--rebuild", "--out", str(tmp_path)])
+        except SystemExit as e:
+            assert e.code == 2
+            assert (res_dir / "generality.json").read_text() == text  # nothing rewritten
+            assert (tmp_path / "results_generality.md").read_text() == "old"
+
+    check()

@@ -469,21 +469,42 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild", action="store_true",
                     help="recompute the analysis and the report from <out>/results/generality.json without running")
     args = ap.parse_args(argv)
+    if args.steps < 1:
+        ap.error(f"--steps must be at least 1, got {args.steps}")
+    if any(d < 1 for d in args.dims):
+        ap.error(f"--dims must all be at least 1, got {args.dims}")
+    if any(not (math.isfinite(c) and c > 0) for c in list(args.scales) + list(args.rot_scales)):
+        ap.error(f"--scales and --rot-scales must be positive and finite, got {args.scales} and {args.rot_scales}")
     torch.set_num_threads(1)
     out = Path(args.out)
     if args.rebuild:
-        res = json.loads((out / "results" / "generality.json").read_text())
-        for r in res["records"]:  # stall flags follow the current definition
-            if r.get("exception") is None and r.get("flat_tail") is not None:
-                g_rel = r.get("g_rel")
-                r["stalled"] = bool(r["steps_to_tol"] is None and r["flat_tail"] >= STALL and g_rel is not None
-                                    and g_rel > STALL_G and not r["diverged"])
-        res.update(analyse(res["records"], list(res["config"]["solvers"])))
-        (out / "results" / "generality.json").write_text(json.dumps(clean(res), indent=1, allow_nan=False))
-        cfg = res["config"]
-        res.setdefault("command", "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(
-            cfg["steps"], " ".join(map(str, cfg["dims"]))))
-        md = markdown(res, res["command"])
+        path = out / "results" / "generality.json"
+        try:
+            res = json.loads(path.read_text())
+            records, solvers = res["records"], list(res["config"]["solvers"])
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise TypeError("records is not a list of objects")
+        except FileNotFoundError:
+            ap.error(f"--rebuild needs {path}; run the benchmark first")
+        except (ValueError, KeyError, TypeError) as e:
+            ap.error(f"{path} is not a generality result this version can read ({type(e).__name__}: {e})")
+        try:
+            for r in records:  # stall flags follow the current definition
+                if r.get("exception") is None and r.get("flat_tail") is not None:
+                    g_rel = r.get("g_rel")
+                    r["stalled"] = bool(r["steps_to_tol"] is None and r["flat_tail"] >= STALL and g_rel is not None
+                                        and g_rel > STALL_G and not r["diverged"])
+            res.update(analyse(records, solvers))
+            cfg = res["config"]
+            res.setdefault("command", "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(
+                cfg["steps"], " ".join(map(str, cfg["dims"]))))
+            md = markdown(res, res["command"])
+            text = json.dumps(clean(res), indent=1, allow_nan=False)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError,
+                statistics.StatisticsError) as e:
+            ap.error(f"{path} is not a generality result this version can read ({type(e).__name__}: {e})")
+        # written only once everything was read and rendered: a bad file leaves both outputs as they were
+        (out / "results" / "generality.json").write_text(text)
         (out / "results_generality.md").write_text(md)
         print(md)
         return 0
