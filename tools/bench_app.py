@@ -393,7 +393,7 @@ def hmr_markdown(t: HMRTimings, b: HMRBrowserTimings | None = None, note: str = 
     ck = ", ".join(f"{k}: {v}" for k, v in t.checkpoints.items())
     lines = [f"## Human mesh recovery page, {stamp}", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
-             f"load average {load:.1f} when it started. {t.methods} methods (checkpoints {ck}; Adam and L-BFGS), "
+             f"load average {load:.1f} when it started. {t.methods} methods (checkpoints {ck}; Adam, L-BFGS and the untrained qn form), "
              "15 inner steps, Anny body (13 718 vertices). Median of the repeats, seconds of `AppTest.run()`; "
              "AppTest reruns the whole script for a step change, the browser only the page's fragment.", "",
              "| what | seconds | target | meets |", "|---|---:|---:|---|",
