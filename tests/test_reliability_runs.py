@@ -176,8 +176,12 @@ def test_one_damaged_run_never_breaks_list_start_show(tmp_path, capsys, damage):
     fake = fake_python(tmp_path)
     try:
         mgr2 = RunManager(root, python=fake)
-        if runs["bad"].state in ("queued",):
-            mgr2.cancel("bad")
+        # `list` above schedules, so "bad" may have been launched by now (a real worker, which fails on its
+        # damaged files once Python has started — seconds on a loaded machine); its slot is then taken until it
+        # ends, so cancel it and wait for that rather than racing its start-up
+        if mgr2.info("bad").state in ("queued", "running"):
+            mgr2.cancel("bad", wait=60)
+        assert mgr2.info("bad").state != "running"
         rid = mgr2.start(tiny(), run_id="new")
         assert mgr2.info(rid).state == "running"
     finally:
