@@ -155,8 +155,8 @@ def render():
                       else "."))
     right.caption(f"Fitted {len(fit['poses'])} methods × {cfg['steps']} steps in {sum(fit['seconds'].values()):.2f} s "
                   f"(cached per sample). "
-                  + (f"{_fitters_named(fit)} start from {LABELS[fit['start']]}'s initializer. "
-                     if fit["start"] and _fitters_named(fit) else "")
+                  + (f"{fitters} start from {LABELS[fit['start']]}'s initializer. "
+                     if fit["start"] and (fitters := _fitters_named(fit)) else "")
                   + _initializer_note(fit))
     with right:
         metrics_table(fit)

@@ -84,6 +84,12 @@ def build_problem(function: str, n: int, variant: str = "base", seed: int = 0):
     return obj, obj.map_start(x0), float(obj.min_value().flatten()[0])
 
 
+def _stalled(steps_to_tol, flat_tail: int, g_rel, diverged: bool) -> bool:
+    """Frozen short of the tolerance: ≥ STALL trailing steps without any change of f, ‖g‖ not small, not diverged."""
+    return bool(steps_to_tol is None and flat_tail >= STALL and g_rel is not None and g_rel > STALL_G
+                and not diverged)
+
+
 def _row_stats(tr, row: int, fstar: float) -> dict:
     f = tr.f[:, row].double()
     f0 = float(f[0])
@@ -101,13 +107,14 @@ def _row_stats(tr, row: int, fstar: float) -> dict:
     # trailing steps that did not change f at all (a rejected step leaves the row where it was)
     same = (f[1:] == f[:-1]).flip(0).long()
     flat_tail = int(same.cumprod(0).sum()) if len(same) else 0
-    stalled = bool(k is None and flat_tail >= STALL and g0 > 0 and g1 / g0 > STALL_G and not tr.diverged[row])
+    g_rel = g1 / g0 if g0 > 0 else float("nan")
+    stalled = _stalled(k, flat_tail, g_rel, bool(tr.diverged[row]))
     return {"f0": f0, "f_final": float(f[-1]), "gap0": gap0, "gap_final": final, "rel_gap": rel,
             "flat_tail": flat_tail, "stalled": stalled,
             "best_rel_gap": float(gaps.min()) / gap0 if gap0 > 0 else float("nan"),
             "steps_to_tol": k, "evals_to_tol": (int(cum[k - 1]) if k else 0) if k is not None else None,
             "evals": int(tr.evals.sum()), "diverged": bool(tr.diverged[row]), "reason": tr.reason[row],
-            "max_rise_rel": rise_rel, "g_rel": g1 / g0 if g0 > 0 else float("nan"), "exception": None}
+            "max_rise_rel": rise_rel, "g_rel": g_rel, "exception": None}
 
 
 def run_cell(function: str, n: int, variant: str, c: float, solver: str, steps: int, seed: int = 0) -> list[dict]:
@@ -491,9 +498,7 @@ def main(argv=None) -> int:
         try:
             for r in records:  # stall flags follow the current definition
                 if r.get("exception") is None and r.get("flat_tail") is not None:
-                    g_rel = r.get("g_rel")
-                    r["stalled"] = bool(r["steps_to_tol"] is None and r["flat_tail"] >= STALL and g_rel is not None
-                                        and g_rel > STALL_G and not r["diverged"])
+                    r["stalled"] = _stalled(r["steps_to_tol"], r["flat_tail"], r.get("g_rel"), r["diverged"])
             res.update(analyse(records, solvers))
             cfg = res["config"]
             res.setdefault("command", "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(

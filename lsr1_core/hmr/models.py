@@ -269,7 +269,7 @@ def classical_fit(method: str, objective: HMRObjective, pose0: torch.Tensor, sha
     ``LSR1Optimizer`` uses by default; it needs no HMR training, so it sits beside the classical fits."""
     if method == "lsr1_qn":
         from ..learned import LSR1Config, LSR1Net, LSR1Solver
-        solver = LSR1Solver(model=LSR1Net(LSR1Config.qn(**({"memory": kwargs["memory"]} if "memory" in kwargs else {}))))
+        solver = LSR1Solver(model=LSR1Net(LSR1Config.qn(memory=kwargs.get("memory", LSR1Config.memory))))
     elif method == "adam":
         solver = make_solver("adam", lr=kwargs.get("lr", 0.02))
     elif method == "lbfgs":

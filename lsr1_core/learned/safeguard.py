@@ -94,30 +94,29 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
     t = one.clone()
     done = ok.clone()
     extended = torch.zeros_like(done)
+    def trial(t, done, null):
+        """Evaluate the rows' trial points x − t·s; returns f there and the updated done / null masks."""
+        ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
+        acc = _accept(ft, gt, fd, gs_c, t, c1)
+        hit = same(t) & ~done & ~acc
+        return ft, done | acc | hit, null | hit
+
     with torch.no_grad():
         last = f_try.detach()
         for _ in range(max_halvings):
             t = torch.where(done, t, 0.5 * t)
-            ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
+            last, done, null = trial(t, done, null)
             evals += 1
-            acc = _accept(ft, gt, fd, gs_c, t, c1)
-            hit = same(t) & ~done & ~acc
-            null = null | hit
-            done = done | acc | hit
-            last = ft
             if bool(done.all()):
                 break
         if extend > 0 and not bool(done.all()):
             halved = done.clone()
             for _ in range(extend):
                 t = torch.where(done, t, _interpolated(t, last, fd, gs_c))
-                ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
+                ft, done_now, null = trial(t, done, null)
                 evals += 1
-                acc = _accept(ft, gt, fd, gs_c, t, c1)
-                hit = same(t) & ~done & ~acc
-                null = null | hit
-                done = done | acc | hit
-                last = torch.where(done, last, ft)
+                last = torch.where(done_now, last, ft)
+                done = done_now
                 if bool(done.all()):
                     break
             extended = done & ~halved & ~null
