@@ -140,16 +140,47 @@ def test_unknown_fallback_is_refused():
 
 
 def test_mlp_experiment_runs_and_lowers_the_loss(tmp_path):
-    """lsr1_core.experiments.qn_mlp (the "on your own model" check): both fallbacks lower a ReLU network's loss,
-    nothing blows up, and the CLI refuses nonsense."""
+    """lsr1_core.experiments.qn_mlp (the "on your own model" check): both fallbacks lower a ReLU network's loss
+    at every step and substantially overall, nothing becomes non-finite, evaluations are counted, and the CLI
+    refuses nonsense.
+
+    A ReLU network's training path depends on floating-point rounding, which differs between CPU instruction
+    sets (``ATEN_CPU_CAPABILITY``), so only properties that hold on any CPU are asserted: the final loss of
+    seed 0 after 40 steps was 0.33–0.34·start with the fallback and 0.48–0.56·start without it on AVX-512, AVX2
+    and the default (no SIMD) kernels; the bound is 0.75·start. The safeguard accepts only steps that lower the
+    loss, so the loss at the start of each step strictly decreases, whatever the rounding."""
+    import math
+
+    from lsr1_core.checkpoints import PRETRAINED_DIR
     from lsr1_core.experiments import qn_mlp
+    from lsr1_core.learned import LSR1Optimizer
+    from lsr1_core.learned.io import load_model
 
     model, X, y = qn_mlp.problem(0)
     with torch.no_grad():
         start = float(((model(X) - y) ** 2).mean())
     for method in ("lsr1", "lsr1_skip"):
         r = qn_mlp.fit(method, 0, steps=40)
-        assert r["loss"] < 0.5 * start and r["evals"] >= 40
+        assert math.isfinite(r["loss"]) and r["loss"] < 0.75 * start, (method, r, start)
+        # one evaluation per step at least (the accepted point's is reused); the safeguard's trials are bounded
+        assert 40 <= r["evals"] <= 40 * 30, (method, r)
+    for fallback in ("bfgs", "skip"):
+        model, X, y = qn_mlp.problem(0)
+        net, _ = load_model(PRETRAINED_DIR / "qn_quadratic")
+        opt = LSR1Optimizer(model.parameters(), model=net.with_config(fallback=fallback))
+
+        def closure():
+            opt.zero_grad()
+            loss = ((model(X) - y) ** 2).mean()
+            loss.backward()
+            return loss
+
+        losses = [float(opt.step(closure).detach()) for _ in range(40)]
+        assert losses[0] == pytest.approx(start)
+        assert all(b < a for a, b in zip(losses, losses[1:])), (fallback, losses)
+        assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        with torch.no_grad():
+            assert float(((model(X) - y) ** 2).mean()) < min(losses)
     with pytest.raises(SystemExit):
         qn_mlp.main(["--seeds", "0", "--out", str(tmp_path)])
 
