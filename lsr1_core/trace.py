@@ -23,7 +23,11 @@ class Trace:
       evals (T,)       — objective evaluations used by each step (line searches use several)
       diverged_at (B,) — the first step whose iterate, value or gradient was not finite, −1 if never;
                          from there on the row is frozen at its last finite point
-      reason           — for each row, why it stopped (None if it did not)
+      reason           — for each row, why it diverged (None if it did not)
+      row_evals (T, B) — evaluations each row paid in each step (0 once it has stopped or diverged)
+      stopped_at (B,)  — the step after which the row met a tolerance (``gtol``/``ftol`` of ``run``; 0: at the
+                         start), −1 if never; from there on it is frozen and costs nothing
+      stop_reason      — for each row, which tolerance it met and the values (None if it did not)
     When ``record_vectors`` was False, x/g/d/alpha hold only the start and the final step.
     """
 
@@ -40,6 +44,9 @@ class Trace:
     diverged_at: torch.Tensor | None = None
     reason: list[str | None] = field(default_factory=list)
     wall_time_s: float = 0.0
+    row_evals: torch.Tensor | None = None
+    stopped_at: torch.Tensor | None = None
+    stop_reason: list[str | None] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -52,6 +59,19 @@ class Trace:
     @property
     def diverged(self) -> torch.Tensor:
         return self.diverged_at >= 0
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """(B,) bool: rows that met a tolerance of the run."""
+        if self.stopped_at is None:
+            return torch.zeros_like(self.diverged)
+        return self.stopped_at >= 0
+
+    def total_evals(self) -> torch.Tensor:
+        """(B,) evaluations each row paid over the run (the per-step count where rows were not tracked)."""
+        if self.row_evals is not None and self.row_evals.shape[0] == self.steps:
+            return self.row_evals.sum(0)
+        return self.evals.sum().expand(self.batch).clone()
 
     def final_x(self) -> torch.Tensor:
         return self.x[-1]

@@ -41,6 +41,9 @@ H0_RULES = ("envelope", "two_scale")
 # What the qn form does with a pair whose SR1 vector would make H indefinite: "skip" it (H ⪰ γI), or take the
 # BFGS update from it where pᵀq > 0 ("bfgs": positive definite, and it can shrink H where SR1 would have).
 FALLBACKS = ("skip", "bfgs")
+# The qn form's default number of lengthening trials per step (learned.safeguard: only full steps along which f
+# still falls steeply are lengthened, so most steps never use one).
+EXTRAPOLATE_TRIALS = 10
 
 
 @dataclass
@@ -65,7 +68,8 @@ class LSR1Config(ConfigMixin):
     ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs), ``h0``
     ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured),
     ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs"), ``restart``
-    (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again).
+    (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again),
+    ``extrapolate`` (how many trials may lengthen a full step along which f still falls steeply; 0: never).
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
@@ -93,17 +97,18 @@ class LSR1Config(ConfigMixin):
     h0: str = "envelope"
     fallback: str = "skip"
     restart: bool = False
+    extrapolate: int = 0
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
         """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features, two-scale H₀,
         BFGS fallback, restart after a failed safeguard.
 
-        (A card without ``h0``, ``fallback`` or ``restart`` loads with the dataclass defaults "envelope", "skip"
-        and False, the rules it was made with.)"""
+        (A card without ``h0``, ``fallback``, ``restart`` or ``extrapolate`` loads with the dataclass defaults
+        "envelope", "skip", False and 0, the rules it was made with.)"""
         base = dict(form="qn", batchnorm=False, safeguard="armijo", features=QN_DEFAULT_FEATURES,
                     bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale", fallback="bfgs",
-                    restart=True)
+                    restart=True, extrapolate=EXTRAPOLATE_TRIALS)
         base.update(changes)
         return cls(**base)
 
@@ -125,6 +130,9 @@ class LSR1Config(ConfigMixin):
             raise LSR1Error(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
         if not isinstance(self.restart, bool):
             raise LSR1Error(f"restart must be true or false, got {self.restart!r}")
+        if isinstance(self.extrapolate, bool) or not isinstance(self.extrapolate, int) or not (
+                0 <= self.extrapolate <= 100):
+            raise LSR1Error(f"extrapolate must be an integer number of trials in [0, 100], got {self.extrapolate!r}")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:

@@ -17,6 +17,12 @@ call the closure several times: the first step probes the curvature once, and a 
 not lower the loss enough is shortened. The loss and gradients of the accepted point are reused by the
 next ``step`` when the parameters were not changed in between. Parameters are only ever set to finite
 values: a step that would leave the finite range raises :class:`NonFiniteError` and changes nothing.
+
+Stopping, as ``torch.optim.LBFGS``: ``tolerance_grad`` (max|∇| ≤ it) and ``tolerance_change`` (|Δloss| or
+max|Δparameter| of a step below it; a step that did not move counts only after another that did not), with
+torch's defaults 1e-7 and 1e-9 (None turns one off). Once converged, ``step`` returns the last loss without
+calling the closure — as long as the parameters were not changed in between — and ``converged`` /
+``stop_reason`` say so.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from ..errors import LSR1Error, NonFiniteError
 from .io import load_model
 from .model import LSR1Net, LSR1Operator, LSR1State, advance, paper_step, propose
 from .qn import qn_init_state, qn_operator, qn_step
+from ..solvers.stopping import StopRule
 from .solver import check_form, check_step_scale, inference_mode
 
 _STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U")
@@ -52,11 +59,16 @@ class _ClosureObjective:
 
 class LSR1Optimizer(torch.optim.Optimizer):
     def __init__(self, params, model: LSR1Net | None = None, checkpoint=None, memory: int | None = None,
-                 step_scale: float = 1.0, form: str | None = None):
+                 step_scale: float = 1.0, form: str | None = None, tolerance_grad: float | None = 1e-7,
+                 tolerance_change: float | None = 1e-9):
         """``step_scale`` multiplies the learned step sizes α (default 1: the qn form needs no tuning; the
         paper form's α ≈ γ1 was learned at one problem scale and may need a smaller value on a loss with
         larger curvature). ``form`` ("paper" or "qn"), when given, refuses a checkpoint of the other form."""
         self.step_scale = check_step_scale(step_scale)
+        self._rule = StopRule(tolerance_grad, tolerance_change, mode="torch",
+                              names=("tolerance_grad", "tolerance_change"))
+        self.converged: bool = False
+        self.stop_reason: str | None = None
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Optimizer")
         if checkpoint is not None:
@@ -110,6 +122,11 @@ class LSR1Optimizer(torch.optim.Optimizer):
         if closure is None:
             raise LSR1Error("LSR1Optimizer.step needs a closure that re-evaluates the loss and calls backward()")
         x, f, g, loss, evals = self._start(closure)
+        if evals:  # the parameters were changed since the last step: whatever converged before is void
+            self.converged, self.stop_reason = False, None
+        if self.converged:
+            self.last_evals = 0
+            return loss
         if not torch.isfinite(g).all() or not torch.isfinite(x).all() or not torch.isfinite(f).all():
             raise NonFiniteError("the loss, the parameters or their gradients are not finite; the optimizer "
                                  "stopped before changing anything (lower the loss scale or check the model)")
@@ -117,8 +134,16 @@ class LSR1Optimizer(torch.optim.Optimizer):
         if w.dtype != x.dtype or w.device != x.device:
             self.net.to(device=x.device, dtype=x.dtype)
         cfg = self.net.config
+        hit, why = self._rule.at_start(g)
+        if bool(hit[0]):
+            self.converged, self.stop_reason, self.last_evals = True, why[0], evals
+            self._cache = (x.clone(), f, g, f.reshape(()))
+            return loss
         if cfg.form == "qn" or cfg.safeguard is not None:
-            return self._safe_step(closure, x, f, g, loss, evals)
+            out = self._safe_step(closure, x, f, g, loss, evals)
+            new = self._lsr1
+            self._check_stop(x, f, new.x, new.f, new.g)
+            return out
         st = self._lsr1
         if st is None:
             st = LSR1State.initial(x, f, g)
@@ -157,6 +182,12 @@ class LSR1Optimizer(torch.optim.Optimizer):
         self._cache = (new.x.clone(), new.f, new.g, new.f.reshape(()))
         self.last_alpha, self.last_evals = out.alpha, evals + obj.evals
         return loss
+
+    def _check_stop(self, x, f, x_new, f_new, g_new) -> None:
+        self._k = getattr(self, "_k", 0) + 1
+        hit, why = self._rule.after_step(self._k, x, f, x_new, f_new, g_new)
+        if bool(hit[0]):
+            self.converged, self.stop_reason = True, why[0]
 
     def _paper_safe(self, obj, x, f, g):
         st = self._lsr1

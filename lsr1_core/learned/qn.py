@@ -47,7 +47,7 @@ import torch
 
 from ..solvers.sr1 import envelope_scale, probe_scale
 from .model import LSR1Net, LSR1Operator, LSR1State, LSR1StepOut
-from .safeguard import armijo_step
+from .safeguard import EXTEND_TRIALS, MAX_HALVINGS, armijo_step
 
 
 def _tiny(t: torch.Tensor) -> float:
@@ -237,7 +237,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
 
 
 def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False,
-            step_scale: float = 1.0, max_halvings: int = 30) -> tuple[LSR1State, LSR1StepOut]:
+            step_scale: float = 1.0, max_halvings: int = MAX_HALVINGS) -> tuple[LSR1State, LSR1StepOut]:
     """One step of the qn form: propose, safeguard, evaluate, advance (differentiable)."""
     cfg = net.config
     prop = qn_propose(net, state, step_scale)
@@ -245,7 +245,7 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     x, f, g = state.x, state.f, state.g
     if cfg.safeguard == "armijo":
         safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
-                           extend=30 if cfg.restart else 0)
+                           extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate)
         x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
         step_size = safe.step_size(alpha)
     else:
@@ -271,7 +271,8 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     out = LSR1StepOut(v=prop["v"], alpha=step_size, d=d, operator=prop["op"], secant=prop["secant"],
                       secant_rel=rel,
                       extras={"secant_rel_sq": prop["rel_sq"], "departure": prop["departure"], "safeguard": fired, "skipped": prop["skipped"],
-                              "evals": evals, "learned_alpha": alpha, "restarted": restarted})
+                              "evals": evals, "learned_alpha": alpha, "restarted": restarted,
+                              "lengthened": safe.grown if cfg.safeguard == "armijo" else torch.zeros_like(fired)})
     return new, out
 
 

@@ -9,6 +9,17 @@ A step that is not a descent direction (gᵀs ≤ 0) is first replaced by ``fall
 direction H g, a descent direction whenever H ≻ 0). A non-finite f or ∇f at a trial point fails the test,
 so a step that leaves the finite range is shortened like any other. Rows where no trial passes stay where
 they are (t = 0). Every extra evaluation is counted.
+
+Lengthening (``grow`` > 0): a full step that passed but along which f still falls steeply — the slope at the
+new point is still at least ``STEEP`` (Wolfe's c2 = 0.9) of the slope at x, so the model's curvature along the
+step was far too large (or unmeasured, e.g. its pair was skipped) — is extrapolated, as the bracketing phase of
+a strong-Wolfe search does: trials t ∈ [1.1·t, 10·t] by cubic extrapolation of the two newest points, each kept
+only where it passes Armijo and lowers f below the best point so far; it stops at the first trial that does
+not, or where the slope is no longer steep. Every guarantee of the plain search holds (the accepted point
+passes Armijo and f never rises); only rows whose full step was accepted are ever lengthened.
+
+In inference (no gradient wanted through the step) the value and gradient of the accepted trial are kept, so
+a shortened or lengthened step costs no evaluation beyond its trials.
 """
 from __future__ import annotations
 
@@ -16,6 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
+STEEP = 0.9  # lengthen a step while the slope at its end is still ≥ STEEP × the slope at its start (Wolfe's c2)
+MAX_HALVINGS = 30  # the plain search's halvings (default of armijo_step, qn_step and paper_step)
+EXTEND_TRIALS = 30  # the recovery's interpolated trials after the halvings
+GROWTH = 4.0  # each lengthening trial multiplies the step by this
 
 @dataclass
 class SafeStep:
@@ -29,6 +44,7 @@ class SafeStep:
     evals: int               # objective evaluations used, the first trial included
     extended: torch.Tensor | None = None  # (B,) bool: accepted only in the extended search (after the halvings)
     null: torch.Tensor | None = None      # (B,) bool: (extended search on) the accepted trial rounds back to x
+    grown: torch.Tensor | None = None     # (B,) bool: the full step was lengthened (t > 1)
 
     def step_size(self, alpha: torch.Tensor) -> torch.Tensor:
         """The element-wise step size actually taken for a learned step α ⊙ d (x_new = x − size ⊙ d)."""
@@ -53,8 +69,33 @@ def _interpolated(t, f_t, f, gs):
     return torch.minimum(torch.maximum(tq, 1e-3 * t), 0.5 * t)
 
 
+def _lengthen(objective, xd, sd, fd, gs, t, f_t, g_t, rows, c1: float, grow: int):
+    """Extrapolate the accepted full steps of ``rows`` while f keeps falling steeply (see the module docstring).
+    Returns (t, f, g, grown, evals) with f and g at each row's final point."""
+    evals = 0
+    grown = torch.zeros_like(rows)
+    slope = -(g_t * sd).sum(-1)  # φ'(t) of φ(t) = f(x − t s); φ'(0) = −gs < 0
+    steep = rows & (slope <= -STEEP * gs) & (gs > 0)
+    for _ in range(grow):
+        if not bool(steep.any()):
+            break
+        t_new = torch.where(steep, GROWTH * t, t)
+        f_new, g_new = objective.value_and_grad(xd - t_new.unsqueeze(-1) * sd)
+        evals += 1
+        ok = steep & _accept(f_new, g_new, fd, gs, t_new, c1) & (f_new < f_t)
+        slope_new = -(g_new * sd).sum(-1)
+        t = torch.where(ok, t_new, t)
+        f_t = torch.where(ok, f_new, f_t)
+        g_t = torch.where(ok.unsqueeze(-1), g_new, g_t)
+        slope = torch.where(ok, slope_new, slope)
+        grown = grown | ok
+        steep = ok & (slope <= -STEEP * gs)
+    return t, f_t, g_t, grown, evals
+
+
 def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: torch.Tensor,
-                fallback: torch.Tensor, *, c1: float = 1e-4, max_halvings: int = 30, extend: int = 0) -> SafeStep:
+                fallback: torch.Tensor, *, c1: float = 1e-4, max_halvings: int = MAX_HALVINGS, extend: int = 0,
+                grow: int = 0) -> SafeStep:
     """Take x − s where Armijo holds; otherwise the fallback direction and/or halved steps (batched).
 
     ``extend`` > 0: rows that no halving satisfied get up to that many more trials of a backtracking search
@@ -64,7 +105,8 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
     shorter step can do better: the row has converged to rounding, or its step is below x's rounding) is
     accepted (where the test does not accept it already) and marked ``null``, instead of spending every
     remaining trial on the same point. With ``extend``
-    = 0 (the default) the search is the plain halving it always was.
+    = 0 (the default) the search is the plain halving it always was. ``grow`` > 0 lengthens full steps along
+    which f still falls steeply by up to that many extrapolation trials (module docstring); 0 never lengthens.
 
     Gradients flow through the accepted step (the accepted fractions are constants), so meta-training can
     run through the safeguard.
@@ -86,43 +128,67 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
     f_try, g_try = objective.value_and_grad(x - s)
     ok = _accept(f_try.detach(), g_try.detach(), fd, gs_c, one, c1)
     null = same(one) & ~ok  # a point that rounds back to x and that the test itself does not accept
+    full = ok.clone()
     ok = ok | null
     evals = 1
-    if bool(ok.all()):
+    differentiable = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
+    if bool(ok.all()) and (grow <= 0 or differentiable):
         return SafeStep(x - s, f_try, g_try, s, one, replaced, replaced.clone() | null, evals,
-                        torch.zeros_like(ok), null)
+                        torch.zeros_like(ok), null, torch.zeros_like(ok))
     t = one.clone()
     done = ok.clone()
     extended = torch.zeros_like(done)
+    # f and ∇f at each row's accepted point so far (the point x itself for null rows)
+    f_acc = torch.where(null, fd, f_try.detach())
+    g_acc = torch.where(null.unsqueeze(-1), g.detach(), g_try.detach())
+
     def trial(t, done, null):
-        """Evaluate the rows' trial points x − t·s; returns f there and the updated done / null masks."""
+        """Evaluate the rows' trial points x − t·s; returns f, ∇f there and the updated done / null masks."""
         ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
         acc = _accept(ft, gt, fd, gs_c, t, c1)
         hit = same(t) & ~done & ~acc
-        return ft, done | acc | hit, null | hit
+        return ft, gt, done | acc | hit, null | hit, acc & ~done
+
+    def keep(f_acc, g_acc, ft, gt, acc, hit):
+        f_acc = torch.where(acc, ft, torch.where(hit, fd, f_acc))
+        g_acc = torch.where(acc.unsqueeze(-1), gt, torch.where(hit.unsqueeze(-1), g.detach(), g_acc))
+        return f_acc, g_acc
 
     with torch.no_grad():
         last = f_try.detach()
         for _ in range(max_halvings):
-            t = torch.where(done, t, 0.5 * t)
-            last, done, null = trial(t, done, null)
-            evals += 1
             if bool(done.all()):
                 break
+            t = torch.where(done, t, 0.5 * t)
+            null_before = null
+            last, gt, done, null, acc = trial(t, done, null)
+            f_acc, g_acc = keep(f_acc, g_acc, last, gt, acc, null & ~null_before)
+            evals += 1
         if extend > 0 and not bool(done.all()):
             halved = done.clone()
             for _ in range(extend):
                 t = torch.where(done, t, _interpolated(t, last, fd, gs_c))
-                ft, done_now, null = trial(t, done, null)
+                null_before = null
+                ft, gt, done_now, null, acc = trial(t, done, null)
+                f_acc, g_acc = keep(f_acc, g_acc, ft, gt, acc, null & ~null_before)
                 evals += 1
                 last = torch.where(done_now, last, ft)
                 done = done_now
                 if bool(done.all()):
                     break
             extended = done & ~halved & ~null
+        grown = torch.zeros_like(done)
+        if grow > 0 and not differentiable:
+            t, f_acc, g_acc, grown, more = _lengthen(objective, xd, sd, fd, gs_c, t, f_acc, g_acc, full, c1, grow)
+            evals += more
     t = torch.where(done, t, torch.zeros_like(t))
     step = t.unsqueeze(-1) * s
-    f_new, g_new = objective.value_and_grad(x - step)
-    evals += 1
-    fired = replaced | (t < 1) | null
-    return SafeStep(x - step, f_new, g_new, step, t, replaced, fired, evals, extended, null)
+    if differentiable:
+        # gradients flow through the accepted step: evaluate it again on the graph
+        f_new, g_new = objective.value_and_grad(x - step)
+        evals += 1
+    else:
+        f_new = torch.where(done, f_acc, fd)
+        g_new = torch.where(done.unsqueeze(-1), g_acc, g.detach())
+    fired = replaced | (t < 1) | null | grown
+    return SafeStep(x - step, f_new, g_new, step, t, replaced, fired, evals, extended, null, grown)

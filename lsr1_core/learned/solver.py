@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import CheckpointError, LSR1Error
 from ..solvers.base import Solver, StepInfo
+from ..solvers.stopping import check_tolerance
 from .io import load_model
 from .model import FORMS, LSR1Net, LSR1State, paper_step
 from .qn import qn_init_state, qn_step
@@ -50,7 +51,9 @@ class LSR1Solver(Solver):
     ``step_scale`` multiplies the learned step sizes; ``form`` ("paper" or "qn"), when given, refuses a
     model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope" or "two_scale"),
     ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs"), ``restart`` whether it
-    forgets its memory where the safeguard finds no acceptable step.
+    forgets its memory where the safeguard finds no acceptable step, ``extrapolate`` how many trials may lengthen
+    a step (0: never). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
+    this solver (scipy's conventions: max|g| ≤ gtol, relative decrease of f ≤ ftol; None: never stop).
     """
 
     name = "lsr1"
@@ -58,10 +61,12 @@ class LSR1Solver(Solver):
     def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
                  memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
                  form: str | None = None, h0: str | None = None, fallback: str | None = None,
-                 restart: bool | None = None):
+                 restart: bool | None = None, extrapolate: int | None = None, gtol: float | None = None,
+                 ftol: float | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
         self.step_scale = check_step_scale(step_scale)
+        self.gtol, self.ftol = check_tolerance("gtol", gtol), check_tolerance("ftol", ftol)
         if checkpoint is not None:
             model, card = load_model(checkpoint, device=device)
             self.card = card
@@ -70,7 +75,8 @@ class LSR1Solver(Solver):
         check_form(model, form, checkpoint)
         if memory is not None:
             model = model.with_memory(memory)
-        qn_rules = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart)) if v is not None}
+        qn_rules = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
+                                                 ("extrapolate", extrapolate)) if v is not None}
         if qn_rules:
             if model.config.form != "qn":
                 raise LSR1Error(f"{'/'.join(qn_rules)} applies to the qn form only; this model is of the "
@@ -106,7 +112,9 @@ class LSR1Solver(Solver):
                 evals = out.extras["evals"]
                 extras = {"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant,
                           "safeguard": out.extras["safeguard"].to(s.x.dtype),
-                          "skipped": out.extras["skipped"].to(s.x.dtype)}
+                          "skipped": out.extras["skipped"].to(s.x.dtype),
+                          "restarted": out.extras["restarted"].to(s.x.dtype),
+                          "lengthened": out.extras["lengthened"].to(s.x.dtype)}
                 step_size = out.alpha
             else:
                 new, out, evals = paper_step(self.net, s, objective, self.step_scale)

@@ -10,6 +10,7 @@ from ..errors import LSR1Error, ShapeError
 from ..objectives.base import Objective, check_finite
 from ..operators import CurvatureOperator
 from ..trace import Trace
+from .stopping import StopRule
 
 
 @dataclass
@@ -82,13 +83,20 @@ BLOWUP = 1e8
 
 
 def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, record_vectors: bool = True,
-        keep_operators: bool = True, blowup: float | None = BLOWUP) -> Trace:
+        keep_operators: bool = True, blowup: float | None = BLOWUP, gtol: float | None = None,
+        ftol: float | None = None) -> Trace:
     """Run ``solver`` for ``steps`` steps from ``x0`` (B, N) and return a :class:`Trace`.
 
     A row whose iterate, value or gradient becomes non-finite is marked diverged at that step,
     frozen at its last finite point, and the others go on. So is a row that blows up while staying
     finite: f rising above f(x₀) + blowup·(|f(x₀)| + 1), or ‖x‖ above blowup·(‖x₀‖ + 1)
     (``blowup=None`` turns that off).
+
+    Stopping (:mod:`~lsr1_core.solvers.stopping`, scipy's conventions): a row stops once max|g| ≤ ``gtol`` or
+    the relative decrease of f in a step is ≤ ``ftol``; it is then frozen and its later steps count no
+    evaluations (``Trace.row_evals``); ``Trace.stopped_at`` and ``Trace.stop_reason`` say when and why. When
+    every row has stopped the run ends early (the remaining steps repeat the final state). Both default to the
+    solver's own ``gtol``/``ftol`` attributes (e.g. ``LSR1Solver(gtol=…)``), else None: no stopping.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise LSR1Error(f"steps must be a non-negative integer, got {steps!r}")
@@ -97,6 +105,8 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
         raise ShapeError(f"x0 must be a tensor of shape (B, N), got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+    rule = StopRule(gtol if gtol is not None else getattr(solver, "gtol", None),
+                    ftol if ftol is not None else getattr(solver, "ftol", None))
     t0 = time.perf_counter()
     with torch.no_grad():
         solver.reset(objective, x0)
@@ -110,14 +120,27 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
     extras: dict[str, list] = {}
     diverged_at = torch.full((B,), -1, dtype=torch.long)
     reason: list[str | None] = [None] * B
+    stopped_at = torch.full((B,), -1, dtype=torch.long)
+    stop_reason: list[str | None] = [None] * B
+    row_evals: list[torch.Tensor] = []
+    if rule.active:
+        hit, why = rule.at_start(st["g"])
+        stopped_at[hit.cpu()] = 0
+        stop_reason = why
     x_last, f_last, g_last = st["x"].clone(), st["f"].clone(), st["g"].clone()
     if blowup is not None:
         f_cap = st["f"] + blowup * (st["f"].abs() + 1)
         x_cap = blowup * (st["x"].norm(dim=-1) + 1)
     for k in range(steps):
+        if bool(((diverged_at >= 0) | (stopped_at >= 0)).all()):
+            _fill_stopped(steps - k, st, fs, evals, row_evals, xs, gs, ds, als, ops, extras, record_vectors)
+            break
+        idle = (diverged_at >= 0) | (stopped_at >= 0)
+        x_prev, f_prev = st["x"].clone(), st["f"].clone()
         with torch.no_grad():
             info = solver.step(objective)
         st = solver.state
+        row_evals.append(torch.where(idle, 0, int(info.evals)))
         bad_x = ~torch.isfinite(st["x"]).all(-1)
         bad_f = ~torch.isfinite(st["f"])
         bad_g = ~torch.isfinite(st["g"]).all(-1)
@@ -135,7 +158,18 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
                 what = "iterate" if bad_x[r] else ("objective value" if bad_f[r] else "gradient")
                 reason[r] = f"{what} became non-finite at step {k + 1} (diverged)"
             diverged_at[new_bad] = k + 1
-        frozen = (diverged_at >= 0).to(st["x"].device)
+        if rule.active:
+            hit, why = rule.after_step(k + 1, x_prev, f_prev, st["x"], st["f"], st["g"])
+            hit = hit.cpu() & ~idle & (diverged_at < 0)
+            for r in hit.nonzero().flatten().tolist():
+                stop_reason[r] = why[r]
+            stopped_at[hit] = k + 1
+            # a converged row stays where it converged (a diverged one goes back to its last finite point)
+            keep = hit.to(st["x"].device)
+            x_last = torch.where(keep.view(-1, 1), st["x"], x_last)
+            f_last = torch.where(keep, st["f"], f_last)
+            g_last = torch.where(keep.view(-1, 1), st["g"], g_last)
+        frozen = ((diverged_at >= 0) | (stopped_at >= 0)).to(st["x"].device)
         if frozen.any():
             solver.freeze_rows(frozen, x_last, f_last, g_last)
             st = solver.state
@@ -155,23 +189,6 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
         ops.append(info.operator.detach() if (keep_operators and info.operator is not None) else None)
         for key, val in info.extras.items():
             extras.setdefault(key, []).append(val.detach())
-        if bool((diverged_at >= 0).all()) and k < steps - 1:
-            # every row has stopped: record the frozen state for the remaining steps instead of computing
-            remaining = steps - 1 - k
-            for _ in range(remaining):
-                fs.append(st["f"].clone())
-                evals.append(0)
-                if record_vectors:
-                    xs.append(x_last)
-                    gs.append(g_last)
-                    ds.append(torch.zeros_like(d))
-                    als.append(torch.zeros_like(a))
-                ops.append(None)
-                for key in extras:
-                    extras[key].append(torch.zeros_like(extras[key][-1]))
-            if not record_vectors:
-                xs[-1], gs[-1] = x_last, g_last
-            break
     empty = torch.zeros(0, B, N, dtype=xs[0].dtype, device=xs[0].device)
     trace = Trace(
         solver=solver.name, objective=getattr(objective, "name", "objective"),
@@ -179,5 +196,30 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
         d=torch.stack(ds) if ds else empty, alpha=torch.stack(als) if als else empty,
         operators=ops, extras={k: torch.stack(v) for k, v in extras.items() if len(v) == steps},
         evals=torch.tensor(evals, dtype=torch.long), diverged_at=diverged_at, reason=reason,
-        wall_time_s=time.perf_counter() - t0)
+        wall_time_s=time.perf_counter() - t0,
+        row_evals=torch.stack(row_evals) if row_evals else torch.zeros(0, B, dtype=torch.long),
+        stopped_at=stopped_at, stop_reason=stop_reason)
     return trace
+
+
+def _fill_stopped(remaining, st, fs, evals, row_evals, xs, gs, ds, als, ops, extras, record_vectors):
+    """Every row has stopped (diverged or converged): record the frozen state for the remaining steps."""
+    B, N = st["x"].shape
+    zeros = st["x"].new_zeros(B, N)
+    for _ in range(remaining):
+        fs.append(st["f"].clone())
+        evals.append(0)
+        row_evals.append(torch.zeros(B, dtype=torch.long))
+        if record_vectors:
+            xs.append(st["x"].clone())
+            gs.append(st["g"].clone())
+            ds.append(zeros)
+            als.append(zeros)
+        ops.append(None)
+        for key in extras:
+            extras[key].append(torch.zeros_like(extras[key][-1]))
+    if not record_vectors:
+        xs.append(st["x"].clone())
+        gs.append(st["g"].clone())
+        ds.append(zeros)
+        als.append(zeros)

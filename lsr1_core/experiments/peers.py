@@ -1,0 +1,288 @@
+"""The qn form against what a user would pick instead, at equal evaluations.
+
+    python -m lsr1_core.experiments.peers [--iters 300] [--dims 2 10 100] [--sets generality mgh] [--out docs]
+
+Problems: the generality suite (:mod:`lsr1_core.objectives.extra`: each function at N ∈ dims, from its standard
+start, or its first seeded start where it has none) and ten Moré–Garbow–Hillstrom least-squares problems
+(:mod:`lsr1_core.objectives.mgh`, N = 2–3 or N ∈ {10, 100}; a set nothing in the project was tuned on), each from
+x₀, 10·x₀ and 100·x₀ (MGH's convention). Solvers, all in float64, all with max|g| ≤ 1e-9 (gtol), a relative
+change of f ≤ 1e-15 (ftol) and ``--iters`` iterations:
+
+  * the qn form untrained (``LSR1Config.qn()``, with step lengthening) and its ablation without lengthening,
+  * the project's L-BFGS (m = 8, strong Wolfe),
+  * scipy.optimize.minimize: L-BFGS-B (m = 10), BFGS, trust-krylov and trust-ncg (Hessian-vector products by
+    autograd; each product counted as one evaluation),
+  * torch.optim.LBFGS (history 10, strong Wolfe, max_eval = 1.25 × iters, its defaults otherwise).
+
+Every evaluation of f and ∇f is counted where it happens (a wrapper around the objective), so every solver is
+measured the same way: the evaluations it had spent when it first evaluated a point with
+f − f* ≤ 10⁻⁷·(f₀ − f*) (Moré & Wild's test with τ = 10⁻⁷), its total evaluations, and its wall time. The
+performance profile over evaluations gives each solver's area over log₂ τ ∈ [0, 5] (5 is a perfect score).
+Writes ``<out>/results/peers.json`` and ``<out>/results_peers.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import LSR1Error
+from ..learned import LSR1Config, LSR1Net, LSR1Solver
+from ..objectives.extra import EXTRA_FUNCTIONS, defined_dim, extra_function
+from ..objectives.mgh import MGH_FUNCTIONS, mgh_function
+from ..solvers import make_solver, run
+from .generality import clean
+
+TAU = 1e-7
+GTOL = 1e-9
+FTOL = 1e-15
+MULTIPLIERS = (1.0, 10.0, 100.0)
+PROFILE_MAX = 5.0
+
+
+class Counted:
+    """A one-row objective that records f at every evaluation (value_and_grad or value; hvp counted apart)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.fs: list[float] = []
+        self.hvps = 0
+
+    def __getattr__(self, name):
+        return getattr(self.obj, name)
+
+    def value_and_grad(self, x):
+        f, g = self.obj.value_and_grad(x)
+        self.fs.append(float(f.detach()[0]))
+        return f, g
+
+    def value(self, x):
+        f = self.obj.value(x)
+        self.fs.append(float(f.detach()[0]))
+        return f
+
+    def hvp(self, x, v):
+        self.hvps += 1
+        self.fs.append(math.inf)  # counted as one evaluation, at no point of f
+        return self.obj.hvp(x, v)
+
+
+def _run_project(solver, obj, x0, iters):
+    run(solver, obj, x0, iters, record_vectors=False, keep_operators=False, gtol=GTOL, ftol=FTOL)
+
+
+def _qn(obj, x0, iters, **rules):
+    _run_project(LSR1Solver(model=LSR1Net(LSR1Config.qn(**rules))), obj, x0, iters)
+
+
+def _lbfgs(obj, x0, iters):
+    _run_project(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), obj, x0, iters)
+
+
+def _scipy(method):
+    def fit(obj, x0, iters):
+        from scipy.optimize import minimize
+
+        def fun(v):
+            f, g = obj.value_and_grad(torch.as_tensor(v, dtype=torch.float64).view(1, -1))
+            return float(f[0]), g[0].detach().numpy().astype(np.float64)
+
+        def hessp(v, p):
+            x = torch.as_tensor(v, dtype=torch.float64).view(1, -1)
+            return obj.hvp(x, torch.as_tensor(p, dtype=torch.float64).view(1, -1))[0].detach().numpy()
+
+        opts = {"maxiter": iters, "gtol": GTOL}
+        if method == "L-BFGS-B":
+            opts["ftol"] = FTOL
+        kw = {"hessp": hessp} if method.startswith("trust") else {}
+        minimize(fun, x0[0].numpy(), jac=True, method=method, options=opts, **kw)
+    return fit
+
+
+def _torch_lbfgs(obj, x0, iters):
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], lr=1, max_iter=iters, history_size=10, line_search_fn="strong_wolfe",
+                            tolerance_grad=GTOL, tolerance_change=FTOL)
+
+    def closure():
+        opt.zero_grad()
+        f, g = obj.value_and_grad(x.detach())
+        x.grad = g.detach().clone()
+        return f.detach()[0]
+
+    opt.step(closure)
+
+
+SOLVERS = {
+    "qn": ("L-SR1 qn (untrained, lengthening)", lambda o, x, k: _qn(o, x, k)),
+    "qn_noext": ("L-SR1 qn, no lengthening (ablation)", lambda o, x, k: _qn(o, x, k, extrapolate=0)),
+    "lbfgs": ("project L-BFGS (m = 8, strong Wolfe)", _lbfgs),
+    "scipy_lbfgsb": ("scipy L-BFGS-B", _scipy("L-BFGS-B")),
+    "scipy_bfgs": ("scipy BFGS", _scipy("BFGS")),
+    "scipy_trust_krylov": ("scipy trust-krylov (Hv)", _scipy("trust-krylov")),
+    "scipy_trust_ncg": ("scipy trust-ncg (Hv)", _scipy("trust-ncg")),
+    "torch_lbfgs": ("torch.optim.LBFGS (strong Wolfe)", _torch_lbfgs),
+}
+
+
+def problems(sets=("generality", "mgh"), dims=(2, 10, 100)):
+    """(set, name, objective, x0 (1, N), f*) for every problem × start multiplier."""
+    out = []
+    if "generality" in sets:
+        seen = set()
+        for fn in sorted(EXTRA_FUNCTIONS):
+            for d in dims:
+                n = defined_dim(fn, d)
+                if (fn, n) in seen:
+                    continue
+                seen.add((fn, n))
+                obj = extra_function(fn, n)
+                std = obj.standard_start()
+                x0 = std if std is not None else obj.starts(1, seed=77 + n)
+                out += [("generality", f"{fn}_n{n}", obj, m * x0.to(torch.float64),
+                         float(obj.min_value().flatten()[0]), m) for m in MULTIPLIERS]
+    if "mgh" in sets:
+        for fn, cls in sorted(MGH_FUNCTIONS.items()):
+            for n in ([cls.fixed_dim] if cls.fixed_dim else [d for d in dims if d >= 10] or [10]):
+                obj = mgh_function(fn, n)
+                out += [("mgh", f"{fn}_n{n}", obj, m * obj.standard_start(), 0.0, m) for m in MULTIPLIERS]
+    return out
+
+
+def run_one(solver: str, obj, x0, fstar: float, iters: int) -> dict:
+    c = Counted(obj)
+    f0 = float(obj.value(x0)[0])
+    target = fstar + TAU * (f0 - fstar)
+    t0 = time.perf_counter()
+    err = None
+    try:
+        SOLVERS[solver][1](c, x0.clone(), iters)
+    except Exception as e:  # noqa: BLE001 — recorded; a crash counts as unsolved
+        err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    wall = time.perf_counter() - t0
+    fs = np.array(c.fs) if c.fs else np.array([math.inf])
+    hit = np.nonzero(fs <= target)[0]
+    finite = fs[np.isfinite(fs)]
+    return {"evals_to_solve": int(hit[0]) + 1 if len(hit) else None, "evals": len(c.fs), "hvps": c.hvps,
+            "best_gap": float(finite.min() - fstar) if len(finite) else None, "gap0": f0 - fstar,
+            "wall_s": wall, "error": err}
+
+
+def profile_area(evals: dict[str, list], grid: int = 501) -> dict[str, float]:
+    """Performance-profile area over log₂ τ ∈ [0, PROFILE_MAX] (Dolan & Moré) from per-solver lists of
+    evaluations to solve (None: unsolved), problem by problem. Problems that no solver solved are left out."""
+    names = list(evals)
+    n = len(evals[names[0]])
+    best = []
+    for i in range(n):
+        vals = [evals[s][i] for s in names if evals[s][i] is not None]
+        best.append(min(vals) if vals else None)
+    keep = [i for i in range(n) if best[i] is not None]
+    taus = np.linspace(0, PROFILE_MAX, grid)
+    out = {}
+    for s in names:
+        ratios = np.array([math.log2(evals[s][i] / best[i]) if evals[s][i] is not None else math.inf
+                           for i in keep])
+        rho = np.array([(ratios <= t).mean() if len(ratios) else 0.0 for t in taus])
+        out[s] = float(np.trapezoid(rho, taus)) if hasattr(np, "trapezoid") else float(np.trapz(rho, taus))
+    return out
+
+
+def analyse(records: list[dict], solvers) -> dict:
+    keys = sorted({(r["set"], r["problem"], r["mult"]) for r in records})
+    table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
+    res = {"problems": len(keys), "by_set": {}}
+    for subset in ("all", "generality", "mgh"):
+        ks = [k for k in keys if subset == "all" or k[0] == subset]
+        if not ks:
+            continue
+        ev = {s: [table[k + (s,)]["evals_to_solve"] for k in ks] for s in solvers}
+        area = profile_area(ev)
+        solved = {s: sum(v is not None for v in ev[s]) for s in solvers}
+        ratio = {}
+        for s in solvers:
+            for ref in ("lbfgs", "scipy_lbfgsb", "torch_lbfgs"):
+                pairs = [(a, b) for a, b in zip(ev[s], ev[ref]) if a is not None and b is not None]
+                if pairs:
+                    ratio[f"{s}/{ref}"] = (math.exp(statistics.fmean(math.log(a / b) for a, b in pairs)), len(pairs))
+        wall = {s: sum(table[k + (s,)]["wall_s"] for k in ks) for s in solvers}
+        evals = {s: sum(table[k + (s,)]["evals"] for k in ks) for s in solvers}
+        res["by_set"][subset] = {"n": len(ks), "area": area, "solved": solved, "ratio": ratio, "wall_s": wall,
+                                 "evals": evals}
+    return res
+
+
+def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
+    lines = ["# The qn form against its peers, at equal evaluations", "",
+             f"Regenerate: `{cmd}` (float64, one thread). Problems: {res['problems']} (function × N × start "
+             f"multiplier 1/10/100). Solved: a point with f − f* ≤ {TAU:g}·(f₀ − f*) was evaluated; evaluations are "
+             "counted where they happen (f and ∇f together count one; scipy's trust-region methods' Hessian-vector "
+             "products count one each). Every solver: max|g| ≤ 1e-9, relative change of f ≤ 1e-15, the same "
+             "iteration limit. Profile area: performance profile over evaluations, area over log₂ τ ∈ [0, 5] "
+             "(5 = fewest evaluations on every problem); problems no solver solved are left out.", ""]
+    for subset, d in res["by_set"].items():
+        lines += [f"## {subset} ({d['n']} problems)", "",
+                  "| solver | solved | profile area | evaluations to solve ÷ project L-BFGS (geo. mean, both solved) "
+                  "| ÷ scipy L-BFGS-B | ÷ torch LBFGS | total evaluations | wall time (s) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in solvers:
+            def rt(ref):
+                v = d["ratio"].get(f"{s}/{ref}")
+                return f"{v[0]:.2f} (n = {v[1]})" if v else "—"
+            lines.append(f"| {SOLVERS[s][0]} | {d['solved'][s]} | {d['area'][s]:.2f} | {rt('lbfgs')} | "
+                         f"{rt('scipy_lbfgsb')} | {rt('torch_lbfgs')} | {d['evals'][s]} | {d['wall_s'][s]:.1f} |")
+        lines.append("")
+    lines += ["## Per problem: evaluations to solve (— unsolved)", "",
+              "| problem | ×x₀ | " + " | ".join(solvers) + " |", "|---|---|" + "---|" * len(solvers)]
+    table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
+    for k in sorted({(r["set"], r["problem"], r["mult"]) for r in records}):
+        cells = []
+        for s in solvers:
+            r = table[k + (s,)]
+            cells.append(str(r["evals_to_solve"]) if r["evals_to_solve"] is not None else
+                         ("err" if r["error"] else "—"))
+        lines.append(f"| {k[0]}/{k[1]} | {k[2]:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.peers", description=__doc__.split("\n")[0])
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--dims", type=int, nargs="+", default=[2, 10, 100])
+    ap.add_argument("--sets", nargs="+", default=["generality", "mgh"], choices=["generality", "mgh"])
+    ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
+    ap.add_argument("--out", default="docs")
+    a = ap.parse_args(argv)
+    if a.iters < 1 or any(d < 1 for d in a.dims):
+        ap.error("--iters and --dims must be positive integers")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out {out} is a file, not a directory")
+    torch.set_num_threads(1)
+    probs = problems(a.sets, a.dims)
+    records = []
+    for i, (subset, name, obj, x0, fstar, m) in enumerate(probs):
+        for s in a.solvers:
+            rec = run_one(s, obj, x0, fstar, a.iters)
+            records.append(dict(rec, set=subset, problem=name, mult=m, solver=s))
+        print(f"[{i + 1}/{len(probs)}] {subset}/{name} ×{m:g}: " + ", ".join(
+            f"{s} {r['evals_to_solve']}" for s, r in zip(a.solvers, records[-len(a.solvers):])), file=sys.stderr)
+    res = analyse(records, a.solvers)
+    cmd = "python -m lsr1_core.experiments.peers " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in res.items()}
+    (out / "results" / "peers.json").write_text(json.dumps(clean({"records": records, "summary": summary,
+                                                                   "tau": TAU, "command": cmd.strip()}), indent=1))
+    (out / "results_peers.md").write_text(markdown(res, records, a.solvers, cmd.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
