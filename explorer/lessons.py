@@ -6,7 +6,8 @@ import numpy as np
 import streamlit as st
 
 from lsr1_core.objectives import teaching_function
-from lsr1_core.viz.lessons import anatomy, anatomy_figure, psd_comparison, psd_figure, secant_verdict
+from lsr1_core.viz.lessons import (anatomy, anatomy_figure, pair_note, psd_comparison, psd_figure,
+                                  secant_verdict)
 from lsr1_core.viz.teaching import escaped_at, lsr1_matrix_from_vectors, tex_mat, tex_num, tex_vec
 
 ELLIPSES = ("**Ellipses** (centred at $x_{k+1}$, axes along each matrix's eigenvectors, half-lengths ∝ its "
@@ -63,6 +64,9 @@ def anatomy_lesson(result, obj) -> None:
     if a["Bq_next"] is not None:
         st.latex(f"\\text{{check: }} B_{{{k + 1}}} q = {tex_mat(a['B_next'])}{tex_vec(a['q'])} = "
                  f"{tex_vec(a['Bq_next'])} \\;\\text{{vs}}\\; p = {tex_vec(a['p'])}")
+    note = pair_note(tr, k)
+    if note:
+        st.info(f"What {who} did with this pair: {note}.")
     verdict = secant_verdict(a)
     (st.success if verdict.startswith("Satisfied") else st.warning if verdict.startswith("Violated")
      else st.info)(verdict)

@@ -10,7 +10,8 @@ from explorer.state import lsr1_specs, sidebar
 from lsr1_core.errors import LSR1Error
 from lsr1_core.objectives import teaching_function
 from lsr1_core.viz.explore import operator_matrix, run_nd, spectra_over_steps, true_inverse_hessian
-from lsr1_core.viz.plots import ellipse_figure, series_figure, spectra_figure
+from lsr1_core.viz.lessons import pair_notes
+from lsr1_core.viz.plots import ellipse_figure, mark_events, series_figure, spectra_figure
 from lsr1_core.viz.teaching import escaped_at, fmt_list, tex_mat, tex_num, tex_vec
 
 
@@ -55,8 +56,17 @@ def two_d_step_view(result, obj, T: int):
                     key="cv_cos")
     series = result.secant if form == "after" else (result.secant_made or result.secant)
     sec = {k: v for k, v in series.items() if np.isfinite(v).any()}
-    c2.plotly_chart(series_figure(sec, step, "‖pₖ − Bₖ₊₁qₖ‖ / ‖pₖ‖" if form == "after"
-                                  else "‖pₖ − Bₖqₖ‖ / ‖pₖ‖", log=True), key="cv_sec")
+    sec_fig = series_figure(sec, step, "‖pₖ − Bₖ₊₁qₖ‖ / ‖pₖ‖" if form == "after" else "‖pₖ − Bₖqₖ‖ / ‖pₖ‖", log=True)
+    notes = {lab: pair_notes(result.traces[lab]) for lab in sec if lab in result.traces}
+    for lab, n in notes.items():
+        mark_events(sec_fig, lab, sec[lab], n)
+    c2.plotly_chart(sec_fig, key="cv_sec")
+    noted = {lab: n for lab, n in notes.items() if n}
+    if noted:
+        c2.caption("Marked steps (hover for the reason): " + "; ".join(
+            f"{lab}: " + ", ".join(f"{k + 1} {n.split(':')[0].split(' (')[0]}" for k, n in list(n.items())[:8])
+            + (" …" if len(n) > 8 else "") for lab, n in noted.items())
+            + ". A skipped pair or a restart leaves Bₖ₊₁qₖ ≠ pₖ; a BFGS update satisfies it.")
     with_ops = [l for l, t in result.traces.items() if any(o is not None for o in t.operators)]
     if not with_ops:
         st.info("none of the chosen solvers keeps a curvature matrix")

@@ -189,6 +189,13 @@ def qn_features(state: LSR1State, names, Hq: torch.Tensor, r: torch.Tensor, d0: 
     return torch.stack([pool[name]().expand(B, N) for name in names], dim=-1)
 
 
+def heads_are_zero(net: LSR1Net) -> bool:
+    """True where both generators' output layers are exactly zero (weights and biases): the network's output is
+    then 0 for every finite input."""
+    return all(not bool(m.fc2.weight.any()) and not bool(m.fc2.bias.any())
+               for m in (net.vector_generator, net.lr_generator))
+
+
 def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     """Add the newest pair to the memory, generate its vector and the learned step α ⊙ Hg (unsafeguarded)."""
     cfg = net.config
@@ -207,11 +214,16 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     prev = _partial(W_old, P, Q, rho_old, gamma)
     Hq = prev.matvec(q)
     r = p - Hq
-    d0 = prev.matvec(g)
-    feats = qn_features(state, cfg.features, Hq, r, d0)
-    if cfg.detach_features:
-        feats = feats.detach()
-    u, a = net.raw(feats)
+    if heads_are_zero(net) and not torch.is_grad_enabled():
+        # the untrained start (or any model whose output layers are exactly zero): u = 0 and α = 1 whatever the
+        # features, so neither the features nor the per-coordinate networks are computed (same numbers, O(N) work)
+        u = a = torch.zeros_like(g)
+    else:
+        d0 = prev.matvec(g)
+        feats = qn_features(state, cfg.features, Hq, r, d0)
+        if cfg.detach_features:
+            feats = feats.detach()
+        u, a = net.raw(feats)
     v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps)
     W = torch.cat([W_old, v.unsqueeze(1)], dim=1)
     P_all, Q_all = torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1)
@@ -223,6 +235,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     # where the vector is used it equals rms(p)·‖u‖, so the penalty is the learned departure from SR1. A BFGS
     # update satisfies H_{k+1} q_k = p_k exactly.
     resid = r - v * _dot(v, q)
+    took_bfgs = torch.zeros_like(skipped).unsqueeze(-1)
     if cfg.fallback == "bfgs":
         took_bfgs = (op.bfgs[2][:, -1] > 0).unsqueeze(-1)
         resid = torch.where(took_bfgs, torch.zeros_like(resid), resid)
@@ -231,7 +244,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     rel_sq = torch.where(psq > 0, secant / psq.clamp_min(_tiny(psq)), torch.zeros_like(secant))
     departure = (u * u).mean(-1)
     return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
-            "departure": departure, "skipped": skipped, "Hq": Hq, "gamma": gamma,
+            "departure": departure, "skipped": skipped, "bfgs": took_bfgs.squeeze(-1), "Hq": Hq, "gamma": gamma,
             "P": P_all, "Q": Q_all,
             "U": torch.cat([U, u.unsqueeze(1)], 1)}
 
@@ -272,6 +285,7 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
                       secant_rel=rel,
                       extras={"secant_rel_sq": prop["rel_sq"], "departure": prop["departure"], "safeguard": fired, "skipped": prop["skipped"],
                               "evals": evals, "learned_alpha": alpha, "restarted": restarted,
+                              "bfgs": prop["bfgs"],
                               "lengthened": safe.grown if cfg.safeguard == "armijo" else torch.zeros_like(fired)})
     return new, out
 

@@ -54,6 +54,40 @@ def anatomy(tr, obj, k: int) -> dict:
     return out
 
 
+def _flag(tr, key: str, j: int) -> bool:
+    v = tr.extras.get(key)
+    return v is not None and 0 <= j < v.shape[0] and bool(v[j, 0] > 0)
+
+
+def pair_note(tr, k: int) -> str | None:
+    """One line on what the qn form did with the pair (p_k, q_k) of step k → k+1 (0-based, row 0), or None where
+    it entered as an SR1 update (or the solver records no such marks). The pair is added by the next step's
+    update (extras at k + 1); a restart after step k + 1 is marked at k."""
+    notes = []
+    if _flag(tr, "restarted", k):
+        notes.append("restart: the line search needed its extended search or found no step, so the memory was "
+                     "forgotten and B_{k+1} starts again from this pair (or a new probe) with a new scale")
+    elif _flag(tr, "bfgs", k + 1):
+        notes.append("entered as a BFGS update: SR1's update would have made B indefinite (wᵀq ≤ 0), BFGS's keeps "
+                     "it positive definite and still satisfies B_{k+1}q = p")
+    elif _flag(tr, "skipped", k + 1):
+        notes.append("skipped: SR1's update would have made B indefinite and pᵀq ≤ 0 rules out BFGS's too, so "
+                     "B_{k+1} ignores this step (large residual)")
+    if _flag(tr, "lengthened", k):
+        notes.append("the step was lengthened (f still fell steeply at the end of the full step)")
+    return "; ".join(notes) if notes else None
+
+
+def pair_notes(tr) -> dict[int, str]:
+    """{step k (0-based): note} for every step with a note (see :func:`pair_note`)."""
+    out = {}
+    for k in range(tr.steps):
+        n = pair_note(tr, k)
+        if n:
+            out[k] = n
+    return out
+
+
 def secant_verdict(a: dict) -> str:
     """One sentence: is B_{k+1} q = p satisfied at this step?"""
     if a["p_norm"] == 0:

@@ -236,6 +236,26 @@ def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, 
     return fig
 
 
+EVENT_SYMBOLS = {"restart": "x", "entered as a BFGS update": "diamond", "skipped": "circle-open",
+                 "the step was lengthened": "triangle-up"}
+
+
+def mark_events(fig: go.Figure, label: str, y: np.ndarray, notes: dict[int, str]) -> go.Figure:
+    """Marks on ``label``'s line of a :func:`series_figure` at the steps (0-based k, drawn at k + 1) with a note,
+    one marker trace per kind of event, the note as hover text."""
+    y = np.asarray(y, dtype=float)
+    col = color_for(label)
+    for key, symbol in EVENT_SYMBOLS.items():
+        ks = [k for k, n in notes.items() if n.startswith(key) and k < len(y) and np.isfinite(y[k])]
+        if not ks:
+            continue
+        fig.add_trace(go.Scatter(x=[k + 1 for k in ks], y=[y[k] for k in ks], mode="markers",
+                                 name=f"{label}: {key.replace('entered as a ', '').replace('the step was ', '')}",
+                                 marker=dict(symbol=symbol, size=11, color=col, line=dict(width=2, color=col)),
+                                 hovertext=[notes[k] for k in ks], hoverinfo="text"))
+    return fig
+
+
 def _pair_colors(label: str) -> tuple[str, str]:
     """(colour of the solver's B, colour of the true inverse Hessian): Newton's colour for H⁻¹ (it is
     Newton's matrix), grey-blue when the solver is Newton itself."""
