@@ -65,3 +65,17 @@ def test_command_writes_json_and_markdown(tmp_path):
     md = (tmp_path / "results_learning.md").read_text()
     assert "python -m lsr1_core.experiments.headroom" in md and "quadratic_n2" in md
     assert all(math.isfinite(c["mean"]) for r in F["rows"] for c in r["per_budget"])
+
+
+def test_train_command_fits_a_scalar_and_reports_held_out(tmp_path):
+    hr.main(["--train", "quadratic_n2", "--params", "gamma", "--iterations", "1", "--seeds", "1",
+             "--out", str(tmp_path)])
+    T = json.loads((tmp_path / "results" / "learning_quadratic_n2_gamma.json").read_text())
+    assert T["params"] == ["gamma"] and len(T["history"]["thetas"]) == 2
+    assert T["trained"]["step_scale"] == 1.0  # a scalar not trained stays at the untrained value
+    assert [r["budget"] for r in T["held_out"]] == list(hr.FAMILIES["quadratic_n2"].budgets)
+    # the best θ by validation is never worse than the start on the validation set
+    h = T["history"]
+    assert h["val_loss"][h["best_iteration"]] <= h["val_loss"][0]
+    md = (tmp_path / "results_learning.md").read_text()
+    assert "ES-trained scalars on quadratic_n2" in md
