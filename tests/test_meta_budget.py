@@ -181,3 +181,24 @@ def test_es_refuses_non_finite_loss_and_bad_arguments():
         es_gradient(lambda th, s: 0.0, [0.0], 0.0, 1, torch.Generator().manual_seed(0))
     with pytest.raises(LSR1Error):
         es_gradient(lambda th, s: 0.0, [0.0], 0.1, 0, torch.Generator().manual_seed(0))
+
+
+def test_per_row_counts_in_a_batch_are_what_each_problem_pays_alone():
+    """The batched per-row count equals the count of the same problem run alone (whose own Trace.evals, plus the
+    start, is the project's count), while the batch's Trace.evals charges every row the lock-step maximum."""
+    from lsr1_core.experiments.headroom import qn_solver
+    from lsr1_core.objectives import Quadratic
+    from lsr1_core.solvers import run
+
+    q, x0, _ = _quadratics(seed=4, n=12, batch=4, cond=100.0)
+    makers = {"qn": qn_solver, "lbfgs": lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe")}
+    for name, mk in makers.items():
+        batched = run_budget(mk(), q, x0, max_evals=10 ** 6, max_steps=8)
+        lockstep = 1 + int(run(mk(), q, x0, 8, record_vectors=False, keep_operators=False).evals.sum())
+        for b in range(4):
+            alone = Quadratic(q.H[b:b + 1], q.b[b:b + 1])
+            r = run_budget(mk(), alone, x0[b:b + 1], max_evals=10 ** 6, max_steps=8)
+            own = 1 + int(run(mk(), alone, x0[b:b + 1], 8, record_vectors=False, keep_operators=False).evals.sum())
+            assert abs(float(batched.cum[-1, b]) - float(r.cum[-1, 0])) <= 1, (name, b)
+            assert abs(float(r.cum[-1, 0]) - own) <= 1, (name, b)
+            assert float(batched.cum[-1, b]) <= lockstep

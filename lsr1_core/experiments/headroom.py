@@ -308,7 +308,7 @@ def qn_solver(step_scale: float = 1.0, gamma_factor: float | None = None, config
     return LSR1Solver(model=untrained_net(config, **changes), step_scale=float(step_scale))
 
 
-def method_runs(family: Family, name: str, param, obj, y0, fstar, base, x0, c, max_evals):
+def method_runs(family: Family, name: str, param, obj, y0, fstar, base, x0, c, max_evals, counts=None):
     """(E, B) normalised log10 gap terms for one method on one batch of problems."""
     if name == "adam":
         r = run_budget(make_solver("adam", lr=float(param)), base, x0, max_evals)
@@ -331,15 +331,26 @@ def method_runs(family: Family, name: str, param, obj, y0, fstar, base, x0, c, m
         r = run_budget(sol, obj, y0, max_evals)
         f, fs = r.f, fstar
     terms, _ = budget_terms(f, r.cum, fs, family.budgets, floor=family.floor, normalize=True, cumulative=True)
+    if counts is not None:
+        counts.append(r.cum)
     return terms
 
 
-def evaluate(family: Family, name: str, param, seeds) -> torch.Tensor:
-    """(E, total problems) terms over the given seeds."""
+def lockstep_ratio(cums) -> float:
+    """How much a batch's lock-step count (``Trace.evals``: per step, the most any row needed, charged to every
+    row) exceeds the per-row counts, over the given runs: Σ lock-step totals / Σ mean per-row totals."""
+    lock = sum(float(c.diff(dim=0).amax(1).sum() + c[0].max()) for c in cums)
+    own = sum(float(c[-1].mean()) for c in cums)
+    return lock / own
+
+
+def evaluate(family: Family, name: str, param, seeds, counts: list | None = None) -> torch.Tensor:
+    """(E, total problems) terms over the given seeds (each run's cumulative per-row counts appended to
+    ``counts`` when given)."""
     out = []
     for sd in seeds:
         obj, y0, fstar, base, x0, c = draw(family, sd)
-        out.append(method_runs(family, name, param, obj, y0, fstar, base, x0, c, max(family.budgets)))
+        out.append(method_runs(family, name, param, obj, y0, fstar, base, x0, c, max(family.budgets), counts))
     return torch.cat(out, 1)
 
 
@@ -388,9 +399,12 @@ def family_result(family: Family, n_seeds: int, log) -> dict:
         memory=MEMORY, hidden=4).to_dict()
     if defaults_differ:
         methods.insert(1, ("qn_defaults", "qn (LSR1Config.qn() defaults)", None))
-    terms = {}
+    terms, lock = {}, {}
     for key, label, p in methods:
-        terms[label] = evaluate(family, key, p, held_seeds)
+        cums = []
+        terms[label] = evaluate(family, key, p, held_seeds, cums)
+        if key in ("qn", "lbfgs"):
+            lock[key] = lockstep_ratio(cums)
     base = terms["qn"]
     rows = []
     headroom = False
@@ -416,7 +430,7 @@ def family_result(family: Family, n_seeds: int, log) -> dict:
             "held_out_seeds": held_seeds, "tuning": {"step_scale": step_scores, "gamma_factor": gamma_scores,
                                                      "adam_lr": adam_scores},
             "chosen": {"step_scale": best_step, "gamma_factor": best_gamma, "adam_lr": best_lr},
-            "rows": rows, "floor": family.floor, "headroom": headroom, "best_gain": best_gain, "seconds": secs}
+            "rows": rows, "floor": family.floor, "headroom": headroom, "lockstep_ratio": lock, "best_gain": best_gain, "seconds": secs}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -495,7 +509,12 @@ def render(results_dir: Path) -> str:
               "**How it is measured.** Problems come from each family's sampler, rescaled as the qn presets do "
               "(f̃(y) = c·f(y/s), log10 c, log10 s ~ U(±3)). Every problem pays for its own evaluations "
               "(function + gradient at a new point; a batch's lock-step line searches are not charged to rows "
-              "that finished theirs), the start and the qn form's curvature probe included. A method's score at "
+              "that finished theirs), the start and the qn form's curvature probe included: per-row counts in a "
+              "batch equal what each problem pays run alone, and its own `Trace.evals` plus the start "
+              "(tests/test_meta_budget.py). A batch's `Trace.evals` charges every row the most any row needed in "
+              "each step; the last column of the summary says by how much that overstates the per-row counts "
+              "on the held-out runs (the qn form's safeguard and restarts vary more between rows than L-BFGS's "
+              "line search, so batch counts penalise it more). A method's score at "
               "budget E is log10((f − f*)/(f₀ − f*)) of the best iterate whose cumulative count is ≤ E (lower is "
               "better; gaps below 10⁻¹² of the start's count as −12). Cells: mean over the held-out problems "
               "with a 95 % t-interval; 'vs qn' is the paired mean difference to the untrained qn form (negative: "
@@ -510,8 +529,8 @@ def render(results_dir: Path) -> str:
                   if R.get("defaults_diff") else ""), "",
               "## Summary", "",
               "| family | headroom | best method vs untrained qn (paired, at its budget) | best qn scalar (step×, γ×) "
-              "vs qn | L-BFGS vs qn, mean over budgets |",
-              "|---|---|---|---|---|"]
+              "vs qn | L-BFGS vs qn, mean over budgets | lock-step count / per-row count (qn, L-BFGS) |",
+              "|---|---|---|---|---|---|"]
 
         def best_of(F, keep):
             best = None
@@ -525,7 +544,9 @@ def render(results_dir: Path) -> str:
             lb = next(r for r in F["rows"] if r["method"] == "lbfgs")
             L.append(f"| {F['family']} | {'**yes**' if F['headroom'] else 'no'} | {best_of(F, lambda m: True)} | "
                      f"{best_of(F, lambda m: m.startswith(('step', 'γ')))} | "
-                     f"{_ci(lb['mean_over_budgets']['vs_qn'])} |")
+                     f"{_ci(lb['mean_over_budgets']['vs_qn'])} | "
+                     + (f"{F['lockstep_ratio']['qn']:.2f}, {F['lockstep_ratio']['lbfgs']:.2f} |"
+                        if F.get("lockstep_ratio") else "— |"))
         L.append("")
         for F in R["families"]:
             L += [f"## {F['family']}: {F['title']}", "", F["note"], "",
