@@ -496,6 +496,11 @@ def _ci(c: dict) -> str:
     return f"{c['mean']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
 
 
+def _ratio_range(R: dict) -> str:
+    vals = [v for F in R["families"] for v in (F.get("lockstep_ratio") or {}).values()]
+    return f"by {min(vals):.1f}–{max(vals):.1f}× here" if vals else "not measured in this file"
+
+
 def render(results_dir: Path) -> str:
     head = results_dir / "headroom.json"
     L = ["# Learning headroom of the qn form (issue 22)", "",
@@ -513,8 +518,8 @@ def render(results_dir: Path) -> str:
               "batch equal what each problem pays run alone, and its own `Trace.evals` plus the start "
               "(tests/test_meta_budget.py). A batch's `Trace.evals` charges every row the most any row needed in "
               "each step; the last column of the summary says by how much that overstates the per-row counts "
-              "on the held-out runs (by 1.1–8× here, differently for each method and family, so comparisons in "
-              "batch counts are biased). A method's score at "
+              f"on the held-out runs ({_ratio_range(R)}, differently for each method and family, so comparisons "
+              "in batch counts are biased). A method's score at "
               "budget E is log10((f − f*)/(f₀ − f*)) of the best iterate whose cumulative count is ≤ E (lower is "
               "better; gaps below 10⁻¹² of the start's count as −12). Cells: mean over the held-out problems "
               "with a 95 % t-interval; 'vs qn' is the paired mean difference to the untrained qn form (negative: "
