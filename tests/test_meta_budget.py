@@ -6,7 +6,7 @@ import torch
 
 from lsr1_core.errors import LSR1Error
 from lsr1_core.meta.budget import (CountingObjective, budget_area, budget_log_gap, budget_terms, central_difference,
-                                   es_gradient, es_gradient_with_stats, run_budget, train_scalars)
+                                   es_gradient, es_gradient_with_stats, run_budget, run_counted, train_scalars)
 from lsr1_core.objectives.quadratic import spectrum_quadratics
 from lsr1_core.solvers import make_solver
 
@@ -202,3 +202,17 @@ def test_per_row_counts_in_a_batch_are_what_each_problem_pays_alone():
             assert abs(float(batched.cum[-1, b]) - float(r.cum[-1, 0])) <= 1, (name, b)
             assert abs(float(r.cum[-1, 0]) - own) <= 1, (name, b)
             assert float(batched.cum[-1, b]) <= lockstep
+
+
+def test_run_counted_wraps_the_projects_run():
+    from lsr1_core.solvers import run
+
+    q, x0, fstar = _quadratics(seed=5, n=8, batch=3)
+    r = run_counted(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), q, x0, 6)
+    t = run(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), q, x0, 6)
+    assert torch.allclose(r.f, t.f)
+    assert r.cum.shape == r.f.shape and float(r.cum[0, 0]) == 1.0
+    assert bool((r.cum.diff(dim=0) >= 1).all())
+    assert bool((r.cum[-1] <= 1 + t.evals.sum()).all())
+    loss = budget_log_gap(r.f, r.cum, fstar, (4, 8), cumulative=True)
+    assert float(loss) < 0
