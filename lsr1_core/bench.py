@@ -144,13 +144,33 @@ def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list
     path.write_text("\n".join(lines))
 
 
+MAX_DIM = 100_000_000
+
+
+def _parse_dims(text: str) -> list[int] | None:
+    """``"100,10000"`` → [100, 10000]; None when any item is not a positive integer ≤ MAX_DIM (or none given)."""
+    dims = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not (item.isascii() and item.isdigit()) or len(item) > 9 or not 1 <= int(item) <= MAX_DIM:
+            return None
+        dims.append(int(item))
+    return dims or None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lsr1_core.bench")
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--dims", default="100,10000,1000000")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, smaller dims (smoke test)")
     args = ap.parse_args(argv)
-    dims = [int(d) for d in args.dims.split(",")]
+    dims = _parse_dims(args.dims)
+    out = Path(args.out)
+    if dims is None or out.is_dir() or not out.name:
+        problem = (f"--dims must be a comma-separated list of positive integers up to {MAX_DIM:,}, got {args.dims!r}"
+                   if dims is None else f"--out {args.out} is a directory; give the report's file name")
+        print(f"error: {problem}", file=sys.stderr)  # before anything is measured (results are never lost)
+        return 2
     if args.quick:
         dims = [100, 10_000]
     meta = meta_throughput(iterations=10 if args.quick else 40)

@@ -17,10 +17,12 @@ gigabytes first.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import subprocess
 import tempfile
@@ -50,9 +52,55 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """A file descriptor of ``path`` opened as a regular file only: the open never blocks (``O_NONBLOCK``:
+    a FIFO, a socket or a device named like a run or checkpoint file cannot hang the caller, e.g. while
+    it holds the runs root's lock) and anything that is not a regular file is refused with an ``OSError``
+    naming what it is. ``flags`` may add ``O_WRONLY | O_APPEND | O_CREAT`` (for appending)."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # O_WRONLY|O_NONBLOCK on a FIFO without a reader
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO)", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({_kind_of(st.st_mode)})", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes`` (see :func:`open_regular`); an
+    ``OSError`` (``FileNotFoundError`` when missing) otherwise. Reads at most ``max_bytes + 1`` bytes, so a
+    huge or growing file costs no more than the bound."""
+    fd = open_regular(path)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes, which no such file should be", str(path))
+    return data
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -153,7 +201,7 @@ def read_card(path: str | Path, kind: str | None = None) -> tuple[dict, Path]:
     try:
         if cpath.stat().st_size > _MAX_CARD_BYTES:
             raise CheckpointError(f"model card {cpath} is larger than {_MAX_CARD_BYTES >> 20} MB; not a card")
-        card = json.loads(cpath.read_text())
+        card = json.loads(read_regular_file(cpath, _MAX_CARD_BYTES).decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         if isinstance(e, CheckpointError):
             raise
@@ -203,8 +251,8 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
     header is a JSON object of well-formed entries whose byte ranges fit the file and their shapes."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with os.fdopen(open_regular(path), "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(8)
             if len(head) < 8:
                 raise CheckpointError(f"{path} is too short to be a safetensors file")
@@ -222,6 +270,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
         raise CheckpointError(f"{path} has a corrupted safetensors header (not a JSON object)")
     data_len = size - 8 - n
     out = {}
+    data_end = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -236,7 +285,38 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
         if not ok:
             raise CheckpointError(f"{path} has a malformed safetensors header entry for {str(name)[:80]!r}")
         out[name] = (entry["dtype"], tuple(entry["shape"]))
+        data_end = max(data_end, entry["data_offsets"][1])
+    if data_end != data_len:
+        # a safetensors file ends where its last tensor does: a file much larger than its header says (a huge
+        # or sparse file dressed as weights) is refused before it is hashed or read (issue 24, item 6)
+        raise CheckpointError(f"{path} is {size} bytes but its safetensors header accounts for {8 + n + data_end}; "
+                              "it is truncated, padded or not a safetensors file")
     return out
+
+
+_DTYPE_FAMILY = {**{k: "floating-point" for k in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3")},
+                 **{k: "integer" for k in ("I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64")},
+                 "BOOL": "boolean", "C64": "complex", "C128": "complex"}
+
+
+def _family(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "boolean"
+    if dtype.is_complex:
+        return "complex"
+    return "floating-point" if dtype.is_floating_point else "integer"
+
+
+def check_header_dtypes(path: str | Path, expected: dict[str, torch.dtype], what: str = "checkpoint") -> None:
+    """``CheckpointError`` unless every tensor ``expected`` names has, in the safetensors header, a dtype of
+    the same kind (floating-point, integer, boolean) as the model's: an ``I64`` header over float weights
+    would load as values around 10¹⁸ although the card's hash matches (issue 24, item 17)."""
+    header = read_safetensors_header(path)
+    wrong = [f"{k}: {header[k][0]} (the model expects {_family(dt)})" for k, dt in expected.items()
+             if k in header and _DTYPE_FAMILY.get(header[k][0]) != _family(dt)]
+    if wrong:
+        raise CheckpointError(f"{what} {path} declares tensors of the wrong kind for its card's model: "
+                              f"{wrong[:3]}; the file was edited or is not this model's weights")
 
 
 def check_header_shapes(path: str | Path, expected: dict[str, tuple[int, ...]], what: str = "checkpoint") -> None:
@@ -256,19 +336,26 @@ def check_header_shapes(path: str | Path, expected: dict[str, tuple[int, ...]], 
 
 
 def load_tensors_and_card(path: str | Path, kind: str | None = None,
-                          expected_shapes=None) -> tuple[dict[str, torch.Tensor], dict]:
+                          expected_shapes=None, expected_dtypes=None) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and card of checkpoint ``path``. ``expected_shapes``: a dict name → shape, or a callable
-    card → dict, checked against the safetensors header before any tensor is read."""
+    card → dict; ``expected_dtypes``: a dict name → torch dtype (or a callable card → dict) whose kinds
+    (floating-point, integer, boolean) the header's must match. Both are checked against the safetensors
+    header, which is parsed (and the file's size checked against it) before the file is hashed, so a huge
+    file is refused in milliseconds; no tensor is read before the hash matches."""
     card, wpath = read_card(path, kind)
-    digest = sha256_file(wpath)
-    if digest != card.get("weights_sha256"):
-        raise CheckpointError(f"weights file {wpath} does not match its card (SHA-256 {digest[:12]}… vs "
-                              f"{str(card.get('weights_sha256'))[:12]}…): it is truncated, corrupted or from another checkpoint")
-    header = read_safetensors_header(wpath)
+    read_safetensors_header(wpath)
     if expected_shapes is not None:
         expected = expected_shapes(card) if callable(expected_shapes) else expected_shapes
         check_header_shapes(wpath, expected)
-    del header
+    if expected_dtypes is not None:
+        check_header_dtypes(wpath, expected_dtypes(card) if callable(expected_dtypes) else expected_dtypes)
+    try:
+        digest = sha256_file(wpath)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {wpath}: {e.strerror or e}") from None
+    if digest != card.get("weights_sha256"):
+        raise CheckpointError(f"weights file {wpath} does not match its card (SHA-256 {digest[:12]}… vs "
+                              f"{str(card.get('weights_sha256'))[:12]}…): it is truncated, corrupted or from another checkpoint")
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
@@ -276,14 +363,18 @@ def load_tensors_and_card(path: str | Path, kind: str | None = None,
     return tensors, card
 
 
+MAX_DOWNLOAD_BYTES = 1 << 30  # what the app serves as a checkpoint download (ours are kB to tens of MB)
+
+
 def read_checkpoint_bytes(path: str | Path, kind: str | None = None) -> tuple[bytes, bytes]:
     """(weights bytes, card bytes) of checkpoint ``path``, for serving a download: the weights file must be
     the one its card names, in the card's directory, and match the card's SHA-256 (``CheckpointError``
     otherwise); nothing else is ever read."""
     card, wpath = read_card(path, kind)
+    read_safetensors_header(wpath)  # its size must be what its header says: a huge file is never read
     try:
-        data = wpath.read_bytes()
-        card_bytes = _paths(path)[1].read_bytes()
+        data = read_regular_file(wpath, MAX_DOWNLOAD_BYTES)
+        card_bytes = read_regular_file(_paths(path)[1], _MAX_CARD_BYTES)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     if hashlib.sha256(data).hexdigest() != card.get("weights_sha256"):
@@ -294,3 +385,16 @@ def read_checkpoint_bytes(path: str | Path, kind: str | None = None) -> tuple[by
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def __getattr__(name: str):
+    """``from lsr1_core.checkpoints import load_model`` (the import documented before models moved to
+    :mod:`lsr1_core.learned.io`) still works, with a ``DeprecationWarning``."""
+    if name in ("load_model", "save_model", "model_card"):
+        import warnings
+        warnings.warn(f"lsr1_core.checkpoints.{name} moved to lsr1_core.learned.io.{name}; import it from "
+                      "there (load_model and save_model also from lsr1_core.learned)",
+                      DeprecationWarning, stacklevel=2)
+        from .learned import io as _io
+        return getattr(_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,10 +36,15 @@ class ConfigMixin:
     def from_dict(cls, d: dict):
         if not isinstance(d, dict):
             raise LSR1Error(f"a {cls.config_name} must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
         unknown = sorted(set(d) - known)
         if unknown and not cls.ignore_unknown:
             raise LSR1Error(f"unknown {cls.config_name} keys {unknown}; known keys are {sorted(known)}")
+        for f in fields:
+            # a yes/no field takes JSON true or false only: "false" (a non-empty string) used to turn it on
+            if f.name in d and f.type in (bool, "bool") and not isinstance(d[f.name], bool):
+                raise LSR1Error(f"{cls.config_name} field {f.name!r} must be true or false, got {d[f.name]!r}")
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def replace(self, **changes):

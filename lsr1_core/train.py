@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
@@ -138,12 +141,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--list-presets", action="store_true")
     args = ap.parse_args(argv)
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        print(f"error: --seed must be an integer in [0, 2**63), got {args.seed}", file=sys.stderr)
+        return 2
     if args.distributed:
+        missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            print(f"error: --distributed needs the processes started by torchrun (e.g. torchrun --nproc-per-node 2 "
+                  f"-m lsr1_core.train --distributed ...); {', '.join(missing)} not set", file=sys.stderr)
+            return 2
         backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
-        dist.init_process_group(backend=backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(__import__("os").environ.get("LOCAL_RANK", 0)))
+        try:
+            dist.init_process_group(backend=backend)
+            if backend == "nccl":
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        except (ValueError, RuntimeError) as e:
+            print(f"error: could not join the torchrun process group: {str(e).splitlines()[0] if str(e) else e}",
+                  file=sys.stderr)
+            return 2
     tr = None
+    previous_sigint = None
+
+    def on_sigint(signum, frame):
+        # The first Ctrl-C asks the trainer to stop after the current meta-iteration: its metric line is
+        # written, then the loop checkpoints (a checkpoint taken mid-iteration lost that line and changed the
+        # final model on resume, issue 24 item 3). A second Ctrl-C quits at once; the run then resumes from
+        # its last checkpoint, redoing the iterations after it.
+        if tr is not None and not tr.stop_requested:
+            tr.request_stop()
+            print("\nstopping after this meta-iteration (Ctrl-C again to quit now; the run would then resume from "
+                  "its last checkpoint)", file=sys.stderr)
+        else:
+            raise KeyboardInterrupt
+
     try:
         if args.list_presets:
             for name in sorted(PRESETS):
@@ -167,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, key) is not None:
                     overrides[key] = getattr(args, key)
             tr = Trainer(config_from_preset(args.preset, overrides), args.run_dir)
+        if threading.current_thread() is threading.main_thread():
+            previous_sigint = signal.signal(signal.SIGINT, on_sigint)
         res = tr.fit(progress=not args.no_progress)
+        if tr.stop_requested and res.iterations < tr.cfg.iterations:
+            if tr.rank == 0:
+                print(f"\ninterrupted at iteration {res.iterations}; saved the latest checkpoint in {tr.run_dir} "
+                      "(resume with --resume)", file=sys.stderr)
+            return 130
         if args.dump_final_params:
             Path(args.dump_final_params).mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in tr.net.state_dict().items()},
@@ -185,9 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         if tr is None:
             print("\ninterrupted before training started", file=sys.stderr)
             return 130
-        tr.save_latest()
-        print(f"\ninterrupted; saved the latest checkpoint in {tr.run_dir} (resume with --resume)", file=sys.stderr)
+        # no checkpoint here: the interrupt may have come in the middle of an iteration (model stepped, metric
+        # line not written); the last checkpoint is consistent and resume redoes what came after it
+        print(f"\ninterrupted; {tr.run_dir} resumes from its last checkpoint with --resume", file=sys.stderr)
         return 130
+    finally:
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
     print(json.dumps({"run_dir": str(res.run_dir), "iterations": res.iterations, "best_val_loss": res.best_val,
                       "last_val": res.last_val, "wall_time_s": round(res.wall_time_s, 1), "skipped": res.skipped}))
     return 0

@@ -119,6 +119,11 @@ def test_download_bytes_are_the_cards_own_weights(ckpt):
     # another file with a valid name in the same directory but different bytes is refused
     (ckpt.parent / "other.safetensors").write_bytes(b"x" * 100)
     _edit_card(ckpt, weights_file="other.safetensors")
+    with pytest.raises(CheckpointError, match="safetensors header"):  # not even a safetensors file: not read
+        read_checkpoint_bytes(ckpt)
+    # a valid safetensors file (the same header) with other bytes: its hash is checked
+    good = ckpt.with_suffix(".safetensors").read_bytes()
+    (ckpt.parent / "other.safetensors").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     with pytest.raises(CheckpointError, match="does not match"):
         read_checkpoint_bytes(ckpt)
 

@@ -50,12 +50,17 @@ def load_model(path: str | Path, device=None, dtype=torch.float32):
         try:
             holder["config"] = config = LSR1Config.from_dict(card["config"])
             with torch.device("meta"):
-                shapes = {k: tuple(v.shape) for k, v in LSR1Net(config).state_dict().items()}
+                sd = LSR1Net(config).state_dict()
+            shapes = {k: tuple(v.shape) for k, v in sd.items()}
+            holder["dtypes"] = {k: v.dtype for k, v in sd.items()}
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as e:
             raise CheckpointError(f"model card of {path} has an invalid config: {type(e).__name__}: {e}") from None
         return shapes
 
-    tensors, card = load_tensors_and_card(path, kind="lsr1", expected_shapes=expected_shapes)
+    # the header's dtypes must be of the model's kinds (floats for weights): an I64 header over float data
+    # with a recomputed hash would load as weights around 1e18
+    tensors, card = load_tensors_and_card(path, kind="lsr1", expected_shapes=expected_shapes,
+                                          expected_dtypes=lambda card: holder["dtypes"])
     net = LSR1Net(holder["config"])
     expected = net.state_dict()
     missing = sorted(set(expected) - set(tensors))

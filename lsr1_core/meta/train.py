@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoints import atomic_write_bytes, load_tensors_and_card, save_tensors_and_card
+from ..checkpoints import (atomic_write_bytes, load_tensors_and_card, open_regular, read_regular_file,
+                           save_tensors_and_card)
 from ..device import resolve_device, resolve_dtype
 from ..errors import CheckpointError, LSR1Error
 from ..learned.io import save_model
@@ -201,6 +203,96 @@ class LSR1Problem(MetaProblem):
                    extra={"train_config": train_config})
 
 
+# bounds on what is read from a run directory: its JSON files are a few kB, metrics.jsonl ~0.3 kB a line
+MAX_RUN_JSON_BYTES = 16 << 20
+MAX_METRICS_BYTES = 256 << 20
+
+
+def _as_iteration(v) -> int | None:
+    """A metric line's iteration as an int (an integral float counts), None for anything else."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        return int(v)
+    return None
+
+
+def parse_metric_lines(data: bytes) -> list[tuple[bytes, dict]]:
+    """(raw line, record) for every complete metric record in a metrics.jsonl's bytes: a UTF-8 JSON object
+    with an integer ``iteration`` (normalised to int). Anything else — a line cut by a crash, non-UTF-8
+    bytes, a JSON list, number or string, a missing, string or null iteration — is skipped."""
+    out = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if not isinstance(rec, dict):
+            continue
+        it = _as_iteration(rec.get("iteration"))
+        if it is None:
+            continue
+        rec["iteration"] = it
+        out.append((raw, rec))
+    return out
+
+
+def read_metric_records(run_dir: str | Path) -> list[dict]:
+    """The run's complete metric records (see :func:`parse_metric_lines`); [] when metrics.jsonl is missing.
+    ``OSError`` when it is not a regular file (a FIFO, a device) or larger than ``MAX_METRICS_BYTES``."""
+    try:
+        data = read_regular_file(Path(run_dir) / "metrics.jsonl", MAX_METRICS_BYTES)
+    except FileNotFoundError:
+        return []
+    return [rec for _, rec in parse_metric_lines(data)]
+
+
+def recorded_progress(run_dir: str | Path) -> tuple[int, str]:
+    """How far a run's files other than ``latest.*`` show it got: (iteration, where), from its metric lines
+    and its best checkpoint's card; (0, "") when they show no progress past iteration 0. Unreadable files
+    count as showing nothing (their own readers report them)."""
+    run_dir = Path(run_dir)
+    best, where = 0, ""
+    try:
+        its = [rec["iteration"] for rec in read_metric_records(run_dir)]
+    except OSError:
+        its = []
+    if its and max(its) > best:
+        best, where = max(its), "metrics.jsonl"
+    try:
+        card = json.loads(read_regular_file(run_dir / "best.json", MAX_RUN_JSON_BYTES).decode())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        card = None
+    it = _as_iteration(card.get("iterations")) if isinstance(card, dict) else None
+    if it is not None and it > best:
+        best, where = it, "best.json"
+    return best, where
+
+
+def check_latest_present(run_dir: str | Path) -> None:
+    """``LSR1Error`` when a run's ``latest.*`` checkpoint is missing although its metrics or best checkpoint
+    show it had progressed: resuming would start it over from iteration 0, wiping metrics.jsonl and
+    overwriting best.* with an untrained model. A run killed before its first checkpoint (nothing past
+    iteration 0) may start over."""
+    run_dir = Path(run_dir)
+    if (run_dir / "latest.json").exists():
+        return
+    done, where = recorded_progress(run_dir)
+    if done > 0:
+        raise LSR1Error(f"{run_dir} has no latest checkpoint (latest.json is missing) although its {where} shows it "
+                        f"reached iteration {done}; resuming would start it over and overwrite metrics.jsonl and "
+                        "best.*, so it is refused. Restore latest.json and its latest.*.safetensors, or start a "
+                        "new run (the best model so far is still in best.*)")
+    orphans = sorted(p.name for p in run_dir.glob("latest.*.safetensors"))
+    if orphans:
+        raise LSR1Error(f"{run_dir} has latest weights ({orphans[0]}) but no latest.json naming them; the run "
+                        "cannot be resumed safely (restore latest.json, or start a new run)")
+
+
 def _write_config(path: Path, cfg) -> None:
     atomic_write_bytes(path, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
 
@@ -213,8 +305,10 @@ def read_run_config(run_dir: str | Path, config_class: type = TrainConfig):
         raise LSR1Error(f"{run_dir} is not a run directory (no config.json); a run cannot be resumed without "
                         "its config (never the defaults)")
     try:
-        d = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        d = json.loads(read_regular_file(cfg_path, MAX_RUN_JSON_BYTES).decode())
+    except OSError as e:
+        raise LSR1Error(f"cannot read {cfg_path}: {e.strerror or e}; the run cannot be resumed") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise LSR1Error(f"{cfg_path} is corrupted ({type(e).__name__}: {e}); the run cannot be resumed") from None
     if not isinstance(d, dict):
         raise LSR1Error(f"{cfg_path} is corrupted (a JSON {type(d).__name__}, not an object); "
@@ -244,7 +338,10 @@ class Trainer:
         self.rank, self.world = _dist_rank_world()
         if cfg.batch % self.world:
             raise LSR1Error(f"batch {cfg.batch} must be divisible by the number of processes ({self.world})")
-        torch.manual_seed(cfg.seed)
+        seed = getattr(cfg, "seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise LSR1Error(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        torch.manual_seed(seed)
         self.problem = problem(cfg, self.device, self.dtype, self.rank, self.world)
         self.net = self.problem.net
         self.opt = torch.optim.AdamW(self.problem.parameters(), lr=cfg.lr, betas=cfg.betas,
@@ -270,8 +367,10 @@ class Trainer:
         except OSError as e:
             raise LSR1Error(f"cannot write to run directory {self.run_dir}: {e}") from None
         if fresh:
-            if (self.run_dir / "latest.json").exists():
-                raise LSR1Error(f"{self.run_dir} already holds a run; resume it or choose another directory")
+            held = [n for n in ("latest.json", "metrics.jsonl", "best.json") if (self.run_dir / n).exists()]
+            if held:
+                raise LSR1Error(f"{self.run_dir} already holds a run ({held[0]}); resume it or choose another "
+                                "directory (a new run would overwrite it)")
             _write_config(self.run_dir / "config.json", self.cfg)
 
     def save_latest(self) -> None:
@@ -329,6 +428,7 @@ class Trainer:
             if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
                 raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
             cfg = cfg.replace(iterations=iterations)
+        check_latest_present(run_dir)  # never start over a run that had progressed (issue 24, item 1)
         tr = cls(cfg, run_dir, log=log, problem=problem)
         tr._resumed = True
         if (run_dir / "latest.json").exists():
@@ -349,7 +449,9 @@ class Trainer:
     def _write_metrics(self, rec: dict) -> None:
         if self.rank != 0:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+        # a regular file only (a FIFO named metrics.jsonl would block the open forever)
+        fd = open_regular(self.run_dir / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
         if self.log:
@@ -360,17 +462,21 @@ class Trainer:
         if self.rank != 0:
             return
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        try:
+            data = read_regular_file(path, MAX_METRICS_BYTES)
+        except FileNotFoundError:
             return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if rec.get("iteration", 0) <= self.iteration:
-                keep.append(line)
-        atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
+        except OSError as e:
+            raise LSR1Error(f"cannot read {path}: {e.strerror or e}; move it away to resume the run") from None
+        # damaged lines (cut by a crash, not UTF-8, not an object, no integer iteration) are dropped, as are
+        # the lines of iterations past the checkpoint (they are redone)
+        records = parse_metric_lines(data)
+        keep = [raw for raw, rec in records if rec["iteration"] <= self.iteration]
+        dropped = sum(1 for line in data.split(b"\n") if line.strip()) - len(records)
+        if dropped:
+            print(f"note: {path}: {dropped} damaged line(s) skipped (not a JSON object with an integer iteration)",
+                  file=sys.stderr)
+        atomic_write_bytes(path, b"".join(raw + b"\n" for raw in keep))
 
     def save_best(self, iterations: int) -> None:
         """Write the current model as the run's best checkpoint (in the problem's format)."""

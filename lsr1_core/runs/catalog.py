@@ -5,7 +5,6 @@
 runs, see :func:`hmr_checkpoint`)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -68,12 +67,12 @@ def hmr_checkpoint(card_path: str | Path, label: str, slot: str | None = None) -
     model (unreadable card, another kind, an initializer-stage run). ``slot``: the method slot it fills
     (lsr1, lgd, lsr1_nosec), derived from the card unless given; ``unroll``: its training horizon K."""
     card_path = Path(card_path)
+    card = read_json(card_path)  # a regular file only, bounded: a FIFO named best.json never blocks the page
     try:
-        card = json.loads(card_path.read_text())
         mtime = card_path.stat().st_mtime_ns
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+    except OSError:
         return None
-    if not isinstance(card, dict) or card.get("kind") != "hmr":
+    if card is None or card.get("kind") != "hmr":
         return None
     tc = card.get("train_config") if isinstance(card.get("train_config"), dict) else {}
     if tc.get("stage") == "initializer":

@@ -37,13 +37,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import atomic_write_bytes
+from ..checkpoints import atomic_write_bytes, open_regular, read_regular_file
 from ..errors import LSR1Error
 from ..train import config_from_preset
 from ..hmr.presets import HMR_PRESETS, hmr_preset
 from ..hmr.train import HMRProblem, HMRTrainConfig
 from ..meta.presets import TrainConfig
-from ..meta.train import LSR1Problem, Trainer
+from ..meta.train import MAX_RUN_JSON_BYTES, LSR1Problem, Trainer, check_latest_present, read_metric_records
 
 try:
     import fcntl
@@ -115,9 +115,20 @@ def _pid_alive(pid, start_time=None, run_dir: Path | None = None) -> bool:
         return False  # the pid was reused by a newer process
     if run_dir is not None:
         cmd = _proc_cmdline(pid)
-        if cmd is None:
+        if cmd is None or "lsr1_core.runs" not in cmd or "_worker" not in cmd:
             return False
-        if not ("lsr1_core.runs" in cmd and "_worker" in cmd and any(Path(a).name == run_dir.name for a in cmd)):
+        i = cmd.index("_worker")
+        if i + 1 >= len(cmd):
+            return False
+        # the worker's run directory, resolved in the worker's own working directory, must be this one: a run
+        # copied into another runs root (same name, same pid in its status.json) is not this worker's
+        arg = cmd[i + 1]
+        if not os.path.isabs(arg):
+            try:
+                arg = os.path.join(os.readlink(f"/proc/{pid}/cwd"), arg)
+            except OSError:
+                return False
+        if os.path.realpath(arg) != os.path.realpath(run_dir):
             return False
     return True
 
@@ -138,20 +149,45 @@ def _root_lock(root: Path):
 
 
 def _log_tail(path: Path) -> str:
+    """The last line of the run's log.txt (its last 4 kB only; a FIFO or device named log.txt is not read)."""
     try:
-        lines = (path / "log.txt").read_text(errors="replace").strip().splitlines()
+        fd = open_regular(path / "log.txt")
     except OSError:
         return ""
+    try:
+        size = os.fstat(fd).st_size
+        os.lseek(fd, max(0, size - 4096), os.SEEK_SET)
+        data = os.read(fd, 4096)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    lines = data.decode(errors="replace").strip().splitlines()
     return lines[-1][-300:] if lines else ""
 
 
 def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``, or None when the file is missing, unreadable, not JSON or not an object."""
+    """The JSON object in ``path``, or None when the file is missing, unreadable, not a regular file (a FIFO
+    named status.json must never block a reader holding the runs root's lock), larger than 16 MB, not JSON or
+    not an object."""
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(read_regular_file(path, MAX_RUN_JSON_BYTES).decode())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def json_problem(path: Path) -> str:
+    """Why :func:`read_json` gave None for ``path`` (for messages)."""
+    try:
+        obj = json.loads(read_regular_file(path, MAX_RUN_JSON_BYTES).decode())
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "is corrupted (not JSON)"
+    return f"is corrupted (a JSON {type(obj).__name__}, not an object)" if not isinstance(obj, dict) else "is fine"
 
 
 # What a run trains: its config class → the meta-training problem (and the kind shown on the page)
@@ -186,7 +222,7 @@ def read_config(path: Path) -> TrainConfig | HMRTrainConfig:
         raise LSR1Error(f"run {Path(path).name} has no config.json; it cannot be resumed (start a new run)")
     d = read_json(cfg_path)
     if d is None:
-        raise LSR1Error(f"{cfg_path} is corrupted (not a JSON object); it cannot be resumed (start a new run)")
+        raise LSR1Error(f"{cfg_path} {json_problem(cfg_path)}; it cannot be resumed (start a new run)")
     try:
         return config_class_of(d).from_dict(d)
     except LSR1Error as e:
@@ -217,23 +253,13 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """All complete metric records of a run: JSON objects with an integer ``iteration`` (a line cut by a
-    crash, or any other line, is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
+    """All complete metric records of a run: UTF-8 JSON objects with an integer ``iteration`` (a line cut by
+    a crash, or any other line, is skipped). [] when metrics.jsonl is missing, not a regular file (a FIFO
+    never blocks this read) or larger than 256 MB."""
     try:
-        text = path.read_text(errors="replace")
+        return read_metric_records(run_dir)
     except OSError:
-        return out
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(rec, dict) and _as_int(rec.get("iteration")) is not None:
-            rec["iteration"] = _as_int(rec["iteration"])
-            out.append(rec)
-    return out
+        return []
 
 
 @dataclass
@@ -266,6 +292,9 @@ class RunManager:
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise LSR1Error(f"max_concurrent must be a positive integer, got {max_concurrent!r}")
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise LSR1Error(f"the runs root {self.root} is not a directory; give --root a directory (or a path "
+                            "that does not exist yet)")
         self.max_concurrent = max_concurrent
         self.python = python or sys.executable
 
@@ -332,14 +361,16 @@ class RunManager:
         path = self._path(run_id)
         st = read_json(path / "status.json")
         if st is None:
-            st = {"state": "failed", "error": "status.json is missing or corrupted (not a JSON object); "
-                                              "resume the run to rebuild it"}
+            st = {"state": "failed", "error": "status.json is missing or corrupted (it "
+                                              f"{json_problem(path / 'status.json')}); resume the run to rebuild it"}
         state = st.get("state")
         if state not in STATES:
             state, st["error"] = "failed", f"status.json holds an unknown state {state!r}"
         error = st.get("error")
         error = error if isinstance(error, str) or error is None else str(error)
-        if state == "running" and not self._worker_alive(path, st):
+        if state == "running" and not self._worker_alive(path, st) and st.get("cancel_requested") is True:
+            state = "cancelled"  # cancelled before the worker could install its SIGTERM handler (issue 24, item 21)
+        elif state == "running" and not self._worker_alive(path, st):
             state = "interrupted"
             tail = _log_tail(path)
             error = error or ("the job process ended without reporting" + (f"; its log ends: {tail}" if tail else ""))
@@ -362,7 +393,11 @@ class RunManager:
         if not self.root.exists():
             return []
         out = []
-        for path in sorted(self.root.iterdir()):
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as e:
+            raise LSR1Error(f"cannot list the runs root {self.root}: {e.strerror or e}") from None
+        for path in entries:
             # every run directory (one with a config or a status file), damaged ones included (shown as failed);
             # a directory with a config but no status yet is being created by start() unless it is old
             if not (valid_run_id(path.name) and path.is_dir()):
@@ -400,6 +435,7 @@ class RunManager:
             return []
         launched = []
         with _root_lock(self.root):
+            self._remove_stale_temporaries()
             runs = self.list()
             free = self.max_concurrent - sum(r.state == "running" for r in runs)
             for r in runs:
@@ -420,16 +456,47 @@ class RunManager:
                     free -= 1
         return launched
 
+    def _remove_stale_temporaries(self, age_s: float = 120.0) -> None:
+        """Delete ``.status.json.*.tmp`` / ``.config.json.*.tmp`` files older than ``age_s`` in the run
+        directories: what a process killed (SIGKILL) in the middle of an atomic write leaves behind. Called
+        under the lock, so no status write is in flight; the age spares a start() writing right now."""
+        now = time.time()
+        for pattern in ("*/.status.json.*.tmp", "*/.config.json.*.tmp"):
+            for tmp in self.root.glob(pattern):
+                try:
+                    if now - tmp.lstat().st_mtime > age_s:
+                        tmp.unlink()
+                except OSError:
+                    pass
+
     def _launch(self, path: Path) -> int:
+        """Start the worker of a queued run. status.json says ``running`` *before* the process is spawned,
+        so a status file that cannot be written (a full disk) spawns nothing, and a run whose status cannot
+        be updated afterwards is never left ``queued`` with a live worker (the next schedule() would spawn
+        a second one, issue 24 item 4): that worker is killed."""
         st = self._status(path)
         env = dict(os.environ, LSR1_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
-        cmd = [self.python, "-m", "lsr1_core.runs", "--root", str(self.root),
-               "--max-concurrent", str(self.max_concurrent), "_worker", str(path)]
-        with open(path / "log.txt", "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        run_path = os.path.abspath(path)  # the worker's command line names the run by its absolute path
+        cmd = [self.python, "-m", "lsr1_core.runs", "--root", os.path.abspath(self.root),
+               "--max-concurrent", str(self.max_concurrent), "_worker", run_path]
+        st.update(state="running", pid=None, pid_start=None, launching=_now(), error=None)
+        write_json(path / "status.json", st)  # raises on a full disk: nothing was spawned
+        fd = open_regular(path / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # never a FIFO
+        try:
+            proc = subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env, cwd=os.getcwd())
+        finally:
+            os.close(fd)
         st.update(state="running", pid=proc.pid, pid_start=_proc_start_time(proc.pid), started=_now(), error=None)
-        write_json(path / "status.json", st)
+        try:
+            write_json(path / "status.json", st)
+        except BaseException:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: the worker leads its own group
+            except OSError:
+                pass
+            proc.wait()
+            raise
         return proc.pid
 
     def cancel(self, run_id: str, wait: float = 0.0) -> str:
@@ -446,6 +513,10 @@ class RunManager:
                 raise LSR1Error(f"run {run_id} is {info.state}; only queued or running runs can be cancelled")
             st = self._status(path)
             if self._worker_alive(path, st):  # checked again right before the signal: never a reused pid
+                # recorded first: a worker still starting (no SIGTERM handler yet) dies of the signal and is
+                # then reported cancelled, not interrupted; one that has not yet marked itself running stops
+                st["cancel_requested"] = True
+                write_json(path / "status.json", st)
                 try:
                     os.kill(st["pid"], signal.SIGTERM)
                 except ProcessLookupError:
@@ -465,6 +536,7 @@ class RunManager:
             if info.state in ("running", "queued"):
                 raise LSR1Error(f"run {run_id} is already {info.state}")
             cfg = read_config(path)  # a missing or corrupted config is an error, never the defaults
+            check_latest_present(path)  # a run that had progressed never starts over (issue 24, item 1)
             if iterations is not None:
                 if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
                     raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
@@ -472,6 +544,7 @@ class RunManager:
                     raise LSR1Error(f"cannot resume to {iterations} iterations: the run is already at {info.iteration}")
                 write_json(path / "config.json", cfg.replace(iterations=iterations).to_dict())
             st = read_json(path / "status.json") or {"created": _now(), "preset": info.preset}
+            st.pop("cancel_requested", None)
             st.update(state="queued", pid=None, pid_start=None, error=None, resumed=_now(),
                       total=iterations if iterations is not None else cfg.iterations)
             write_json(path / "status.json", st)
@@ -493,10 +566,6 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     path = Path(run_dir)
     status_path = path / "status.json"
     lock_root = Path(root) if root else path.parent
-    with _root_lock(lock_root):
-        st = read_json(status_path) or {}
-        st.update(state="running", pid=os.getpid(), pid_start=_proc_start_time(os.getpid()), error=None)
-        write_json(status_path, st)
     trainer = None
 
     def on_term(signum, frame):
@@ -506,8 +575,14 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    state, error = "failed", None
+    state, error, st = "failed", None, {}
     try:
+        with _root_lock(lock_root):
+            st = read_json(status_path) or {}
+            if st.get("cancel_requested") is True:  # cancel() came before this process could take the signal
+                raise KeyboardInterrupt
+            st.update(state="running", pid=os.getpid(), pid_start=_proc_start_time(os.getpid()), error=None)
+            write_json(status_path, st)
         cfg = read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
         # config.json is in place: a run not started yet resumes from iteration 0, as one killed before its
         # first checkpoint does
