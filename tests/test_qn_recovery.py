@@ -15,9 +15,10 @@ from lsr1_core.objectives.transforms import Scaled
 from lsr1_core.solvers import run
 
 
-def _lse_run(restart: bool, c: float = 1.0, steps: int = 20, extrapolate: int | None = None):
+def _lse_run(restart: bool, c: float = 1.0, steps: int = 20, extrapolate: int | None = None,
+             backtrack: str | None = None):
     obj, x0, _ = generality.build_problem("logsumexp", 100, "base", 0)
-    rules = {} if extrapolate is None else {"extrapolate": extrapolate}
+    rules = {k: v for k, v in (("extrapolate", extrapolate), ("backtrack", backtrack)) if v is not None}
     solver = LSR1Solver(model=LSR1Net(LSR1Config.qn(restart=restart, **rules)).double())
     return run(solver, Scaled(obj, c=c), x0[1:2].clone(), steps)
 
@@ -25,8 +26,9 @@ def _lse_run(restart: bool, c: float = 1.0, steps: int = 20, extrapolate: int | 
 def test_without_recovery_the_logsumexp_run_freezes_and_with_it_moves_on():
     """Found by the generality benchmark: a pair with pᵀq ≈ 5e-14 from a nearly linear stretch makes H ≈ 1e11
     along it; 30 halvings still overshoot and the old rule stays at that point for good."""
-    # (the ablation without lengthening too: lengthened steps take another path, which this pair never spoils)
-    frozen = _lse_run(restart=False, extrapolate=0)
+    # (the ablation with the search as it was then — halving, no lengthening: the newer searches take other paths,
+    # which this pair never spoils)
+    frozen = _lse_run(restart=False, extrapolate=0, backtrack="halve")
     f = frozen.f[:, 0]
     assert float(f[20]) == float(f[6])  # the ablation: not one step accepted in 14
     moving = _lse_run(restart=True)

@@ -192,3 +192,26 @@ def test_lengthening_is_scale_free():
         torch.testing.assert_close(tr.f[:, 0] / c, base.f[:, 0], rtol=1e-7, atol=0)
         assert torch.equal(tr.extras["lengthened"], base.extras["lengthened"])
     assert math.isfinite(float(base.f[-1, 0]))
+
+
+def test_interpolating_backtrack_needs_fewer_trials_and_keeps_armijo():
+    q = _Quadratic([1.0, 4.0])
+    x = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    f, g = q.value_and_grad(x)
+    s = 300 * g  # far too long
+    halve = armijo_step(q, x, f, g, s, g)
+    interp = armijo_step(q, x, f, g, s, g, backtrack="interpolate")
+    assert interp.evals < halve.evals
+    for out in (halve, interp):
+        t = float(out.t[0])
+        assert 0 < t < 1
+        assert float(out.f[0]) <= float(f[0]) - 1e-4 * t * float((g * s).sum())
+        torch.testing.assert_close(out.f, q.value(out.x))
+    assert float(interp.f[0]) < float(f[0])
+
+
+def test_backtrack_rule_is_validated_and_overridable():
+    with pytest.raises(LSR1Error, match="backtrack"):
+        LSR1Config.qn(backtrack="bisect")
+    assert LSR1Config.qn().backtrack == "interpolate" and LSR1Config().backtrack == "halve"
+    assert _qn(backtrack="halve").net.config.backtrack == "halve"

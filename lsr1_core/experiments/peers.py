@@ -6,7 +6,7 @@ Problems: the generality suite (:mod:`lsr1_core.objectives.extra`: each function
 start, or its first seeded start where it has none) and ten Moré–Garbow–Hillstrom least-squares problems
 (:mod:`lsr1_core.objectives.mgh`, N = 2–3 or N ∈ {10, 100}; a set nothing in the project was tuned on), each from
 x₀, 10·x₀ and 100·x₀ (MGH's convention). Solvers, all in float64, all with max|g| ≤ 1e-9 (gtol), a relative
-change of f ≤ 1e-15 (ftol) and ``--iters`` iterations:
+change of f ≤ 1e-15 (ftol), ``--iters`` iterations and at most 10 × iters evaluations:
 
   * the qn form untrained (``LSR1Config.qn()``, with step lengthening) and its ablation without lengthening,
   * the project's L-BFGS (m = 8, strong Wolfe),
@@ -45,32 +45,44 @@ GTOL = 1e-9
 FTOL = 1e-15
 MULTIPLIERS = (1.0, 10.0, 100.0)
 PROFILE_MAX = 5.0
+BUDGET_PER_ITER = 10  # every solver stops after 10 × iters evaluations (trust-ncg's CG can spend N per iteration)
+
+
+class BudgetExhausted(Exception):
+    """Raised inside a solver when it has used its evaluation budget (recorded, not an error)."""
 
 
 class Counted:
-    """A one-row objective that records f at every evaluation (value_and_grad or value; hvp counted apart)."""
+    """A one-row objective that records f at every evaluation (value_and_grad or value; hvp counted apart) and
+    stops the solver (:class:`BudgetExhausted`) once it has used ``budget`` evaluations."""
 
-    def __init__(self, obj):
+    def __init__(self, obj, budget: int | None = None):
         self.obj = obj
         self.fs: list[float] = []
         self.hvps = 0
+        self.budget = budget
+
+    def _count(self, f: float) -> None:
+        self.fs.append(f)
+        if self.budget is not None and len(self.fs) >= self.budget:
+            raise BudgetExhausted
 
     def __getattr__(self, name):
         return getattr(self.obj, name)
 
     def value_and_grad(self, x):
         f, g = self.obj.value_and_grad(x)
-        self.fs.append(float(f.detach()[0]))
+        self._count(float(f.detach()[0]))
         return f, g
 
     def value(self, x):
         f = self.obj.value(x)
-        self.fs.append(float(f.detach()[0]))
+        self._count(float(f.detach()[0]))
         return f
 
     def hvp(self, x, v):
         self.hvps += 1
-        self.fs.append(math.inf)  # counted as one evaluation, at no point of f
+        self._count(math.inf)  # counted as one evaluation, at no point of f
         return self.obj.hvp(x, v)
 
 
@@ -123,6 +135,10 @@ def _torch_lbfgs(obj, x0, iters):
 SOLVERS = {
     "qn": ("L-SR1 qn (untrained, lengthening)", lambda o, x, k: _qn(o, x, k)),
     "qn_noext": ("L-SR1 qn, no lengthening (ablation)", lambda o, x, k: _qn(o, x, k, extrapolate=0)),
+    "qn_halve": ("L-SR1 qn, halving instead of interpolation (ablation)",
+                 lambda o, x, k: _qn(o, x, k, backtrack="halve")),
+    "qn_before": ("L-SR1 qn as before this round (halving, no lengthening)",
+                  lambda o, x, k: _qn(o, x, k, backtrack="halve", extrapolate=0)),
     "lbfgs": ("project L-BFGS (m = 8, strong Wolfe)", _lbfgs),
     "scipy_lbfgsb": ("scipy L-BFGS-B", _scipy("L-BFGS-B")),
     "scipy_bfgs": ("scipy BFGS", _scipy("BFGS")),
@@ -157,13 +173,15 @@ def problems(sets=("generality", "mgh"), dims=(2, 10, 100)):
 
 
 def run_one(solver: str, obj, x0, fstar: float, iters: int) -> dict:
-    c = Counted(obj)
+    c = Counted(obj, budget=BUDGET_PER_ITER * iters)
     f0 = float(obj.value(x0)[0])
     target = fstar + TAU * (f0 - fstar)
     t0 = time.perf_counter()
-    err = None
+    err, exhausted = None, False
     try:
         SOLVERS[solver][1](c, x0.clone(), iters)
+    except BudgetExhausted:
+        exhausted = True
     except Exception as e:  # noqa: BLE001 — recorded; a crash counts as unsolved
         err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     wall = time.perf_counter() - t0
@@ -172,7 +190,7 @@ def run_one(solver: str, obj, x0, fstar: float, iters: int) -> dict:
     finite = fs[np.isfinite(fs)]
     return {"evals_to_solve": int(hit[0]) + 1 if len(hit) else None, "evals": len(c.fs), "hvps": c.hvps,
             "best_gap": float(finite.min() - fstar) if len(finite) else None, "gap0": f0 - fstar,
-            "wall_s": wall, "error": err}
+            "wall_s": wall, "error": err, "budget_exhausted": exhausted}
 
 
 def profile_area(evals: dict[str, list], grid: int = 501) -> dict[str, float]:
@@ -225,7 +243,7 @@ def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
              f"multiplier 1/10/100). Solved: a point with f − f* ≤ {TAU:g}·(f₀ − f*) was evaluated; evaluations are "
              "counted where they happen (f and ∇f together count one; scipy's trust-region methods' Hessian-vector "
              "products count one each). Every solver: max|g| ≤ 1e-9, relative change of f ≤ 1e-15, the same "
-             "iteration limit. Profile area: performance profile over evaluations, area over log₂ τ ∈ [0, 5] "
+             "iteration limit and at most 10 evaluations per iteration in all. Profile area: performance profile over evaluations, area over log₂ τ ∈ [0, 5] "
              "(5 = fewest evaluations on every problem); problems no solver solved are left out.", ""]
     for subset, d in res["by_set"].items():
         lines += [f"## {subset} ({d['n']} problems)", "",
@@ -259,12 +277,20 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+", default=["generality", "mgh"], choices=["generality", "mgh"])
     ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--reuse", default=None, help="a peers.json whose records of the solvers not in --solvers are "
+                    "kept (same problems), to re-run only some solvers")
     a = ap.parse_args(argv)
     if a.iters < 1 or any(d < 1 for d in a.dims):
         ap.error("--iters and --dims must be positive integers")
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         ap.error(f"--out {out} is a file, not a directory")
+    reused = []
+    if a.reuse:
+        try:
+            reused = [r for r in json.loads(Path(a.reuse).read_text())["records"] if r["solver"] not in a.solvers]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--reuse {a.reuse}: cannot read its records ({e})")
     torch.set_num_threads(1)
     probs = problems(a.sets, a.dims)
     records = []
@@ -274,13 +300,16 @@ def main(argv=None) -> int:
             records.append(dict(rec, set=subset, problem=name, mult=m, solver=s))
         print(f"[{i + 1}/{len(probs)}] {subset}/{name} ×{m:g}: " + ", ".join(
             f"{s} {r['evals_to_solve']}" for s, r in zip(a.solvers, records[-len(a.solvers):])), file=sys.stderr)
-    res = analyse(records, a.solvers)
+    keys = {(r["set"], r["problem"], r["mult"]) for r in records}
+    records += [r for r in reused if (r["set"], r["problem"], r["mult"]) in keys]
+    solvers = [s for s in SOLVERS if any(r["solver"] == s for r in records)]
+    res = analyse(records, solvers)
     cmd = "python -m lsr1_core.experiments.peers " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "results").mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in res.items()}
     (out / "results" / "peers.json").write_text(json.dumps(clean({"records": records, "summary": summary,
                                                                    "tau": TAU, "command": cmd.strip()}), indent=1))
-    (out / "results_peers.md").write_text(markdown(res, records, a.solvers, cmd.strip()))
+    (out / "results_peers.md").write_text(markdown(res, records, solvers, cmd.strip()))
     return 0
 
 

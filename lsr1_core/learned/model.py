@@ -44,6 +44,8 @@ FALLBACKS = ("skip", "bfgs")
 # The qn form's default number of lengthening trials per step (learned.safeguard: only full steps along which f
 # still falls steeply are lengthened, so most steps never use one).
 EXTRAPOLATE_TRIALS = 10
+# How the safeguard shortens a step: halve it, or interpolate (a quadratic's minimiser within [0.1·t, 0.5·t]).
+BACKTRACKS = ("halve", "interpolate")
 
 
 @dataclass
@@ -69,7 +71,8 @@ class LSR1Config(ConfigMixin):
     ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured),
     ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs"), ``restart``
     (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again),
-    ``extrapolate`` (how many trials may lengthen a full step along which f still falls steeply; 0: never).
+    ``extrapolate`` (how many trials may lengthen a full step along which f still falls steeply; 0: never),
+    ``backtrack`` (how the safeguard shortens a step: "halve", or "interpolate" by a quadratic in [0.1·t, 0.5·t]).
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
@@ -98,17 +101,18 @@ class LSR1Config(ConfigMixin):
     fallback: str = "skip"
     restart: bool = False
     extrapolate: int = 0
+    backtrack: str = "halve"
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
         """The scale-free form's defaults: no BatchNorm, Armijo safeguard, normalised features, two-scale H₀,
         BFGS fallback, restart after a failed safeguard.
 
-        (A card without ``h0``, ``fallback``, ``restart`` or ``extrapolate`` loads with the dataclass defaults
-        "envelope", "skip", False and 0, the rules it was made with.)"""
+        (A card without ``h0``, ``fallback``, ``restart``, ``extrapolate`` or ``backtrack`` loads with the dataclass
+        defaults "envelope", "skip", False, 0 and "halve", the rules it was made with.)"""
         base = dict(form="qn", batchnorm=False, safeguard="armijo", features=QN_DEFAULT_FEATURES,
                     bn_train_at_eval=False, lr_clamp=None, detach_features=True, h0="two_scale", fallback="bfgs",
-                    restart=True, extrapolate=EXTRAPOLATE_TRIALS)
+                    restart=True, extrapolate=EXTRAPOLATE_TRIALS, backtrack="interpolate")
         base.update(changes)
         return cls(**base)
 
@@ -130,6 +134,8 @@ class LSR1Config(ConfigMixin):
             raise LSR1Error(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
         if not isinstance(self.restart, bool):
             raise LSR1Error(f"restart must be true or false, got {self.restart!r}")
+        if self.backtrack not in BACKTRACKS:
+            raise LSR1Error(f"backtrack must be one of {list(BACKTRACKS)}, got {self.backtrack!r}")
         if isinstance(self.extrapolate, bool) or not isinstance(self.extrapolate, int) or not (
                 0 <= self.extrapolate <= 100):
             raise LSR1Error(f"extrapolate must be an integer number of trials in [0, 100], got {self.extrapolate!r}")

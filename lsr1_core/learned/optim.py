@@ -50,7 +50,7 @@ class _ClosureObjective:
         with torch.enable_grad():
             loss = self.closure()
         self.evals += 1
-        f = torch.as_tensor(float(loss), dtype=x.dtype, device=x.device).view(1)
+        f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
         return f, self.opt._flat(grads=True).to(x.dtype)
 
     def value(self, x: torch.Tensor):
@@ -79,6 +79,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
         super().__init__(params, {})
         if len(self.param_groups) != 1:
             raise LSR1Error("LSR1Optimizer supports a single parameter group (like torch.optim.LBFGS)")
+        _check_params(self.param_groups[0]["params"])
         self.net = model
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -90,21 +91,47 @@ class LSR1Optimizer(torch.optim.Optimizer):
         self.last_evals: int = 0
         self.last_safeguard: bool = False
 
+    def add_param_group(self, param_group) -> None:
+        if getattr(self, "param_groups", None):
+            raise LSR1Error("LSR1Optimizer supports a single parameter group (like torch.optim.LBFGS): "
+                            "add_param_group after construction would add parameters that never move; build a "
+                            "new optimizer over all parameters instead")
+        super().add_param_group(param_group)
+
     def _params(self):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
 
     def _flat(self, grads: bool) -> torch.Tensor:
         out = []
+        if grads:
+            self._no_grad = []
         for p in self._params():
-            t = (p.grad if p.grad is not None else torch.zeros_like(p)) if grads else p.data
-            out.append(t.reshape(-1))
+            if grads:
+                if p.grad is not None and p.grad.is_sparse:
+                    raise LSR1Error("LSR1Optimizer needs dense gradients; a parameter has a sparse gradient "
+                                    "(e.g. nn.Embedding(sparse=True)): use sparse=False")
+                if p.grad is not None and (p.grad.shape != p.shape or p.grad.device != p.device):
+                    raise LSR1Error(f"a parameter's gradient has shape {tuple(p.grad.shape)} on {p.grad.device}, "
+                                    f"the parameter {tuple(p.shape)} on {p.device}")
+                self._no_grad.append(p.grad is None)
+                t = p.grad if p.grad is not None else torch.zeros_like(p)
+            else:
+                t = p.data
+            out.append(t.reshape(-1).to(self._dtype()))
         return torch.cat(out).unsqueeze(0)
 
+    def _dtype(self) -> torch.dtype:
+        return self._params()[0].dtype
+
     def _write(self, x: torch.Tensor) -> None:
+        """Set the parameters from x, except those whose gradient was None at the last evaluation (torch's
+        convention: a parameter without a gradient is not stepped)."""
         i = 0
-        for p in self._params():
+        skip = getattr(self, "_no_grad", None) or []
+        for j, p in enumerate(self._params()):
             n = p.numel()
-            p.data.copy_(x[0, i:i + n].view_as(p).to(p.dtype))
+            if not (j < len(skip) and skip[j]):
+                p.data.copy_(x[0, i:i + n].view_as(p).to(p.dtype))
             i += n
 
     def _start(self, closure):
@@ -114,7 +141,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
             return x, self._cache[1], self._cache[2], self._cache[3], 0
         with torch.enable_grad():
             loss = closure()
-        f = torch.as_tensor(float(loss), dtype=x.dtype, device=x.device).view(1)
+        f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
         return x, f, self._flat(grads=True), loss, 1
 
     @torch.no_grad()
@@ -164,6 +191,16 @@ class LSR1Optimizer(torch.optim.Optimizer):
         return loss
 
     def _safe_step(self, closure, x, f, g, loss, evals):
+        try:
+            return self._safe_step_inner(closure, x, f, g, loss, evals)
+        except BaseException:
+            # the closure (or anything else) failed during a trial: put the parameters back where the step
+            # started, so nothing is left at a trial point, and forget the cache
+            self._write(x)
+            self._cache = None
+            raise
+
+    def _safe_step_inner(self, closure, x, f, g, loss, evals):
         obj = _ClosureObjective(self, closure)
         with inference_mode(self.net, rows=x.shape[1]):
             if self.net.config.form == "qn":
@@ -179,7 +216,8 @@ class LSR1Optimizer(torch.optim.Optimizer):
                 new, out = self._paper_safe(obj, x, f, g)
         self._write(new.x)  # the safeguard's last evaluation was at the accepted point
         self._lsr1, self._op = new, out.operator
-        self._cache = (new.x.clone(), new.f, new.g, new.f.reshape(()))
+        # (the parameters as written: those without a gradient kept their values, and f, g were evaluated so)
+        self._cache = (self._flat(grads=False), new.f, new.g, new.f.reshape(()))
         self.last_alpha, self.last_evals = out.alpha, evals + obj.evals
         return loss
 
@@ -205,15 +243,18 @@ class LSR1Optimizer(torch.optim.Optimizer):
         if st is not None:
             sd["lsr1"] = {k: getattr(st, k) for k in _STATE_TENSORS if getattr(st, k) is not None}
             sd["lsr1"]["k"] = st.k
+            sd["lsr1"]["form"] = self.net.config.form
         return sd
 
     def load_state_dict(self, state_dict):
+        if not isinstance(state_dict, dict):
+            raise LSR1Error(f"an optimizer state must be a dict, got {type(state_dict).__name__}")
+        state_dict = dict(state_dict)  # never change the caller's dict (it may be loaded again elsewhere)
         extra = state_dict.pop("lsr1", None)
+        if extra is not None:
+            extra = _check_lsr1_state(extra, self.net.config.form)
         super().load_state_dict(state_dict)
         if extra is not None:
-            unknown = sorted(set(extra) - set(_STATE_TENSORS) - {"k"})
-            if unknown:
-                raise LSR1Error(f"optimizer state holds unknown L-SR1 fields {unknown}")
             self._lsr1 = LSR1State(**extra)
             cfg = self.net.config
             full = extra["W"].shape[1] >= cfg.memory
@@ -223,3 +264,64 @@ class LSR1Optimizer(torch.optim.Optimizer):
                 self._op = LSR1Operator(extra["W"], identity=not (cfg.drop_identity_when_full and full),
                                         rescale=cfg.rescale_direction, scale=extra.get("gamma"))
             self._cache = None
+
+
+def loss_value(loss) -> float:
+    """The closure's loss as a float; anything but a real scalar (or one-element tensor) is refused."""
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise LSR1Error(f"the closure must return the scalar loss, got a tensor of shape {tuple(loss.shape)} "
+                            "(reduce it, e.g. .mean() or .sum())")
+        if loss.is_complex():
+            raise LSR1Error("the closure returned a complex loss; it must be real")
+        return float(loss.detach())
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        return float(loss)
+    raise LSR1Error(f"the closure must return the loss (a scalar tensor or number), got {type(loss).__name__}: "
+                    "end it with `return loss`")
+
+
+def _check_params(params) -> None:
+    live = [p for p in params if p.requires_grad]
+    if not live or sum(p.numel() for p in live) == 0:
+        raise LSR1Error("LSR1Optimizer got no parameters to optimise: every parameter is frozen "
+                        "(requires_grad=False) or has no elements")
+    for p in live:
+        if p.device.type == "meta":
+            raise LSR1Error("a parameter is on the meta device (it holds no data): materialise the model first, "
+                            "e.g. model.to_empty(device='cpu') and initialise it")
+        if p.dtype not in (torch.float32, torch.float64):
+            raise LSR1Error(f"LSR1Optimizer needs float32 or float64 parameters, got {p.dtype}: its curvature "
+                            "pairs lose all precision in half precision; keep a float32 master copy "
+                            "(model.float())")
+    if len({p.dtype for p in live}) > 1 or len({p.device for p in live}) > 1:
+        raise LSR1Error("all parameters must share one dtype and device (they are treated as one vector), got "
+                        f"{sorted({str(p.dtype) for p in live})} on {sorted({str(p.device) for p in live})}")
+
+
+def _check_lsr1_state(extra, form: str) -> dict:
+    """The 'lsr1' entry of a state dict: known fields of the right types, of this optimizer's form."""
+    if not isinstance(extra, dict):
+        raise LSR1Error(f"optimizer state 'lsr1' must be a dict, got {type(extra).__name__}")
+    extra = dict(extra)
+    saved_form = extra.pop("form", None)
+    if saved_form is None:  # states saved before the form was recorded: a qn state holds its pairs
+        saved_form = "qn" if extra.get("P") is not None else "paper"
+    if saved_form != form:
+        raise LSR1Error(f"this optimizer state was saved by an L-SR1 optimizer of the {saved_form!r} form; this "
+                        f"optimizer's model is of the {form!r} form — load it into an optimizer with the same model")
+    unknown = sorted(set(extra) - set(_STATE_TENSORS) - {"k"})
+    if unknown:
+        raise LSR1Error(f"optimizer state holds unknown L-SR1 fields {unknown}")
+    k = extra.get("k", 0)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise LSR1Error(f"optimizer state field 'k' must be a non-negative integer, got {k!r}")
+    for name in _STATE_TENSORS:
+        v = extra.get(name)
+        if v is not None and not (isinstance(v, torch.Tensor) and v.is_floating_point()):
+            raise LSR1Error(f"optimizer state field {name!r} must be a floating-point tensor, got "
+                            f"{type(v).__name__}")
+    missing = [n for n in ("x", "f", "g", "W") if extra.get(n) is None]
+    if missing:
+        raise LSR1Error(f"optimizer state lacks the L-SR1 fields {missing}")
+    return extra

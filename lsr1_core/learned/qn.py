@@ -258,7 +258,8 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
     x, f, g = state.x, state.f, state.g
     if cfg.safeguard == "armijo":
         safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
-                           extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate)
+                           extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate,
+                           backtrack=cfg.backtrack)
         x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
         step_size = safe.step_size(alpha)
     else:

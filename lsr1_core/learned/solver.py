@@ -57,7 +57,7 @@ class LSR1Solver(Solver):
     model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope" or "two_scale"),
     ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs"), ``restart`` whether it
     forgets its memory where the safeguard finds no acceptable step, ``extrapolate`` how many trials may lengthen
-    a step (0: never). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
+    a step (0: never), ``backtrack`` how it shortens one ("halve" or "interpolate"). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
     this solver (scipy's conventions: max|g| ≤ gtol, relative decrease of f ≤ ftol; None: never stop).
     """
 
@@ -66,7 +66,7 @@ class LSR1Solver(Solver):
     def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
                  memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
                  form: str | None = None, h0: str | None = None, fallback: str | None = None,
-                 restart: bool | None = None, extrapolate: int | None = None, gtol: float | None = None,
+                 restart: bool | None = None, extrapolate: int | None = None, backtrack: str | None = None, gtol: float | None = None,
                  ftol: float | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
@@ -81,7 +81,8 @@ class LSR1Solver(Solver):
         if memory is not None:
             model = model.with_memory(memory)
         qn_rules = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
-                                                 ("extrapolate", extrapolate)) if v is not None}
+                                                 ("extrapolate", extrapolate), ("backtrack", backtrack))
+                     if v is not None}
         if qn_rules:
             if model.config.form != "qn":
                 raise LSR1Error(f"{'/'.join(qn_rules)} applies to the qn form only; this model is of the "

@@ -24,6 +24,25 @@ class StepInfo:
     evals: int = 1
 
 
+def check_objective_output(objective, x: torch.Tensor, f, g) -> None:
+    """value_and_grad must give f of shape (B,) and g of x's shape: a scalar f or a (B, 1) gradient would be
+    broadcast silently by some solvers and fail deep inside others."""
+    name = getattr(objective, "name", type(objective).__name__)
+    if not isinstance(f, torch.Tensor) or not isinstance(g, torch.Tensor):
+        raise ShapeError(f"objective {name!r}: value_and_grad must return two tensors (f, g), got "
+                         f"({type(f).__name__}, {type(g).__name__})")
+    B = x.shape[0]
+    if tuple(f.shape) != (B,):
+        raise ShapeError(f"objective {name!r} returned f of shape {tuple(f.shape)} for x of shape {tuple(x.shape)}; "
+                         f"it must give one value per row, shape ({B},)")
+    if tuple(g.shape) != tuple(x.shape):
+        raise ShapeError(f"objective {name!r} returned a gradient of shape {tuple(g.shape)} for x of shape "
+                         f"{tuple(x.shape)}; it must have x's shape")
+    if g.dtype != x.dtype or g.device != x.device:
+        raise LSR1Error(f"objective {name!r} returned a gradient of {g.dtype} on {g.device} for x of {x.dtype} on "
+                        f"{x.device}; give x0 the objective's dtype and device")
+
+
 class Solver:
     """A batched solver. Subclasses implement :meth:`_init` and :meth:`_step`.
 
@@ -42,10 +61,16 @@ class Solver:
         x0 = x0.detach().clone()
         try:
             f, g = objective.value_and_grad(x0)
-        except RuntimeError as e:  # e.g. a float64 objective with a float32 start, or another device
-            raise LSR1Error(f"the objective could not be evaluated at the starting point ({x0.dtype}, "
-                            f"{x0.device}): {str(e).splitlines()[0]} — give x0 the objective's dtype and device "
-                            f"(objective.to(dtype=…) or x0.to(…))") from None
+        except RuntimeError as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            # a float64 objective with a float32 start, or another device: say what to do; otherwise the
+            # objective's own error is the message
+            hint = (" — give x0 the objective's dtype and device (objective.to(dtype=…) or x0.to(…))"
+                    if any(w in msg.lower() for w in ("dtype", "scalar type", "device", "float", "double", "half"))
+                    else "")
+            raise LSR1Error(f"the objective raised {type(e).__name__} at the starting point ({x0.dtype}, "
+                            f"{x0.device}): {msg}{hint}") from e
+        check_objective_output(objective, x0, f, g)
         self.state = {"x": x0, "f": f.detach(), "g": g.detach(), "k": 0}
         self._init(objective)
 
