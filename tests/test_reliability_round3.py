@@ -429,3 +429,28 @@ def test_stale_status_temporaries_are_removed(tmp_path):
     os.utime(old_tmp, (t, t))
     mgr.schedule()
     assert not old_tmp.exists() and new_tmp.exists()  # a fresh one may belong to a write in progress
+
+
+# -- 5: the HMR page's disk cache: empty entries are rebuilt, writes are fsynced -----------------------
+def test_empty_or_damaged_cache_entries_are_misses_that_get_rebuilt(tmp_path, monkeypatch):
+    import numpy as np
+    from lsr1_core.hmr import diskcache
+    monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(diskcache, "DAMAGED", [])
+    for name, content in (("batch_k.safetensors", b""), ("fit_k.npz", b""), ("view_k.npz", b""),
+                          ("batch_j.safetensors", b"\x08" + b"\0" * 7 + b"{}"), ("fit_j.npz", b"PK\x03\x04junk")):
+        (tmp_path / name).write_bytes(content)
+    # before the fix: SafetensorError and EOFError, a traceback on the page
+    assert diskcache.load_batch("k") is None and diskcache.load_fit("k") is None
+    assert diskcache.load_arrays("view", "k") is None
+    assert diskcache.load_batch("j") is None and diskcache.load_fit("j") is None
+    assert len(diskcache.DAMAGED) == 5 and not any(tmp_path.iterdir())  # recorded for the page, deleted
+    assert diskcache.load_fit("missing") is None and len(diskcache.DAMAGED) == 5  # a plain miss is no damage
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    diskcache.save_arrays("view", "k", {"a": np.arange(3)})
+    assert len(synced) >= 1  # before the fix: no fsync, so a crash could leave an empty entry
+    np.testing.assert_array_equal(diskcache.load_arrays("view", "k")["a"], np.arange(3))
+    assert not list(tmp_path.glob(".*.tmp"))
+

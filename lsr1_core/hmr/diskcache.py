@@ -5,8 +5,10 @@ page's default view, the page adds every sample it fits; a later process reads t
 Where: ``$LSR1_CACHE_DIR`` or ``~/.cache/lsr1_explorer``. Entries are keyed by everything they depend on: the
 source they are computed by (``SOURCE_GLOBS``), the torch version, the checkpoint cards (which hold their weights'
 SHA-256) and the parameters; a change of any of them makes a new key, and a stale entry is simply never read.
-Files are safetensors (tensors) and npz without pickles plus JSON, written atomically; an unreadable entry is
-recomputed."""
+Files are safetensors (tensors) and npz without pickles plus JSON, written atomically (temporary file, fsync,
+rename, fsync of the directory, so a crash never leaves an empty or half entry under its real name); an entry
+that cannot be read (empty, truncated, not the format) is deleted, recorded in :data:`DAMAGED` for the page to
+mention, and recomputed."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .data import HMRBatch, test_set
@@ -67,16 +70,45 @@ def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass  # some file systems cannot fsync a directory; the rename is still atomic
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# (file name, reason) of each damaged entry found since the page last looked (it shows them and clears this)
+DAMAGED: list[tuple[str, str]] = []
+# what reading a damaged file can raise: an empty .npz is EOFError, an empty .safetensors SafetensorError
+_READ_ERRORS = (OSError, EOFError, TypeError, ValueError, RuntimeError, KeyError, IndexError, SafetensorError,
+                zipfile.BadZipFile)
+
+
+def _damaged(path: Path, e: BaseException) -> None:
+    """Record and delete an entry that exists but cannot be read; it is recomputed and written again."""
+    if not path.exists():
+        return  # a plain miss
+    DAMAGED.append((path.name, f"{type(e).__name__}: {str(e)[:160]}" if str(e) else type(e).__name__))
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def load_batch(key: str) -> HMRBatch | None:
     path = cache_dir() / f"batch_{key}.safetensors"
     try:
         return HMRBatch(**load_file(str(path)))
-    except (OSError, TypeError, ValueError, RuntimeError):
+    except _READ_ERRORS as e:
+        _damaged(path, e)
         return None
 
 
@@ -99,7 +131,8 @@ def load_fit(key: str) -> dict | None:
             fit["metrics"] = {n: {m: z[f"metrics/{n}/{m}"] for m in meta["metric_names"]} for n in meta["order"]}
         del fit["metric_names"]
         return fit
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except _READ_ERRORS as e:
+        _damaged(path, e)
         return None
 
 
@@ -121,10 +154,12 @@ def save_fit(key: str, fit: dict) -> None:
 
 def load_arrays(kind: str, key: str) -> dict[str, np.ndarray] | None:
     """Named arrays saved by :func:`save_arrays` (``kind`` names the sort of entry), or None."""
+    path = cache_dir() / f"{kind}_{key}.npz"
     try:
-        with np.load(cache_dir() / f"{kind}_{key}.npz", allow_pickle=False) as z:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile):
+    except _READ_ERRORS as e:
+        _damaged(path, e)
         return None
 
 
