@@ -247,8 +247,9 @@ def run_panel(run_id: str):
             with c4:
                 st.download_button("Model card (.json)", data=card_bytes, file_name=f"{run_id}.json",
                                    key=f"dl_c_{run_id}")
-        except (OSError, KeyError, ValueError) as e:
-            st.warning(f"best checkpoint unreadable right now ({e}); it is being rewritten or was removed")
+        except (OSError, KeyError, ValueError, MemoryError) as e:  # CheckpointError is a ValueError
+            st.warning(f"best checkpoint unreadable right now ({e}); it is being rewritten, was removed or is "
+                       "not this run's checkpoint")
 
 
 def render():
