@@ -60,3 +60,21 @@ def test_classical_solvers_have_no_notes_and_the_marks_land_on_the_line():
     for d in marks:
         for x, y, text in zip(d.x, d.y, d.hovertext):
             assert y == sec[x - 1] and text == notes[x - 1]
+
+
+def test_converged_pairs_are_marked_as_rounding_noise():
+    """The default 2-D quadratic view: the qn form solves it in 3 steps and goes on to f ≈ 1e-240, where p and q
+    underflow and the textbook residual jumps to ~1 (what a student saw on steps 9–16); those steps are marked."""
+    from lsr1_core.objectives import teaching_function
+    obj = teaching_function("quadratic", cond=10.0, angle=30.0)
+    tr = run(LSR1Solver(model=LSR1Net(LSR1Config.qn()).double()), obj,
+             torch.tensor([[-2.5, 1.5]], dtype=torch.float64), 20)
+    notes = pair_notes(tr)
+    sec = secant_series(tr)
+    eps = torch.finfo(torch.float64).eps
+    for k in range(19):
+        conv = float(tr.g[k, 0].norm()) <= eps * float(tr.g[0, 0].norm())
+        assert conv == (k in notes and notes[k].startswith("converged"))
+        if np.isfinite(sec[k]) and sec[k] > 1e-6:
+            assert k in notes  # every jump is explained
+    assert any(n.startswith("converged") for n in notes.values())

@@ -63,10 +63,16 @@ def two_d_step_view(result, obj, T: int):
     c2.plotly_chart(sec_fig, key="cv_sec")
     noted = {lab: n for lab, n in notes.items() if n}
     if noted:
-        c2.caption("Marked steps (hover for the reason): " + "; ".join(
-            f"{lab}: " + ", ".join(f"{k + 1} {n.split(':')[0].split(' (')[0]}" for k, n in list(n.items())[:8])
-            + (" …" if len(n) > 8 else "") for lab, n in noted.items())
-            + ". A skipped pair or a restart leaves Bₖ₊₁qₖ ≠ pₖ; a BFGS update satisfies it.")
+        def kinds(n):
+            by = {}
+            for k, text in n.items():
+                by.setdefault(text.split(":")[0].split(" (")[0], []).append(k + 1)
+            return "; ".join(f"{kind} at step{'s' if len(ks) > 1 else ''} "
+                             + ", ".join(map(str, ks[:6])) + (" …" if len(ks) > 6 else "") for kind, ks in by.items())
+        c2.caption("Marked steps (hover for the reason) — " + " | ".join(f"{lab}: {kinds(n)}"
+                                                                         for lab, n in noted.items())
+                   + ". A skipped pair or a restart leaves Bₖ₊₁qₖ ≠ pₖ; a BFGS update satisfies it; once converged, "
+                     "p and q are rounding noise.")
     with_ops = [l for l, t in result.traces.items() if any(o is not None for o in t.operators)]
     if not with_ops:
         st.info("none of the chosen solvers keeps a curvature matrix")

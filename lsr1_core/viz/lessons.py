@@ -64,6 +64,14 @@ def pair_note(tr, k: int) -> str | None:
     it entered as an SR1 update (or the solver records no such marks). The pair is added by the next step's
     update (extras at k + 1); a restart after step k + 1 is marked at k."""
     notes = []
+    if k + 1 < tr.g.shape[0] and tr.g.shape[0] == tr.steps + 1:
+        eps = torch.finfo(tr.g.dtype).eps
+        # both ends of the pair at the rounding level of the start's gradient (‖g_k‖, and so ‖g_{k+1}‖ too)
+        g0, gk = float(tr.g[0, 0].norm()), float(tr.g[k, 0].norm())
+        if g0 > 0 and gk <= eps * g0:
+            return ("converged: ‖gₖ‖ is below the rounding level of ‖g₀‖, so x sits at the minimiser to machine "
+                    "precision; p and q are rounding noise (their products can underflow), so the residual says "
+                    "nothing here — a tolerance (gtol) would have stopped the run")
     if _flag(tr, "restarted", k):
         notes.append("restart: the line search needed its extended search or found no step, so the memory was "
                      "forgotten and B_{k+1} starts again from this pair (or a new probe) with a new scale")

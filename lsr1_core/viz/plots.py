@@ -236,7 +236,7 @@ def series_figure(series: dict[str, np.ndarray], step: int | None, ytitle: str, 
     return fig
 
 
-EVENT_SYMBOLS = {"restart": "x", "entered as a BFGS update": "diamond", "skipped": "circle-open",
+EVENT_SYMBOLS = {"converged": "star-open", "restart": "x", "entered as a BFGS update": "diamond", "skipped": "circle-open",
                  "the step was lengthened": "triangle-up"}
 
 
