@@ -454,3 +454,25 @@ def test_empty_or_damaged_cache_entries_are_misses_that_get_rebuilt(tmp_path, mo
     np.testing.assert_array_equal(diskcache.load_arrays("view", "k")["a"], np.arange(3))
     assert not list(tmp_path.glob(".*.tmp"))
 
+
+
+def test_a_latest_checkpoint_with_integer_model_weights_is_refused(tmp_path):
+    import hashlib
+    import struct
+    run = tmp_path / "run"
+    Trainer(tiny(2, ckpt_every=1, dtype="float64"), run).fit(progress=False)
+    card_path = run / "latest.json"
+    card = json.loads(card_path.read_text())
+    w = run / card["weights_file"]
+    raw = w.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    name = next(k for k, v in header.items() if k.startswith("model.") and v.get("dtype") == "F64")
+    header[name]["dtype"] = "I64"
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    w.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    card["weights_sha256"] = hashlib.sha256(w.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="I64"):
+        Trainer.resume(run)

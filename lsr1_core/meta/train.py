@@ -392,7 +392,10 @@ class Trainer:
         save_tensors_and_card(self.run_dir / "latest", tensors, card, versioned=True)
 
     def _load_latest(self) -> None:
-        tensors, card = load_tensors_and_card(self.run_dir / "latest", kind="lsr1-train-state")
+        # the model's tensors must be of its dtype kinds (an I64 header over float weights with a recomputed hash
+        # would resume with weights around 1e18)
+        expected = {f"model.{k}": v.dtype for k, v in self.net.state_dict().items()}
+        tensors, card = load_tensors_and_card(self.run_dir / "latest", kind="lsr1-train-state", expected_dtypes=expected)
         model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
             self.net.load_state_dict(model_sd)
