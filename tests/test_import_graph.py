@@ -39,6 +39,11 @@ def _imports(tree: ast.Module, top_only: bool):
                     found.append((child.level, child.module or "", tuple(a.name for a in child.names)))
             elif isinstance(child, ast.If) and _is_type_checking(child):
                 continue
+            elif isinstance(child, ast.FunctionDef) and child.name == "__getattr__" and node is tree:
+                # a module-level __getattr__ (PEP 562) runs only when a deprecated name is looked up on the
+                # finished module — never while either module is being imported — so its lazy re-export (e.g.
+                # checkpoints.load_model → learned.io.load_model) cannot form an import cycle
+                continue
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
                 visit(child, top and isinstance(child, ast.ClassDef))
             else:
