@@ -257,6 +257,20 @@ def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
             lines.append(f"| {SOLVERS[s][0]} | {d['solved'][s]} | {d['area'][s]:.2f} | {rt('lbfgs')} | "
                          f"{rt('scipy_lbfgsb')} | {rt('torch_lbfgs')} | {d['evals'][s]} | {d['wall_s'][s]:.1f} |")
         lines.append("")
+    d = res["by_set"].get("all")
+    if d and "qn" in d["area"] and "lbfgs" in d["area"] and "scipy_lbfgsb" in d["area"]:
+        def verdict(ok):
+            return "met" if ok else "**not met**"
+        r = d["ratio"].get("qn/lbfgs", (math.nan, 0))[0]
+        lines += ["## Issue 23's targets (all problems)", "",
+                  f"- Profile area ≥ the project's L-BFGS's and ≥ scipy L-BFGS-B's: {d['area']['qn']:.2f} vs "
+                  f"{d['area']['lbfgs']:.2f} and {d['area']['scipy_lbfgsb']:.2f} — "
+                  f"{verdict(d['area']['qn'] >= max(d['area']['lbfgs'], d['area']['scipy_lbfgsb']))}.",
+                  f"- Solves at least as many: {d['solved']['qn']} vs {d['solved']['lbfgs']} and "
+                  f"{d['solved']['scipy_lbfgsb']} — "
+                  f"{verdict(d['solved']['qn'] >= max(d['solved']['lbfgs'], d['solved']['scipy_lbfgsb']))}.",
+                  f"- Evaluations to solve ≤ 1.0× L-BFGS's where both solve (geometric mean): {r:.3f}× — "
+                  f"{verdict(r <= 1.0)}.", ""]
     lines += ["## Per problem: evaluations to solve (— unsolved)", "",
               "| problem | ×x₀ | " + " | ".join(solvers) + " |", "|---|---|" + "---|" * len(solvers)]
     table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
@@ -277,6 +291,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+", default=["generality", "mgh"], choices=["generality", "mgh"])
     ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--rebuild", action="store_true", help="only re-render <out>/results_peers.md from "
+                    "<out>/results/peers.json")
     ap.add_argument("--reuse", default=None, help="a peers.json whose records of the solvers not in --solvers are "
                     "kept (same problems), to re-run only some solvers")
     a = ap.parse_args(argv)
@@ -285,6 +301,16 @@ def main(argv=None) -> int:
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         ap.error(f"--out {out} is a file, not a directory")
+    if a.rebuild:
+        try:
+            data = json.loads((out / "results" / "peers.json").read_text())
+            records = data["records"]
+            solvers = [s for s in SOLVERS if any(r["solver"] == s for r in records)]
+            text = markdown(analyse(records, solvers), records, solvers, data["command"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--rebuild: cannot read {out / 'results' / 'peers.json'} ({e})")
+        (out / "results_peers.md").write_text(text)
+        return 0
     reused = []
     if a.reuse:
         try:
