@@ -484,6 +484,11 @@ def main(argv=None) -> int:
         ap.error(f"--scales and --rot-scales must be positive and finite, got {args.scales} and {args.rot_scales}")
     torch.set_num_threads(1)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():  # refused before anything runs, not after the whole benchmark
+        ap.error(f"--out {out} is a file, not a directory")
+    for target in (out / "results" / "generality.json", out / "results_generality.md", out / "results"):
+        if target.exists() and (target.is_dir() != (target.name == "results")):
+            ap.error(f"{target} is in the way: expected a {'directory' if target.name == 'results' else 'file'}")
     if args.rebuild:
         path = out / "results" / "generality.json"
         try:
@@ -493,6 +498,8 @@ def main(argv=None) -> int:
                 raise TypeError("records is not a list of objects")
         except FileNotFoundError:
             ap.error(f"--rebuild needs {path}; run the benchmark first")
+        except OSError as e:
+            ap.error(f"--rebuild cannot read {path} ({e.strerror or e})")
         except (ValueError, KeyError, TypeError) as e:
             ap.error(f"{path} is not a generality result this version can read ({type(e).__name__}: {e})")
         try:

@@ -41,6 +41,9 @@ def save_model(path: str | Path, net, versioned: bool = False, **card_kwargs) ->
 
 def load_model(path: str | Path, device=None, dtype=torch.float32):
     """Load an L-SR1 model and its card; refuses mismatched, truncated or foreign files."""
+    if len(str(path)) > 4096 or any(len(part) > 255 for part in Path(str(path)).parts):
+        raise CheckpointError(f"checkpoint path {str(path)[:60]!r}… is too long ({len(str(path))} characters, or a "
+                              "name over 255): give the path of a checkpoint's .safetensors or its stem")
     holder = {}
 
     def expected_shapes(card: dict) -> dict:
