@@ -35,6 +35,24 @@ def list_pretrained(directory: Path | None = None) -> dict[str, dict]:
     return out
 
 
+def learned_status(name: str, directory: Path | None = None) -> str:
+    """What a shipped checkpoint actually learned, said plainly (issue 22): a qn model whose output layers are
+    exactly zero runs no learned weights at all (it is classical SR1 with the qn form's rules), whatever its card
+    says; a card whose best checkpoint is iteration 0 ships its untrained start."""
+    from .learned.io import load_model
+    from .learned.qn import heads_are_zero
+
+    net, card = load_model(pretrained_path(name, directory))
+    best = card.get("best_at_iteration")
+    if net.config.form == "qn" and heads_are_zero(net):
+        claim = f" (its card records {card.get('iterations_run')} meta-iterations run)" if card.get(
+            "iterations_run") else ""
+        return f"untrained: both output layers are zero, so no learned weight takes part{claim}"
+    if best == 0:
+        return "untrained start: the best checkpoint by validation was iteration 0"
+    return f"trained: best at meta-iteration {best}"
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\Z")
 
 
@@ -117,8 +135,12 @@ def _command(args) -> int:
     if args.cmd == "list":
         for name, card in list_pretrained().items():
             m = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+            try:
+                status = learned_status(name)
+            except LSR1Error as e:
+                status = f"cannot be loaded: {e}"
             print(f"{name:28s} preset={card.get('preset')} iterations={card.get('iterations_run')} "
-                  f"val_loss={m.get('val_loss')}")
+                  f"val_loss={m.get('val_loss')} — {status}")
         return 0
     if args.cmd == "train":
         check_name(args.name)
