@@ -31,6 +31,7 @@ STEEP = 0.9  # lengthen a step while the slope at its end is still ≥ STEEP × 
 MAX_HALVINGS = 30  # the plain search's halvings (default of armijo_step, qn_step and paper_step)
 EXTEND_TRIALS = 30  # the recovery's interpolated trials after the halvings
 GROWTH = 4.0  # each lengthening trial multiplies the step by this
+BACKTRACK_MIN = 0.1  # an interpolating backtrack shortens a step by at most 10× per trial (0.01 measured worse)
 
 @dataclass
 class SafeStep:
@@ -99,8 +100,8 @@ def _backtracked(t, f_t, f, gs):
     finite)."""
     curv = f_t - f + t * gs
     tq = gs * t * t / (2 * curv.clamp_min(torch.finfo(t.dtype).tiny))
-    tq = torch.where(torch.isfinite(f_t) & (curv > 0), tq, 0.1 * t)
-    return torch.minimum(torch.maximum(tq, 0.1 * t), 0.5 * t)
+    tq = torch.where(torch.isfinite(f_t) & (curv > 0), tq, BACKTRACK_MIN * t)
+    return torch.minimum(torch.maximum(tq, BACKTRACK_MIN * t), 0.5 * t)
 
 
 def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: torch.Tensor,
