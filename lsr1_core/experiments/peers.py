@@ -226,7 +226,7 @@ def analyse(records: list[dict], solvers) -> dict:
         solved = {s: sum(v is not None for v in ev[s]) for s in solvers}
         ratio = {}
         for s in solvers:
-            for ref in ("lbfgs", "scipy_lbfgsb", "torch_lbfgs"):
+            for ref in (r for r in ("lbfgs", "scipy_lbfgsb", "torch_lbfgs") if r in ev):
                 pairs = [(a, b) for a, b in zip(ev[s], ev[ref]) if a is not None and b is not None]
                 if pairs:
                     ratio[f"{s}/{ref}"] = (math.exp(statistics.fmean(math.log(a / b) for a, b in pairs)), len(pairs))
@@ -332,8 +332,7 @@ def main(argv=None) -> int:
     res = analyse(records, solvers)
     cmd = "python -m lsr1_core.experiments.peers " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "results").mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in res.items()}
-    (out / "results" / "peers.json").write_text(json.dumps(clean({"records": records, "summary": summary,
+    (out / "results" / "peers.json").write_text(json.dumps(clean({"records": records, "summary": res,
                                                                    "tau": TAU, "command": cmd.strip()}), indent=1))
     (out / "results_peers.md").write_text(markdown(res, records, solvers, cmd.strip()))
     return 0
