@@ -69,6 +69,8 @@ class LSR1Optimizer(torch.optim.Optimizer):
                               names=("tolerance_grad", "tolerance_change"))
         self.converged: bool = False
         self.stop_reason: str | None = None
+        self._steps = 0  # steps taken (the stop rule's reasons name them)
+        self._no_grad: list[bool] = []  # per parameter: its gradient was None at the last evaluation
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Optimizer")
         if checkpoint is not None:
@@ -103,9 +105,11 @@ class LSR1Optimizer(torch.optim.Optimizer):
 
     def _flat(self, grads: bool) -> torch.Tensor:
         out = []
+        params = self._params()
+        dtype = params[0].dtype
         if grads:
             self._no_grad = []
-        for p in self._params():
+        for p in params:
             if grads:
                 if p.grad is not None and p.grad.is_sparse:
                     raise LSR1Error("LSR1Optimizer needs dense gradients; a parameter has a sparse gradient "
@@ -117,20 +121,16 @@ class LSR1Optimizer(torch.optim.Optimizer):
                 t = p.grad if p.grad is not None else torch.zeros_like(p)
             else:
                 t = p.data
-            out.append(t.reshape(-1).to(self._dtype()))
+            out.append(t.reshape(-1).to(dtype))
         return torch.cat(out).unsqueeze(0)
-
-    def _dtype(self) -> torch.dtype:
-        return self._params()[0].dtype
 
     def _write(self, x: torch.Tensor) -> None:
         """Set the parameters from x, except those whose gradient was None at the last evaluation (torch's
         convention: a parameter without a gradient is not stepped)."""
         i = 0
-        skip = getattr(self, "_no_grad", None) or []
         for j, p in enumerate(self._params()):
             n = p.numel()
-            if not (j < len(skip) and skip[j]):
+            if not (j < len(self._no_grad) and self._no_grad[j]):
                 p.data.copy_(x[0, i:i + n].view_as(p).to(p.dtype))
             i += n
 
@@ -222,8 +222,8 @@ class LSR1Optimizer(torch.optim.Optimizer):
         return loss
 
     def _check_stop(self, x, f, x_new, f_new, g_new) -> None:
-        self._k = getattr(self, "_k", 0) + 1
-        hit, why = self._rule.after_step(self._k, x, f, x_new, f_new, g_new)
+        self._steps += 1
+        hit, why = self._rule.after_step(self._steps, x, f, x_new, f_new, g_new)
         if bool(hit[0]):
             self.converged, self.stop_reason = True, why[0]
 

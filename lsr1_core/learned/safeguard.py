@@ -13,9 +13,10 @@ they are (t = 0). Every extra evaluation is counted.
 Lengthening (``grow`` > 0): a full step that passed but along which f still falls steeply — the slope at the
 new point is still at least ``STEEP`` (Wolfe's c2 = 0.9) of the slope at x, so the model's curvature along the
 step was far too large (or unmeasured, e.g. its pair was skipped) — is extrapolated, as the bracketing phase of
-a strong-Wolfe search does: trials t ∈ [1.1·t, 10·t] by cubic extrapolation of the two newest points, each kept
-only where it passes Armijo and lowers f below the best point so far; it stops at the first trial that does
-not, or where the slope is no longer steep. Every guarantee of the plain search holds (the accepted point
+a strong-Wolfe search does: trials t ← GROWTH·t, each kept only where it passes Armijo and lowers f below the
+best point so far; it stops at the first trial that does not, or where the slope is no longer steep. (A fixed
+factor rather than cubic extrapolation: along a nearly linear stretch, the only place this runs, the cubic's
+minimiser is near-degenerate and its branch flips with rounding, which broke invariance to f → c·f.) Every guarantee of the plain search holds (the accepted point
 passes Armijo and f never rises); only rows whose full step was accepted are ever lengthened.
 
 In inference (no gradient wanted through the step) the value and gradient of the accepted trial are kept, so
@@ -61,13 +62,14 @@ def _accept(f_try, g_try, f, gs, t, c1):
     return torch.isfinite(f_try) & torch.isfinite(g_try).all(-1) & (decrease | flat)
 
 
-def _interpolated(t, f_t, f, gs):
-    """The next trial of a backtracking search: the minimiser of the quadratic through φ(0) = f, φ'(0) = −gᵀs
-    and φ(t) = f_t, kept within [10⁻³·t, ½·t] (10⁻³·t where φ(t) is not finite)."""
+def _interpolated(t, f_t, f, gs, lo: float = 1e-3):
+    """The next trial of a backtracking search (Nocedal & Wright §3.5): the minimiser of the quadratic through
+    φ(0) = f, φ'(0) = −gᵀs and φ(t) = f_t, kept within [lo·t, ½·t] (lo·t where φ(t) is not finite). The recovery
+    uses lo = 10⁻³; the interpolating backtrack BACKTRACK_MIN."""
     curv = f_t - f + t * gs
     tq = gs * t * t / (2 * curv.clamp_min(torch.finfo(t.dtype).tiny))
-    tq = torch.where(torch.isfinite(f_t) & (curv > 0), tq, 1e-3 * t)
-    return torch.minimum(torch.maximum(tq, 1e-3 * t), 0.5 * t)
+    tq = torch.where(torch.isfinite(f_t) & (curv > 0), tq, lo * t)
+    return torch.minimum(torch.maximum(tq, lo * t), 0.5 * t)
 
 
 def _lengthen(objective, xd, sd, fd, gs, t, f_t, g_t, rows, c1: float, grow: int):
@@ -92,16 +94,6 @@ def _lengthen(objective, xd, sd, fd, gs, t, f_t, g_t, rows, c1: float, grow: int
         grown = grown | ok
         steep = ok & (slope <= -STEEP * gs)
     return t, f_t, g_t, grown, evals
-
-
-def _backtracked(t, f_t, f, gs):
-    """The next trial of an interpolating backtracking search (Nocedal & Wright §3.5): the minimiser of the
-    quadratic through φ(0) = f, φ'(0) = −gᵀs and φ(t) = f_t, kept within [0.1·t, 0.5·t] (0.1·t where φ(t) is not
-    finite)."""
-    curv = f_t - f + t * gs
-    tq = gs * t * t / (2 * curv.clamp_min(torch.finfo(t.dtype).tiny))
-    tq = torch.where(torch.isfinite(f_t) & (curv > 0), tq, BACKTRACK_MIN * t)
-    return torch.minimum(torch.maximum(tq, BACKTRACK_MIN * t), 0.5 * t)
 
 
 def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: torch.Tensor,
@@ -156,35 +148,31 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
     g_acc = torch.where(null.unsqueeze(-1), g.detach(), g_try.detach())
 
     def trial(t, done, null):
-        """Evaluate the rows' trial points x − t·s; returns f, ∇f there and the updated done / null masks."""
+        """Evaluate the rows' trial points x − t·s, keep f and ∇f of the rows it settles (x's own for a null
+        row); returns f there and the updated done / null masks."""
+        nonlocal f_acc, g_acc
         ft, gt = objective.value_and_grad(xd - t.unsqueeze(-1) * sd)
         acc = _accept(ft, gt, fd, gs_c, t, c1)
         hit = same(t) & ~done & ~acc
-        return ft, gt, done | acc | hit, null | hit, acc & ~done
-
-    def keep(f_acc, g_acc, ft, gt, acc, hit):
+        acc = acc & ~done
         f_acc = torch.where(acc, ft, torch.where(hit, fd, f_acc))
         g_acc = torch.where(acc.unsqueeze(-1), gt, torch.where(hit.unsqueeze(-1), g.detach(), g_acc))
-        return f_acc, g_acc
+        return ft, done | acc | hit, null | hit
 
     with torch.no_grad():
         last = f_try.detach()
         for _ in range(max_halvings):
             if bool(done.all()):
                 break
-            shorter = 0.5 * t if backtrack == "halve" else _backtracked(t, last, fd, gs_c)
+            shorter = 0.5 * t if backtrack == "halve" else _interpolated(t, last, fd, gs_c, BACKTRACK_MIN)
             t = torch.where(done, t, shorter)
-            null_before = null
-            last, gt, done, null, acc = trial(t, done, null)
-            f_acc, g_acc = keep(f_acc, g_acc, last, gt, acc, null & ~null_before)
+            last, done, null = trial(t, done, null)
             evals += 1
         if extend > 0 and not bool(done.all()):
             halved = done.clone()
             for _ in range(extend):
                 t = torch.where(done, t, _interpolated(t, last, fd, gs_c))
-                null_before = null
-                ft, gt, done_now, null, acc = trial(t, done, null)
-                f_acc, g_acc = keep(f_acc, g_acc, ft, gt, acc, null & ~null_before)
+                ft, done_now, null = trial(t, done, null)
                 evals += 1
                 last = torch.where(done_now, last, ft)
                 done = done_now

@@ -48,6 +48,10 @@ def inference_mode(net: LSR1Net, rows: int | None = None):
         net.train(was_training)
 
 
+# the qn form's per-step marks a trace records (as 0/1 in x's dtype): what the safeguard and the memory did
+QN_STEP_FLAGS = ("safeguard", "skipped", "restarted", "bfgs", "lengthened")
+
+
 class LSR1Solver(Solver):
     """A trained L-SR1 model as a solver.
 
@@ -117,11 +121,7 @@ class LSR1Solver(Solver):
                 new, out = qn_step(self.net, s, objective, step_scale=self.step_scale)
                 evals = out.extras["evals"]
                 extras = {"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant,
-                          "safeguard": out.extras["safeguard"].to(s.x.dtype),
-                          "skipped": out.extras["skipped"].to(s.x.dtype),
-                          "restarted": out.extras["restarted"].to(s.x.dtype),
-                          "bfgs": out.extras["bfgs"].to(s.x.dtype),
-                          "lengthened": out.extras["lengthened"].to(s.x.dtype)}
+                          **{k: out.extras[k].to(s.x.dtype) for k in QN_STEP_FLAGS}}
                 step_size = out.alpha
             else:
                 new, out, evals = paper_step(self.net, s, objective, self.step_scale)

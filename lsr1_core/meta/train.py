@@ -208,8 +208,8 @@ MAX_RUN_JSON_BYTES = 16 << 20
 MAX_METRICS_BYTES = 256 << 20
 
 
-def _as_iteration(v) -> int | None:
-    """A metric line's iteration as an int (an integral float counts), None for anything else."""
+def as_integer(v) -> int | None:
+    """A JSON value read from a run file as an int (an integral float counts), None for anything else (bools too)."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
@@ -233,7 +233,7 @@ def parse_metric_lines(data: bytes) -> list[tuple[bytes, dict]]:
             continue
         if not isinstance(rec, dict):
             continue
-        it = _as_iteration(rec.get("iteration"))
+        it = as_integer(rec.get("iteration"))
         if it is None:
             continue
         rec["iteration"] = it
@@ -267,7 +267,7 @@ def recorded_progress(run_dir: str | Path) -> tuple[int, str]:
         card = json.loads(read_regular_file(run_dir / "best.json", MAX_RUN_JSON_BYTES).decode())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         card = None
-    it = _as_iteration(card.get("iterations")) if isinstance(card, dict) else None
+    it = as_integer(card.get("iterations")) if isinstance(card, dict) else None
     if it is not None and it > best:
         best, where = it, "best.json"
     return best, where

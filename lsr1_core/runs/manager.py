@@ -43,7 +43,8 @@ from ..train import config_from_preset
 from ..hmr.presets import HMR_PRESETS, hmr_preset
 from ..hmr.train import HMRProblem, HMRTrainConfig
 from ..meta.presets import TrainConfig
-from ..meta.train import MAX_RUN_JSON_BYTES, LSR1Problem, Trainer, check_latest_present, read_metric_records
+from ..meta.train import (MAX_RUN_JSON_BYTES, LSR1Problem, Trainer, as_integer, check_latest_present,
+                          read_metric_records)
 
 try:
     import fcntl
@@ -231,16 +232,6 @@ def read_config(path: Path) -> TrainConfig | HMRTrainConfig:
         raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
 
 
-def _as_int(v) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and v == int(v):
-        return int(v)
-    return None
-
-
 def _as_float(v) -> float | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         f = float(v)
@@ -378,9 +369,9 @@ class RunManager:
         last = metrics[-1] if metrics else {}
         vals = [v for v in (_as_float(m.get("val_loss")) for m in metrics) if v is not None]
         cfg = read_json(path / "config.json") or {}
-        total = _as_int(cfg.get("iterations"))
+        total = as_integer(cfg.get("iterations"))
         if total is None:
-            total = _as_int(st.get("total")) or 0
+            total = as_integer(st.get("total")) or 0
         created = st.get("created") if isinstance(st.get("created"), str) else None
         preset_name = st.get("preset") if isinstance(st.get("preset"), str) else None
         return RunInfo(run_id=run_id, path=path, state=state, iteration=max(0, last.get("iteration", 0)),

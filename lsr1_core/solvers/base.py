@@ -161,7 +161,7 @@ def run(solver: Solver, objective: Objective, x0: torch.Tensor, steps: int, *, r
             _fill_stopped(steps - k, st, fs, evals, row_evals, xs, gs, ds, als, ops, extras, record_vectors)
             break
         idle = (diverged_at >= 0) | (stopped_at >= 0)
-        x_prev, f_prev = st["x"].clone(), st["f"].clone()
+        x_prev, f_prev = x_last, f_last  # the state before this step (x_last is a copy, refreshed after it)
         with torch.no_grad():
             info = solver.step(objective)
         st = solver.state
