@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from explorer.state import chosen_models, keys, seed
 from lsr1_core.objectives import teaching_function
 from lsr1_core.viz.lessons import (anatomy, anatomy_figure, pair_note, psd_comparison, psd_figure,
                                   secant_verdict)
@@ -36,7 +37,7 @@ def anatomy_lesson(result, obj) -> None:
         return
     pref = [l for l in with_ops if l.startswith("SR1")] + with_ops
     c1, c2 = st.columns(2)
-    who = c1.selectbox("solver", with_ops, index=with_ops.index(pref[0]), key="an_who",
+    who = c1.selectbox("solver", with_ops, index=with_ops.index(pref[0]), key=keys.anatomy.who,
                        help="try SR1 (classical) or L-BFGS (satisfied) against gradient descent (violated)")
     tr = result.traces[who]
     last = tr.steps - 1
@@ -46,9 +47,9 @@ def anatomy_lesson(result, obj) -> None:
     if last < 0:
         st.warning(f"{who} blew up at once on this function; choose another solver or a smaller step scale.")
         return
-    k = int(c2.slider("update after step k", 0, last, min(2, last), key="an_step"))
+    k = int(c2.slider("update after step k", 0, last, min(2, last), key=keys.anatomy.step))
     a = anatomy(tr, obj, k)
-    st.plotly_chart(anatomy_figure(obj, a, who), key="an_fig")
+    st.plotly_chart(anatomy_figure(obj, a, who), key=keys.anatomy.figure)
     st.markdown("\n".join(ELLIPSES))
     st.markdown(f"**The update after step {k}** ({who}):")
     st.latex(f"p = x_{{{k + 1}}} - x_{{{k}}} = {tex_vec(a['p'])},\\quad q = g_{{{k + 1}}} - g_{{{k}}} = "
@@ -76,10 +77,10 @@ def psd_drawn(ctx) -> None:
     """Classical SR1's uphill step beside L-SR1's step from the same point, drawn and in numbers."""
     st.subheader("Why positive semi-definiteness matters")
     c1, c2 = st.columns(2)
-    fn = c1.selectbox("Example", ["himmelblau", "rosenbrock"], key="psd_fn")
+    fn = c1.selectbox("Example", ["himmelblau", "rosenbrock"], key=keys.psd.function)
     models = ctx["models"]
-    labels = [m for m in st.session_state.get("lsr1_models", []) if m in models] or list(models)
-    model = c2.selectbox("L-SR1 model", labels, key="psd_model") if labels else None
+    labels = chosen_models(models) or list(models)
+    model = c2.selectbox("L-SR1 model", labels, key=keys.psd.model) if labels else None
     f = teaching_function(fn)
     ex = cached_psd(fn, tuple(f.default_start), str(models[model]) if model else None, ctx.get("scale", 1.0))
     if ex is None:
@@ -87,7 +88,7 @@ def psd_drawn(ctx) -> None:
         return
     name = "L-SR1 " + model.split(": ", 1)[-1] if model else "L-SR1"
     left, right = st.columns([3, 2])
-    left.plotly_chart(psd_figure(f, ex, name), key="psd_fig")
+    left.plotly_chart(psd_figure(f, ex, name), key=keys.psd.figure)
     with right:
         st.markdown("**Classical SR1**: $B_k = B_{k-1} + \\frac{w w^\\top}{w^\\top q}$. When $w^\\top q < 0$ the "
                     "update subtracts curvature and $B$ can become indefinite; then $d = Bg$ may point uphill.")
@@ -108,7 +109,7 @@ def psd_drawn(ctx) -> None:
                 st.caption(f"{name}'s direction is downhill, but its step length overshoots here (f rose to "
                            f"{ex['lsr1_f']:.4g}): lower the L-SR1 step scale in the sidebar and watch the arrow "
                            "shorten; PSD fixes the direction, not the length.")
-    rng = np.random.default_rng(int(st.session_state.get("seed", 0)))
+    rng = np.random.default_rng(seed())
     M, w = lsr1_matrix_from_vectors(rng.normal(size=(3, 2)))
     st.latex(f"\\text{{e.g. random }} v_i:\\ \\tilde B = I + \\sum_{{i=1}}^{{3}} v_i v_i^\\top = {tex_mat(M)},\\quad "
              f"\\lambda = ({tex_num(w[0], 3)},\\ {tex_num(w[1], 3)}) \\ge 1")

@@ -148,7 +148,8 @@ def test_benchmarks_page_shows_precomputed_results():
 
 def test_trajectories_exports_hold_every_step_of_every_solver():
     from explorer.views.trajectories import figure_html, records_csv, records_json
-    from lsr1_core.viz.explore import default_specs, run_2d
+    from explorer.catalog import default_specs
+    from lsr1_core.viz.explore import run_2d
 
     specs = default_specs("quadratic")
     result = run_2d("quadratic", {}, (-2.5, 1.5), [specs["Newton"], specs["Gradient descent"]], 12, 8)
@@ -257,7 +258,8 @@ def test_curvature_secant_residual_is_the_textbook_one_by_default():
 
 def test_html_export_works_offline():
     from explorer.views.trajectories import figure_html
-    from lsr1_core.viz.explore import default_specs, run_2d
+    from explorer.catalog import default_specs
+    from lsr1_core.viz.explore import run_2d
     specs = default_specs("quadratic")
     html = figure_html(run_2d("quadratic", {}, (-2.5, 1.5), [specs["Newton"]], 5, 8), "quadratic", {})
     import re
@@ -302,7 +304,7 @@ def test_qn_variants_put_the_ablations_beside_the_shipped_model():
 
 
 def test_variants_apply_to_the_qn_form_only():
-    from lsr1_core.viz.explore import lsr1_spec_variants
+    from explorer.catalog import lsr1_spec_variants
 
     qn = lsr1_spec_variants("L-SR1 m", "pretrained/qn_quadratic", "qn", ["as shipped", "H₀ = γI, no BFGS fallback"])
     assert list(qn) == ["L-SR1 m", "L-SR1 m (H₀ = γI, no BFGS fallback)"]

@@ -50,7 +50,8 @@ def test_a_bundle_of_another_plotly_js_version_is_not_served(monkeypatch, tmp_pa
 def test_the_player_bundle_has_every_trace_type_the_player_draws():
     from explorer.player import declare_player, player_spec
     from lsr1_core.objectives import teaching_function
-    from lsr1_core.viz.explore import default_specs, run_2d
+    from explorer.catalog import default_specs
+    from lsr1_core.viz.explore import run_2d
     from lsr1_core.viz.plots import player_figures
 
     specs = default_specs("rosenbrock")
@@ -97,9 +98,9 @@ def test_trajectories_first_run_draws_the_player_before_the_solvers_run(monkeypa
         calls.append(("placeholder", key))
         return placeholder(key, *a, **kw)
 
-    def spy_compute(*args):
-        calls.append(("compute", args[0], explorer.problem.computed(*args)))
-        return compute(*args)
+    def spy_compute(setting):
+        calls.append(("compute", setting.function, explorer.problem.computed(setting)))
+        return compute(setting)
 
     monkeypatch.setattr(explorer.player, "player_placeholder", spy_placeholder)
     monkeypatch.setattr(explorer.problem, "compute", spy_compute)
@@ -185,10 +186,11 @@ def test_a_2d_runs_curvature_series_are_computed_when_first_read(monkeypatch):
     """The Trajectories page never reads them; the Curvature page gets the same values as before."""
     import pickle
 
+    from explorer.catalog import default_specs
     from lsr1_core.objectives import teaching_function
     from lsr1_core.viz import explore
 
-    specs = explore.default_specs("quadratic")
+    specs = default_specs("quadratic")
     chosen = [specs[k] for k in ("Gradient descent", "L-BFGS", "SR1 (classical)", "Newton")]
     counted = []
     real = explore.newton_cosines

@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lsr1_core.objectives import teaching_function
-from lsr1_core.viz.explore import default_specs, run_2d
+from explorer.catalog import default_specs
+from lsr1_core.viz.explore import run_2d
 from lsr1_core.viz.lessons import anatomy, anatomy_figure, psd_comparison, psd_figure, secant_verdict
 
 APP = str(Path(__file__).resolve().parent.parent / "explorer" / "app.py")

@@ -7,7 +7,8 @@ import torch
 
 from lsr1_core.objectives import teaching_function
 from lsr1_core.trace import Trace
-from lsr1_core.viz.explore import default_specs, newton_cosines, run_2d, single_thread
+from explorer.catalog import default_specs
+from lsr1_core.viz.explore import newton_cosines, run_2d, single_thread
 from lsr1_core.viz.plots import (frame_steps, objective_figure, profile_figure, series_figure, spectra_figure,
                                  trajectory_figure)
 
@@ -155,7 +156,7 @@ def test_single_thread_restores_the_thread_count():
 
 def test_default_specs_list_only_importable_solvers(monkeypatch):
     import lsr1_core.solvers as solvers
-    from lsr1_core.viz import explore
+    from explorer import catalog as explore
 
     assert "L-BFGS" in explore.default_specs("quadratic")
     monkeypatch.setitem(solvers.SOLVERS, "lbfgs", ("lsr1_core.solvers.not_written_yet", "LBFGS"))

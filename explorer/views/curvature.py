@@ -5,31 +5,37 @@ import numpy as np
 import streamlit as st
 
 from explorer.lessons import anatomy_lesson, psd_drawn
-from explorer.problem import compute, settings
-from explorer.state import lsr1_specs, sidebar
+from explorer.problem import Setting, compute, settings
+from explorer.state import keys, lsr1_specs, sidebar
 from lsr1_core.errors import LSR1Error
-from lsr1_core.objectives import teaching_function
 from lsr1_core.viz.explore import operator_matrix, run_nd, spectra_over_steps, true_inverse_hessian
 from lsr1_core.viz.lessons import pair_notes
 from lsr1_core.viz.plots import ellipse_figure, mark_events, series_figure, spectra_figure
 from lsr1_core.viz.teaching import escaped_at, fmt_list, tex_mat, tex_num, tex_vec
 
 
-def problem_settings(ctx):
+def problem_settings(ctx) -> Setting | LSR1Error:
+    """The sidebar's problem, or what is wrong with it (shown by ``problem_run`` in the open tab)."""
     st.header("Problem")
-    return settings("cv_", ctx["models"], default_fn="quadratic", default_steps=30)
-
-
-def problem_run(args):
-    """The sidebar's problem's (cached) run: (result, objective, T), or None after an error."""
     try:
-        result = compute(*args)
+        return settings(keys.problem("curvature"), ctx["models"], default_fn="quadratic", default_steps=30)
+    except LSR1Error as e:
+        return e
+
+
+def problem_run(setting: Setting | LSR1Error):
+    """The sidebar's problem's (cached) run: (result, objective, T), or None after an error."""
+    if isinstance(setting, LSR1Error):
+        st.error(str(setting))
+        return None
+    try:
+        result = compute(setting)
     except LSR1Error as e:
         st.error(str(e))
         return None
     for lab, err in result.errors.items():
         st.error(f"{lab}: {err}")
-    obj = teaching_function(args[0], **args[1])
+    obj = setting.objective()
     T = max((t.steps for t in result.traces.values()), default=0)
     if T == 0:
         st.info("choose at least one solver")
@@ -45,22 +51,23 @@ SECANT_FORMS = {"after the update: Bₖ₊₁qₖ = pₖ (textbook)": "after",
 def two_d_step_view(result, obj, T: int):
     """The step slider and everything it drives. A fragment: moving the slider reruns only this
     part; the solvers' runs (cached) and the sidebar are not touched."""
-    step = st.slider("step k", 1, T, min(3, T), key="cv_step")
-    form = SECANT_FORMS[st.radio("secant residual of", list(SECANT_FORMS), key="cv_form", horizontal=True,
+    step = st.slider("step k", 1, T, min(3, T), key=keys.curvature.step)
+    form = SECANT_FORMS[st.radio("secant residual of", list(SECANT_FORMS), key=keys.curvature.form,
+                                 horizontal=True,
                                  help="Classical SR1 and L-BFGS build B_{k+1} so that B_{k+1} q_k = p_k exactly: "
                                       "the textbook secant condition. L-SR1's training penalty (Eq. 8) is on the "
                                       "operator that made the step. Near the minimiser SR1 and L-BFGS skip pairs "
                                       "too small to trust (pᵀq below a threshold); there B_{k+1} ignores that step.")]
     c1, c2 = st.columns(2)
     c1.plotly_chart(series_figure(result.cosines, step, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]),
-                    key="cv_cos")
+                    key=keys.curvature.cos)
     series = result.secant if form == "after" else (result.secant_made or result.secant)
     sec = {k: v for k, v in series.items() if np.isfinite(v).any()}
     sec_fig = series_figure(sec, step, "‖pₖ − Bₖ₊₁qₖ‖ / ‖pₖ‖" if form == "after" else "‖pₖ − Bₖqₖ‖ / ‖pₖ‖", log=True)
     notes = {lab: pair_notes(result.traces[lab]) for lab in sec if lab in result.traces}
     for lab, n in notes.items():
         mark_events(sec_fig, lab, sec[lab], n)
-    c2.plotly_chart(sec_fig, key="cv_sec")
+    c2.plotly_chart(sec_fig, key=keys.curvature.sec)
     noted = {lab: n for lab, n in notes.items() if n}
     if noted:
         def kinds(n):
@@ -80,7 +87,8 @@ def two_d_step_view(result, obj, T: int):
     escaped = {l: escaped_at(result.traces[l], obj.bounds) for l in with_ops}
     sane = [l for l in with_ops if escaped[l] < 0 or escaped[l] > step]
     pref = [l for l in sane if l.startswith("L-SR1")] + [l for l in sane if l.startswith("SR1")] + sane + with_ops
-    who = st.selectbox("Curvature model to inspect", with_ops, index=with_ops.index(pref[0]), key="cv_who")
+    who = st.selectbox("Curvature model to inspect", with_ops, index=with_ops.index(pref[0]),
+                       key=keys.curvature.who)
     tr = result.traces[who]
     k = min(step, tr.steps) - 1
     esc = escaped[who]
@@ -98,9 +106,9 @@ def two_d_step_view(result, obj, T: int):
     op = tr.operators[k]
     W = op.W[0].double().numpy() if hasattr(op, "W") else None
     c3, c4 = st.columns(2)
-    c3.plotly_chart(spectra_figure(spectra_over_steps(tr, obj), who, step), key="cv_spec")
+    c3.plotly_chart(spectra_figure(spectra_over_steps(tr, obj), who, step), key=keys.curvature.spectra)
     c4.plotly_chart(ellipse_figure(obj, obj.bounds, x[0].numpy(), M, Hinv, W, label=f"B ({who})", label_solver=who),
-                    key="cv_ell")
+                    key=keys.curvature.ellipse)
     secant_equation(tr, k, who, M, form)
     if M is not None:
         ev = np.linalg.eigvalsh(0.5 * (M + M.T))
@@ -139,9 +147,9 @@ def nd_run(n: int, row: int, steps: int, memory: int, models: tuple):
 def nd_section(ctx):
     st.subheader("N-dimensional test quadratic")
     c1, c2, c3 = st.columns(3)
-    n = int(c1.select_slider("N", [2, 5, 10, 20, 50, 100], value=10, key="nd_n"))
-    row = int(c2.number_input("problem (row of the test set)", 0, 31, 0, key="nd_row"))
-    steps = int(c3.slider("steps", 5, 60, 20, key="nd_steps"))
+    n = int(c1.select_slider("N", [2, 5, 10, 20, 50, 100], value=10, key=keys.nd.n))
+    row = int(c2.number_input("problem (row of the test set)", 0, 31, 0, key=keys.nd.row))
+    steps = int(c3.slider("steps", 5, 60, 20, key=keys.nd.steps))
     memory = 8
     models = tuple(lsr1_specs(ctx["models"]).values())
     try:
@@ -157,14 +165,14 @@ def nd_section(ctx):
 @st.fragment
 def nd_step_view(cos, sec, spectra, steps: int):
     """The N-D step slider and its plots, rerun alone when the slider moves."""
-    k = st.slider("step k", 1, steps, min(10, steps), key="nd_step")
+    k = st.slider("step k", 1, steps, min(10, steps), key=keys.nd.step)
     a, b = st.columns(2)
-    a.plotly_chart(series_figure(cos, k, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]), key="nd_cos")
+    a.plotly_chart(series_figure(cos, k, "cos(d_k, Newton direction)", yrange=[-1.05, 1.05]), key=keys.nd.cos)
     b.plotly_chart(series_figure({l: v for l, v in sec.items() if np.isfinite(v).any()}, k, "‖p − Bq‖ / ‖p‖",
-                                 log=True), key="nd_sec")
+                                 log=True), key=keys.nd.sec)
     if spectra:
-        who = st.selectbox("spectrum of", list(spectra), key="nd_who")
-        st.plotly_chart(spectra_figure(spectra[who], who, k), key="nd_spec")
+        who = st.selectbox("spectrum of", list(spectra), key=keys.nd.who)
+        st.plotly_chart(spectra_figure(spectra[who], who, k), key=keys.nd.spectra)
 
 
 def render():
@@ -175,17 +183,17 @@ def render():
                "Hessian; then one update taken apart, and why L-SR1 keeps its matrix positive semi-definite.")
     # Lazy tabs: only the open tab computes and draws (a first visit ran all four: the N-D run alone is ~1 s)
     names = ["2-D run", "Anatomy of one update", "Why PSD matters", "N-dimensional quadratic"]
-    tabs = st.tabs(names, key="cv_tab", on_change="rerun")
+    tabs = st.tabs(names, key=keys.curvature.tab, on_change="rerun")
     with st.sidebar:  # the problem's widgets stay in the sidebar whichever tab is open
-        args = problem_settings(ctx)
+        setting = problem_settings(ctx)
     if tabs[0].open:
         with tabs[0]:
-            run = problem_run(args)
+            run = problem_run(setting)
             if run:
                 two_d_step_view(*run)
     if tabs[1].open:
         with tabs[1]:
-            run = problem_run(args)
+            run = problem_run(setting)
             if run:
                 anatomy_lesson(run[0], run[1])
     if tabs[2].open:

@@ -1,9 +1,12 @@
 """Computation behind the explorer's pages: run solvers on a problem and derive per-step series.
 
-Pure functions of small, hashable arguments, so a page can cache them.
+Pure functions of small, hashable arguments (a :class:`Setting` of :class:`SolverSpec` s), so a page can cache
+them. What the pages offer (solver labels, default learning rates, the qn variants) is the explorer's
+catalogue, ``explorer/catalog.py``, not this module's.
 """
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,30 +19,15 @@ from ..device import single_thread  # noqa: F401 - re-exported: the pages' and v
 from ..errors import LSR1Error, UnknownNameError, check_memory
 from ..learned import LSR1Solver
 from ..objectives import quadratic_split, teaching_function
-from ..solvers import make_solver, run, solver_class
+from ..solvers import make_solver, run
 from ..trace import Trace
 
-# label → (solver name, kwargs). The defaults are tuned for the 2-D teaching functions (largest curvature ≈ 1
-# for the quadratic); users change the learning rate on the page.
-CLASSICAL = {
-    "Gradient descent": ("gd", {"lr": 1e-3}),
-    "Adam": ("adam", {"lr": 0.05}),
-    "L-BFGS": ("lbfgs", {"memory": 8, "line_search": "strong_wolfe"}),
-    "SR1 (classical)": ("sr1", {"memory": 8, "lr": 1.0}),
-    "Newton": ("newton", {"lr": 1.0}),
-    "AdaHessian": ("adahessian", {"lr": 0.05}),
-    "LODO": ("lodo", {"lr": 1e-3}),
-}
-LR_DEFAULTS = {"rosenbrock": {"gd": 1e-3, "adam": 0.05, "adahessian": 0.05, "lodo": 1e-3},
-               "rastrigin": {"gd": 3e-3, "adam": 0.1, "adahessian": 0.1, "lodo": 3e-3},
-               "quadratic": {"gd": 1.0, "adam": 0.2, "adahessian": 0.2, "lodo": 1.0},
-               "himmelblau": {"gd": 0.01, "adam": 0.1, "adahessian": 0.1, "lodo": 0.01},
-               "beale": {"gd": 0.01, "adam": 0.05, "adahessian": 0.05, "lodo": 0.01},
-               "six_hump_camel": {"gd": 0.05, "adam": 0.05, "adahessian": 0.05, "lodo": 0.05}}
 
-
-@dataclass
+@dataclass(frozen=True)
 class SolverSpec:
+    """One solver of a run: its label, its name in ``lsr1_core.solvers`` and its arguments (an L-SR1 model: its
+    checkpoint, step scale and qn rules). Frozen and hashable."""
+
     label: str
     name: str
     kwargs: tuple = ()  # sorted (key, value) pairs so the spec is hashable
@@ -59,49 +47,67 @@ class SolverSpec:
         return s
 
 
-# The qn form's ablations a page can put beside the model as shipped: label suffix → LSR1Solver overrides. Each
-# removes one of the two changes the form's default gained on 2026-11-29 (docs/results_qn.md, sections A, C, D).
-QN_VARIANTS = {
-    "as shipped": (),
-    "no BFGS fallback": (("fallback", "skip"),),
-    "H₀ = γI, no BFGS fallback": (("fallback", "skip"), ("h0", "envelope")),
-}
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def lsr1_spec_variants(label: str, checkpoint: str, form: str, variants, step_scale: float = 1.0) -> dict:
-    """label → SolverSpec for one L-SR1 model: one spec per chosen ``QN_VARIANTS`` entry for a qn model ("as
-    shipped" keeps ``label``; the others add the variant to it), one spec for a paper-form model (the variants
-    are rules of the qn form)."""
-    chosen = [v for v in variants if v in QN_VARIANTS] if form == "qn" else []
-    chosen = chosen or ["as shipped"]
-    out = {}
-    for v in chosen:
-        name = label if v == "as shipped" else f"{label} ({v})"
-        out[name] = SolverSpec(name, "lsr1", (), checkpoint, step_scale=step_scale,
-                               qn_rules=tuple(sorted(QN_VARIANTS[v])))
-    return out
+@dataclass(frozen=True)
+class Setting:
+    """One 2-D run as a page sets it up: the teaching function and its parameters, the start, the solvers (each
+    :class:`SolverSpec` with its learning rate), the number of steps and the buffer size L. Frozen and hashable,
+    and checked when made (an ``LSR1Error`` names what is wrong), so that a page passes it unchanged from its
+    widgets to the run cache (whose key it is) and to :func:`run_2d`.
 
+    ``fn_kwargs`` may be given as a dict; it is kept as sorted (name, value) pairs, so that settings made from
+    the same widgets are equal whatever the order. ``memory=None``: each solver's own buffer size."""
 
-def importable(name: str) -> bool:
-    """Whether solver ``name`` can be built here (its module imports); pages list only those."""
-    try:
-        solver_class(name)
-        return True
-    except (ImportError, AttributeError, UnknownNameError):
-        return False
+    function: str
+    fn_kwargs: tuple = ()
+    start: tuple = ()
+    solvers: tuple = ()
+    steps: int = 100
+    memory: int | None = None
 
+    def __post_init__(self):
+        put = object.__setattr__
+        if not isinstance(self.function, str):
+            raise LSR1Error(f"the function must be the name of a 2-D function, got {self.function!r}")
+        items = self.fn_kwargs.items() if isinstance(self.fn_kwargs, Mapping) else self.fn_kwargs
+        try:
+            items = list(items)
+        except TypeError:
+            raise LSR1Error(f"the function's parameters must be a mapping, got {self.fn_kwargs!r}") from None
+        for item in items:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and _real(item[1])):
+                raise LSR1Error(f"the function's parameters must be (name, number) pairs, got {item!r}")
+        put(self, "fn_kwargs", tuple(sorted(items)))
+        start = self.start
+        if isinstance(start, (str, bytes)) or not hasattr(start, "__len__") or len(start) != 2 \
+                or not all(_real(v) for v in start):
+            raise LSR1Error(f"the start point must be two numbers (x₁, x₂), got {start!r}")
+        put(self, "start", (float(start[0]), float(start[1])))
+        solvers = tuple(self.solvers) if isinstance(self.solvers, (list, tuple)) else None
+        if solvers is None or not all(isinstance(s, SolverSpec) for s in solvers):
+            raise LSR1Error(f"the solvers must be a list of SolverSpec, got {self.solvers!r}")
+        put(self, "solvers", solvers)
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise LSR1Error(f"the number of steps must be a positive integer, got {self.steps!r}")
+        if self.memory is not None:
+            check_memory(self.memory, "the buffer size")
+        try:
+            hash(self.solvers)
+        except TypeError:
+            raise LSR1Error("a solver's arguments must be hashable values (numbers, strings, tuples)") from None
+        check_start(self.function, self.start, self.kwargs)
 
-def default_specs(function: str) -> dict[str, SolverSpec]:
-    out = {}
-    lrs = LR_DEFAULTS.get(function, {})
-    for label, (name, kw) in CLASSICAL.items():
-        if not importable(name):
-            continue
-        kw = dict(kw)
-        if name in lrs:
-            kw["lr"] = lrs[name]
-        out[label] = SolverSpec(label, name, tuple(sorted(kw.items())))
-    return out
+    @property
+    def kwargs(self) -> dict:
+        """The function's parameters as keyword arguments of ``teaching_function``."""
+        return dict(self.fn_kwargs)
+
+    def objective(self):
+        """The teaching function this setting runs on."""
+        return teaching_function(self.function, **self.kwargs)
 
 
 @dataclass
@@ -121,7 +127,10 @@ class RunResult:
 
 
 def check_start(function: str, start, fn_kwargs: dict | None = None) -> None:
-    f = teaching_function(function, **(fn_kwargs or {}))
+    try:
+        f = teaching_function(function, **(fn_kwargs or {}))
+    except TypeError as e:  # a parameter the function does not take
+        raise LSR1Error(f"wrong parameters {fn_kwargs!r} for the 2-D function {function!r}: {e}") from None
     (x0, x1), (y0, y1) = f.bounds
     x, y = start
     if not (np.isfinite(x) and np.isfinite(y)):
@@ -161,14 +170,18 @@ class LazySeries(Mapping):
         return dict, (dict(self.items()),)
 
 
-def run_2d(function: str, fn_kwargs: dict, start: tuple, specs: list[SolverSpec], steps: int,
-           memory: int | None = None) -> RunResult:
-    if not isinstance(steps, int) or steps < 1:
-        raise LSR1Error(f"the number of steps must be a positive integer, got {steps!r}")
-    if memory is not None:
-        check_memory(memory, "the buffer size")
-    check_start(function, start, fn_kwargs)
-    obj = teaching_function(function, **fn_kwargs)
+def run_2d(setting: Setting | str, fn_kwargs: dict | None = None, start: tuple | None = None,
+           specs: list[SolverSpec] | None = None, steps: int | None = None, memory: int | None = None) -> RunResult:
+    """Run every solver of ``setting`` from its start for its steps. ``run_2d(function, fn_kwargs, start, specs,
+    steps, memory)`` is the same with the setting's fields (checked the same way)."""
+    if not isinstance(setting, Setting):
+        setting = Setting(setting, fn_kwargs if fn_kwargs is not None else {}, start,
+                          specs if specs is not None else (), steps, memory)
+    elif (fn_kwargs, start, specs, steps, memory) != (None,) * 5:
+        raise TypeError("run_2d takes either one Setting or the fields of one, not both")
+    function, fn_kwargs, start, specs = setting.function, setting.kwargs, setting.start, setting.solvers
+    steps, memory = setting.steps, setting.memory
+    obj = setting.objective()
     x0 = torch.tensor([start], dtype=torch.float64)
     traces, errors = {}, {}
     with single_thread():
