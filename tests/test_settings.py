@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
 from explorer import catalog
@@ -66,9 +68,11 @@ def test_equal_widgets_give_an_equal_setting_and_one_cache_entry(monkeypatch):
 BAD = [
     (dict(function=3), "function must be the name"),
     (dict(function="nope"), "unknown 2-D function 'nope'"),
-    (dict(fn_kwargs={"cond": "ten"}), "(name, number) pairs"),
+    (dict(fn_kwargs={"cond": "ten"}), "(name, finite number) pairs"),
     (dict(fn_kwargs=5), "must be a mapping"),
     (dict(fn_kwargs={"bogus": 1.0}), "wrong parameters"),
+    (dict(fn_kwargs={"cond": 0.5}), "condition number must be >= 1"),
+    (dict(fn_kwargs={"cond": float("inf")}), "(name, finite number) pairs"),
     (dict(start=(1.0,)), "two numbers"),
     (dict(start="ab"), "two numbers"),
     (dict(start=(float("nan"), 0.0)), "finite numbers"),
@@ -201,3 +205,40 @@ def test_the_catalogues_live_in_the_explorer_not_in_the_figure_builders():
         assert hasattr(catalog, name), name
     assert catalog.default_choice(["L-SR1 m", "L-SR1 m (no BFGS fallback)", "L-SR1 n", "Adam", "Newton"]) == [
         "L-SR1 m", "L-SR1 m (no BFGS fallback)", "Adam", "Newton"]
+
+
+_junk = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True, allow_infinity=True),
+                  st.text(max_size=5), st.lists(st.floats(-5, 5), max_size=3), st.dictionaries(st.text(max_size=4),
+                                                                                                st.floats(), max_size=2))
+
+
+def _mostly(valid, junk=_junk):
+    """``valid`` 9 times in 10, else junk (hypothesis weighs the branches of one_of equally)."""
+    return st.tuples(st.integers(0, 9), valid, junk).map(lambda t: t[1] if t[0] else t[2])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(function=_mostly(st.sampled_from(["quadratic", "quadratic", "rosenbrock", "himmelblau", "nope"])),
+       fn_kwargs=_mostly(st.one_of(
+           st.just({}), st.fixed_dictionaries({"cond": st.floats(0.5, 1000), "angle": st.floats(0, 180)}),
+           st.dictionaries(st.sampled_from(["cond", "angle", "a", "bogus"]),
+                           st.one_of(st.floats(), st.integers(-5, 2000), st.text(max_size=3)), max_size=2))),
+       start=_mostly(st.one_of(st.tuples(st.floats(-2, 2), st.floats(-1, 3)), st.tuples(st.floats(), st.floats()),
+                               st.lists(st.floats(-3, 3), max_size=3))),
+       solvers=_mostly(st.lists(st.sampled_from(["Newton", "Adam", "L-BFGS"]), max_size=3)),
+       steps=_mostly(st.integers(-3, 600)), memory=_mostly(st.one_of(st.none(), st.integers(-3, 70))))
+def test_any_values_make_a_setting_or_a_clear_refusal(function, fn_kwargs, start, solvers, steps, memory):
+    """Whatever a page (or a caller) hands it, Setting either holds checked, hashable values or raises an
+    LSR1Error; never another exception."""
+    specs = default_specs("quadratic")
+    if isinstance(solvers, list) and all(isinstance(s, str) and s in specs for s in solvers):
+        solvers = [specs[s] for s in solvers]
+    try:
+        s = Setting(function, fn_kwargs, start, solvers, steps, memory)
+    except LSR1Error as e:
+        assert str(e)
+        return
+    assert hash(s) == hash(Setting(s.function, s.kwargs, list(s.start), list(s.solvers), s.steps, s.memory))
+    assert all(math.isfinite(v) for v in s.start) and s.steps >= 1 and (s.memory is None or s.memory >= 1)
+    (x0, x1), (y0, y1) = s.objective().bounds
+    assert x0 <= s.start[0] <= x1 and y0 <= s.start[1] <= y1

@@ -6,6 +6,7 @@ catalogue, ``explorer/catalog.py``, not this module's.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import threading
 from collections.abc import Mapping
@@ -78,8 +79,9 @@ class Setting:
         except TypeError:
             raise LSR1Error(f"the function's parameters must be a mapping, got {self.fn_kwargs!r}") from None
         for item in items:
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and _real(item[1])):
-                raise LSR1Error(f"the function's parameters must be (name, number) pairs, got {item!r}")
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and _real(item[1])
+                    and math.isfinite(item[1])):
+                raise LSR1Error(f"the function's parameters must be (name, finite number) pairs, got {item!r}")
         put(self, "fn_kwargs", tuple(sorted(items)))
         start = self.start
         if isinstance(start, (str, bytes)) or not hasattr(start, "__len__") or len(start) != 2 \
@@ -129,7 +131,9 @@ class RunResult:
 def check_start(function: str, start, fn_kwargs: dict | None = None) -> None:
     try:
         f = teaching_function(function, **(fn_kwargs or {}))
-    except TypeError as e:  # a parameter the function does not take
+    except LSR1Error:
+        raise
+    except (TypeError, ValueError) as e:  # a parameter the function does not take, or a value it refuses
         raise LSR1Error(f"wrong parameters {fn_kwargs!r} for the 2-D function {function!r}: {e}") from None
     (x0, x1), (y0, y1) = f.bounds
     x, y = start
