@@ -11,13 +11,14 @@ import numpy as np
 import streamlit as st
 import torch
 
+from explorer import hmr_cache
+from explorer.hmr_prepare import FIRST_BUILD_S, anny_cache_ready
 from explorer.step_cache import StepCache, one_thread
-from lsr1_core.hmr import BodyModel, BodyModelError, CameraConfig, PoseSampler, diskcache, make_batch
+from lsr1_core.hmr import BodyModel, BodyModelError, CameraConfig, PoseSampler, make_batch
 from lsr1_core.hmr.anny_body import AnnyBody
 from lsr1_core.hmr.compare import camera_vertices, curves, evaluate_steps, fit_methods
 from lsr1_core.hmr.data import SampleConfig, project
 from lsr1_core.hmr.models import load_hmr_model
-from lsr1_core.hmr.prepare import FIRST_BUILD_S, anny_cache_ready
 from lsr1_core.hmr.render import render_status
 from lsr1_core.runs.catalog import hmr_models
 from lsr1_core.viz.hmr import OVERLAY_PX, mesh_rgb, overlay_window
@@ -67,7 +68,7 @@ _BODY_LOCK = threading.Lock()
 def get_body(kind: str, smpl_path: str = ""):
     """The body model, built once per process (raises BodyModelError with the reason when it cannot be loaded).
     Thread-safe: the prefetcher may build it first, a second caller waits for it. The page's first view needs
-    no Anny body when set-up cached it (see ``lsr1_core.hmr.prepare``)."""
+    no Anny body when set-up cached it (see ``explorer.hmr_prepare``)."""
     with _BODY_LOCK, one_thread():
         if (kind, smpl_path) not in _BODIES:
             if kind == "smpl":
@@ -95,14 +96,14 @@ def body_signature(body_key: tuple) -> BodyModel:
 @st.cache_resource(show_spinner="building the test set…")
 def shipped_test_set():
     with one_thread():
-        return diskcache.test_set_cached(lambda: get_body("anny"))
+        return hmr_cache.test_set_cached(lambda: get_body("anny"))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def stored_view(fit_disk_key: str) -> dict:
-    """What set-up stored of a sample's default view (``lsr1_core.hmr.prepare.default_view``): faces,
+    """What set-up stored of a sample's default view (``explorer.hmr_prepare.default_view``): faces,
     meshes and rendered overlays by name, and the overlays' window; empty when nothing is stored."""
-    arrays = diskcache.load_arrays("view", fit_disk_key) or {}
+    arrays = hmr_cache.load_arrays("view", fit_disk_key) or {}
     return {"faces": arrays.get("faces"), "window": tuple(arrays["window"].tolist()) if "window" in arrays else None,
             "meshes": {k[5:]: v for k, v in arrays.items() if k.startswith("mesh/")},
             "images": {k[6:]: str(v) for k, v in arrays.items() if k.startswith("image/")}}
@@ -163,17 +164,17 @@ def models_for(ckpt_key: tuple, body_key: tuple) -> dict:
 def fit_sample(body_key: tuple, sample_key: tuple, ckpt_key: tuple, classical: tuple, steps: int) -> dict:
     """Every method's estimates at steps 0…steps (``compare.fit_methods``), its per-step curves (means over
     the samples) and the seconds the fit took; cached per sample and choice of methods, for the Anny body also
-    on disk (``lsr1_core.hmr.diskcache``: set-up stores the default view's)."""
+    on disk (``explorer.hmr_cache``: set-up stores the default view's)."""
     t0 = time.perf_counter()
-    key = diskcache.fit_key("anny", sample_key, [(slot, path) for slot, path, _ in ckpt_key], classical, steps)
-    fit = diskcache.load_fit(key) if body_key[0] == "anny" else None
+    key = hmr_cache.fit_key("anny", sample_key, [(slot, path) for slot, path, _ in ckpt_key], classical, steps)
+    fit = hmr_cache.load_fit(key) if body_key[0] == "anny" else None
     stored = fit is not None
     if fit is None:
         models = models_for(ckpt_key, body_key)
         with one_thread():
             fit = fit_methods(get_body(*body_key), sample_batch(sample_key), models, steps, classical)
         if body_key[0] == "anny":
-            diskcache.save_fit(key, fit)
+            hmr_cache.save_fit(key, fit)
     fit["curves"] = curves(fit)
     fit["wall"] = time.perf_counter() - t0
     fit["disk_key"] = key if stored else None  # where set-up may have stored this sample's default view

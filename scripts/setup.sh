@@ -37,14 +37,14 @@ fi
 # and the page's default view (test set, first sample's fits) is computed ahead into ~/.cache/lsr1_explorer:
 # both here, so that the page's first visit takes seconds. Skipped at once when nothing they depend on changed.
 ANNY_CACHE="${ANNY_CACHE_DIR:-$HOME/.cache/anny}"
-# (the files lsr1_core.hmr.diskcache.SOURCE_GLOBS names, less NOT_SOURCES, and the checkpoints' cards)
+# (the files explorer.hmr_cache's SOURCE_GLOBS names, less NOT_SOURCES, its EXPLORER_SOURCES, the checkpoints' cards)
 HMR_SOURCES=$(ls lsr1_core/{checkpoints,device,operators,trace}.py lsr1_core/{hmr,learned,solvers,objectives}/*.py \
-  lsr1_core/viz/{hmr,palette}.py 2>/dev/null | grep -v -E 'hmr/(bench|export|formats|smpl|train)\.py$')
+  lsr1_core/viz/{hmr,palette}.py explorer/hmr_{cache,prepare}.py 2>/dev/null | grep -v -E 'hmr/(formats|smpl|train)\.py$')
 HMR_STAMP=.venv/.hmr-prepared-$(cat $HMR_SOURCES pretrained/hmr_*.json 2>/dev/null | sha1sum | cut -c1-12)
 if [ ! -f "$HMR_STAMP" ] || ! { ls "$ANNY_CACHE"/v*/load_data_*.safetensors \
        && ls "$ANNY_CACHE"/v*/build_model_data_*.safetensors \
        && ls "$ANNY_CACHE"/v*/build_compact_model_data_*.safetensors; } >/dev/null 2>&1; then
-  if OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m lsr1_core.hmr.prepare; then
+  if OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python -m explorer.hmr_prepare; then
     rm -f .venv/.hmr-prepared-* && touch "$HMR_STAMP"
   else
     echo "[setup] warning: the HMR page's caches could not be built; the page will build them on first visit"

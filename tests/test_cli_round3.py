@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lsr1_core.errors import CheckpointError
-from lsr1_core.experiments import generality
+from experiments import generality
 from lsr1_core.learned import LSR1Solver
 
 

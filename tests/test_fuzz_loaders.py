@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from lsr1_core.checkpoints import (load_tensors_and_card, read_safetensors_header)
 from lsr1_core.learned.io import load_model, save_model
 from lsr1_core.errors import LSR1Error
-from lsr1_core.hmr import formats
-from lsr1_core.hmr.formats import load_3dpw_sequence, safe_loads_pickle, to_numpy
+from lsr1_core.hmr.formats import load_3dpw_sequence
+from lsr1_core.safe_unpickle import chumpy, rebuild, safe_loads_pickle, to_numpy, unpickler
 from lsr1_core.learned.model import LSR1Config, LSR1Net
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
@@ -32,16 +32,16 @@ MAX_SECONDS = 10.0  # CPU seconds of this process (wall time depends on the mach
 
 def _fingerprint():
     """What a malicious pickle could try to change in this process."""
-    objs = [sp.csc_matrix, sp.csr_matrix, formats.ChumpyStandIn, formats._ChCh, formats._ChSelect,
-            formats._ChTranspose, formats._ChReshape, formats.SafeUnpickler]
+    objs = [sp.csc_matrix, sp.csr_matrix, chumpy.ChumpyStandIn, chumpy._ChCh, chumpy._ChSelect,
+            chumpy._ChTranspose, chumpy._ChReshape, unpickler.SafeUnpickler]
     fp = {o: dict(vars(o)) for o in objs}
-    fp["module"] = dict(vars(formats))
+    fp["module"] = {m.__name__: dict(vars(m)) for m in (chumpy, rebuild, unpickler)}
     fp["funcs"] = {f: (f.__defaults__, f.__kwdefaults__, dict(f.__dict__)) for f in
-                   (formats._safe_encode, formats._safe_reconstructor, formats._safe_dtype, formats._safe_scalar,
-                    formats._safe_reconstruct, formats._safe_frombuffer, formats._safe_bytearray)}
+                   (rebuild._safe_encode, unpickler._safe_reconstructor, rebuild._safe_dtype, rebuild._safe_scalar,
+                    rebuild._safe_reconstruct, rebuild._safe_frombuffer, rebuild._safe_bytearray)}
     fp["copyreg"] = (dict(copyreg._extension_cache), dict(copyreg._inverted_registry))
     fp["f8"] = (np.dtype("f8").str, np.dtype("f8").hasobject, np.dtype("O").str)
-    fp["dispatch"] = dict(formats.SafeUnpickler.dispatch)
+    fp["dispatch"] = dict(unpickler.SafeUnpickler.dispatch)
     return fp
 
 

@@ -1,4 +1,4 @@
-"""The generality benchmark's objectives (lsr1_core/objectives/extra.py) and a small run of the benchmark."""
+"""The generality benchmark's objectives (experiments/extra_functions.py) and a small run of the benchmark."""
 import json
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lsr1_core.errors import ShapeError, UnknownNameError
-from lsr1_core.experiments import generality
-from lsr1_core.objectives.extra import (EXTRA_FUNCTIONS, ROTATABLE, STYBLINSKI_F, STYBLINSKI_X, ShiftRotated,
+from experiments import generality
+from experiments.extra_functions import (EXTRA_FUNCTIONS, ROTATABLE, STYBLINSKI_F, STYBLINSKI_X, ShiftRotated,
                                         defined_dim, extra_function)
 
 torch.set_num_threads(1)

@@ -6,8 +6,8 @@ import torch
 from lsr1_core.hmr import AnnyBody, CameraConfig, load_pretrained
 from lsr1_core.hmr import test_set as hmr_test_set
 from lsr1_core.hmr.compare import curves, evaluate_steps, fit_methods, step_statistics
-from lsr1_core.hmr.compare import curves_of, run_methods
-from lsr1_core.hmr.models import HMRObjective
+from lsr1_core.hmr.compare import curves_of
+from lsr1_core.hmr.models import HMRObjective, classical_fit
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,24 @@ def setting():
     return body, hmr_test_set(body).subset(slice(0, 3)), models
 
 
-def test_fit_methods_equals_run_methods_and_its_metrics(setting):
+def test_fit_methods_equals_each_method_fitted_alone_and_its_metrics(setting):
+    """The one fitting entry point against each method run by hand: the learned models' own fits, the classical
+    ones from L-SR1's initializer; its FitResults (``results=True``) are the fits its arrays hold."""
     body, b, models = setting
-    fit = fit_methods(body, b, models, 4)
+    fit = fit_methods(body, b, models, 4, results=True)
     assert fit["order"] == [n for n in ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs") if n in models or n in
                             ("adam", "lbfgs")]
-    assert fit["start"] == "lsr1" and set(fit["seconds"]) == set(fit["order"])
-    ref = run_methods(body, b, models, 4, init_model="lsr1")
+    assert fit["start"] == "lsr1" and set(fit["seconds"]) == set(fit["order"]) == set(fit["results"])
     obj = HMRObjective(body, b.kp2d, b.conf, CameraConfig())
+    ref = {}
+    for name, m in models.items():
+        with torch.no_grad(), m.inference(rows=len(b)):
+            ref[name] = m.fit(obj, 4)
+    with torch.no_grad(), models["lsr1"].inference(rows=len(b)):
+        p0, s0 = models["lsr1"].initial(obj)
+    ref.update({c: classical_fit(c, obj, p0, s0, 4) for c in ("adam", "lbfgs")})
     for name, r in ref.items():
+        np.testing.assert_array_equal(fit["results"][name].poses[-1].numpy(), r.poses[-1].detach().numpy())
         assert fit["poses"][name].shape == (5, 3, body.pose_dim)
         np.testing.assert_allclose(fit["poses"][name][-1], r.poses[-1].numpy(), atol=1e-5)
         c = curves_of(body, b, obj, r)
@@ -64,7 +73,7 @@ def test_step_statistics_and_evaluate_steps(setting):
 
 
 def test_the_disk_cache_round_trips_fits_and_the_test_set(setting, tmp_path, monkeypatch):
-    from lsr1_core.hmr import diskcache
+    from explorer import hmr_cache as diskcache
     monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path))
     body, b, models = setting
     fit = fit_methods(body, b, {"lgd": models["lgd"]}, 2, classical=("adam",))

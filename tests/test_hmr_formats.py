@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 
 from lsr1_core.errors import NonFiniteError
-from lsr1_core.hmr.formats import (ChumpyStandIn, DataFormatError, ThreeDPWSequence, UnsafePickleError,
-                                   load_3dpw_sequence, load_amass_npz, safe_load_pickle, safe_loads_pickle,
-                                   to_numpy)
+from lsr1_core.hmr.formats import ThreeDPWSequence, load_3dpw_sequence, load_amass_npz
+from lsr1_core.safe_unpickle import (ChumpyStandIn, DataFormatError, UnsafePickleError, safe_load_pickle,
+                                     safe_loads_pickle, to_numpy)
 
 
 class Py2Pickler(pickle._Pickler):

@@ -428,7 +428,7 @@ def _tet():
 
 
 def test_obj_export_holds_one_object_per_mesh():
-    from lsr1_core.hmr.export import obj_text
+    from explorer.hmr_export import obj_text
     v, f = _tet()
     text = obj_text({"L-SR1": (v, f), "LGD": (v + 1, f)}, "hello\nworld")
     lines = text.splitlines()
@@ -441,7 +441,7 @@ def test_obj_export_holds_one_object_per_mesh():
 
 
 def test_ply_export_and_zip():
-    from lsr1_core.hmr.export import meshes_ply_zip, ply_text
+    from explorer.hmr_export import meshes_ply_zip, ply_text
     v, f = _tet()
     text = ply_text(v, f, "camera coordinates")
     head, body = text.split("end_header\n")
@@ -456,7 +456,7 @@ def test_ply_export_and_zip():
 
 
 def test_metrics_csv_has_a_row_per_method_and_step():
-    from lsr1_core.hmr.export import metrics_csv
+    from explorer.hmr_export import metrics_csv
     curves = {"lsr1": {"reproj": [3.0, 2.0, 1.5], "mpjpe": [90, 80, 70], "pa_mpjpe": [60, 55, 50], "f": [.1, .05, .02]},
               "lgd": {"reproj": [3.0, 2.5, 2.4], "mpjpe": [90, 85, 84], "pa_mpjpe": [60, 58, 57], "f": [.1, .07, .06]}}
     rows = list(csv.DictReader(io.StringIO(metrics_csv(curves, {"lsr1": "L-SR1", "lgd": "LGD"}))))
@@ -467,7 +467,7 @@ def test_metrics_csv_has_a_row_per_method_and_step():
 
 
 def test_page_mesh_download_is_in_camera_coordinates():
-    from lsr1_core.hmr.export import mesh_download
+    from explorer.hmr_export import mesh_download
     v, f = _tet()
     obj = mesh_download({"lsr1": (v, f), "gt": (v, f)}, "OBJ", 3, "test-0")
     assert "inner iteration 3, sample test-0" in obj and "x right in the image, y down, z forward" in obj
@@ -527,11 +527,12 @@ def test_the_3d_view_stays_still_while_stepping(page):
 
 
 def test_the_default_view_comes_from_the_set_up_cache(monkeypatch, tmp_path):
-    """After `python -m lsr1_core.hmr.prepare` (scripts/setup.sh) the page's default view (shipped checkpoints,
+    """After `python -m explorer.hmr_prepare` (scripts/setup.sh) the page's default view (shipped checkpoints,
     test sample 0, last step, L-SR1 and LGD) is read from the disk cache: fits, meshes and overlays."""
     import streamlit as st
-    from lsr1_core.hmr import PRETRAINED_DIR, diskcache
-    from lsr1_core.hmr.prepare import default_view_key, prepare
+    from explorer import hmr_cache as diskcache
+    from lsr1_core.hmr import PRETRAINED_DIR
+    from explorer.hmr_prepare import default_view_key, prepare
     if not (PRETRAINED_DIR / "hmr_lsr1.json").exists():
         pytest.skip("no shipped HMR checkpoints")
     monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path / "cache"))

@@ -89,9 +89,9 @@ def test_training_cli_qn_form(tmp_path):
 
 
 def test_step_table_experiment_starts_as_the_untrained_form_and_learns(body):
-    """lsr1_core.experiments.qn_hmr_steps: with its table at zero it is the untrained qn form (same iterates), and
+    """experiments.qn_hmr_steps: with its table at zero it is the untrained qn form (same iterates), and
     the 3-D loss reaches the table through the safeguarded steps (non-zero gradient)."""
-    from lsr1_core.experiments.qn_hmr_steps import StepTable
+    from experiments.qn_hmr_steps import StepTable
     from lsr1_core.learned import LSR1Net, LSR1Solver
     from lsr1_core.solvers import run
 
@@ -110,9 +110,9 @@ def test_step_table_experiment_starts_as_the_untrained_form_and_learns(body):
 
 
 def test_horizon_experiment_records_every_method_from_the_same_start():
-    """lsr1_core.experiments.qn_hmr_horizon: all rows from the shared initializer start at one PA-MPJPE, the
+    """experiments.qn_hmr_horizon: all rows from the shared initializer start at one PA-MPJPE, the
     ground-truth rows at zero error, nothing diverges, and the table reports the first step under the target."""
-    from lsr1_core.experiments.qn_hmr_horizon import evaluate, first_reach, markdown
+    from experiments.qn_hmr_horizon import evaluate, first_reach, markdown
 
     res = evaluate(n_test=3, steps=15, gt_steps=2, every=5, log=lambda *a, **k: None)
     runs = res["runs"]
@@ -132,9 +132,9 @@ def test_horizon_experiment_records_every_method_from_the_same_start():
 
 
 def test_metric_experiment_starts_as_the_qn_form_and_its_gradient_reaches_the_metric(body):
-    """lsr1_core.experiments.qn_hmr_metric: with M = I the iterates are the plain qn form's; the gradient in y is
+    """experiments.qn_hmr_metric: with M = I the iterates are the plain qn form's; the gradient in y is
     Mᵀ∇f (checked against autograd of f(z₀ + M(y − y₀))); the 3-D loss reaches M."""
-    from lsr1_core.experiments.qn_hmr_metric import Metric, fit
+    from experiments.qn_hmr_metric import Metric, fit
     from lsr1_core.learned import LSR1Net, LSR1Solver
     from lsr1_core.solvers import run
 

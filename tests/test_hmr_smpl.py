@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lsr1_core.hmr.body import COCO18, BodyModelError
-from lsr1_core.hmr.formats import safe_load_pickle
+from lsr1_core.safe_unpickle import safe_load_pickle
 from lsr1_core.hmr.smpl import ENV_VAR, SMPLBody
 from smpl_fixture import write_tiny_smpl_fixture
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lsr1_core.experiments import generality
+from experiments import generality
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
 from lsr1_core.objectives import Rosenbrock
 from lsr1_core.solvers import make_solver, run

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lsr1_core.experiments import peers
+from experiments import peers
 from lsr1_core.objectives.mgh import MGH_FUNCTIONS, mgh_function
 
 

@@ -3,7 +3,7 @@ gradient descent on the test quadratics."""
 import pytest
 import torch
 
-from lsr1_core.experiments.quadratics import tuned_gd
+from experiments.quadratics import tuned_gd
 from lsr1_core.learned import LSR1Solver
 from lsr1_core.objectives import quadratic_split, random_quadratics
 from lsr1_core.pretrained import list_pretrained, load_pretrained

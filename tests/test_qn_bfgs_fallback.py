@@ -140,7 +140,7 @@ def test_unknown_fallback_is_refused():
 
 
 def test_mlp_experiment_runs_and_lowers_the_loss(tmp_path):
-    """lsr1_core.experiments.qn_mlp (the "on your own model" check): both fallbacks lower a ReLU network's loss
+    """experiments.qn_mlp (the "on your own model" check): both fallbacks lower a ReLU network's loss
     at every step and substantially overall, nothing becomes non-finite, evaluations are counted, and the CLI
     refuses nonsense.
 
@@ -152,7 +152,7 @@ def test_mlp_experiment_runs_and_lowers_the_loss(tmp_path):
     import math
 
     from lsr1_core.checkpoints import PRETRAINED_DIR
-    from lsr1_core.experiments import qn_mlp
+    from experiments import qn_mlp
     from lsr1_core.learned import LSR1Optimizer
     from lsr1_core.learned.io import load_model
 

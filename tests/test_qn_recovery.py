@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lsr1_core.errors import LSR1Error
-from lsr1_core.experiments import generality
+from experiments import generality
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
 from lsr1_core.learned.io import load_model
 from lsr1_core.learned.safeguard import armijo_step

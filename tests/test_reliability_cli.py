@@ -94,7 +94,7 @@ def test_non_object_json_files_never_break_model_listings(tmp_path):
     (["--extra", "=x"], "NAME=RUN_DIR"), (["--out-dir", __file__], "--out-dir"),
 ])
 def test_hmr_evaluate_cli_validates_before_loading(argv, msg, capsys):
-    from lsr1_core.hmr.evaluate import main
+    from experiments.hmr_evaluate import main
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err

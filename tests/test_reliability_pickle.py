@@ -14,9 +14,9 @@ import pytest
 import scipy.sparse as sp
 
 from lsr1_core.errors import LSR1Error
-from lsr1_core.hmr import formats
-from lsr1_core.hmr.formats import (DataFormatError, UnsafePickleError, load_3dpw_sequence, safe_load_pickle,
-                                   safe_loads_pickle)
+from lsr1_core.hmr.formats import load_3dpw_sequence
+from lsr1_core.safe_unpickle import DataFormatError, UnsafePickleError, chumpy, rebuild, safe_load_pickle, \
+    safe_loads_pickle, unpickler
 
 _MA = "numpy.core.multiarray" if np.__version__ < "2" else "numpy._core.multiarray"
 
@@ -53,7 +53,8 @@ def test_object_dtype_pickle_does_not_crash_the_process(tmp_path):
     p = tmp_path / "seq.pkl"
     p.write_bytes(_object_dtype_array_pickle(0x4141414141414141))
     code = textwrap.dedent(f"""
-        from lsr1_core.hmr.formats import load_3dpw_sequence, safe_load_pickle, UnsafePickleError
+        from lsr1_core.hmr.formats import load_3dpw_sequence
+        from lsr1_core.safe_unpickle import safe_load_pickle, UnsafePickleError
         for f in (safe_load_pickle, load_3dpw_sequence):
             try:
                 f({str(p)!r})
@@ -128,8 +129,8 @@ def test_build_never_sets_attributes_on_classes_or_functions(target, attr):
     """Item 3: ``BUILD`` with slot state (None, {attr: list}) on an allowed class used to setattr it."""
     before = {}
     import scipy.sparse
-    objs = [scipy.sparse.csc_matrix, scipy.sparse.csr_matrix, formats._ChCh, formats._ChSelect,
-            formats._safe_encode, formats._safe_reconstructor, formats._safe_dtype, formats.ChumpyStandIn]
+    objs = [scipy.sparse.csc_matrix, scipy.sparse.csr_matrix, chumpy._ChCh, chumpy._ChSelect,
+            rebuild._safe_encode, unpickler._safe_reconstructor, rebuild._safe_dtype, chumpy.ChumpyStandIn]
     for o in objs:
         before[o] = dict(vars(o))
     state = b"N}X" + len(attr).to_bytes(4, "little") + attr.encode() + b"c__builtin__\nlist\ns\x86"
@@ -176,12 +177,12 @@ def test_sparse_state_is_validated():
 def test_no_global_state_changes_during_loads():
     """Opaque chumpy classes are made per load (the old loader kept a module-level cache a file could grow)."""
     raw = b"\x80\x02cchumpy.ch_ops\nadd\nq\x00)\x81q\x01}q\x02X\x01\x00\x00\x00aq\x03K\x01sb."
-    snapshot = {k: v for k, v in vars(formats).items()}
+    snapshot = {(m.__name__, k): v for m in (chumpy, rebuild, unpickler) for k, v in vars(m).items()}
     import copyreg
     ext = dict(copyreg._extension_cache)
     for _ in range(3):
         safe_loads_pickle(raw)
-    assert {k: v for k, v in vars(formats).items()} == snapshot
+    assert {(m.__name__, k): v for m in (chumpy, rebuild, unpickler) for k, v in vars(m).items()} == snapshot
     with pytest.raises(UnsafePickleError, match="EXT"):
         safe_loads_pickle(b"\x80\x02\x82\x01.")
     assert copyreg._extension_cache == ext
@@ -201,10 +202,10 @@ def test_cyclic_and_deep_chumpy_graphs_give_a_clear_error():
         out = safe_loads_pickle(pickle.dumps(a, protocol=2))
         with pytest.raises(DataFormatError, match="cyclic"):
             out.r
-    node = formats._ChCh()
+    node = chumpy._ChCh()
     node.state = {"x": np.arange(3.0)}
     for _ in range(20000):  # far deeper than the recursion limit
-        nxt = formats._ChSelect()
+        nxt = chumpy._ChSelect()
         nxt.state = {"a": node, "idxs": np.arange(3), "preferred_shape": (3,)}
         node = nxt
     with pytest.raises(DataFormatError, match="deep"):
@@ -238,7 +239,7 @@ def test_complex_amass_poses_are_refused_not_cut_to_their_real_part(tmp_path):
 def test_deeply_nested_tuples_are_refused_without_crashing():
     """A dict keyed by a tuple nested 10⁶ deep crashed CPython (its tuple hash recurses in C)."""
     code = textwrap.dedent("""
-        from lsr1_core.hmr.formats import safe_loads_pickle, DataFormatError
+        from lsr1_core.safe_unpickle import safe_loads_pickle, DataFormatError
         raw = b"\\x80\\x02}" + b")" + b"\\x85" * 1_000_000 + b"K\\x01s."
         try:
             safe_loads_pickle(raw)
@@ -254,7 +255,7 @@ def test_deeply_nested_tuples_are_refused_without_crashing():
 
 
 def test_a_huge_sparse_matrix_is_not_made_dense():
-    from lsr1_core.hmr.formats import to_numpy
+    from lsr1_core.safe_unpickle import to_numpy
     m = safe_loads_pickle(pickle.dumps(sp.csc_matrix((10**6, 10**6)), 2))
     with pytest.raises(DataFormatError, match="too large"):
         to_numpy(m)

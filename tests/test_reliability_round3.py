@@ -293,7 +293,7 @@ def test_the_worker_resumes_a_run_with_damaged_metric_lines(tmp_path):
 # -- 8: command lines: one line on stderr, exit 2 ----------------------------------------------------
 @pytest.mark.parametrize("argv", [["--dims", "abc"], ["--dims", ""], ["--dims", "10,-1"], ["--dims", "²"]])
 def test_bench_bad_dims_are_refused_before_anything_runs(argv, capsys):
-    from lsr1_core import bench
+    from experiments import bench
     t0 = time.perf_counter()
     assert bench.main(argv) == 2
     err = capsys.readouterr().err
@@ -434,7 +434,7 @@ def test_stale_status_temporaries_are_removed(tmp_path):
 # -- 5: the HMR page's disk cache: empty entries are rebuilt, writes are fsynced -----------------------
 def test_empty_or_damaged_cache_entries_are_misses_that_get_rebuilt(tmp_path, monkeypatch):
     import numpy as np
-    from lsr1_core.hmr import diskcache
+    from explorer import hmr_cache as diskcache
     monkeypatch.setenv("LSR1_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(diskcache, "DAMAGED", [])
     for name, content in (("batch_k.safetensors", b""), ("fit_k.npz", b""), ("view_k.npz", b""),

@@ -9,7 +9,7 @@ import streamlit as st
 
 from explorer.state import sidebar
 from lsr1_core.errors import LSR1Error
-from lsr1_core.experiments.profiles import NAMES
+from lsr1_core.analysis.profile_solvers import NAMES
 from lsr1_core.objectives import PROFILE_DIMS, PROFILE_FAMILIES
 from lsr1_core.runs import read_metrics
 from lsr1_core.runs.root import runs_root
@@ -32,23 +32,23 @@ def _load(name):
 def precomputed_profiles():
     res = _load("profiles.json")
     if res is None:
-        st.info("No precomputed profiles found; run `python -m lsr1_core.experiments.profiles` or use the bench.")
+        st.info("No precomputed profiles found; run `python -m experiments.profiles` or use the bench.")
         return
     st.caption(f"{len(res['table'])} problems, {res['steps']} iterations each, the paper's measure "
-               "m = ‖x̂ − x*‖/‖x_w − x*‖. Produced by `python -m lsr1_core.experiments.profiles`.")
+               "m = ‖x̂ − x*‖/‖x_w − x*‖. Produced by `python -m experiments.profiles`.")
     st.plotly_chart(profile_figure(res["taus"], res["profile"], res["auc"], NAMES), key="bm_prof")
 
 
 def precomputed_quadratics():
     res = _load("quadratics.json")
     if res is None:
-        st.info("No precomputed quadratic results; run `python -m lsr1_core.experiments.quadratics`.")
+        st.info("No precomputed quadratic results; run `python -m experiments.quadratics`.")
         return
     fig3 = res["fig3"]
     buffers = [int(b) for b in fig3["buffers"]]
     L = st.select_slider("buffer size L", buffers, value=buffers[-1], key="bm_L")
     st.caption(f"32 test quadratics at N = {fig3['n']}, L-SR1 trained at N = 2 "
-               "(`python -m lsr1_core.experiments.quadratics`).")
+               "(`python -m experiments.quadratics`).")
     st.plotly_chart(convergence_figure(fig3, L), key="bm_quad")
 
 

@@ -17,15 +17,16 @@ import os
 import numpy as np
 import streamlit as st
 
+from explorer import hmr_cache
 from explorer import hmr_data as data
 from explorer.component_files import plain_figure
 from explorer.components.step_view import step_view
+from explorer.hmr_export import mesh_download, metrics_csv
+from explorer.hmr_prepare import DEFAULT_VIEW
 from lsr1_core.errors import LSR1Error
-from lsr1_core.hmr import BodyModelError, CameraConfig, diskcache
+from lsr1_core.hmr import BodyModelError, CameraConfig
 from lsr1_core.hmr.compare import FITTERS, LABELS, LEARNED
 from lsr1_core.hmr.data import project
-from lsr1_core.hmr.export import mesh_download, metrics_csv
-from lsr1_core.hmr.prepare import DEFAULT_VIEW
 from lsr1_core.hmr.render import render_status
 from lsr1_core.viz.hmr import (OVERLAY_PX, curves_at, curves_figure, evaluation_figure, evaluation_table,
                                keypoint_figure, mesh_rgb, overlay_at, overlay_figure, overlay_window,
@@ -145,11 +146,11 @@ def render():
         st.error(f"A checkpoint could not be loaded: {e}")
         return
     fit_key = (sample_key, tuple(ckpt_key), cfg["classical"], cfg["steps"])
-    if diskcache.DAMAGED:  # empty or damaged cache files (e.g. left by a crash): deleted and computed again
-        names = ", ".join(name for name, _ in diskcache.DAMAGED[:3]) + (" …" if len(diskcache.DAMAGED) > 3 else "")
-        st.info(f"{len(diskcache.DAMAGED)} damaged cache entr{'y was' if len(diskcache.DAMAGED) == 1 else 'ies were'} "
-                f"found in {diskcache.cache_dir()} and rebuilt ({names}: {diskcache.DAMAGED[0][1]}).")
-        diskcache.DAMAGED.clear()
+    if hmr_cache.DAMAGED:  # empty or damaged cache files (e.g. left by a crash): deleted and computed again
+        names = ", ".join(name for name, _ in hmr_cache.DAMAGED[:3]) + (" …" if len(hmr_cache.DAMAGED) > 3 else "")
+        st.info(f"{len(hmr_cache.DAMAGED)} damaged cache entr{'y was' if len(hmr_cache.DAMAGED) == 1 else 'ies were'} "
+                f"found in {hmr_cache.cache_dir()} and rebuilt ({names}: {hmr_cache.DAMAGED[0][1]}).")
+        hmr_cache.DAMAGED.clear()
 
     left, right = st.columns([1.25, 2])
     left.plotly_chart(keypoint_figure(kp2d, conf, true_uv), key="hmr_keypoints", config={"displayModeBar": False})

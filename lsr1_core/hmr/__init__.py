@@ -1,17 +1,17 @@
 """Human mesh recovery: L-SR1 against LGD on a real body model (paper §5.2, appendix C.2.3).
 
-    from lsr1_core.hmr import AnnyBody, test_set, load_pretrained, run_methods
+    from lsr1_core.hmr import AnnyBody, test_set, load_pretrained, fit_methods
     body = AnnyBody()                       # the embedded Anny body (no download)
     batch = test_set(body)                  # fixed, seeded test set from held-out mocap clips
     models = load_pretrained(body)          # {"lgd": …, "lsr1": …, "lsr1_nosec": …}
-    fits = run_methods(body, batch.subset(slice(0, 4)), models, steps=15)
+    fit = fit_methods(body, batch.subset(slice(0, 4)), models, steps=15)   # every method from one start
 """
 from __future__ import annotations
 
 from ..checkpoints import PRETRAINED_DIR
 from .anny_body import AnnyBody
 from .body import COCO18, EVAL14, BodyModel, BodyModelError
-from .compare import curves_of, evaluate_model, run_methods, step_metrics
+from .compare import curves_of, evaluate_model, fit_methods, step_metrics
 from .data import CameraConfig, HMRBatch, PoseSampler, make_batch, normalise_keypoints, test_set, validation_set
 from .models import HMRModel, HMRModelConfig, HMRObjective, classical_fit, load_hmr_model, save_hmr_model
 
@@ -31,5 +31,5 @@ def load_pretrained(body: BodyModel, names=None, device="cpu") -> dict:
 
 __all__ = ["COCO18", "EVAL14", "BodyModel", "BodyModelError", "CameraConfig", "HMRBatch", "PoseSampler",
            "make_batch", "normalise_keypoints", "test_set", "validation_set", "load_pretrained", "PRETRAINED_HMR",
-           "AnnyBody", "run_methods", "evaluate_model", "curves_of", "step_metrics", "HMRModel", "HMRModelConfig",
+           "AnnyBody", "fit_methods", "evaluate_model", "curves_of", "step_metrics", "HMRModel", "HMRModelConfig",
            "HMRObjective", "classical_fit", "load_hmr_model", "save_hmr_model", "PRETRAINED_DIR"]

@@ -1,5 +1,6 @@
 """Fit observations with every chosen method from one start and summarise the fits step by step: the Human
-mesh recovery page's sample view (:func:`fit_methods`) and its test-set evaluation (:func:`evaluate_steps`).
+mesh recovery page's sample view and the reports (:func:`fit_methods`, the one fitting entry point) and the
+page's test-set evaluation (:func:`evaluate_steps`).
 
     from lsr1_core.hmr import AnnyBody, load_pretrained, test_set
     from lsr1_core.hmr.compare import evaluate_steps
@@ -70,27 +71,6 @@ def evaluate_model(model: HMRModel, body: BodyModel, batch: HMRBatch, steps: int
     return curves_of(body, batch, obj, res)
 
 
-def run_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], steps: int,
-                classical: tuple[str, ...] = ("adam", "lbfgs"), init_model: str | None = None,
-                classical_kwargs: dict | None = None) -> dict[str, FitResult]:
-    """Fit ``batch`` with each learned model and each classical method; the classical ones start
-    from ``init_model``'s initializer (default: the first model). Returns FitResults by name."""
-    obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
-    out: dict[str, FitResult] = {}
-    for name, m in models.items():
-        with torch.no_grad(), m.inference(rows=len(batch)):
-            r = m.fit(obj, steps)
-        out[name] = FitResult([p.detach() for p in r.poses], [s.detach() for s in r.shapes],
-                              [f.detach() for f in r.f])
-    if classical and models:
-        start = models[init_model or next(iter(models))]
-        with torch.no_grad(), start.inference(rows=len(batch)):
-            p0, s0 = start.initial(obj)
-        for c in classical:
-            out[c] = classical_fit(c, obj, p0, s0, steps, **(classical_kwargs or {}).get(c, {}))
-    return out
-
-
 ORDER = ("lsr1", "lgd", "lsr1_nosec", "adam", "lbfgs", "lsr1_qn")
 LEARNED = {"lsr1": "lsr1", "lgd": "lgd", "lsr1_nosec": "lsr1"}  # learned slot → the checkpoint's method
 CLASSICAL = ("adam", "lbfgs")
@@ -100,12 +80,15 @@ METRICS = (("reproj", "2-D reprojection error (px)"), ("mpjpe", "MPJPE (mm)"), (
 
 
 def fit_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], steps: int,
-                classical: tuple[str, ...] = CLASSICAL, progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Fit ``batch`` with each learned model (by slot) and each classical method; the classical ones start from
-    L-SR1's initializer when it is chosen, else the first model's, else from the rest pose. Returns numpy
-    ``poses[name]`` (steps + 1, B, P), ``shapes[name]`` (steps + 1, B, S), ``metrics[name][metric]``
-    (steps + 1, B) for reproj/mpjpe/pa_mpjpe/f, ``seconds[name]`` (wall time of the fit), ``start`` (the
-    slot whose initializer the classical methods used, or None) and ``order`` (the methods fitted)."""
+                classical: tuple[str, ...] = CLASSICAL, progress: Callable[[int, int, str], None] | None = None,
+                *, results: bool = False) -> dict:
+    """Fit ``batch`` with each learned model (by slot) and each classical method: the one fitting entry point of
+    the page, its evaluation and the reports. The classical methods start from L-SR1's initializer when it is
+    chosen, else the first model's, else from the rest pose. Returns numpy ``poses[name]`` (steps + 1, B, P),
+    ``shapes[name]`` (steps + 1, B, S), ``metrics[name][metric]`` (steps + 1, B) for reproj/mpjpe/pa_mpjpe/f,
+    ``seconds[name]`` (wall time of the fit), ``start`` (the slot whose initializer the classical methods used,
+    or None) and ``order`` (the methods fitted); with ``results`` also ``results[name]``, each method's
+    :class:`FitResult` (torch tensors, detached), for per-sample metrics of one's own."""
     obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
     names = [n for n in ORDER if n in models] + [n for n in models if n not in ORDER]
     todo = names + list(classical)
@@ -118,7 +101,10 @@ def fit_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], s
     for i, name in enumerate(names):
         tick(i, name)
         t0 = time.perf_counter()
-        fits.update(run_methods(body, batch, {name: models[name]}, steps, classical=()))
+        with torch.no_grad(), models[name].inference(rows=len(batch)):
+            r = models[name].fit(obj, steps)
+        fits[name] = FitResult([p.detach() for p in r.poses], [s.detach() for s in r.shapes],
+                               [f.detach() for f in r.f])
         seconds[name] = time.perf_counter() - t0
     start = ("lsr1" if "lsr1" in models else names[0]) if names else None
     if classical:
@@ -146,11 +132,13 @@ def fit_methods(body: BodyModel, batch: HMRBatch, models: dict[str, HMRModel], s
         out["poses"][name], out["shapes"][name] = P.float().numpy(), S.float().numpy()
         m = step_metrics(body, rep, rep_obj, P.reshape(K * len(batch), -1), S.reshape(K * len(batch), -1))
         out["metrics"][name] = {k: v.reshape(K, len(batch)).float().numpy() for k, v in m.items()}
+    if results:
+        out["results"] = {name: fits[name] for name in out["order"]}
     return out
 
 
 def curves(fit: dict) -> dict[str, dict[str, list[float]]]:
-    """Per-step means over the batch (what ``evaluate.curves_of`` gives): name → metric → list."""
+    """Per-step means over the batch (what :func:`curves_of` gives): name → metric → list."""
     return {n: {k: [float(v) for v in a.mean(1)] for k, a in m.items()} for n, m in fit["metrics"].items()}
 
 

@@ -4,7 +4,7 @@ SMPL (Loper et al. 2015) is licensed separately and not shipped: the user points
 their copy, either with ``SMPLBody(model_path=...)`` or with the environment variable
 ``LSR1_SMPL_MODEL`` (a model file such as ``SMPL_NEUTRAL.pkl`` or
 ``basicModel_neutral_lbs_10_207_0_v1.0.0.pkl``, or a folder holding one). The file is read by
-``formats.safe_load_pickle`` (numpy / scipy / chumpy data only; never arbitrary code), its chumpy
+``safe_unpickle.safe_load_pickle`` (numpy / scipy / chumpy data only; never arbitrary code), its chumpy
 nodes evaluated to arrays, and the arrays handed to ``smplx.SMPL`` as its ``data_struct``, so smplx
 never unpickles anything itself. ``.npz`` model files load with ``allow_pickle=False``.
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .body import COCO18, BodyModel, BodyModelError
-from .formats import DataFormatError, UnsafePickleError, safe_load_pickle, to_numpy
+from ..safe_unpickle import DataFormatError, UnsafePickleError, safe_load_pickle, to_numpy
 
 ENV_VAR = "LSR1_SMPL_MODEL"
 SMPL_URL = "https://smpl.is.tue.mpg.de"

@@ -8,7 +8,8 @@ y = sign(A_b w_true + noise) (noisy, not separable). The objective is convex wit
 Hessian; :meth:`BatchedLogistic.minimizer` solves every row to ‖∇f‖ ≈ 10⁻¹³ by a damped Newton method (batched, in
 float64) once, so f* is known to rounding. :func:`logistic_family` draws a batch of problems and starts from a
 seeded generator (used by the headroom benchmark, lsr1_core.experiments.headroom). The older
-``lsr1_core.objectives.extra.LogisticRegression`` is a single fixed data set shared by every row.
+``experiments.extra_functions.LogisticRegression`` (the generality report's) is a single fixed data set shared
+by every row.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Least-squares test problems of Moré, Garbow & Hillstrom (ACM TOMS 7, 1981), f = Σ rᵢ(x)², each with its
 standard start and a global minimum f* = 0. The peers benchmark uses them as a set that nothing in the project
-was tuned on (``python -m lsr1_core.experiments.peers``).
+was tuned on (``python -m experiments.peers``).
 
 =====================  ====  =========================================================
 name (MGH number)      N     note

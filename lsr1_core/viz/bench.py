@@ -2,7 +2,7 @@
 ones and runs/), and the reason for every failure.
 
 ``live_profiles`` runs every chosen entry on every problem of a subset of the paper's suite (C.2.2) and scores it
-with the paper's measure; unlike ``experiments.profiles.compute`` (the fixed Figure 3c run) an L-SR1 entry is any
+with the paper's measure; unlike the report ``python -m experiments.profiles`` (the fixed Figure 3c run) an L-SR1 entry is any
 checkpoint, and each failure keeps its reason ("diverged at step 4: objective value became non-finite", "no
 stable learning rate in the grid", the exception's message) instead of only an infinite measure.
 """
@@ -22,7 +22,7 @@ from ..learned import LSR1Solver
 from ..objectives import profile_suite
 from ..solvers import run
 from ..solvers.tuning import tune_lr
-from ..experiments.profiles import FIXED, TUNED, build
+from ..analysis.profile_solvers import FIXED, TUNED, build
 from ..device import single_thread
 
 

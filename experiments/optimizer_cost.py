@@ -1,6 +1,6 @@
 """Wall time per evaluation of ``LSR1Optimizer`` beside ``torch.optim.LBFGS`` (issue 23's cost target).
 
-    python -m lsr1_core.experiments.optimizer_cost [--sizes 1000 100000 1000000] [--steps 30] [--out docs]
+    python -m experiments.optimizer_cost [--sizes 1000 100000 1000000] [--steps 30] [--out docs]
 
 A ridge regression with N parameters (64 samples, float32, one torch thread), 30 ``step`` calls each: the qn form
 from ``pretrained/qn_quadratic`` (the README's "on your own model" use; its output layers are zero, so its networks
@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from ..checkpoints import PRETRAINED_DIR
-from ..errors import NonFiniteError
-from ..learned import LSR1Optimizer
+from lsr1_core.checkpoints import PRETRAINED_DIR
+from lsr1_core.errors import NonFiniteError
+from lsr1_core.learned import LSR1Optimizer
+
+from ._report import command, machine, out_dir, write_report
 
 
 def measure(n: int, method: str, steps: int = 30, seed: int = 0) -> dict:
@@ -65,18 +66,15 @@ def measure(n: int, method: str, steps: int = 30, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.optimizer_cost", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=command("optimizer_cost"), description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--out", default="docs")
     a = ap.parse_args(argv)
     if any(n < 1 for n in a.sizes) or a.steps < 1:
         ap.error("--sizes and --steps must be positive integers")
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        ap.error(f"--out {out} is a file, not a directory")
+    out = out_dir(ap, a.out)
     torch.set_num_threads(1)
-    from ..bench import machine
     rows = []
     for n in a.sizes:
         for m in ("qn", "lbfgs") + (("paper",) if n <= 100_000 else ()):
@@ -86,7 +84,7 @@ def main(argv=None) -> int:
     names = {"qn": "LSR1Optimizer, qn form (`qn_quadratic`)", "paper": "LSR1Optimizer, paper form (`quadratic`)",
              "lbfgs": "torch.optim.LBFGS (strong Wolfe)"}
     lines = ["# LSR1Optimizer: wall time per evaluation", "",
-             f"Command: `python -m lsr1_core.experiments.optimizer_cost {' '.join(argv or sys.argv[1:])}`. "
+             f"Command: `{command('optimizer_cost', *(argv or sys.argv[1:]))}`. "
              f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
              "Ridge regression (64 samples, float32, one thread), the same 30 `step` calls for each, tolerances off. "
              "*Own* is the optimizer's share (total minus the time inside the closure). Target (issue 23): the qn "
@@ -105,8 +103,7 @@ def main(argv=None) -> int:
               "per-coordinate networks are skipped for this checkpoint (zero output layers). It needs about half the "
               "evaluations of torch's strong-Wolfe LBFGS here (the same final loss), which narrows but does not close "
               "the gap in total time. The paper form's per-coordinate networks run on every coordinate at every step."]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks_optimizer.md").write_text("\n".join(lines) + "\n")
+    write_report(out, "optimizer_cost", None, "\n".join(lines) + "\n", md_name="benchmarks_optimizer.md", echo=False)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Cost of the scale-free (qn) L-SR1 form against the paper form: ``python -m lsr1_core.bench_qn``.
+"""Cost of the scale-free (qn) L-SR1 form against the paper form: ``python -m experiments.bench_qn``.
 
 Measures, on one torch thread, (1) the time of one meta-iteration of each paper preset and its qn
 counterpart (same N, batch, K and L; also with both in float64, since the qn presets train in float64),
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .bench import machine
-from .learned import LSR1Config, LSR1Net, LSR1Solver
-from .meta import Trainer, preset
-from .objectives import Rosenbrock
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.meta import Trainer, preset
+from lsr1_core.objectives import Rosenbrock
+
+from ._report import command, machine, write_report
 
 
 def meta_seconds(name: str, iterations: int, **overrides) -> float:
@@ -49,7 +50,7 @@ def step_seconds(form: str, n: int = 10_000, steps: int = 10, dtype=torch.float3
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("bench_qn"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--out", default="docs/benchmarks_qn.md")
     a = ap.parse_args(argv)
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         rows.append((paper, t_paper, t_paper64, t_qn))
     sp, ep = step_seconds("paper")
     sq, eq = step_seconds("qn")
-    lines = ["# Cost of the scale-free L-SR1 form", "", f"Command: `python -m lsr1_core.bench_qn`. Machine: {machine()}.",
+    lines = ["# Cost of the scale-free L-SR1 form", "", f"Command: `{command('bench_qn')}`. Machine: {machine()}.",
              "", "## One meta-iteration (seconds)", "",
              "| preset | paper form (float32, as shipped) | paper form in float64 | qn form (float64, as shipped) | qn / paper (float64) |",
              "|---|---:|---:|---:|---:|"]
@@ -73,8 +74,7 @@ def main(argv=None) -> int:
               "| form | ms per step | objective evaluations per step |", "|---|---:|---:|",
               f"| paper | {1000 * sp:.1f} | {ep:.2f} |", f"| qn | {1000 * sq:.1f} | {eq:.2f} |",
               "", f"Ratio qn / paper: {sq / sp:.2f}×. Target (issue 13): ≤ 1.5× for both.", ""]
-    Path(a.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(Path(a.out).parent, "benchmarks_qn", None, "\n".join(lines), md_name=Path(a.out).name)
     return 0
 
 

@@ -1,6 +1,6 @@
 """A learned metric for the qn form on mesh recovery: the prior that couples coordinates (issue 13's HMR targets)
 
-    python -m lsr1_core.experiments.qn_hmr_metric [--steps 15] [--iterations 150] [--lr 0.01] [--batch 32] [--out docs]
+    python -m experiments.qn_hmr_metric [--steps 15] [--iterations 150] [--lr 0.01] [--batch 32] [--out docs]
 
 The qn form (untrained: SR1 with the two-scale H₀, the BFGS fallback, the recovery rule, u = 0, α = 1) runs in
 coordinates y with z = M y (started at y₀ = M⁻¹z₀): a learned dense matrix M (N × N, N = pose + shape dimensions) shared by every
@@ -17,20 +17,20 @@ Writes docs/results/qn_hmr_metric.json and docs/results_qn_hmr_metric.md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
-from ..hmr import test_set
-from ..hmr.compare import step_metrics
-from ..hmr.data import CameraConfig, PoseSampler, random_global_rotation, to_camera
-from ..hmr.models import HMRObjective
-from ..hmr.train import HMRProblem, HMRTrainConfig
-from ..learned import LSR1Config, LSR1Net
-from ..learned.qn import qn_init_state, qn_step
-from ..objectives.base import Objective
+from lsr1_core.hmr import test_set
+from lsr1_core.hmr.compare import step_metrics
+from lsr1_core.hmr.data import CameraConfig, PoseSampler, random_global_rotation, to_camera
+from lsr1_core.hmr.models import HMRObjective
+from lsr1_core.hmr.train import HMRProblem, HMRTrainConfig
+from lsr1_core.learned import LSR1Config, LSR1Net
+from lsr1_core.learned.qn import qn_init_state, qn_step
+from lsr1_core.objectives.base import Objective
+
+from ._report import command, write_report
 
 
 class Metric(Objective):
@@ -165,7 +165,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("qn_hmr_metric"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--lr", type=float, default=0.01)
@@ -176,13 +176,8 @@ def main(argv=None) -> int:
     if a.steps < 4 or a.iterations < 1 or not a.lr > 0 or a.batch < 1 or a.every < 1:
         ap.error("--steps must be >= 4, --iterations, --batch and --every >= 1, --lr positive")
     res = evaluate(a.steps, a.iterations, a.lr, a.batch, a.every)
-    out = Path(a.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "qn_hmr_metric.json").write_text(json.dumps(res, indent=1))
-    md = markdown(res, f"python -m lsr1_core.experiments.qn_hmr_metric --steps {a.steps} --iterations "
-                       f"{a.iterations} --lr {a.lr} --batch {a.batch}")
-    (out / "results_qn_hmr_metric.md").write_text(md)
-    print(md)
+    write_report(a.out, "qn_hmr_metric", res, markdown(res, command(
+        "qn_hmr_metric", f"--steps {a.steps} --iterations {a.iterations} --lr {a.lr} --batch {a.batch}")))
     return 0
 
 

@@ -1,5 +1,5 @@
 """An on-disk cache of what the Human mesh recovery page computes before it can show anything: the shipped
-test set and each sample's fits. ``scripts/setup.sh`` (through ``lsr1_core.hmr.prepare``) fills it for the
+test set and each sample's fits. ``scripts/setup.sh`` (through ``explorer.hmr_prepare``) fills it for the
 page's default view, the page adds every sample it fits; a later process reads them in milliseconds.
 
 Where: ``$LSR1_CACHE_DIR`` or ``~/.cache/lsr1_explorer``. Entries are keyed by everything they depend on: the
@@ -23,9 +23,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import HMRBatch, test_set
+import lsr1_core
+from lsr1_core.hmr.data import HMRBatch, test_set
 
-HERE = Path(__file__).resolve().parent
+LIB = Path(lsr1_core.__file__).resolve().parent  # the library's source
+HERE = Path(__file__).resolve().parent            # explorer/
 
 
 def cache_dir() -> Path:
@@ -34,19 +36,21 @@ def cache_dir() -> Path:
 
 # the code what is cached depends on (body model, data, fitting methods, learned and classical solvers, the
 # renderer and the overlays' framing and colours), as globs under lsr1_core/, less the hmr modules that do not
-# touch it; scripts/setup.sh hashes the same files to decide whether to run prepare again
+# touch it, and the explorer modules that fill and read the cache; scripts/setup.sh hashes the same files to
+# decide whether to run explorer.hmr_prepare again
 SOURCE_GLOBS = ("checkpoints.py", "device.py", "operators.py", "trace.py", "hmr/*.py", "learned/*.py",
                 "solvers/*.py", "objectives/*.py", "viz/hmr.py", "viz/palette.py")
-NOT_SOURCES = ("hmr/bench.py", "hmr/export.py", "hmr/formats.py", "hmr/smpl.py", "hmr/train.py")
+NOT_SOURCES = ("hmr/formats.py", "hmr/smpl.py", "hmr/train.py")
+EXPLORER_SOURCES = ("hmr_cache.py", "hmr_prepare.py")
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """A digest of the source a cached result depends on (``SOURCE_GLOBS``) and the torch version."""
     h = hashlib.blake2b(torch.__version__.encode(), digest_size=8)
-    files = {f for g in SOURCE_GLOBS for f in HERE.parent.glob(g)} - {HERE.parent / n for n in NOT_SOURCES}
-    for f in sorted(files):
-        h.update(str(f.relative_to(HERE.parent)).encode())
+    files = {f for g in SOURCE_GLOBS for f in LIB.glob(g)} - {LIB / n for n in NOT_SOURCES}
+    for f in sorted(files) + [HERE / n for n in EXPLORER_SOURCES]:
+        h.update(f"{f.parent.name}/{f.name}".encode())
         h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -120,7 +124,8 @@ def save_batch(key: str, batch: HMRBatch) -> None:
 
 
 def load_fit(key: str) -> dict | None:
-    """A fit of ``compare.fit_methods`` (numpy arrays and plain values) saved by :func:`save_fit`, or None."""
+    """A fit of ``lsr1_core.hmr.compare.fit_methods`` (numpy arrays and plain values) saved by :func:`save_fit`,
+    or None."""
     path = cache_dir() / f"fit_{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -17,8 +17,8 @@ import zipfile
 
 import numpy as np
 
-from .compare import LABELS
-from .data import CameraConfig
+from lsr1_core.hmr.compare import LABELS
+from lsr1_core.hmr.data import CameraConfig
 
 # per-step metric → CSV column (units in the name)
 METRIC_COLUMNS = {"reproj": "reproj_px", "mpjpe": "mpjpe_mm", "pa_mpjpe": "pa_mpjpe_mm", "f": "objective"}

@@ -1,6 +1,6 @@
 """Reproduction of the paper's quadratic experiments (Figure 3a/3b) and dimension generalisation.
 
-    python -m lsr1_core.experiments.quadratics [--sec pretrained/quadratic --nosec pretrained/quadratic_nosec]
+    python -m experiments.quadratics [--sec pretrained/quadratic --nosec pretrained/quadratic_nosec]
 
 Writes docs/results/quadratics.json, docs/figures/fig3a_objective.png, docs/figures/fig3b_cosine.png,
 docs/figures/dim_generalisation.png and the markdown section docs/results_quadratics.md.
@@ -8,19 +8,20 @@ docs/figures/dim_generalisation.png and the markdown section docs/results_quadra
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..analysis import trace_newton_cosines
-from ..learned.io import load_model
-from ..learned import LSR1Solver
-from ..objectives import quadratic_split
-from ..objectives.quadratic import spectrum_quadratics
-from ..solvers import make_solver, run
+from lsr1_core.analysis import trace_newton_cosines
+from lsr1_core.learned.io import load_model
+from lsr1_core.learned import LSR1Solver
+from lsr1_core.objectives import quadratic_split
+from lsr1_core.objectives.quadratic import spectrum_quadratics
+from lsr1_core.solvers import make_solver, run
+
+from ._report import command, write_report
 
 BUFFERS = (1, 2, 4, 8)
 STEPS = 20
@@ -196,7 +197,7 @@ def markdown(results: dict, dims: dict | None, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.quadratics")
+    ap = argparse.ArgumentParser(prog=command("quadratics"))
     ap.add_argument("--sec", default="pretrained/quadratic")
     ap.add_argument("--nosec", default="pretrained/quadratic_nosec")
     ap.add_argument("--qn", default="pretrained/qn_quadratic", help="the scale-free form's checkpoint ('' to leave out)")
@@ -206,13 +207,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     res = fig3(args.sec, args.nosec, qn_path=args.qn or None)
     dims = None if args.no_dims else dim_generalisation(args.sec)
-    out = Path(args.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "quadratics.json").write_text(json.dumps({"fig3": res, "dims": dims}, indent=1))
-    plot(res, dims, out / "figures")
-    cmd = "python -m lsr1_core.experiments.quadratics " + " ".join(argv or [])
-    (out / "results_quadratics.md").write_text(markdown(res, dims, cmd.strip()) + "\n")
-    print((out / "results_quadratics.md").read_text())
+    write_report(args.out, "quadratics", {"fig3": res, "dims": dims}, None)
+    plot(res, dims, Path(args.out) / "figures")
+    write_report(args.out, "quadratics", None, markdown(res, dims, command("quadratics", *(argv or []))) + "\n")
     return 0
 
 

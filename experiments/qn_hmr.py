@@ -1,6 +1,6 @@
 """Human mesh recovery with the scale-free L-SR1 form beside LGD, the paper-form L-SR1, Adam and L-BFGS.
 
-    python -m lsr1_core.experiments.qn_hmr [--n-test 256] [--steps 15] [--model pretrained/qn_quadratic]
+    python -m experiments.qn_hmr [--n-test 256] [--steps 15] [--model pretrained/qn_quadratic]
 
 Every method starts from the shipped models' shared, frozen initializer on the held-out test set (the same
 setting as docs/results_hmr.md). The qn form runs on z = [θ, β] as one vector (the body-model objective is an
@@ -11,18 +11,19 @@ docs/results_qn_hmr.md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from ..hmr import CameraConfig, load_pretrained, test_set
-from ..hmr.anny_body import AnnyBody
-from ..hmr.compare import curves_of, run_methods, step_metrics
-from ..hmr.models import FitResult, HMRObjective, load_hmr_model
-from ..learned import LSR1Config, LSR1Net, LSR1Solver
-from ..solvers import run
+from lsr1_core.hmr import CameraConfig, load_pretrained, test_set
+from lsr1_core.hmr.anny_body import AnnyBody
+from lsr1_core.hmr.compare import CLASSICAL, curves_of, fit_methods, step_metrics
+from lsr1_core.hmr.models import FitResult, HMRObjective, load_hmr_model
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.solvers import run
+
+from ._report import command, write_report
 
 
 def qn_fit(solver, obj, pose0, shape0, steps):
@@ -48,7 +49,8 @@ def evaluate(n_test=256, steps=15, model="pretrained/qn_quadratic", hmr_models=(
         nosec = float(card.get("train_config", {}).get("secant_weight", 1.0)) == 0.0
         models["lsr1_qn_hmr_nosec" if nosec else "lsr1_qn_hmr"] = m
     batch = test_set(body, n=n_test)
-    fits = run_methods(body, batch, models, steps, init_model="lsr1")
+    fitted = fit_methods(body, batch, models, steps, results=True)["results"]  # from L-SR1's initializer
+    fits = {name: fitted[name] for name in [*models, *CLASSICAL]}  # the report's order: learned, then classical
     obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
     with torch.no_grad(), models["lsr1"].inference(rows=len(batch)):
         p0, s0 = models["lsr1"].initial(obj)
@@ -100,7 +102,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("qn_hmr"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-test", type=int, default=256)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--model", default="pretrained/qn_quadratic",
@@ -112,15 +114,9 @@ def main(argv=None) -> int:
     if a.n_test < 1 or a.steps < 4:
         ap.error("--n-test must be >= 1 and --steps >= 4")
     res = evaluate(a.n_test, a.steps, a.model, a.hmr_model)
-    out = Path(a.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "qn_hmr.json").write_text(json.dumps(res, indent=1))
-    cmd = f"python -m lsr1_core.experiments.qn_hmr --n-test {a.n_test} --steps {a.steps} --model {a.model}"
-    if a.hmr_model:
-        cmd += " --hmr-model " + " ".join(a.hmr_model)
-    md = markdown(res, cmd)
-    (out / "results_qn_hmr.md").write_text(md)
-    print(md)
+    cmd = command("qn_hmr", f"--n-test {a.n_test} --steps {a.steps} --model {a.model}",
+                  "--hmr-model " + " ".join(a.hmr_model) if a.hmr_model else "")
+    write_report(a.out, "qn_hmr", res, markdown(res, cmd))
     return 0
 
 

@@ -1,8 +1,8 @@
 """Generality benchmark: the qn form of L-SR1 on standard test functions that no other suite of the project uses.
 
-    python -m lsr1_core.experiments.generality [--steps 100] [--dims 2 10 100] [--out docs]
+    python -m experiments.generality [--steps 100] [--dims 2 10 100] [--out docs]
 
-For every function of :mod:`lsr1_core.objectives.extra` × N (rounded up to the function's block size: the
+For every function of :mod:`experiments.extra_functions` × N (rounded up to the function's block size: the
 extended Powell and Wood functions need N = 4k) × 2 seeded starts × f multiplied by c ∈ {10⁻³, 1, 10³} (the
 :class:`~lsr1_core.objectives.transforms.Scaled` transform), and for the separable / axis-aligned functions also a
 shifted and rotated variant f(R(x − o)) started from the equivalent point, it runs
@@ -28,15 +28,16 @@ import statistics
 import time
 import traceback
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
-from ..checkpoints import PRETRAINED_DIR
-from ..learned import LSR1Config, LSR1Net, LSR1Solver
-from ..objectives.extra import EXTRA_FUNCTIONS, ROTATABLE, ShiftRotated, defined_dim, extra_function
-from ..objectives.transforms import Scaled
-from ..solvers import make_solver, run
+from lsr1_core.checkpoints import PRETRAINED_DIR
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.objectives.transforms import Scaled
+from lsr1_core.solvers import make_solver, run
+
+from ._report import command, out_dir, write_report
+from .extra_functions import EXTRA_FUNCTIONS, ROTATABLE, ShiftRotated, defined_dim, extra_function
 
 TOL = 1e-6          # reached: f − f* ≤ TOL·(f₀ − f*)
 FLOOR = 1e-12       # relative gaps below this count as converged when comparing two solvers
@@ -261,7 +262,7 @@ def analyse(records, solvers) -> dict:
 
 
 def _snippet(r) -> str:
-    return (f"from lsr1_core.experiments.generality import reproduce; tr = reproduce({r['function']!r}, {r['N']}, "
+    return (f"from experiments.generality import reproduce; tr = reproduce({r['function']!r}, {r['N']}, "
             f"c={r['c']:g}, start={r['start']}, variant={r['variant']!r}, solver={r['solver']!r})")
 
 
@@ -377,7 +378,7 @@ def markdown(res: dict, cmd: str) -> str:
              f"{cfg['starts']} seeded starts per problem, f multiplied by c ∈ {{{', '.join(f'{c:g}' for c in cfg['scales'])}}}; "
              "the separable / axis-aligned functions also as f(R(x − o)) (seeded rotation and shift, equivalent "
              f"start; c ∈ {{{', '.join(f'{c:g}' for c in cfg['rot_scales'])}}}). Functions: " + ", ".join(sorted({r['function'] for r in res['records']})) +
-             " (definitions and f* in `lsr1_core/objectives/extra.py`). Extended Powell and Wood need N = 4k: "
+             " (definitions and f* in `experiments/extra_functions.py`). Extended Powell and Wood need N = 4k: "
              "N is rounded up (2 → 4, 10 → 12).", "",
              f"A run *reaches* the tolerance when (f − f*) ≤ {cfg['tol']:g}·(f₀ − f*). *Relative gap*: "
              "(f_T − f*)/(f₀ − f*) at the last step (log10 clamped at −16). *> 10× worse than L-BFGS*: the relative "
@@ -444,7 +445,7 @@ def markdown(res: dict, cmd: str) -> str:
                      f"{f['steps_to_tol'] if f['steps_to_tol'] is not None else 'not reached'} / "
                      f"{f['lbfgs_steps_to_tol'] if f['lbfgs_steps_to_tol'] is not None else 'not reached'} | "
                      f"{_fmt(f['g_rel'], '.1e')} / {_fmt(f['lbfgs_g_rel'], '.1e')} |")
-    lines += ["", "Reproduce one run: `from lsr1_core.experiments.generality import reproduce; "
+    lines += ["", "Reproduce one run: `from experiments.generality import reproduce; "
               "tr = reproduce('wood', 4, c=1e3, start=1, variant='rot', solver='qn')` (the JSON has the snippet of "
               "every failure)."]
     return "\n".join(lines) + "\n"
@@ -464,7 +465,7 @@ def clean(obj):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("generality"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 10, 100])
     ap.add_argument("--functions", nargs="+", default=None, choices=sorted(EXTRA_FUNCTIONS))
@@ -483,9 +484,7 @@ def main(argv=None) -> int:
     if any(not (math.isfinite(c) and c > 0) for c in list(args.scales) + list(args.rot_scales)):
         ap.error(f"--scales and --rot-scales must be positive and finite, got {args.scales} and {args.rot_scales}")
     torch.set_num_threads(1)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():  # refused before anything runs, not after the whole benchmark
-        ap.error(f"--out {out} is a file, not a directory")
+    out = out_dir(ap, args.out)  # refused before anything runs, not after the whole benchmark
     for target in (out / "results" / "generality.json", out / "results_generality.md", out / "results"):
         if target.exists() and (target.is_dir() != (target.name == "results")):
             ap.error(f"{target} is in the way: expected a {'directory' if target.name == 'results' else 'file'}")
@@ -508,22 +507,19 @@ def main(argv=None) -> int:
                     r["stalled"] = _stalled(r["steps_to_tol"], r["flat_tail"], r.get("g_rel"), r["diverged"])
             res.update(analyse(records, solvers))
             cfg = res["config"]
-            res.setdefault("command", "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(
-                cfg["steps"], " ".join(map(str, cfg["dims"]))))
+            res.setdefault("command", command("generality", f"--steps {cfg['steps']} --dims "
+                                              + " ".join(map(str, cfg["dims"]))))
             md = markdown(res, res["command"])
             text = json.dumps(clean(res), indent=1, allow_nan=False)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError,
                 statistics.StatisticsError) as e:
             ap.error(f"{path} is not a generality result this version can read ({type(e).__name__}: {e})")
         # written only once everything was read and rendered: a bad file leaves both outputs as they were
-        (out / "results" / "generality.json").write_text(text)
-        (out / "results_generality.md").write_text(md)
-        print(md)
+        write_report(out, "generality", text, md)
         return 0
     res = run_benchmark(dims=args.dims, steps=args.steps, functions=args.functions, solvers=args.solvers,
                         scales=tuple(args.scales), rot_scales=tuple(args.rot_scales), log=lambda m: print(m, flush=True))
-    cmd = "python -m lsr1_core.experiments.generality --steps {} --dims {}".format(
-        args.steps, " ".join(map(str, args.dims)))
+    cmd = command("generality", f"--steps {args.steps} --dims " + " ".join(map(str, args.dims)))
     if args.functions:
         cmd += " --functions " + " ".join(args.functions)
     if args.solvers:
@@ -533,11 +529,7 @@ def main(argv=None) -> int:
     if list(args.rot_scales) != list(ROT_SCALES):
         cmd += " --rot-scales " + " ".join(f"{c:g}" for c in args.rot_scales)
     res["command"] = cmd
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "generality.json").write_text(json.dumps(clean(res), indent=1, allow_nan=False))
-    md = markdown(res, cmd)
-    (out / "results_generality.md").write_text(md)
-    print(md)
+    write_report(out, "generality", clean(res), markdown(res, cmd), allow_nan=False)
     return 0
 
 

@@ -1,6 +1,6 @@
 """A pretrained L-SR1 on a small ReLU network (the README's "on your own model" use), in no training suite.
 
-    python -m lsr1_core.experiments.qn_mlp [--seeds 4] [--steps 100] [--out docs]
+    python -m experiments.qn_mlp [--seeds 4] [--steps 100] [--out docs]
 
 Regression of y = sin(Xa) + 0.1·X₁² (256 points, 8 inputs) with a 8-32-32-1 ReLU MLP, full batch, from the
 same initial weights per seed: ``LSR1Optimizer`` with ``pretrained/qn_quadratic`` (the scale-free form, BFGS
@@ -13,15 +13,15 @@ Writes docs/results/qn_mlp.json and docs/results_qn_mlp.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 
 import torch
 
-from ..checkpoints import PRETRAINED_DIR
-from ..learned import LSR1Optimizer
-from ..learned.io import load_model
+from lsr1_core.checkpoints import PRETRAINED_DIR
+from lsr1_core.learned import LSR1Optimizer
+from lsr1_core.learned.io import load_model
+
+from ._report import command, write_report
 
 
 def problem(seed: int):
@@ -93,7 +93,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("qn_mlp"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--out", default="docs")
@@ -101,12 +101,7 @@ def main(argv=None) -> int:
     if a.seeds < 1 or a.steps < 1:
         ap.error("--seeds and --steps must be at least 1")
     res = evaluate(a.seeds, a.steps)
-    out = Path(a.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "qn_mlp.json").write_text(json.dumps(res, indent=1))
-    md = markdown(res, f"python -m lsr1_core.experiments.qn_mlp --seeds {a.seeds} --steps {a.steps}")
-    (out / "results_qn_mlp.md").write_text(md)
-    print(md)
+    write_report(a.out, "qn_mlp", res, markdown(res, command("qn_mlp", f"--seeds {a.seeds} --steps {a.steps}")))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Table 4 ablation: validation loss for hidden width 64 vs 128 and the paper's encoder-input subsets.
 
-    python -m lsr1_core.experiments.ablation [--iterations 600]
+    python -m experiments.ablation [--iterations 600]
 
 Each configuration is meta-trained with the quadratic preset (C.2.1, relative secant penalty) for the same
 number of iterations and seed; we report the validation meta-loss of its best checkpoint as mean ± standard
@@ -10,17 +10,18 @@ at the last unrolled step. Writes docs/results/ablation.json and docs/results_ab
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 
-from ..learned import init_state, inference_mode, lsr1_step
-from ..learned.io import load_model
-from ..learned.secant import secant_penalty
-from ..meta import Trainer, preset
-from ..meta.tasks import MetaTask
+from lsr1_core.learned import init_state, inference_mode, lsr1_step
+from lsr1_core.learned.io import load_model
+from lsr1_core.learned.secant import secant_penalty
+from lsr1_core.meta import Trainer, preset
+from lsr1_core.meta.tasks import MetaTask
+
+from ._report import command, write_report
 
 # (hidden width, encoder inputs) of the paper's Table 4, in its order, with its validation losses
 CONFIGS = [(128, ("x", "g"), "-2.09 ± 1.85"), (128, ("x", "d", "g"), "-2.16 ± 1.95"),
@@ -42,7 +43,7 @@ def per_problem_losses(net, cfg):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.ablation")
+    ap = argparse.ArgumentParser(prog=command("ablation"))
     ap.add_argument("--iterations", type=int, default=600)
     ap.add_argument("--out", default="docs")
     args = ap.parse_args(argv)
@@ -58,11 +59,8 @@ def main(argv=None) -> int:
                      "val_loss_mean": float(losses.mean()), "val_loss_std": float(losses.std()),
                      "f_last_mean": float(f_last.mean()), "best_at": card["iterations"]})
         print(rows[-1], flush=True)
-    out = Path(args.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "ablation.json").write_text(json.dumps(rows, indent=1))
     lines = ["## Table 4 ablation: hidden width and encoder inputs", "",
-             f"Command: `python -m lsr1_core.experiments.ablation --iterations {args.iterations}`", "",
+             f"Command: `{command('ablation', f'--iterations {args.iterations}')}`", "",
              f"Quadratic preset (C.2.1) with the relative secant penalty, {args.iterations} meta-iterations each "
              "(the paper: 10 000), seed 0. Validation meta-loss of the best checkpoint, mean ± std over the 32 "
              "validation problems. Our meta-loss includes the relative secant term, so its level is not comparable "
@@ -72,8 +70,7 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['hidden']} | {', '.join(r['features'])} | {r['val_loss_mean']:.2f} ± {r['val_loss_std']:.2f} "
                      f"| {r['f_last_mean']:.2f} | {r['best_at']} | {r['paper']} |")
-    (out / "results_ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "ablation", rows, "\n".join(lines) + "\n")
     return 0
 
 

@@ -1,8 +1,8 @@
 """The qn form against what a user would pick instead, at equal evaluations.
 
-    python -m lsr1_core.experiments.peers [--iters 300] [--dims 2 10 100] [--sets generality mgh] [--out docs]
+    python -m experiments.peers [--iters 300] [--dims 2 10 100] [--sets generality mgh] [--out docs]
 
-Problems: the generality suite (:mod:`lsr1_core.objectives.extra`: each function at N ∈ dims, from its standard
+Problems: the generality suite (:mod:`experiments.extra_functions`: each function at N ∈ dims, from its standard
 start, or its first seeded start where it has none) and ten Moré–Garbow–Hillstrom least-squares problems
 (:mod:`lsr1_core.objectives.mgh`, N = 2–3 or N ∈ {10, 100}; a set nothing in the project was tuned on), each from
 x₀, 10·x₀ and 100·x₀ (MGH's convention). Solvers, all in float64, all with max|g| ≤ 1e-9 (gtol), a relative
@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import LSR1Error
-from ..learned import LSR1Config, LSR1Net, LSR1Solver
-from ..objectives.extra import EXTRA_FUNCTIONS, defined_dim, extra_function
-from ..objectives.mgh import MGH_FUNCTIONS, mgh_function
-from ..solvers import make_solver, run
+from lsr1_core.errors import LSR1Error
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.objectives.mgh import MGH_FUNCTIONS, mgh_function
+from lsr1_core.solvers import make_solver, run
+from ._report import command, out_dir, write_report
+from .extra_functions import EXTRA_FUNCTIONS, defined_dim, extra_function
 from .generality import clean
 
 TAU = 1e-7
@@ -285,7 +286,7 @@ def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.peers", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=command("peers"), description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 10, 100])
     ap.add_argument("--sets", nargs="+", default=["generality", "mgh"], choices=["generality", "mgh"])
@@ -298,9 +299,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.iters < 1 or any(d < 1 for d in a.dims):
         ap.error("--iters and --dims must be positive integers")
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        ap.error(f"--out {out} is a file, not a directory")
+    out = out_dir(ap, a.out)
     if a.rebuild:
         try:
             data = json.loads((out / "results" / "peers.json").read_text())
@@ -309,7 +308,7 @@ def main(argv=None) -> int:
             text = markdown(analyse(records, solvers), records, solvers, data["command"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             ap.error(f"--rebuild: cannot read {out / 'results' / 'peers.json'} ({e})")
-        (out / "results_peers.md").write_text(text)
+        write_report(out, "peers", None, text, echo=False)
         return 0
     reused = []
     if a.reuse:
@@ -330,11 +329,9 @@ def main(argv=None) -> int:
     records += [r for r in reused if (r["set"], r["problem"], r["mult"]) in keys]
     solvers = [s for s in SOLVERS if any(r["solver"] == s for r in records)]
     res = analyse(records, solvers)
-    cmd = "python -m lsr1_core.experiments.peers " + " ".join(argv if argv is not None else sys.argv[1:])
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "peers.json").write_text(json.dumps(clean({"records": records, "summary": res,
-                                                                   "tau": TAU, "command": cmd.strip()}), indent=1))
-    (out / "results_peers.md").write_text(markdown(res, records, solvers, cmd.strip()))
+    cmd = command("peers", *(argv if argv is not None else sys.argv[1:]))
+    write_report(out, "peers", clean({"records": records, "summary": res, "tau": TAU, "command": cmd}),
+                 markdown(res, records, solvers, cmd), echo=False)
     return 0
 
 

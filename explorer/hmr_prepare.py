@@ -1,11 +1,11 @@
 """Build, once per machine, what makes the Human mesh recovery page's first visit slow: the Anny body
 model's own cache (``~/.cache/anny``, or ``$ANNY_CACHE_DIR``; about two minutes on 2 cores the first time,
-two seconds afterwards), then the page's default view in ``lsr1_core.hmr.diskcache`` (the test set and the
+two seconds afterwards), then the page's default view in ``explorer.hmr_cache`` (the test set and the
 first sample's fits by the shipped checkpoints, Adam and L-BFGS: seconds). ``scripts/setup.sh`` runs it;
 it returns quickly when everything is there.
 
-    python -m lsr1_core.hmr.prepare          # build what is missing
-    python -m lsr1_core.hmr.prepare --check  # exit status 1 when something is missing
+    python -m explorer.hmr_prepare          # build what is missing
+    python -m explorer.hmr_prepare --check  # exit status 1 when something is missing
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..viz.hmr import OVERLAY_PX, mesh_rgb, overlay_window
-from . import PRETRAINED_DIR, PRETRAINED_HMR, diskcache, load_pretrained
-from .anny_body import AnnyBody
-from .compare import FITTERS, camera_vertices, fit_methods
-from .data import CameraConfig, project
-from .render import RenderUnavailable, render_mesh
+from explorer import hmr_cache
+from lsr1_core.hmr import PRETRAINED_DIR, PRETRAINED_HMR, load_pretrained
+from lsr1_core.hmr.anny_body import AnnyBody
+from lsr1_core.hmr.compare import FITTERS, camera_vertices, fit_methods
+from lsr1_core.hmr.data import CameraConfig, project
+from lsr1_core.hmr.render import RenderUnavailable, render_mesh
+from lsr1_core.viz.hmr import OVERLAY_PX, mesh_rgb, overlay_window
 
 # the anny builders whose results anny caches (one safetensors file each; see anny.models.model_data)
 ANNY_CACHED = ("load_data_", "build_model_data_", "build_compact_model_data_")
@@ -51,7 +52,7 @@ def default_view_key() -> str:
     ckpts = [(slot, PRETRAINED_DIR / stem) for slot, stem in PRETRAINED_HMR.items()
              if (PRETRAINED_DIR / f"{stem}.json").exists()]
     v = DEFAULT_VIEW
-    return diskcache.fit_key("anny", v["sample"], ckpts, v["classical"], v["steps"])
+    return hmr_cache.fit_key("anny", v["sample"], ckpts, v["classical"], v["steps"])
 
 
 def default_view(body, sample, fit) -> dict:
@@ -82,31 +83,31 @@ def prepare(verbose: bool = True) -> float:
     t0 = time.perf_counter()
     if not anny_cache_ready():
         say(f"building the Anny body model's cache (once per machine, about {FIRST_BUILD_S} s on 2 cores)…")
-    if anny_cache_ready() and diskcache.load_fit(default_view_key()) is not None and \
-            diskcache.load_arrays("view", default_view_key()) is not None:
+    if anny_cache_ready() and hmr_cache.load_fit(default_view_key()) is not None and \
+            hmr_cache.load_arrays("view", default_view_key()) is not None:
         return 0.0
     torch.set_num_threads(1)  # small operations: one thread is faster, and kinder to a shared machine
     body = AnnyBody()
-    batch = diskcache.test_set_cached(body)
+    batch = hmr_cache.test_set_cached(body)
     v = DEFAULT_VIEW
     say("fitting the HMR page's default sample…")
     sample = batch.subset(slice(v["sample"][1], v["sample"][1] + 1))
     fit = fit_methods(body, sample, load_pretrained(body), v["steps"], v["classical"])
-    diskcache.save_fit(default_view_key(), fit)
+    hmr_cache.save_fit(default_view_key(), fit)
     say("skinning and rendering its default meshes…")
-    diskcache.save_arrays("view", default_view_key(), default_view(body, sample, fit))
+    hmr_cache.save_arrays("view", default_view_key(), default_view(body, sample, fit))
     dt = time.perf_counter() - t0
     say(f"done in {dt:.0f} s")
     return dt
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.prepare", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m explorer.hmr_prepare", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only report; exit status 1 when something is missing")
     a = ap.parse_args(argv)
     if a.check:
         anny = anny_cache_ready()
-        view = diskcache.load_fit(default_view_key()) is not None
+        view = hmr_cache.load_fit(default_view_key()) is not None
         print("anny cache:", "ready" if anny else "missing", "| HMR page's default view:", "ready" if view else "missing")
         return 0 if anny and view else 1
     prepare()

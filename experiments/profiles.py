@@ -1,6 +1,6 @@
 """Performance profiles on the paper's 30-problem suite (C.2.2), Figure 3c.
 
-    python -m lsr1_core.experiments.profiles [--steps 100] [--families ...] [--dims ...]
+    python -m experiments.profiles [--steps 100] [--families ...] [--dims ...]
 
 Learning rates of the non-trainable solvers are tuned per family by grid search (LR_GRIDS in
 lsr1_core.solvers.tuning) on the family's N = 50 problem; then every solver runs ``steps`` iterations on every
@@ -19,50 +19,16 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..analysis import performance_measure, performance_profile, profile_auc
-from ..analysis.profiles import MEASURE_FLOOR
-from ..errors import LSR1Error
-from ..learned import LSR1Solver
-from ..objectives import PROFILE_DIMS, PROFILE_FAMILIES, profile_suite
-from ..solvers import make_solver, run
-from ..solvers.tuning import tune_lr
+from lsr1_core.analysis import performance_measure, performance_profile, profile_auc
+from lsr1_core.analysis.profiles import MEASURE_FLOOR
+from lsr1_core.errors import LSR1Error
+from lsr1_core.objectives import PROFILE_DIMS, PROFILE_FAMILIES, profile_suite
+from lsr1_core.analysis.profile_solvers import (FIXED, LSR1_MODELS, NAMES, QN_FALLBACK, QN_H0, QN_MEMORY,
+                                                TUNED, build, model_for)
+from lsr1_core.solvers import run
+from lsr1_core.solvers.tuning import tune_lr
 
-TUNED = ("gd", "adam", "adahessian", "lodo")
-FIXED = {"lbfgs": {"memory": 8, "line_search": "strong_wolfe"}, "sr1": {"memory": 8, "line_search": "armijo"}}
-LSR1_MODELS = {"lsr1": "pretrained/quadratic", "lsr1_nosec": "pretrained/quadratic_nosec",
-               "lsr1_qn": "pretrained/qn_quadratic", "lsr1_qn_L64": "pretrained/qn_quadratic",
-               "lsr1_qn_skip": "pretrained/qn_quadratic", "lsr1_qn_envelope": "pretrained/qn_quadratic"}
-# Test buffer sizes. The paper form runs with Table 7's test value L = 64 (``memory``); the qn form with
-# L = 8, the memory L-BFGS and SR1 get here, and once more at L = 64 (``lsr1_qn_L64``): its positive
-# semi-definite SR1 skips more pairs as the memory grows (measured, docs/results_profiles.md).
-QN_MEMORY = {"lsr1_qn": 8, "lsr1_qn_skip": 8, "lsr1_qn_envelope": 8}
-# The qn form's initial matrix (LSR1Config.h0): the two-scale rule, and once with H₀ = γI as its ablation row.
-QN_H0 = {"lsr1_qn": "two_scale", "lsr1_qn_L64": "two_scale", "lsr1_qn_skip": "two_scale", "lsr1_qn_envelope": "envelope"}
-# What the qn form does with a pair SR1 cannot use positively (LSR1Config.fallback): the BFGS update (the default),
-# and skipping it as the two ablation rows (two-scale H₀; H₀ = γI, the rule before both changes).
-QN_FALLBACK = {"lsr1_qn": "bfgs", "lsr1_qn_L64": "bfgs", "lsr1_qn_skip": "skip", "lsr1_qn_envelope": "skip"}
-# Table 7: one model per task, trained at N = 100 (quadratics → the quadratic families). A family whose
-# model is not shipped falls back to the N = 2 quadratic model (C.2.1); the results record which was used.
-FAMILY_TASK = {"rosenbrock": "rosenbrock", "rastrigin": "rastrigin"}
-
-
-def model_for(name: str, family: str) -> str:
-    """The checkpoint (path without suffix) that L-SR1 variant ``name`` uses on ``family``."""
-    suffix = "_nosec" if name.endswith("_nosec") else ""
-    task = FAMILY_TASK.get(family, "quadratic")
-    own = f"pretrained/{'qn_' if name.startswith('lsr1_qn') else ''}profile_{task}{suffix}"
-    return own if Path(own + ".json").exists() else LSR1_MODELS[name]
-
-
-def build(name: str, lr: float | None, memory: int, family: str = "quad_cond1"):
-    if name in LSR1_MODELS:
-        s = LSR1Solver(checkpoint=model_for(name, family), memory=QN_MEMORY.get(name, memory), h0=QN_H0.get(name),
-                        fallback=QN_FALLBACK.get(name))
-        s.net.double()
-        return s
-    if name in FIXED:
-        return make_solver(name, **FIXED[name])
-    return make_solver(name, lr=lr)
+from ._report import command, write_report
 
 
 def compute(steps: int = 100, families=PROFILE_FAMILIES, dims=PROFILE_DIMS, solvers=None, memory: int = 64,
@@ -129,13 +95,6 @@ def score(res: dict) -> dict:
             "auc_exact_zero": {s: profile_auc(t0, np.array(v)) for s, v in p0.items()}}
 
 
-NAMES = {"gd": "gradient descent", "adam": "Adam", "adahessian": "AdaHessian", "lodo": "LODO", "lbfgs": "L-BFGS",
-         "sr1": "SR1 (classical, Armijo)", "lsr1": "L-SR1 (paper form)", "lsr1_nosec": "L-SR1 w/o secant (paper form)",
-         "lsr1_qn": "L-SR1 (scale-free qn form, L = 8)", "lsr1_qn_L64": "L-SR1 (scale-free qn form, L = 64)",
-         "lsr1_qn_skip": "L-SR1 (qn form, L = 8, no BFGS fallback: ablation)",
-         "lsr1_qn_envelope": "L-SR1 (qn form, L = 8, H₀ = γI, no BFGS fallback: ablation)"}
-
-
 def plot(res: dict, path: Path) -> None:
     import matplotlib  # optional and heavy: only the figures need it
     matplotlib.use("Agg")
@@ -192,7 +151,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.profiles")
+    ap = argparse.ArgumentParser(prog=command("profiles"))
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--out", default="docs")
     ap.add_argument("--rescore", action="store_true",
@@ -210,13 +169,10 @@ def main(argv=None) -> int:
     else:
         res = compute(steps=args.steps, progress=progress)
     bar.close()
-    out = Path(args.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "profiles.json").write_text(json.dumps(res, indent=1, default=lambda o: None))
-    plot(res, out / "figures" / "fig3c_profiles.png")
-    cmd = "python -m lsr1_core.experiments.profiles" + (f" --steps {args.steps}" if args.steps != 100 else "")
-    (out / "results_profiles.md").write_text(markdown(res, cmd) + "\n")
-    print((out / "results_profiles.md").read_text())
+    write_report(args.out, "profiles", res, None, default=lambda o: None)
+    plot(res, Path(args.out) / "figures" / "fig3c_profiles.png")
+    cmd = command("profiles", f"--steps {args.steps}" if args.steps != 100 else "")
+    write_report(args.out, "profiles", None, markdown(res, cmd) + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Dimension generalisation of the shipped quadratic models (beyond the paper).
 
-    python -m lsr1_core.experiments.dims [--models quadratic profile_quadratic] [--steps 20]
+    python -m experiments.dims [--models quadratic profile_quadratic] [--steps 20]
 
 Each model runs ``steps`` iterations on spectrum-controlled quadratics of growing N (H = Q diag(λ) Qᵀ with
 log₁₀ λ uniform on [−3, 0], the same problems as ``experiments.quadratics``' dimension study) with its
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
-from ..learned.io import load_model
-from ..learned import LSR1Solver
-from ..objectives.quadratic import spectrum_quadratics
-from ..pretrained import PRETRAINED_DIR, pretrained_path
-from ..solvers import run
+from lsr1_core.learned.io import load_model
+from lsr1_core.learned import LSR1Solver
+from lsr1_core.objectives.quadratic import spectrum_quadratics
+from lsr1_core.pretrained import PRETRAINED_DIR, pretrained_path
+from lsr1_core.solvers import run
+from ._report import command, write_report
 from .quadratics import tuned_gd
 
 DIMS = (2, 10, 100, 1000)
@@ -80,7 +80,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.experiments.dims")
+    ap = argparse.ArgumentParser(prog=command("dims"))
     ap.add_argument("--models", nargs="+", default=None,
                     help="shipped model names (default: quadratic, profile_quadratic and their qn forms where shipped)")
     ap.add_argument("--steps", type=int, default=20)
@@ -89,12 +89,9 @@ def main(argv=None) -> int:
     models = a.models or [m for m in ("quadratic", "profile_quadratic", "qn_quadratic", "qn_profile_quadratic")
                           if (PRETRAINED_DIR / f"{m}.json").exists()]
     res = evaluate(models, steps=a.steps)
-    out = Path(a.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "dims.json").write_text(json.dumps(res, indent=1))
-    cmd = "python -m lsr1_core.experiments.dims" + (f" --models {' '.join(a.models)}" if a.models else "")
-    (out / "results_dims.md").write_text(markdown(json.loads(json.dumps(res)), cmd))
-    print((out / "results_dims.md").read_text())
+    cmd = command("dims", f"--models {' '.join(a.models)}" if a.models else "")
+    # the page is rendered from the result as the JSON stores it (dimension keys as strings)
+    write_report(a.out, "dims", res, markdown(json.loads(json.dumps(res)), cmd))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Where is the floor? Mesh recovery's 3-D error over long horizons, for the qn form, L-BFGS and Adam.
 
-    python -m lsr1_core.experiments.qn_hmr_horizon [--n-test 256] [--steps 100] [--gt-steps 30] [--out docs]
+    python -m experiments.qn_hmr_horizon [--n-test 256] [--steps 100] [--gt-steps 30] [--out docs]
 
 Issue 13 asks for the qn form's PA-MPJPE after 4 steps to lie 7 % below LGD's (100.6 mm on our test set, so
 93.6 mm). This experiment asks what any optimizer of the mesh-recovery objective (Eq. 12: the L1 reprojection
@@ -14,18 +14,18 @@ docs/results_qn_hmr_horizon.md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
-from ..hmr import CameraConfig, load_pretrained, test_set
-from ..hmr.anny_body import AnnyBody
-from ..hmr.compare import step_metrics
-from ..hmr.models import HMRObjective
-from ..learned import LSR1Config, LSR1Net, LSR1Solver
-from ..solvers import make_solver, run
+from lsr1_core.hmr import CameraConfig, load_pretrained, test_set
+from lsr1_core.hmr.anny_body import AnnyBody
+from lsr1_core.hmr.compare import step_metrics
+from lsr1_core.hmr.models import HMRObjective
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.solvers import make_solver, run
+
+from ._report import command, write_report
 
 TARGET_MM = 93.6  # issue 13: 7 % below LGD's 100.6 mm at step 4 (docs/results_qn_hmr.md)
 
@@ -114,7 +114,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("qn_hmr_horizon"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-test", type=int, default=256)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--gt-steps", type=int, default=30)
@@ -124,13 +124,8 @@ def main(argv=None) -> int:
     if a.n_test < 1 or a.steps < 15 or a.gt_steps < 0 or a.every < 1:
         ap.error("--n-test and --every must be >= 1, --steps >= 15 and --gt-steps >= 0")
     res = evaluate(a.n_test, a.steps, a.gt_steps, a.every)
-    out = Path(a.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "qn_hmr_horizon.json").write_text(json.dumps(res, indent=1))
-    md = markdown(res, f"python -m lsr1_core.experiments.qn_hmr_horizon --n-test {a.n_test} --steps {a.steps} "
-                       f"--gt-steps {a.gt_steps}")
-    (out / "results_qn_hmr_horizon.md").write_text(md)
-    print(md)
+    write_report(a.out, "qn_hmr_horizon", res,
+                 markdown(res, command("qn_hmr_horizon", f"--n-test {a.n_test} --steps {a.steps} --gt-steps {a.gt_steps}")))
     return 0
 
 

@@ -1,5 +1,9 @@
 """Evaluation of HMR fitting methods: per-step MPJPE, PA-MPJPE (mm) and 2-D reprojection error.
 
+    python -m experiments.hmr_evaluate [--n-test 256] [--steps 15] [--extra NAME=RUN_DIR ...] [--out-dir docs]
+
+Writes docs/results/hmr.json, docs/figures/hmr_curves.png and docs/results_hmr.md.
+
 Protocol (as 3DPW is evaluated, SPIN-style): the 14 joints of ``body.EVAL14`` (ankles, knees,
 hips, wrists, elbows, shoulders, neck, head); MPJPE after centring both skeletons on the pelvis
 (mid-hips); PA-MPJPE after a similarity Procrustes alignment; both in millimetres. The 2-D error
@@ -19,13 +23,15 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import PRETRAINED_DIR, load_tensors_and_card
-from ..errors import LSR1Error
-from . import PRETRAINED_HMR, load_pretrained, test_set
-from .anny_body import AnnyBody
-from .compare import LABELS, curves_of, run_methods, step_metrics  # the library part of the evaluation
-from .data import CameraConfig, PoseSampler, make_batch
-from .models import HMRObjective, load_hmr_model
+from lsr1_core.checkpoints import PRETRAINED_DIR, load_tensors_and_card
+from lsr1_core.errors import LSR1Error
+from lsr1_core.hmr import PRETRAINED_HMR, load_pretrained, test_set
+from lsr1_core.hmr.anny_body import AnnyBody
+from lsr1_core.hmr.compare import CLASSICAL, LABELS, curves_of, fit_methods, step_metrics
+from lsr1_core.hmr.data import CameraConfig, PoseSampler, make_batch
+from lsr1_core.hmr.models import HMRObjective, load_hmr_model
+
+from ._report import command, write_report
 
 PAPER = {  # 3DPW, from the paper's Table 1/3 and its project page
     "lgd": {"pa_mpjpe_4": 55.90, "best": 55.90, "best_step": 4, "params_M": 17.4, "ms_per_step": 166,
@@ -94,7 +100,8 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
     shipped = dict(models)
     for name, run in (extra or {}).items():
         models[name] = load_hmr_model(Path(run) / "best", body)[0]
-    fits = run_methods(body, batch, models, steps, init_model="lsr1" if "lsr1" in models else None)
+    fitted = fit_methods(body, batch, models, steps, results=True)["results"]  # from L-SR1's initializer
+    fits = {name: fitted[name] for name in [*models, *CLASSICAL]}  # the report's order: learned, then classical
     obj = HMRObjective(body, batch.kp2d, batch.conf, CameraConfig())
     curves = {name: curves_of(body, batch, obj, r) for name, r in fits.items()}
     rows = {}
@@ -135,12 +142,10 @@ def run_evaluation(n_test: int = 256, steps: int = 15, out_dir: str = "docs", th
     for name in shipped:
         _, card = load_tensors_and_card(PRETRAINED_DIR / PRETRAINED_HMR[name], kind="hmr")
         result["cards"][name] = {k: card.get(k) for k in ("iterations", "iterations_run", "metrics", "wall_time_s", "train_config")}
-    out = Path(out_dir)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "hmr.json").write_text(json.dumps(result, indent=1) + "\n")
-    _figure(curves, rows, out / "figures" / "hmr_curves.png")
-    (out / "results_hmr.md").write_text(markdown(result))
+    write_report(out_dir, "hmr", json.dumps(result, indent=1) + "\n", None)
+    (Path(out_dir) / "figures").mkdir(parents=True, exist_ok=True)
+    _figure(curves, rows, Path(out_dir) / "figures" / "hmr_curves.png")
+    write_report(out_dir, "hmr", None, markdown(result), echo=False)
     return result
 
 
@@ -152,7 +157,7 @@ def markdown(result: dict) -> str:
     """docs/results_hmr.md: the paper's HMR tables with this project's numbers beside them."""
     rows, cards = result["rows"], result.get("cards", {})
     L = ["# Human mesh recovery: L-SR1 against LGD (paper §5.2, Tables 1 and 3, Figure 4)", "",
-         "Written by `python -m lsr1_core.hmr.evaluate` from the shipped checkpoints in `pretrained/hmr_*`; "
+         f"Written by `{command('hmr_evaluate')}` from the shipped checkpoints in `pretrained/hmr_*`; "
          "raw numbers in `docs/results/hmr.json`.", "",
          "**What differs from the paper, and why the absolute numbers are not comparable.** The paper trains on "
          "AMASS (SMPL) and tests on 3DPW with OpenPose detections, on a GPU, for 400K meta-iterations. Neither data "
@@ -266,7 +271,7 @@ def _figure(curves: dict, rows: dict, path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.evaluate",
+    ap = argparse.ArgumentParser(prog=command("hmr_evaluate"),
                                  description="Evaluate the shipped HMR models on the fixed test set; writes "
                                              "docs/results/hmr.json and docs/figures/hmr_curves.png")
     ap.add_argument("--n-test", type=int, default=256)

@@ -1,8 +1,8 @@
 """LODO against Adam, L-BFGS and gradient descent on the LODO paper's tasks, and how well LODO's
 learned preconditioner approximates the inverse Hessian on the noisy quadratic bowl.
 
-    python -m lsr1_core.experiments.lodo_results            # writes docs/results_lodo.md, docs/figures/lodo_*.png
-    python -m lsr1_core.experiments.lodo_results --quick    # a smoke run into a temporary folder
+    python -m experiments.lodo_results            # writes docs/results_lodo.md, docs/figures/lodo_*.png
+    python -m experiments.lodo_results --quick    # a smoke run into a temporary folder
 
 Budgets are far below the paper's (it runs the bowl for 100k steps); see the markdown it writes.
 """
@@ -17,12 +17,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LSR1Error
-from ..objectives.lodo_tasks import DigitsMLP, LODORosenbrock, NoisyQuadraticBowl, run_nonstationary
-from ..solvers import make_solver, run
+from lsr1_core.errors import LSR1Error
+from lsr1_core.objectives.lodo_tasks import DigitsMLP, LODORosenbrock, NoisyQuadraticBowl, run_nonstationary
+from lsr1_core.solvers import make_solver, run
+
+from ._report import command, write_report
 
 DT = torch.float64
-COMMAND = "python -m lsr1_core.experiments.lodo_results"
+COMMAND = command("lodo_results")
 
 
 def _try_solver(name: str, **kwargs):
@@ -408,8 +410,7 @@ def write_markdown(path: Path, bowl: dict, rosen: dict, dig: dict, cfg: dict, to
     L.append("")
     L.extend(_claims(bowl, rosen, dig, cfg))
     L.append("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L) + "\n")
+    write_report(path.parent, "lodo", None, "\n".join(L) + "\n", md_name=path.name, echo=False)
 
 
 def _claims(bowl, rosen, dig, cfg) -> list[str]:
@@ -483,7 +484,7 @@ def _claims(bowl, rosen, dig, cfg) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny budgets, outputs into --out (a smoke test)")
     p.add_argument("--out", type=Path, default=None, help="docs folder to write into (default: docs/)")
     p.add_argument("--bowl-steps", type=int, default=20000)
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.bowl_steps, args.bowl_batch, args.digits_steps = 400, 2, 60
-    out = args.out if args.out is not None else Path(__file__).resolve().parents[2] / "docs"
+    out = args.out if args.out is not None else Path(__file__).resolve().parents[1] / "docs"
     cfg = {"bowl_steps": args.bowl_steps, "bowl_batch": args.bowl_batch, "digits_steps": args.digits_steps,
            "rosen_steps": 200}
     t0 = time.perf_counter()

@@ -34,8 +34,8 @@ import math
 
 import torch
 
-from ..errors import ShapeError, UnknownNameError
-from .base import Objective, check_batch
+from lsr1_core.errors import ShapeError, UnknownNameError
+from lsr1_core.objectives.base import Objective, check_batch
 
 
 class _Extra(Objective):

@@ -1,6 +1,6 @@
 """The scale-free L-SR1 form against the paper's form and the classical solvers, with an ablation per change.
 
-    python -m lsr1_core.experiments.qn_results [--quick]
+    python -m experiments.qn_results [--quick]
 
 Writes docs/results/qn.json and docs/results_qn.md. Sections:
   A. the paper's 32 test quadratics (C.2.1, N = 10, 20 steps): mean log10(f − f*), the share of the
@@ -13,19 +13,19 @@ Writes docs/results/qn.json and docs/results_qn.md. Sections:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import torch
 
-from ..learned import LSR1Config, LSR1Net, LSR1Solver
-from ..objectives import Quadratic, Rastrigin, Rosenbrock, quadratic_split, teaching_function
-from ..objectives.base import Objective
-from ..objectives.functions import TEACHING_FUNCTIONS
-from ..objectives.quadratic import spectrum_quadratics
-from ..objectives.transforms import Scaled
-from ..solvers import make_solver, run
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.objectives import Quadratic, Rastrigin, Rosenbrock, quadratic_split, teaching_function
+from lsr1_core.objectives.base import Objective
+from lsr1_core.objectives.functions import TEACHING_FUNCTIONS
+from lsr1_core.objectives.quadratic import spectrum_quadratics
+from lsr1_core.objectives.transforms import Scaled
+from lsr1_core.solvers import make_solver, run
+from ._report import command, write_report
 from .quadratics import tuned_gd
 
 STEPS = 20
@@ -309,19 +309,15 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("qn_results"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="dimensions 2 and 10 only in the stress section")
     ap.add_argument("--out", default="docs")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     res = {"A": section_a(), "B": section_b(),
            "C": section_c(dims=(2, 10) if args.quick else (2, 10, 100, 1000)), "D": section_d(), "E": section_e()}
-    out = Path(args.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "qn.json").write_text(json.dumps(res, indent=1, default=float))
-    cmd = "python -m lsr1_core.experiments.qn_results" + (" --quick" if args.quick else "")
-    (out / "results_qn.md").write_text(markdown(res, cmd))
-    print(markdown(res, cmd))
+    write_report(args.out, "qn", res, markdown(res, command("qn_results", "--quick" if args.quick else "")),
+                 default=float)
     return 0
 
 

@@ -1,7 +1,7 @@
 """How much can learned per-coordinate step sizes give the qn form on mesh recovery? (a ceiling for element-wise
 learning, issue 13's 4-step target)
 
-    python -m lsr1_core.experiments.qn_hmr_steps [--unroll 4] [--iterations 240] [--lr 0.05] [--out docs]
+    python -m experiments.qn_hmr_steps [--unroll 4] [--iterations 240] [--lr 0.05] [--out docs]
 
 The qn form (untrained: SR1 with the two-scale H₀ and the BFGS fallback, u = 0) with one free learned log step size
 per coordinate and step, A[k, i] (α = exp(3·tanh(A/3)), the form's own bound), trained directly with Adam on the
@@ -13,19 +13,19 @@ table and with A = 0. Writes docs/results/qn_hmr_steps.json and docs/results_qn_
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
-from ..hmr import test_set
-from ..hmr.compare import step_metrics
-from ..hmr.data import CameraConfig, to_camera
-from ..hmr.models import HMRObjective
-from ..hmr.train import HMRProblem, HMRTrainConfig
-from ..learned import LSR1Config, LSR1Net
-from ..learned.qn import qn_init_state, qn_step
+from lsr1_core.hmr import test_set
+from lsr1_core.hmr.compare import step_metrics
+from lsr1_core.hmr.data import CameraConfig, to_camera
+from lsr1_core.hmr.models import HMRObjective
+from lsr1_core.hmr.train import HMRProblem, HMRTrainConfig
+from lsr1_core.learned import LSR1Config, LSR1Net
+from lsr1_core.learned.qn import qn_init_state, qn_step
+
+from ._report import command, write_report
 
 
 class StepTable:
@@ -120,7 +120,7 @@ def markdown(res: dict, cmd: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=command("qn_hmr_steps"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--unroll", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=240)
     ap.add_argument("--lr", type=float, default=0.05)
@@ -129,13 +129,8 @@ def main(argv=None) -> int:
     if a.unroll < 1 or a.iterations < 1 or not a.lr > 0:
         ap.error("--unroll and --iterations must be at least 1 and --lr positive")
     res = evaluate(a.unroll, a.iterations, a.lr)
-    out = Path(a.out)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "qn_hmr_steps.json").write_text(json.dumps(res, indent=1))
-    md = markdown(res, f"python -m lsr1_core.experiments.qn_hmr_steps --unroll {a.unroll} --iterations {a.iterations} "
-                       f"--lr {a.lr}")
-    (out / "results_qn_hmr_steps.md").write_text(md)
-    print(md)
+    write_report(a.out, "qn_hmr_steps", res, markdown(res, command(
+        "qn_hmr_steps", f"--unroll {a.unroll} --iterations {a.iterations} --lr {a.lr}")))
     return 0
 
 

@@ -1,7 +1,7 @@
 """HMR speed on this machine: body-model keypoints (fast path vs full mesh) and one inner step of
 each fitting method, at batch 128.
 
-    python -m lsr1_core.hmr.bench [--threads 2]
+    python -m experiments.hmr_bench [--threads 2]
 
 Prints a markdown table (copied into docs/benchmarks.md). Run it on a quiet machine: on 2 cores
 any other process distorts the numbers several-fold.
@@ -14,9 +14,11 @@ import time
 
 import torch
 
-from .anny_body import AnnyBody, _load_anny
-from .data import CameraConfig, PoseSampler, make_batch
-from .models import HMRModel, HMRModelConfig, HMRObjective
+from lsr1_core.hmr.anny_body import AnnyBody, _load_anny
+from lsr1_core.hmr.data import CameraConfig, PoseSampler, make_batch
+from lsr1_core.hmr.models import HMRModel, HMRModelConfig, HMRObjective
+
+from ._report import command
 
 
 def _ms(fn, repeats: int = 7) -> float:
@@ -30,7 +32,7 @@ def _ms(fn, repeats: int = 7) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.hmr.bench")
+    ap = argparse.ArgumentParser(prog=command("hmr_bench"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch", type=int, default=128)
     a = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m lsr1_core.bench`` writes docs/benchmarks.md.
+"""Benchmarks: ``python -m experiments.bench`` writes docs/benchmarks.md.
 
 Measures
   1. meta-training throughput of the C.2.1 quadratic preset (batch 128, N = 2, K = 16, L = 8);
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,24 +19,15 @@ from pathlib import Path
 
 import torch
 
-from .learned import LSR1Config, LSR1Net, LSR1Solver
-from .meta import Trainer, preset
-from .objectives import Rosenbrock
-from .solvers import make_solver
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
+from lsr1_core.meta import Trainer, preset
+from lsr1_core.objectives import Rosenbrock
+from lsr1_core.solvers import make_solver
 
+from . import _report
+from ._report import command, machine
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}; {os.cpu_count()} logical cores; torch {torch.__version__}; "
-            f"{torch.get_num_threads()} torch threads; GPU: {gpu}; Python {platform.python_version()}")
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the measuring subprocess imports experiments from it
 
 
 def meta_throughput(iterations: int = 40, warmup: int = 5, compile: bool = False) -> dict:
@@ -105,8 +94,8 @@ def step_measure(solver: str, n: int, steps: int = 3) -> dict:
 
 
 def _subprocess_measure(solver: str, n: int) -> dict:
-    code = f"import json; from lsr1_core.bench import step_measure; print(json.dumps(step_measure({solver!r}, {n})))"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    code = f"import json; from experiments.bench import step_measure; print(json.dumps(step_measure({solver!r}, {n})))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, cwd=ROOT)
     if res.returncode != 0:
         return {"solver": solver, "n": n, "error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -114,7 +103,7 @@ def _subprocess_measure(solver: str, n: int) -> dict:
 
 def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list[str] | None = None) -> None:
     lines = ["# Benchmarks", "", f"Machine: {machine()}", "",
-             f"Command: `python -m lsr1_core.bench` (run on {time.strftime('%Y-%m-%d')}).", "",
+             f"Command: `{command('bench')}` (run on {time.strftime('%Y-%m-%d')}).", "",
              "## Meta-training throughput (C.2.1 quadratic preset: batch 128, N = 2, K = 16, L = 8, hidden 128)", "",
              f"- {meta['it_per_s']:.2f} meta-iterations per second; the paper's 10 000 iterations would take "
              f"{meta['minutes_for_10k']:.1f} minutes (target: ≥ 10 it/s, < 17 minutes; the paper: ≈ 15 h on an RTX 3090).",
@@ -140,8 +129,7 @@ def write_report(path: Path, meta: dict, steps: list[dict], extra_sections: list
     lines += ["## Explorer app", "", "The app's timings (Trajectories page with six solvers and 200 steps; the step "
               "slider), through Streamlit's AppTest and in headless Chromium, are in "
               "[benchmarks_app.md](benchmarks_app.md), written by `python -m tools.bench_app`.", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    _report.write_report(path.parent, "benchmarks", None, "\n".join(lines), md_name=path.name, echo=False)
 
 
 MAX_DIM = 100_000_000
@@ -159,7 +147,7 @@ def _parse_dims(text: str) -> list[int] | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr1_core.bench")
+    ap = argparse.ArgumentParser(prog=command("bench"))
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--dims", default="100,10000,1000000")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, smaller dims (smoke test)")
