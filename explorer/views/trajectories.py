@@ -111,6 +111,7 @@ def render():
             except LSR1Error as e:
                 setting, error = None, e
         if setting is None:
+            st.session_state[pk.shown] = True  # as when the frame went out first: a later fix runs without it
             st.error(str(error))
             return
         messages, slot = st.container(), st.container()
