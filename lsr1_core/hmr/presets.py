@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..checkpoints import PRETRAINED_DIR
 from ..config import named_config
 from ..learned.model import LSR1Config
-from .train import HMRTrainConfig
+from .train import HMRProblem, HMRTrainConfig
 
 HMR_INITIALIZER = PRETRAINED_DIR / "hmr_lsr1"
 
@@ -30,3 +30,8 @@ HMR_PRESETS = {
 def hmr_preset(name: str, **overrides) -> HMRTrainConfig:
     """A named HMR training configuration, optionally with overrides (validated)."""
     return named_config(HMR_PRESETS, name, overrides, "HMR preset")
+
+
+# what the runs manager needs to train these (lsr1_core.meta.registry loads it by this module's name)
+RUNS_PROBLEM = {"kind": "hmr", "label": "HMR", "config_class": HMRTrainConfig, "problem": HMRProblem,
+                "presets": HMR_PRESETS, "make_config": hmr_preset, "run_name": lambda cfg: "hmr_" + cfg.method}

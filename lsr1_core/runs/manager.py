@@ -1,7 +1,7 @@
 """The job runner: run directories, status files, worker processes, queueing, cancel and resume.
 
 A run directory holds
-    config.json     the validated TrainConfig (written once, before the job starts)
+    config.json     the validated config, with its problem kind ({"problem": "lsr1", ...}: lsr1_core.meta.registry)
     status.json     {"state": queued|running|finished|failed|cancelled, "pid", "error", ...}
     metrics.jsonl   one JSON object per meta-iteration (the trainer's)
     latest.*, best.*  checkpoints (crash-safe: see checkpoints.save_tensors_and_card(versioned=True))
@@ -21,236 +21,43 @@ Reading is forgiving: a status.json or config.json that is not a JSON object, me
 objects or carry a non-integer iteration are reported (state ``failed`` with the reason) or skipped, never
 a traceback; a missing or corrupted config.json stops resume and the worker with a message instead of
 training the defaults.
+
+The manager knows no problem: a config's kind, class, Trainer problem and presets come from
+``lsr1_core.meta.registry``. Where a worker runs is a backend (``backends.py``: local processes by default,
+SLURM jobs through submitit), recorded in status.json. Each worker also writes TensorBoard event files beside
+metrics.jsonl (``tensorboard.py``).
 """
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import json
-import math
 import os
-import re
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import atomic_write_bytes, open_regular, read_regular_file
+from ..checkpoints import open_regular
 from ..errors import LSR1Error
-from ..train import config_from_preset
-from ..hmr.presets import HMR_PRESETS, hmr_preset
-from ..hmr.train import HMRProblem, HMRTrainConfig
-from ..meta.presets import TrainConfig
-from ..meta.train import (MAX_RUN_JSON_BYTES, LSR1Problem, Trainer, as_integer, check_latest_present,
-                          read_metric_records)
+from ..meta import registry
+from ..meta.train import Trainer, as_integer, check_latest_present
+from .backends import LocalBackend, backend_of, make_backend, proc_start_time
+from .files import (STATES, as_float, json_problem, log_tail, now as _now, read_json, read_metrics, root_lock,
+                    valid_run_id, write_json)
+from .tensorboard import EventLog
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux/macOS: no cross-process lock
-    fcntl = None
-
-STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
-# \Z, not $: '$' also matches before a trailing newline, so 'x\n' was accepted as a run id
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\Z")
-
-
-def valid_run_id(run_id) -> bool:
-    return isinstance(run_id, str) and _ID_RE.match(run_id) is not None
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """Start time of process ``pid`` in clock ticks since boot (/proc/PID/stat field 22); None if the
-    process does not exist, is a zombie, or there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] == b"Z":
-        return None
-    try:
-        return int(fields[19])  # fields[0] is field 3 (state); field 22 is starttime
-    except (IndexError, ValueError):
-        return None
-
-
-def _proc_cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return None
-
-
-def _as_pid(pid) -> int | None:
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
-
-
-def _pid_alive(pid, start_time=None, run_dir: Path | None = None) -> bool:
-    """Whether ``pid`` is still the worker that status.json names.
-
-    With /proc: the process must exist, not be a zombie, have the recorded start time (when one was
-    recorded) and a command line that runs this package's worker on ``run_dir`` (when given). Without
-    /proc (not Linux), only existence is checked."""
-    pid = _as_pid(pid)
-    if pid is None:
-        return False
-    if not os.path.isdir("/proc/self"):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    started = _proc_start_time(pid)
-    if started is None:
-        return False
-    if isinstance(start_time, int) and not isinstance(start_time, bool) and started != start_time:
-        return False  # the pid was reused by a newer process
-    if run_dir is not None:
-        cmd = _proc_cmdline(pid)
-        if cmd is None or "lsr1_core.runs" not in cmd or "_worker" not in cmd:
-            return False
-        i = cmd.index("_worker")
-        if i + 1 >= len(cmd):
-            return False
-        # the worker's run directory, resolved in the worker's own working directory, must be this one: a run
-        # copied into another runs root (same name, same pid in its status.json) is not this worker's
-        arg = cmd[i + 1]
-        if not os.path.isabs(arg):
-            try:
-                arg = os.path.join(os.readlink(f"/proc/{pid}/cwd"), arg)
-            except OSError:
-                return False
-        if os.path.realpath(arg) != os.path.realpath(run_dir):
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def _root_lock(root: Path):
-    """An exclusive lock for everything that reads and rewrites status files under ``root``."""
-    if fcntl is None:
-        yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _log_tail(path: Path) -> str:
-    """The last line of the run's log.txt (its last 4 kB only; a FIFO or device named log.txt is not read)."""
-    try:
-        fd = open_regular(path / "log.txt")
-    except OSError:
-        return ""
-    try:
-        size = os.fstat(fd).st_size
-        os.lseek(fd, max(0, size - 4096), os.SEEK_SET)
-        data = os.read(fd, 4096)
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
-    lines = data.decode(errors="replace").strip().splitlines()
-    return lines[-1][-300:] if lines else ""
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``, or None when the file is missing, unreadable, not a regular file (a FIFO
-    named status.json must never block a reader holding the runs root's lock), larger than 16 MB, not JSON or
-    not an object."""
-    try:
-        obj = json.loads(read_regular_file(path, MAX_RUN_JSON_BYTES).decode())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def json_problem(path: Path) -> str:
-    """Why :func:`read_json` gave None for ``path`` (for messages)."""
-    try:
-        obj = json.loads(read_regular_file(path, MAX_RUN_JSON_BYTES).decode())
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return "is corrupted (not JSON)"
-    return f"is corrupted (a JSON {type(obj).__name__}, not an object)" if not isinstance(obj, dict) else "is fine"
-
-
-# What a run trains: its config class → the meta-training problem (and the kind shown on the page)
-PROBLEMS = {TrainConfig: LSR1Problem, HMRTrainConfig: HMRProblem}
-KINDS = {TrainConfig: "lsr1", HMRTrainConfig: "hmr"}
-
-
-def config_class_of(d: dict) -> type:
-    """The config class of a run's config.json: HMR trainings are the ones with a ``stage`` (initializer or
-    update); every other run is an L-SR1 meta-training (TrainConfig)."""
-    return HMRTrainConfig if "stage" in d else TrainConfig
+__all__ = ["STATES", "RunInfo", "RunManager", "json_problem", "preset_config", "read_config", "read_json",
+           "read_metrics", "valid_run_id", "worker", "write_json"]
 
 
 def preset_config(name: str, overrides: dict | None = None):
-    """A run's config from a preset name: an L-SR1 preset (``lsr1_core.meta.presets``) or an HMR one
-    (``lsr1_core.hmr.presets``: update-stage trainings on the shipped initializer)."""
-    if name in HMR_PRESETS:
-        try:
-            return hmr_preset(name, **(overrides or {}))
-        except LSR1Error:
-            raise
-        except (TypeError, AttributeError, OverflowError) as e:
-            raise LSR1Error(f"invalid setting for HMR preset {name!r}: {e}") from None
-    return config_from_preset(name, overrides or {})
+    """A run's config from a preset name of any registered problem kind (``lsr1_core.meta.registry``)."""
+    return registry.preset_config(name, overrides)
 
 
-def read_config(path: Path) -> TrainConfig | HMRTrainConfig:
-    """The run's validated config (TrainConfig or HMRTrainConfig); ``LSR1Error`` (never the defaults) when
+def read_config(path: Path):
+    """The run's validated config, of the kind its config.json records; ``LSR1Error`` (never the defaults) when
     config.json is missing or bad."""
-    cfg_path = Path(path) / "config.json"
-    if not cfg_path.exists():
-        raise LSR1Error(f"run {Path(path).name} has no config.json; it cannot be resumed (start a new run)")
-    d = read_json(cfg_path)
-    if d is None:
-        raise LSR1Error(f"{cfg_path} {json_problem(cfg_path)}; it cannot be resumed (start a new run)")
-    try:
-        return config_class_of(d).from_dict(d)
-    except LSR1Error as e:
-        raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
-    except (TypeError, AttributeError, OverflowError, RecursionError) as e:
-        raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
-
-
-def _as_float(v) -> float | None:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    return None
-
-
-def write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """All complete metric records of a run: UTF-8 JSON objects with an integer ``iteration`` (a line cut by
-    a crash, or any other line, is skipped). [] when metrics.jsonl is missing, not a regular file (a FIFO
-    never blocks this read) or larger than 256 MB."""
-    try:
-        return read_metric_records(run_dir)
-    except OSError:
-        return []
+    return registry.read_run_config(path)
 
 
 @dataclass
@@ -265,7 +72,8 @@ class RunInfo:
     elapsed_s: float
     best_val: float | None
     preset: str | None
-    kind: str = "lsr1"  # "lsr1" (an L-SR1 meta-training) or "hmr" (human mesh recovery; val_loss is PA-MPJPE)
+    kind: str = "lsr1"  # the problem kind (lsr1_core.meta.registry): "lsr1", "hmr" (val_loss is PA-MPJPE), ...
+    backend: str = "local"  # where the worker runs (lsr1_core.runs.backends): "local" or "slurm"
 
     @property
     def progress(self) -> float:
@@ -279,7 +87,13 @@ class RunInfo:
 
 
 class RunManager:
-    def __init__(self, root: str | Path = "runs/jobs", max_concurrent: int = 1, python: str | None = None):
+    """Runs under ``root``. ``backend``: where the runs this manager *starts* execute ("local" or "slurm",
+    or a Backend; each run keeps its own in status.json, so scheduling launches every queued run on the
+    backend it was started for). ``launch_only``: schedule() launches only queued runs of that backend (a
+    SLURM worker that just ended never starts a local process on its compute node)."""
+
+    def __init__(self, root: str | Path = "runs/jobs", max_concurrent: int = 1, python: str | None = None,
+                 backend=None, launch_only: str | None = None):
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise LSR1Error(f"max_concurrent must be a positive integer, got {max_concurrent!r}")
         self.root = Path(root)
@@ -288,6 +102,9 @@ class RunManager:
                             "that does not exist yet)")
         self.max_concurrent = max_concurrent
         self.python = python or sys.executable
+        self.backend = backend if hasattr(backend, "submit") else make_backend(backend)
+        self.launch_only = launch_only
+        self._local = LocalBackend()  # kept: it waits for a worker it had to kill
 
     # --- creating ---------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -299,21 +116,20 @@ class RunManager:
         except OSError as e:
             raise LSR1Error(f"cannot write to the runs directory {self.root}: {e.strerror or e}") from None
 
-    def new_id(self, cfg: TrainConfig | HMRTrainConfig, preset_name: str | None) -> str:
+    def new_id(self, cfg, preset_name: str | None) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{preset_name or getattr(cfg, 'task', None) or 'hmr_' + cfg.method}"
+        base = f"{stamp}-{preset_name or registry.kind_of_config(cfg).run_name(cfg)}"
         rid, i = base, 1
         while (self.root / rid).exists():
             i += 1
             rid = f"{base}-{i}"
         return rid
 
-    def start(self, cfg: TrainConfig | HMRTrainConfig, *, preset_name: str | None = None, run_id: str | None = None,
-              launch: bool = True) -> str:
-        """Create a run (queued) and launch it if a slot is free. Returns its id."""
-        if type(cfg) not in PROBLEMS:
-            raise LSR1Error("start() needs a validated TrainConfig or HMRTrainConfig (see lsr1_core.meta.preset, "
-                            "lsr1_core.hmr.presets.hmr_preset)")
+    def start(self, cfg, *, preset_name: str | None = None, run_id: str | None = None, launch: bool = True) -> str:
+        """Create a run (queued) on this manager's backend and launch it if a slot is free. Returns its id.
+        ``cfg``: a validated config of a registered problem kind (``lsr1_core.meta.registry``)."""
+        config = registry.config_to_dict(cfg)  # LSR1Error for a config of no registered kind
+        self.backend.check()  # a backend that cannot launch here (no submitit, no SLURM) is said before a run exists
         self._check_writable()
         auto = run_id is None
         run_id = run_id if run_id is not None else self.new_id(cfg, preset_name)
@@ -330,9 +146,12 @@ class RunManager:
                     raise LSR1Error(f"a run named {run_id!r} already exists in {self.root}; resume it or pick "
                                     "another name") from None
                 run_id = f"{self.new_id(cfg, preset_name)}-{os.getpid()}-{attempt}"  # a concurrent start took it
-        write_json(path / "config.json", cfg.to_dict())
-        write_json(path / "status.json", {"state": "queued", "created": _now(), "preset": preset_name,
-                                          "iteration": 0, "total": cfg.iterations, "pid": None, "error": None})
+        write_json(path / "config.json", config)
+        status = {"state": "queued", "created": _now(), "preset": preset_name, "iteration": 0,
+                  "total": cfg.iterations, "pid": None, "error": None}
+        if self.backend.name != "local":  # runs without the key are local (as every run before backends)
+            status.update(backend=self.backend.name, backend_options=self.backend.options())
+        write_json(path / "status.json", status)
         if launch:
             self.schedule()
         return run_id
@@ -344,8 +163,17 @@ class RunManager:
             raise LSR1Error(f"run {path.name} has a missing or corrupted status.json")
         return st
 
+    def _backend(self, st: dict):
+        """The backend a run's status.json names (this manager's own local one for local runs)."""
+        b = backend_of(st)
+        return self._local if b.name == "local" else b
+
     def _worker_alive(self, path: Path, st: dict) -> bool:
-        return _pid_alive(st.get("pid"), st.get("pid_start"), path)
+        try:
+            backend = self._backend(st)
+        except LSR1Error:  # a damaged backend entry: only a local worker can be recognised
+            backend = self._local
+        return backend.alive(path, st)
 
     def info(self, run_id: str) -> RunInfo:
         """What a run is doing; never raises for damaged files inside an existing run directory."""
@@ -363,11 +191,11 @@ class RunManager:
             state = "cancelled"  # cancelled before the worker could install its SIGTERM handler (issue 24, item 21)
         elif state == "running" and not self._worker_alive(path, st):
             state = "interrupted"
-            tail = _log_tail(path)
+            tail = log_tail(path)
             error = error or ("the job process ended without reporting" + (f"; its log ends: {tail}" if tail else ""))
         metrics = read_metrics(path)
         last = metrics[-1] if metrics else {}
-        vals = [v for v in (_as_float(m.get("val_loss")) for m in metrics) if v is not None]
+        vals = [v for v in (as_float(m.get("val_loss")) for m in metrics) if v is not None]
         cfg = read_json(path / "config.json") or {}
         total = as_integer(cfg.get("iterations"))
         if total is None:
@@ -376,9 +204,10 @@ class RunManager:
         preset_name = st.get("preset") if isinstance(st.get("preset"), str) else None
         return RunInfo(run_id=run_id, path=path, state=state, iteration=max(0, last.get("iteration", 0)),
                        total=max(0, total), error=error, created=created,
-                       elapsed_s=_as_float(last.get("elapsed_s")) or 0.0,
+                       elapsed_s=as_float(last.get("elapsed_s")) or 0.0,
                        best_val=min(vals) if vals else None, preset=preset_name,
-                       kind=KINDS[config_class_of(cfg)])
+                       kind=registry.display_kind(cfg),
+                       backend=st.get("backend") if st.get("backend") in ("local", "slurm") else "local")
 
     def list(self) -> list[RunInfo]:
         if not self.root.exists():
@@ -425,14 +254,14 @@ class RunManager:
         if not self.root.exists():
             return []
         launched = []
-        with _root_lock(self.root):
+        with root_lock(self.root):
             self._remove_stale_temporaries()
             runs = self.list()
             free = self.max_concurrent - sum(r.state == "running" for r in runs)
             for r in runs:
                 if free <= 0:
                     break
-                if r.state == "queued":
+                if r.state == "queued" and self.launch_only in (None, r.backend):
                     try:
                         self._launch(r.path)
                     except (OSError, LSR1Error) as e:  # e.g. a full disk: this run fails, the others go on
@@ -460,40 +289,30 @@ class RunManager:
                 except OSError:
                     pass
 
-    def _launch(self, path: Path) -> int:
-        """Start the worker of a queued run. status.json says ``running`` *before* the process is spawned,
-        so a status file that cannot be written (a full disk) spawns nothing, and a run whose status cannot
-        be updated afterwards is never left ``queued`` with a live worker (the next schedule() would spawn
-        a second one, issue 24 item 4): that worker is killed."""
+    def _launch(self, path: Path) -> dict:
+        """Start the worker of a queued run on its backend. status.json says ``running`` *before* the worker
+        is submitted, so a status file that cannot be written (a full disk) starts nothing, and a run whose
+        status cannot be updated afterwards is never left ``queued`` with a live worker (the next schedule()
+        would start a second one, issue 24 item 4): that worker is killed."""
         st = self._status(path)
-        env = dict(os.environ, LSR1_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
-        run_path = os.path.abspath(path)  # the worker's command line names the run by its absolute path
-        cmd = [self.python, "-m", "lsr1_core.runs", "--root", os.path.abspath(self.root),
-               "--max-concurrent", str(self.max_concurrent), "_worker", run_path]
+        backend = self._backend(st)  # LSR1Error for a damaged backend entry: the run fails, nothing starts
         st.update(state="running", pid=None, pid_start=None, launching=_now(), error=None)
-        write_json(path / "status.json", st)  # raises on a full disk: nothing was spawned
-        fd = open_regular(path / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # never a FIFO
-        try:
-            proc = subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env=env, cwd=os.getcwd())
-        finally:
-            os.close(fd)
-        st.update(state="running", pid=proc.pid, pid_start=_proc_start_time(proc.pid), started=_now(), error=None)
+        write_json(path / "status.json", st)  # raises on a full disk: nothing was started
+        # the worker names the run by its absolute path
+        handle = backend.submit(Path(os.path.abspath(path)), self.root, self.max_concurrent, self.python, slurm_entry)
+        st.update(state="running", **handle, started=_now(), error=None)
         try:
             write_json(path / "status.json", st)
         except BaseException:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: the worker leads its own group
-            except OSError:
-                pass
-            proc.wait()
+            backend.kill(handle)
             raise
-        return proc.pid
+        return handle
 
     def cancel(self, run_id: str, wait: float = 0.0) -> str:
-        """Ask a running job to checkpoint and stop (SIGTERM); a queued job is cancelled at once."""
+        """Ask a running job to checkpoint and stop (SIGTERM, on either backend); a queued job is cancelled at
+        once."""
         path = self._path(run_id)
-        with _root_lock(self.root):
+        with root_lock(self.root):
             info = self.info(run_id)
             if info.state == "queued":
                 st = self._status(path)
@@ -508,10 +327,7 @@ class RunManager:
                 # then reported cancelled, not interrupted; one that has not yet marked itself running stops
                 st["cancel_requested"] = True
                 write_json(path / "status.json", st)
-                try:
-                    os.kill(st["pid"], signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                self._backend(st).stop(path, st)  # SIGTERM, or scancel --signal=TERM on SLURM
         deadline = time.time() + wait
         while wait and time.time() < deadline:
             if self.info(run_id).state != "running":
@@ -519,10 +335,14 @@ class RunManager:
             time.sleep(0.1)
         return self.info(run_id).state
 
-    def resume(self, run_id: str, iterations: int | None = None) -> str:
-        """Queue a cancelled, failed, interrupted or finished run again from its latest checkpoint."""
+    def resume(self, run_id: str, iterations: int | None = None, backend=None) -> str:
+        """Queue a cancelled, failed, interrupted or finished run again from its latest checkpoint, on the
+        backend it ran on (``backend``: another one, "local" or "slurm")."""
         path = self._path(run_id)
-        with _root_lock(self.root):
+        if backend is not None:
+            backend = backend if hasattr(backend, "submit") else make_backend(backend)
+            backend.check()
+        with root_lock(self.root):
             info = self.info(run_id)
             if info.state in ("running", "queued"):
                 raise LSR1Error(f"run {run_id} is already {info.state}")
@@ -533,11 +353,14 @@ class RunManager:
                     raise LSR1Error(f"iterations must be a positive integer, got {iterations!r}")
                 if iterations < info.iteration:
                     raise LSR1Error(f"cannot resume to {iterations} iterations: the run is already at {info.iteration}")
-                write_json(path / "config.json", cfg.replace(iterations=iterations).to_dict())
+                write_json(path / "config.json", registry.config_to_dict(cfg.replace(iterations=iterations)))
             st = read_json(path / "status.json") or {"created": _now(), "preset": info.preset}
             st.pop("cancel_requested", None)
             st.update(state="queued", pid=None, pid_start=None, error=None, resumed=_now(),
                       total=iterations if iterations is not None else cfg.iterations)
+            if backend is not None:
+                st.pop("slurm_job_id", None)
+                st.update(backend=backend.name, backend_options=backend.options())
             write_json(path / "status.json", st)
         self.schedule()
         return self.info(run_id).state
@@ -552,12 +375,15 @@ class RunManager:
         raise TimeoutError(f"run {run_id} still {self.info(run_id).state} after {timeout} s")
 
 
-def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> int:
-    """Body of a job process: train, keep status.json current, checkpoint on SIGTERM."""
+def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1, launch_only: str | None = None) -> int:
+    """Body of a job process: train, keep status.json current, checkpoint on SIGTERM, write TensorBoard
+    event files beside metrics.jsonl (a failure to write them is reported in log.txt and status.json's
+    ``tensorboard_error``, never fatal)."""
     path = Path(run_dir)
     status_path = path / "status.json"
     lock_root = Path(root) if root else path.parent
     trainer = None
+    events = None
 
     def on_term(signum, frame):
         if trainer is not None:
@@ -568,16 +394,22 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     signal.signal(signal.SIGTERM, on_term)
     state, error, st = "failed", None, {}
     try:
-        with _root_lock(lock_root):
+        with root_lock(lock_root):
             st = read_json(status_path) or {}
             if st.get("cancel_requested") is True:  # cancel() came before this process could take the signal
                 raise KeyboardInterrupt
-            st.update(state="running", pid=os.getpid(), pid_start=_proc_start_time(os.getpid()), error=None)
+            st.update(state="running", pid=os.getpid(), pid_start=proc_start_time(os.getpid()), error=None)
             write_json(status_path, st)
         cfg = read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
+        kind = registry.kind_of_config(cfg)
         # config.json is in place: a run not started yet resumes from iteration 0, as one killed before its
         # first checkpoint does
-        trainer = Trainer.resume(path, problem=PROBLEMS[type(cfg)])
+        events = EventLog(path)
+        trainer = Trainer.resume(path, problem=kind.problem, config_class=registry.trainer_config_class(kind),
+                                 log=events)
+        # the steps this worker (re)writes: from iteration 0 when fit() writes the validation line of
+        # iteration 0 again, else after the checkpoint (TensorBoard then drops the older file's values there)
+        events.purge_step = 0 if trainer.iteration == 0 and not trainer.last_val else trainer.iteration + 1
         res = trainer.fit(progress=False, fresh=False)
         state = "cancelled" if trainer.stop_requested and res.iterations < trainer.cfg.iterations else "finished"
     except KeyboardInterrupt:
@@ -585,13 +417,30 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1) -> in
     except Exception as e:  # the error goes to status.json for the page and the CLI
         error = f"{type(e).__name__}: {e}"
         print(error, file=sys.stderr)
-    with _root_lock(lock_root):
+    if events is not None:
+        events.close()
+    with root_lock(lock_root):
         st = read_json(status_path) or st
         st.update(state=state, error=error, ended=_now(), pid=os.getpid())
+        if events is not None and events.error:
+            st["tensorboard_error"] = events.error
         write_json(status_path, st)
     if root:
         try:
-            RunManager(root, max_concurrent=max_concurrent).schedule()
+            RunManager(root, max_concurrent=max_concurrent, launch_only=launch_only).schedule()
         except Exception:
             pass
     return 0 if state != "failed" else 1
+
+
+def slurm_entry(run_dir: str, root: str, max_concurrent: int) -> int:
+    """What a SLURM job runs (submitted by ``backends.SlurmBackend``): the worker, its output appended to the
+    run's log.txt as a local worker's is; afterwards it schedules only queued SLURM runs."""
+    fd = open_regular(Path(run_dir) / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.setdefault("LSR1_NO_PROGRESS", "1")
+    return worker(run_dir, root, max_concurrent, launch_only="slurm")
