@@ -19,6 +19,16 @@ class NonFiniteError(LSR1Error):
     """A starting point or parameter contains NaN or infinity."""
 
 
+class NonFiniteMetaGradient(LSR1Error):
+    """Meta-training produced a non-finite meta-gradient: training stops at that iteration (the parameters were not
+    updated, so the last checkpoint stays good). ``iteration`` and ``terms`` (the meta-loss terms whose own gradient
+    was not finite) say where and what."""
+
+    def __init__(self, message: str, iteration: int | None = None, terms: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.iteration, self.terms = iteration, tuple(terms)
+
+
 class UnknownNameError(LSR1Error, KeyError):
     """An unknown solver, objective or preset name."""
 

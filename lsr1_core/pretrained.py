@@ -44,6 +44,16 @@ def learned_status(name: str, directory: Path | None = None) -> str:
 
     net, card = load_model(pretrained_path(name, directory))
     best = card.get("best_at_iteration")
+    ts = card.get("trained_scalars")
+    if isinstance(ts, dict) and net.config.form == "qn":
+        vals = ts.get("values") if isinstance(ts.get("values"), dict) else {}
+        what = ", ".join(f"{k} = {v:.4g}" for k, v in vals.items() if isinstance(v, (int, float)))
+        nets = ("the networks are untrained (zero output layers)" if heads_are_zero(net)
+                else "its networks hold weights")
+        if best == 0:
+            return f"untrained start: scalar meta-training kept iteration 0 ({nets})"
+        fam = ts.get("family")
+        return f"trained scalars on {fam}: {what} (ES, best at iteration {best}); {nets}"
     if net.config.form == "qn" and heads_are_zero(net):
         claim = f" (its card records {card.get('iterations_run')} meta-iterations run)" if card.get(
             "iterations_run") else ""
@@ -127,6 +137,27 @@ def main(argv=None) -> int:
     r = sub.add_parser("reproduce", help="retrain a shipped checkpoint from its card's config")
     r.add_argument("name")
     r.add_argument("--out-dir", default=None, help="where to write (default: overwrite pretrained/)")
+    s = sub.add_parser("train-scalars", help="learn the qn form's family-level scalars (diagonal metric, H0 scale) "
+                                             "by ES and ship them under NAME if they beat the untrained start")
+    s.add_argument("name")
+    s.add_argument("--family", required=True, help="problem family (see lsr1_core.meta.families.FAMILIES)")
+    s.add_argument("--params", default="diag,gamma", help="comma-separated scalars to learn: diag, gamma")
+    s.add_argument("--iterations", type=int, default=40)
+    s.add_argument("--sigma", type=float, default=0.15)
+    s.add_argument("--pairs", type=int, default=2)
+    s.add_argument("--lr", type=float, default=0.1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--held-seeds", type=int, default=4)
+    s.add_argument("--train-pool", type=int, default=None, help="draw training problems from this many fixed seeds "
+                                                                "(families with expensive f*)")
+    s.add_argument("--out-dir", default=None, help="where to write (default: pretrained/)")
+    s.add_argument("--force", action="store_true", help="write the card even where it does not beat its untrained "
+                                                        "start (it then says so)")
+    c = sub.add_parser("compare", help="held-out comparison of a card against its untrained start and L-BFGS at "
+                                       "equal evaluations")
+    c.add_argument("name")
+    c.add_argument("--family", default=None, help="default: the family the card was trained on")
+    c.add_argument("--seeds", type=int, default=4)
     args = ap.parse_args(argv)
     return run_cli(lambda: _command(args))
 
@@ -148,8 +179,24 @@ def _command(args) -> int:
         cfg = preset(pname, iterations=args.iterations, seed=args.seed, compile=args.compile)
         print(train_and_ship(args.name, cfg, preset_name=pname))
         return 0
+    if args.cmd == "train-scalars":
+        return _train_scalars(args.name, args.family, args.params.split(","), args.iterations, args.sigma, args.pairs,
+                              args.lr, args.seed, args.held_seeds, args.out_dir, args.force, args.train_pool)
+    if args.cmd == "compare":
+        from .meta.heldout import compare_card, format_comparison
+
+        print(format_comparison(compare_card(args.name, family=args.family, n_seeds=args.seeds)))
+        return 0
     if args.cmd == "reproduce":
         _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")
+        ts = card.get("trained_scalars")
+        if isinstance(ts, dict):
+            try:
+                return _train_scalars(args.name, ts["family"], list(ts["params"]), int(ts["iterations"]),
+                                      float(ts["sigma"]), int(ts["pairs"]), float(ts["lr"]), 0, 4, args.out_dir, True,
+                                      ts.get("train_pool"))
+            except (KeyError, TypeError, ValueError) as e:
+                raise LSR1Error(f"the card of {args.name} has an invalid trained_scalars record: {e}") from None
         if not isinstance(card.get("train_config"), dict):
             raise LSR1Error(f"the card of {args.name} has no train_config; it cannot be reproduced")
         try:
@@ -161,6 +208,28 @@ def _command(args) -> int:
                              out_dir=out))
         return 0
     return 1
+
+
+def _train_scalars(name, family, params, iterations, sigma, pairs, lr, seed, held_seeds, out_dir, force,
+                   train_pool=None) -> int:
+    from .meta import scalars
+
+    check_name(name)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations <= 10_000:
+        raise LSR1Error(f"--iterations must be an integer in [0, 10000], got {iterations!r}")
+    if not isinstance(held_seeds, int) or not 1 <= held_seeds <= 100:
+        raise LSR1Error(f"--held-seeds must be an integer in [1, 100], got {held_seeds!r}")
+    fam = scalars.check_family(family)
+    params = scalars.check_params([p.strip() for p in params])
+    result = scalars.train(fam, params, iterations=iterations, sigma=sigma, pairs=pairs, lr=lr, seed=seed,
+                           train_pool=train_pool, log=print)
+    held = scalars.heldout(fam, scalars.config_for(result["theta"], params), scalars.base_config(),
+                           n_seeds=held_seeds)
+    from .meta.heldout import format_comparison
+
+    print(format_comparison(held))
+    print(scalars.ship(name, result, held, Path(out_dir or PRETRAINED_DIR), force=force))
+    return 0
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ FALLBACKS = ("skip", "bfgs")
 # The qn form's default number of lengthening trials per step (learned.safeguard: only full steps along which f
 # still falls steeply are lengthened, so most steps never use one).
 EXTRAPOLATE_TRIALS = 10
+DIAG_LIMIT = 4.0  # |β| of the diagonal metric; β = 2 already equalises a diagonal Hessian seen through g²
 # How the safeguard shortens a step: halve it, or interpolate (a quadratic's minimiser within [0.1·t, 0.5·t]).
 BACKTRACKS = ("halve", "interpolate")
 
@@ -72,7 +73,10 @@ class LSR1Config(ConfigMixin):
     ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs"), ``restart``
     (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again),
     ``extrapolate`` (how many trials may lengthen a full step along which f still falls steeply; 0: never),
-    ``backtrack`` (how the safeguard shortens a step: "halve", or "interpolate" by a quadratic in [0.1·t, 0.5·t]).
+    ``backtrack`` (how the safeguard shortens a step: "halve", or "interpolate" by a quadratic in [0.1·t, 0.5·t]),
+    ``diag`` (exponent β of a diagonal metric: H₀ = γ·D with D_i = (v_i/mean v)^(−β/2), v an exponential average of
+    g_i² with decay ``diag_decay``; 0, the default, is H₀ = γI exactly as before; a family-level scalar that
+    meta-training can learn, see :mod:`lsr1_core.learned.qn`).
     ``safeguard`` ("armijo" or None) works for both forms; ``batchnorm`` False removes BatchNorm.
     """
 
@@ -102,6 +106,8 @@ class LSR1Config(ConfigMixin):
     restart: bool = False
     extrapolate: int = 0
     backtrack: str = "halve"
+    diag: float = 0.0
+    diag_decay: float = 0.9
 
     @classmethod
     def qn(cls, **changes) -> "LSR1Config":
@@ -139,6 +145,15 @@ class LSR1Config(ConfigMixin):
         if isinstance(self.extrapolate, bool) or not isinstance(self.extrapolate, int) or not (
                 0 <= self.extrapolate <= 100):
             raise LSR1Error(f"extrapolate must be an integer number of trials in [0, 100], got {self.extrapolate!r}")
+        if isinstance(self.diag, bool) or not isinstance(self.diag, (int, float)) or not (
+                math.isfinite(self.diag) and -DIAG_LIMIT <= self.diag <= DIAG_LIMIT):
+            raise LSR1Error(f"diag (the diagonal metric's exponent) must be a number in [-{DIAG_LIMIT}, {DIAG_LIMIT}], "
+                            f"got {self.diag!r}")
+        if isinstance(self.diag_decay, bool) or not isinstance(self.diag_decay, (int, float)) or not (
+                0 <= self.diag_decay < 1):
+            raise LSR1Error(f"diag_decay must lie in [0, 1), got {self.diag_decay!r}")
+        if self.diag and self.form != "qn":
+            raise LSR1Error("diag (a diagonal H₀ metric) is a field of the qn form; the paper form has no H₀ scale")
         if isinstance(self.skip_eps, bool) or not isinstance(self.skip_eps, (int, float)) or not 0 <= self.skip_eps < 1:
             raise LSR1Error(f"skip_eps must lie in [0, 1), got {self.skip_eps!r}")
         if not isinstance(self.hidden, int) or self.hidden < 1:
@@ -327,6 +342,7 @@ class LSR1State:
     P: torch.Tensor | None = None  # qn form: stored pairs p_i, q_i and learned corrections u_i, (B, l, N)
     Q: torch.Tensor | None = None
     U: torch.Tensor | None = None
+    S: torch.Tensor | None = None  # qn form with diag ≠ 0: (B, N) exponential average of g² (the diagonal metric)
 
     @classmethod
     def initial(cls, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> "LSR1State":

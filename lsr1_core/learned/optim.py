@@ -31,11 +31,11 @@ import torch
 from ..errors import LSR1Error, NonFiniteError
 from .io import load_model
 from .model import LSR1Net, LSR1Operator, LSR1State, advance, paper_step, propose
-from .qn import qn_init_state, qn_operator, qn_step
+from .qn import qn_init_state, qn_step, state_operator
 from ..solvers.stopping import StopRule
 from .solver import check_form, check_step_scale, inference_mode
 
-_STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U")
+_STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U", "S")
 
 
 class _ClosureObjective:
@@ -259,7 +259,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
             cfg = self.net.config
             full = extra["W"].shape[1] >= cfg.memory
             if cfg.form == "qn" and extra.get("P") is not None:
-                self._op = qn_operator(cfg, extra["W"], extra["P"], extra["Q"], extra["gamma"])
+                self._op = state_operator(cfg, extra["W"], extra["P"], extra["Q"], extra["gamma"], extra.get("S"))
             else:
                 self._op = LSR1Operator(extra["W"], identity=not (cfg.drop_identity_when_full and full),
                                         rescale=cfg.rescale_direction, scale=extra.get("gamma"))

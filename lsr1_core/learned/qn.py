@@ -40,12 +40,24 @@ a secant penalty keeps the operator curvature-consistent — and changes four th
    where no trial passed, from a new curvature probe (one extra gradient, counted) — the classical remedy of
    quasi-Newton codes for a failed line search. Rows whose halvings succeed are untouched, so every result
    where the safeguard never ran out of halvings is unchanged.
+6. **A diagonal metric** (``diag`` = β, 0 by default: off). H₀ = γ·D with D_i = (v_i / mean v)^(−β/2), where v is an
+   exponential average of g_i² (Adam's second moment, decay ``diag_decay``). It is applied as a change of variables
+   x = D^{1/2} y: every pair, gradient and feature is expressed in y (p/√D, q·√D, g·√D), the whole method runs
+   there unchanged, and the direction is mapped back (√D ⊙ H_y(√D ⊙ g)), so H = D^{1/2} H_y D^{1/2} ≻ 0 and the
+   secant condition H q = p holds exactly where H_y q_y = p_y does. D is a ratio of squared gradients, so it is
+   invariant to f → c·f and to a uniform rescaling of x; it adapts to a per-coordinate rescaling, which is what
+   it is for (β = 2 equalises a diagonal Hessian whose gradients scale like its diagonal's square root, e.g.
+   logistic regression on badly scaled features). β is a family-level quantity for meta-training to learn
+   (:mod:`lsr1_core.meta.scalars`); β = 0 gives exactly the iterates without it.
 """
 from __future__ import annotations
 
 import torch
 
 from ..solvers.sr1 import envelope_scale, probe_scale
+import dataclasses
+
+from ..operators import CurvatureOperator
 from .model import LSR1Net, LSR1Operator, LSR1State, LSR1StepOut
 from .safeguard import EXTEND_TRIALS, MAX_HALVINGS, armijo_step
 
@@ -164,8 +176,15 @@ def qn_init_state(net: LSR1Net, objective, x0: torch.Tensor, f0: torch.Tensor | 
     cfg = net.config
     p, q, gamma = probe_scale(objective, x0, g0, cfg.probe)
     empty = x0.new_zeros(x0.shape[0], 0, x0.shape[1])
+    S = update_second_moment(cfg, None, g0)
+    s = diag_scale(cfg, S)
+    if s is not None:  # γ in the metric's coordinates: the probe pair's pᵀq/qᵀq there
+        ps, qs = p / s, q * s
+        pq, qq = _dot(ps, qs), _dot(qs, qs)
+        use = (pq > 0) & (qq > 0)
+        gamma = torch.where(use, pq / qq.clamp_min(_tiny(qq)), gamma)
     return LSR1State(x=x0, f=f0, g=g0, p=p, d=g0, q=q, W=empty, Bq=gamma * q, k=0, gamma=cfg.gamma_factor * gamma,
-                     pending_evals=1, P=empty, Q=empty, U=empty)
+                     pending_evals=1, P=empty, Q=empty, U=empty, S=S)
 
 
 def qn_features(state: LSR1State, names, Hq: torch.Tensor, r: torch.Tensor, d0: torch.Tensor) -> torch.Tensor:
@@ -189,6 +208,64 @@ def qn_features(state: LSR1State, names, Hq: torch.Tensor, r: torch.Tensor, d0: 
     return torch.stack([pool[name]().expand(B, N) for name in names], dim=-1)
 
 
+DIAG_FLOOR = 1e-8  # v_i/mean v is clipped to [DIAG_FLOOR, 1/DIAG_FLOOR]: a coordinate whose gradient vanished
+# (an unused parameter, a symmetry) gets a bounded, not an infinite, scale
+
+
+def diag_scale(cfg, S: torch.Tensor | None) -> torch.Tensor | None:
+    """√D (B, N) of the diagonal metric from the averaged squared gradients S, or None where it is off (β = 0).
+
+    D_i = (S_i / mean S)^(−β/2) with the ratio clipped to [DIAG_FLOOR, 1/DIAG_FLOOR]; rows whose S is all zero or
+    not finite get D = I."""
+    if not cfg.diag or S is None:
+        return None
+    with torch.no_grad():
+        S = S.detach()
+        mean = S.mean(-1, keepdim=True)
+        ok = (mean > 0) & torch.isfinite(mean)
+        a = (S / mean.clamp_min(_tiny(S))).clamp(DIAG_FLOOR, 1 / DIAG_FLOOR)
+        a = torch.where(ok & torch.isfinite(a), a, torch.ones_like(a))
+        return a.pow(-cfg.diag / 4)
+
+
+def update_second_moment(cfg, S: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor | None:
+    """The exponential average of g² that the diagonal metric uses (None where it is off)."""
+    if not cfg.diag:
+        return None
+    g2 = g.detach() ** 2
+    g2 = torch.where(torch.isfinite(g2), g2, torch.zeros_like(g2))
+    return g2 if S is None else cfg.diag_decay * S + (1 - cfg.diag_decay) * g2
+
+
+class ScaledOperator(CurvatureOperator):
+    """H = S H_y S with S = diag(s): the qn form's operator in x when it runs in the metric's coordinates y."""
+
+    def __init__(self, inner: LSR1Operator, s: torch.Tensor):
+        self.inner, self.s = inner, s
+        self.dtype, self.device = inner.dtype, inner.device
+
+    @property
+    def shape(self):
+        return self.inner.shape
+
+    def matvec(self, u: torch.Tensor) -> torch.Tensor:
+        return self.s * self.inner.matvec(self.s * u)
+
+    def dense(self) -> torch.Tensor:
+        return self.s.unsqueeze(2) * self.inner.dense() * self.s.unsqueeze(1)
+
+    def detach(self):
+        return ScaledOperator(self.inner.detach(), self.s.detach())
+
+
+def state_operator(cfg, W, P, Q, gamma, S=None):
+    """The operator a saved qn state describes (what :class:`LSR1Optimizer` rebuilds on load)."""
+    s = diag_scale(cfg, S)
+    if s is None:
+        return qn_operator(cfg, W, P, Q, gamma)
+    return ScaledOperator(qn_operator(cfg, W, P / s.unsqueeze(1), Q * s.unsqueeze(1), gamma), s)
+
+
 def heads_are_zero(net: LSR1Net) -> bool:
     """True where both generators' output layers are exactly zero (weights and biases): the network's output is
     then 0 for every finite input."""
@@ -204,9 +281,15 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     p, q, g = state.p.detach(), state.q.detach(), state.g
     old = max(cfg.memory - 1, 0)
     P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
+    P_x, Q_x, p_x, q_x = P, Q, p, q  # the pairs are stored in x; with a diagonal metric the method runs in y
+    sc = diag_scale(cfg, state.S)
+    if sc is not None:
+        P, Q = P / sc.unsqueeze(1), Q * sc.unsqueeze(1)
+        p, q, g = p / sc, q * sc, g * sc
+        state = dataclasses.replace(state, x=state.x / sc, p=p, q=q, g=g)
     gamma = envelope_scale(torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1), state.gamma,
                            cfg.gamma_factor)
-    if P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
+    if sc is None and P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
         W_old = state.W  # nothing dropped and H₀ unchanged: the stored vectors are still exact
     else:
         W_old = rebuild(P, Q, U, gamma, cfg.skip_eps, cfg.fallback)
@@ -229,6 +312,8 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     P_all, Q_all = torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1)
     op = qn_operator(cfg, W, P_all, Q_all, gamma)
     d = op.matvec(g)
+    if sc is not None:
+        d = sc * d
     b = cfg.step_bound
     alpha = torch.exp(b * torch.tanh(a / b)) * step_scale
     # Secant residual of the new operator on the pair it was built from (the textbook H_{k+1} q_k = p_k);
@@ -239,10 +324,15 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     if cfg.fallback == "bfgs":
         took_bfgs = (op.bfgs[2][:, -1] > 0).unsqueeze(-1)
         resid = torch.where(took_bfgs, torch.zeros_like(resid), resid)
+    if sc is not None:  # H q = p in x ⇔ H_y q_y = p_y in y; the residual measured in x
+        resid, p = sc * resid, p_x
     psq = _dot(p, p).squeeze(-1)
     secant = (resid * resid).sum(-1)
     rel_sq = torch.where(psq > 0, secant / psq.clamp_min(_tiny(psq)), torch.zeros_like(secant))
     departure = (u * u).mean(-1)
+    if sc is not None:
+        op = ScaledOperator(op, sc)
+        P_all, Q_all = torch.cat([P_x, p_x.unsqueeze(1)], 1), torch.cat([Q_x, q_x.unsqueeze(1)], 1)
     return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
             "departure": departure, "skipped": skipped, "bfgs": took_bfgs.squeeze(-1), "Hq": Hq, "gamma": gamma,
             "P": P_all, "Q": Q_all,
@@ -271,7 +361,8 @@ def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool 
         g_new = g_new.detach()
     evals += state.pending_evals
     new = LSR1State(x=x_new, f=f_new, g=g_new, p=x_new - x, d=d, q=g_new - g, W=prop["W"], Bq=prop["Hq"],
-                    k=state.k + 1, gamma=prop["gamma"], P=prop["P"], Q=prop["Q"], U=prop["U"])
+                    k=state.k + 1, gamma=prop["gamma"], P=prop["P"], Q=prop["Q"], U=prop["U"],
+                    S=update_second_moment(cfg, state.S, g_new))
     restarted = torch.zeros_like(fired)
     if cfg.restart and cfg.safeguard == "armijo":
         # rows that did not move although their gradient is not zero (no trial passed, or the accepted one
@@ -319,5 +410,5 @@ def restart_rows(cfg, state: LSR1State, objective, failed: torch.Tensor, extende
         return torch.where(r2, torch.zeros_like(t), t) if t is not None and t.shape[1] else t
 
     new = LSR1State(x=state.x, f=state.f, g=state.g, p=p, d=state.d, q=q, W=forget(state.W), Bq=state.Bq,
-                    k=state.k, gamma=gamma, P=forget(state.P), Q=forget(state.Q), U=forget(state.U))
+                    k=state.k, gamma=gamma, P=forget(state.P), Q=forget(state.Q), U=forget(state.U), S=state.S)
     return new, evals

@@ -136,7 +136,7 @@ class LSR1Solver(Solver):
     def freeze_rows(self, rows, x, f, g):
         super().freeze_rows(rows, x, f, g)
         s = self._s
-        for name in ("p", "d", "q", "W", "Bq", "P", "Q", "U"):
+        for name in ("p", "d", "q", "W", "Bq", "P", "Q", "U", "S"):
             if getattr(s, name) is not None:
                 setattr(s, name, torch.nan_to_num(getattr(s, name), nan=0.0, posinf=0.0, neginf=0.0))
         if s.gamma is not None:

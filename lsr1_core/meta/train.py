@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..checkpoints import (atomic_write_bytes, load_tensors_and_card, open_regular, read_regular_file,
                            save_tensors_and_card)
 from ..device import resolve_device, resolve_dtype
-from ..errors import CheckpointError, LSR1Error
+from ..errors import CheckpointError, LSR1Error, NonFiniteMetaGradient
 from ..learned.io import save_model
 from ..learned.mlp import set_batchnorm_sync
 from ..learned.model import LSR1Net, init_state, lsr1_step
@@ -40,6 +40,12 @@ from ..learned.secant import secant_penalty
 from ..learned.solver import inference_mode
 from .presets import TrainConfig
 from .tasks import MetaTask
+
+
+# A problem's loss() may return, under this key of its statistics, its meta-loss terms as tensors with their graphs;
+# the trainer then names the term whose gradient is not finite when it stops (they are not logged).
+TERMS_KEY = "_terms"
+META_TERMS = ("objective term (f or log-gap over the unroll)", "secant term (λ_sec · ‖p − Hq‖²)")
 
 
 def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight: float,
@@ -58,18 +64,21 @@ def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight:
     total = x0.new_zeros(())
     f_sum = x0.new_zeros(())
     sec_sum = x0.new_zeros(())
+    f_term, s_term = x0.new_zeros(()), x0.new_zeros(())
     rel = []
     for _ in range(steps):
         state, out = lsr1_step(net, state, objective, detach_gradient=detach_gradient)
         f_k = state.f.mean()
         s_k = secant_penalty(out.secant, state.p, secant_form).mean()
         total = total + f_k + secant_weight * s_k
+        f_term, s_term = f_term + f_k, s_term + secant_weight * s_k
         f_sum = f_sum + f_k.detach()
         sec_sum = sec_sum + s_k.detach()
         rel.append(out.secant_rel.detach().mean())
     loss = total / steps
     stats = {"f_mean": float(f_sum / steps), "f_final": float(state.f.detach().mean()),
-             "secant": float(sec_sum / steps), "secant_rel": float(torch.stack(rel).mean())}
+             "secant": float(sec_sum / steps), "secant_rel": float(torch.stack(rel).mean()),
+             TERMS_KEY: {META_TERMS[0]: f_term / steps, META_TERMS[1]: s_term / steps}}
     return loss, stats
 
 
@@ -83,6 +92,7 @@ def _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant
             raise LSR1Error("meta_loss 'log_gap' needs an objective with a known minimum value")
         gap0 = (f0 - fstar.detach()).clamp_min(torch.finfo(f0.dtype).tiny)
     total = x0.new_zeros(())
+    f_term, s_term = x0.new_zeros(()), x0.new_zeros(())
     f_sum, sec_sum, rel, fired = 0.0, 0.0, [], []
     for _ in range(steps):
         state, out = qn_step(net, state, objective, detach_gradient=detach_gradient, max_halvings=12)
@@ -94,12 +104,14 @@ def _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant
         # relative: mean(u²) = ‖p − Hq‖²/‖p‖² wherever the pair is used (skipped pairs carry no gradient)
         s_k = secant_penalty(out.secant, state.p, secant_form, relative=out.extras["departure"]).mean()
         total = total + f_k + secant_weight * s_k
+        f_term, s_term = f_term + f_k, s_term + secant_weight * s_k
         f_sum += float(f_k.detach())
         sec_sum += float(s_k.detach())
         rel.append(out.secant_rel.detach().mean())
         fired.append(out.extras["safeguard"].float().mean())
     stats = {"f_mean": f_sum / steps, "f_final": float(state.f.detach().mean()), "secant": sec_sum / steps,
-             "secant_rel": float(torch.stack(rel).mean()), "safeguard": float(torch.stack(fired).mean())}
+             "secant_rel": float(torch.stack(rel).mean()), "safeguard": float(torch.stack(fired).mean()),
+             TERMS_KEY: {META_TERMS[0]: f_term / steps, META_TERMS[1]: s_term / steps}}
     if meta_loss == "log_gap":
         stats["log_gap_final"] = float(f_k.detach())
     return total / steps, stats
@@ -109,6 +121,7 @@ def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float, seca
              meta_loss: str = "value") -> dict:
     with torch.no_grad(), inference_mode(net, rows=x0.numel()):
         loss, stats = unroll(net, objective, x0, steps, secant_weight, secant_form=secant_form, meta_loss=meta_loss)
+    stats.pop(TERMS_KEY, None)
     return {"loss": float(loss), **stats}
 
 
@@ -164,6 +177,13 @@ class LSR1Problem(MetaProblem):
     :class:`MetaTask`, validated on its fixed validation set, saved as an L-SR1 checkpoint."""
 
     config_class = TrainConfig
+
+    @property
+    def stop_on_nonfinite_gradient(self) -> bool:
+        """A safeguarded model's runs never blow up, so a non-finite meta-gradient is a defect: training stops and
+        names the term. The unsafeguarded paper form's sampled batches may overflow (float32, no safeguard — the
+        paper's own behaviour); such a step is skipped and its record names the terms, as before."""
+        return self.cfg.model.safeguard is not None
 
     def __init__(self, cfg: TrainConfig, device, dtype, rank: int = 0, world: int = 1):
         self.cfg, self.rank, self.world = cfg, rank, world
@@ -502,28 +522,61 @@ class Trainer:
 
     def train_step(self) -> dict:
         """One meta-iteration: the problem's meta-loss, its gradient (averaged over processes), clipped,
-        one optimiser step; a non-finite loss or gradient skips the step."""
+        one optimiser step. A non-finite loss (the sampled batch's run itself blew up), or finite gradients whose
+        norm overflows, skip the step; a finite loss whose gradient has a NaN or infinite entry stops training
+        (where the problem's ``stop_on_nonfinite_gradient`` is true, the default; otherwise it is skipped and the
+        record names the terms) (:class:`NonFiniteMetaGradient`, naming the term whose own
+        gradient is not finite) before any parameter changes, so the last checkpoint stays good."""
         loss, stats = self.problem.loss()
+        terms = stats.pop(TERMS_KEY, None) if isinstance(stats, dict) else None
         self.opt.zero_grad(set_to_none=True)
         if self.world > 1:
             loss = self._all_reduce_mean(loss)
         if not torch.isfinite(loss):
             self.skipped += 1
             return {"meta_loss": None, "skipped": True, **stats}
-        loss.backward()
+        loss.backward(retain_graph=terms is not None)
         params = self.problem.parameters()
         if self.world > 1:
             for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad.div_(self.world)
+        if any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in params):
+            self.opt.zero_grad(set_to_none=True)
+            blown = self._blown_terms(terms, params)
+            if not getattr(self.problem, "stop_on_nonfinite_gradient", True):
+                self.skipped += 1
+                return {"meta_loss": float(loss.detach()), "skipped": True, "nonfinite_terms": blown, **stats}
+            what = ", ".join(blown) if blown else "the meta-loss (its terms are not reported by this problem)"
+            raise NonFiniteMetaGradient(
+                f"meta-training stopped at iteration {self.iteration + 1}: the meta-gradient is not finite "
+                f"(meta-loss {float(loss.detach()):.4g} is finite); the term that blew up: {what}. The parameters were "
+                f"not updated; the last good checkpoint is kept in {self.run_dir} (resume with a lower learning rate, "
+                "a smaller secant weight or a shorter unroll)", iteration=self.iteration + 1, terms=tuple(blown))
         gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        if not torch.isfinite(gnorm):
+        if not torch.isfinite(gnorm):  # every entry is finite but the norm overflowed: skip this step
             self.opt.zero_grad(set_to_none=True)
             self.skipped += 1
             return {"meta_loss": float(loss.detach()), "skipped": True, **stats}
         self.opt.step()
         return {"meta_loss": float(loss.detach()), "grad_norm": float(gnorm), **stats}
+
+    @staticmethod
+    def _blown_terms(terms, params) -> list[str]:
+        """The names of the meta-loss terms whose own gradient has a non-finite entry."""
+        if not terms:
+            return []
+        names = list(terms)
+        out = []
+        for i, name in enumerate(names):
+            t = terms[name]
+            if not isinstance(t, torch.Tensor) or not t.requires_grad:
+                continue
+            grads = torch.autograd.grad(t, params, retain_graph=i < len(names) - 1, allow_unused=True)
+            if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+                out.append(name)
+        return out
 
     def _all_reduce_mean(self, loss: torch.Tensor) -> torch.Tensor:
         """The global mean of the per-process losses, for logging and the finiteness check; the
@@ -554,7 +607,14 @@ class Trainer:
         t_start = time.perf_counter() - self.elapsed
         consecutive_skips = 0
         while self.iteration < cfg.iterations and not self._stop:
-            rec = self.train_step()
+            try:
+                rec = self.train_step()
+            except NonFiniteMetaGradient as e:
+                # the parameters are those of the last good iteration: keep them (the error says why it stopped)
+                self.save_latest()
+                if bar is not None:
+                    bar.close()
+                raise
             self.iteration += 1
             consecutive_skips = consecutive_skips + 1 if rec.get("skipped") else 0
             if consecutive_skips >= 50:
