@@ -107,7 +107,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_the_project():
     g = _graph(top_only=True)
     assert "lsr1_core.learned.io" in g["lsr1_core.learned.solver"]
-    assert "lsr1_core.meta.train" in g["lsr1_core.runs.manager"]
+    assert "lsr1_core.meta.train" in g["lsr1_core.meta.registry"]
     assert "lsr1_core.hmr" in g["explorer.views.training"]  # via lsr1_core.hmr.presets: the package runs first
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 

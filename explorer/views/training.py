@@ -34,8 +34,8 @@ def runs_root_dir() -> Path:
     return runs_root()
 
 
-def _manager() -> RunManager:
-    return RunManager(runs_root_dir(), max_concurrent=MAX_CONCURRENT)
+def _manager(backend: str | None = None) -> RunManager:
+    return RunManager(runs_root_dir(), max_concurrent=MAX_CONCURRENT, backend=backend)
 
 
 # form field: key, label, type, lower bound, upper bound, lower bound allowed. The widgets have no bounds of their
@@ -100,6 +100,10 @@ def launch_form():
                         help="quadratic: appendix C.2.1; profile_*: Table 7; qn_*: the scale-free form; hmr_*: human "
                              "mesh recovery's update stage (LGD or L-SR1) on the shipped initializer. Choosing one "
                              "loads its values below.")
+    st.selectbox("Run on", ["local", "slurm"], key="train_backend",
+                 help="local: a background process on this machine. slurm: a SLURM job submitted through submitit "
+                      "(needs the submitit package and the SLURM commands here; the runs root must be on a file "
+                      "system the compute nodes share). Cancel and resume work on both.")
     if is_hmr(name):
         hmr_form(name)
         return
@@ -172,7 +176,8 @@ def _launch_button(errors: list[str]) -> bool:
 def _launch(name: str, run_name: str, make_config) -> None:
     """Start the run ``make_config()`` describes (a config error is shown, nothing starts)."""
     try:
-        rid = _manager().start(make_config(), preset_name=name, run_id=run_name.strip() or None)
+        rid = _manager(st.session_state.get("train_backend")).start(make_config(), preset_name=name,
+                                                                    run_id=run_name.strip() or None)
         st.session_state["train_selected"] = rid
         st.session_state["train_watch"] = rid  # the watch panel follows the new run
         st.success(f"Started run {rid}. It runs in the background; you can close this tab.")
@@ -196,7 +201,8 @@ def runs_table():
     if not runs:
         st.info(f"No runs yet in {runs_root_dir()}. Launch one above or with `python -m lsr1_core.runs start`.")
         return []
-    rows = [{"run": r.run_id, "preset": r.preset, "task": KIND_NAMES[r.kind], "status": r.state, "progress": r.progress,
+    rows = [{"run": r.run_id, "preset": r.preset, "task": KIND_NAMES.get(r.kind, r.kind), "backend": r.backend,
+             "status": r.state, "progress": r.progress,
              "iteration": f"{r.iteration}/{r.total}", "elapsed": _fmt_s(r.elapsed_s),
              "remaining": _fmt_s(r.remaining_s), "best val": r.best_val,
              "error": r.error or ""} for r in newest_first(runs)]
@@ -273,6 +279,21 @@ def render():
             run_panel(chosen)
 
     live()
+    st.divider()
+    heldout_section()
+
+
+def heldout_section():
+    """Did learning pay? (issue 22): any shipped qn card or finished qn run against its untrained start and L-BFGS."""
+    from lsr1_core.checkpoints import PRETRAINED_DIR
+
+    from explorer.views.heldout import heldout_panel, qn_candidates
+
+    try:
+        runs = _manager().list()
+    except LSR1Error:
+        runs = []
+    heldout_panel(qn_candidates(runs, PRETRAINED_DIR))
 
 
 if __name__ == "__main__" or os.environ.get("LSR1_PAGE_DIRECT"):

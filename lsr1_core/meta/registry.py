@@ -19,13 +19,17 @@ only for such old files.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ..checkpoints import read_regular_file
 from ..errors import LSR1Error
 from .presets import PRESETS, TrainConfig, preset
-from .train import LSR1Problem, read_run_config as _read_typed_config
+# the training core, for the runs manager (its one door into meta: it imports no problem or training module)
+from .train import (MAX_RUN_JSON_BYTES, LSR1Problem, Trainer, as_integer, check_latest_present,  # noqa: F401
+                    read_metric_records, read_run_config as _read_typed_config)
 
 KIND_KEY = "problem"  # the key of config.json that names the run's problem kind
 # modules that define RUNS_PROBLEM (loaded on the first lookup; a missing optional one is skipped)
@@ -163,21 +167,44 @@ def config_from_dict(d: dict):
     return _Stripped(get(kind_of_dict(d)).config_class).from_dict(d)
 
 
-class _AnyKind:
-    """A ``config_class`` for :func:`lsr1_core.meta.train.read_run_config`: the class of the object's kind."""
-
-    from_dict = staticmethod(config_from_dict)
+def run_kind(run_dir: str | Path) -> ProblemKind:
+    """The kind of a run directory's config.json (recorded, or inferred for old runs); ``LSR1Error`` (the
+    config reader's message) when config.json is missing, corrupted or of an unknown kind."""
+    cfg_path = Path(run_dir) / "config.json"
+    try:
+        d = json.loads(read_regular_file(cfg_path, MAX_RUN_JSON_BYTES).decode())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        d = None
+    if not isinstance(d, dict):
+        _read_typed_config(run_dir, _Raw)  # raises the reader's message (missing, unreadable, not an object)
+        raise LSR1Error(f"{cfg_path} changed while it was read; try again")
+    try:
+        return get(kind_of_dict(d))
+    except LSR1Error as e:
+        raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
 
 
 def read_run_config(run_dir: str | Path):
     """A run directory's validated config, of its recorded (or, for old runs, inferred) kind; ``LSR1Error``
     (never the defaults) when config.json is missing, corrupted, invalid or of an unknown kind."""
-    return _read_typed_config(run_dir, _AnyKind)
+    return _read_typed_config(run_dir, _Stripped(run_kind(run_dir).config_class))
 
 
 def trainer_config_class(kind: ProblemKind):
     """What ``Trainer.resume(..., config_class=)`` needs to read a config.json that records its kind."""
     return _Stripped(kind.config_class)
+
+
+def resume_trainer(run_dir: str | Path, *, log=None) -> Trainer:
+    """The core Trainer of a run directory of any kind, at its latest checkpoint (or at the start)."""
+    kind = run_kind(run_dir)
+    return Trainer.resume(run_dir, problem=kind.problem, config_class=_Stripped(kind.config_class), log=log)
+
+
+class _Raw:
+    """A ``config_class`` that returns config.json's object as it is (for its kind)."""
+
+    from_dict = staticmethod(lambda d: d)
 
 
 def preset_kind(name: str) -> ProblemKind:

@@ -333,6 +333,7 @@ def read_run_config(run_dir: str | Path, config_class: type = TrainConfig):
     if not isinstance(d, dict):
         raise LSR1Error(f"{cfg_path} is corrupted (a JSON {type(d).__name__}, not an object); "
                         "the run cannot be resumed")
+    d = {k: v for k, v in d.items() if k != "problem"}  # the run's problem kind (meta.registry), not a field
     try:
         return config_class.from_dict(d)
     except LSR1Error as e:

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..checkpoints import atomic_write_bytes, open_regular, read_regular_file
-from ..meta.train import MAX_RUN_JSON_BYTES, read_metric_records
+from ..meta.registry import MAX_RUN_JSON_BYTES, read_metric_records
 
 try:
     import fcntl

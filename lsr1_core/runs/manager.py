@@ -39,7 +39,7 @@ from pathlib import Path
 from ..checkpoints import open_regular
 from ..errors import LSR1Error
 from ..meta import registry
-from ..meta.train import Trainer, as_integer, check_latest_present
+from ..meta.registry import as_integer, check_latest_present
 from .backends import LocalBackend, backend_of, make_backend, proc_start_time
 from .files import (STATES, as_float, json_problem, log_tail, now as _now, read_json, read_metrics, root_lock,
                     valid_run_id, write_json)
@@ -400,13 +400,11 @@ def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1, launc
                 raise KeyboardInterrupt
             st.update(state="running", pid=os.getpid(), pid_start=proc_start_time(os.getpid()), error=None)
             write_json(status_path, st)
-        cfg = read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
-        kind = registry.kind_of_config(cfg)
+        read_config(path)  # never the defaults for a missing or corrupted config (this message names the run)
         # config.json is in place: a run not started yet resumes from iteration 0, as one killed before its
         # first checkpoint does
         events = EventLog(path)
-        trainer = Trainer.resume(path, problem=kind.problem, config_class=registry.trainer_config_class(kind),
-                                 log=events)
+        trainer = registry.resume_trainer(path, log=events)
         # the steps this worker (re)writes: from iteration 0 when fit() writes the validation line of
         # iteration 0 again, else after the checkpoint (TensorBoard then drops the older file's values there)
         events.purge_step = 0 if trainer.iteration == 0 and not trainer.last_val else trainer.iteration + 1
