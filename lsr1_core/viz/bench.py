@@ -2,9 +2,10 @@
 ones and runs/), and the reason for every failure.
 
 ``live_profiles`` runs every chosen entry on every problem of a subset of the paper's suite (C.2.2) and scores it
-with the paper's measure; unlike the report ``python -m experiments.profiles`` (the fixed Figure 3c run) an L-SR1 entry is any
-checkpoint, and each failure keeps its reason ("diverged at step 4: objective value became non-finite", "no
-stable learning rate in the grid", the exception's message) instead of only an infinite measure.
+with the paper's measure; it builds its solvers as the report ``python -m experiments.profiles`` does (the fixed
+Figure 3c run; both from ``analysis.profile_solvers``), but an L-SR1 entry is any checkpoint, and each failure
+keeps its reason ("diverged at step 4: objective value became non-finite", "no stable learning rate in the grid",
+the exception's message) instead of only an infinite measure.
 """
 from __future__ import annotations
 
