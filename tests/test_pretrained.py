@@ -19,7 +19,10 @@ def test_the_quadratic_models_are_shipped():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_checkpoint_loads_and_runs_at_n2_and_n1000(name):
     net, card = load_pretrained(name)
-    assert card["iterations_run"] >= 1 and card["preset"]
+    if "trained_scalars" in card:  # a scalar card (lsr1_core.meta.scalars): ES iterations, a family, no preset
+        assert card["iterations_run"] >= 1 and card["best_at_iteration"] >= 1 and card["family"]
+    else:
+        assert card["iterations_run"] >= 1 and card["preset"]
     for n in (2, 1000):
         q, x0 = random_quadratics(n, 2, generator=torch.Generator().manual_seed(n), max_cond=None,
                                   dtype=torch.float32)
@@ -90,7 +93,9 @@ def test_the_scale_free_models_are_shipped_and_say_their_form():
     for name in SHIPPED:
         net, card = load_pretrained(name)
         assert net.config.form == ("qn" if name.startswith("qn_") else "paper")
-        if name.startswith("qn_"):
+        if "trained_scalars" in card:  # trained by ES on a family's budget meta-loss in evaluations
+            assert card["trained_scalars"]["family"] == card["family"] and card["beats_untrained"] is True
+        elif name.startswith("qn_"):
             assert card["train_config"]["meta_loss"] == "log_gap" and card["train_config"]["scale_range"] > 0
 
 

@@ -206,6 +206,31 @@ def train(family: Family | str, params=("diag", "gamma"), *, iterations: int = 3
             "sigma": sigma, "pairs": pairs, "lr": lr, "iterations": iterations, "history": hist.to_dict()}
 
 
+ANALYTIC = ("quadratic_n2", "quadratic_n100", "rosenbrock_n100", "rastrigin_n100", "lowrank_rosenbrock")
+TEACHING_STEPS = 100
+
+
+def teaching_check(config: LSR1Config, steps: int = TEACHING_STEPS) -> dict:
+    """Each 2-D teaching function from its default start (the explorer's first view): the final f of ``config`` and of
+    the untrained default after ``steps`` steps. ``ok``: the model ends at least as low as the default (or both
+    within 1e-12 of each other or below 1e-12)."""
+    from ..objectives import TEACHING_FUNCTIONS
+    from ..solvers import run
+
+    rows, ok = {}, True
+    for fname, cls in TEACHING_FUNCTIONS.items():
+        obj = cls()
+        x0 = torch.tensor([list(cls.default_start)], dtype=torch.float64)
+        a = run(LSR1Solver(model=net_for(config)), obj, x0, steps)
+        b = run(LSR1Solver(model=net_for(base_config())), obj, x0, steps)
+        fa, fb = float(a.f[-1]), float(b.f[-1])
+        good = fa <= fb + 1e-12 or (fa < 1e-12 and fb < 1e-12)
+        ok = ok and good
+        rows[fname] = {"model_f": fa, "default_f": fb, "model_evals": int(a.evals.sum()),
+                       "default_evals": int(b.evals.sum()), "ok": good}
+    return {"steps": steps, "functions": rows, "ok": ok}
+
+
 def ship(name: str, result: dict, held: dict, out_dir: Path, *, force: bool = False) -> Path:
     """Save the trained scalars as a card in ``out_dir`` (safetensors + JSON), or refuse where the held-out
     comparison does not show a gain over the untrained start (``force`` writes it as an untrained configuration)."""
@@ -220,12 +245,18 @@ def ship(name: str, result: dict, held: dict, out_dir: Path, *, force: bool = Fa
                         f"its untrained start (paired mean over budgets {mob['mean']:+.3f} "
                         f"[{mob['lo']:+.3f}, {mob['hi']:+.3f}]); nothing was written")
     config = config_for(result["theta"], result["params"])
+    teach = teaching_check(config)
+    if result["family"] in ANALYTIC and not teach["ok"] and not force:
+        worse = [f for f, r in teach["functions"].items() if not r["ok"]]
+        raise LSR1Error(f"not shipping {name!r}: an analytic card must solve the 2-D teaching functions from their "
+                        f"default starts at least as well as the untrained default; it ends higher on {worse}")
     net = net_for(config)
     extra = {"trained_scalars": {k: result.get(k) for k in ("family", "params", "theta", "values", "validation_seeds",
                                                               "training_seeds", "train_pool", "sigma", "pairs", "lr",
                                                               "iterations")},
-             "es_history": result["history"], "heldout": held, "best_at_iteration": result["history"]["best_iteration"],
+             "es_history": result["history"], "heldout": held, "teaching_check": teach, "best_at_iteration": result["history"]["best_iteration"],
              "name": name, "family": result["family"], "beats_untrained": gain,
+             "iterations_run": result["iterations"],
              "what_is_learned": "the family-level scalars " + ", ".join(
                  f"{k} = {v:.4g}" for k, v in result["values"].items()) + "; the networks are untrained (zero output "
                  "layers: the update is classical SR1/BFGS in the learned metric)",
