@@ -1,8 +1,9 @@
 """Shared sidebar, cached computations and the session's keys for the explorer pages.
 
-Every ``st.session_state`` key a page of this module's kind uses is built here (``keys``): the sidebar's, a
-problem setting's (``keys.problem(page)``), a trajectory player's (``keys.player(name)``) and each page's
-widgets (``keys.curvature``, ``keys.nd``, ``keys.anatomy``, ``keys.psd``, ``keys.trajectories``)."""
+The ``st.session_state`` keys of the sidebar and of the 2-D pages are built here, in ``keys``: the sidebar's, a
+problem setting's (``keys.problem(page)``), a trajectory player's (``keys.player(name)``) and each page's widgets
+(``keys.trajectories``, ``keys.curvature``, ``keys.nd``, ``keys.anatomy``, ``keys.psd``); no page writes one by
+hand."""
 from __future__ import annotations
 
 from dataclasses import dataclass
