@@ -9,7 +9,8 @@ page's test-set evaluation (:func:`evaluate_steps`).
     ev["stats"]["lsr1"]["pa_mpjpe"]["median"]   # (16,) mm, steps 0…15
     ev["seconds_per_step"]["lgd"]             # wall time of one inner step for the whole batch
 
-Everything returned is numpy or plain Python (it is cached and plotted by the app).
+Everything returned is numpy or plain Python (it is cached and plotted by the app), except the torch
+``FitResult``s that ``fit_methods(..., results=True)`` adds for the reports.
 """
 from __future__ import annotations
 
