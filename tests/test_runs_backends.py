@@ -188,3 +188,54 @@ def test_the_page_launches_onto_the_chosen_backend_or_says_why_not(tmp_path, mon
     assert not at.exception
     assert any("Not launched" in e.value and "SLURM" in e.value for e in at.error), [e.value for e in at.error]
     assert not (tmp_path / "jobs" / "on_slurm").exists()
+
+
+# --- hostile backend entries (hypothesis) -------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+_values = hst.recursive(hst.none() | hst.booleans() | hst.integers(-2**70, 2**70) | hst.floats() |
+                        hst.text(max_size=8) | hst.sampled_from(["local", "slurm", "12", "lsr1", "hmr"]),
+                        lambda c: hst.lists(c, max_size=3) | hst.dictionaries(hst.text(max_size=8), c, max_size=3),
+                        max_leaves=8)
+_status = hst.fixed_dictionaries({"state": hst.sampled_from(["running", "queued", "finished", "cancelled"])},
+                                 optional={k: _values for k in ("backend", "backend_options", "slurm_job_id", "pid",
+                                                                "pid_start", "cancel_requested")})
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(_status, _values)
+def test_hostile_backend_and_kind_entries_give_an_answer_or_an_lsr1error(tmp_path_factory, status, kind):
+    """Whatever status.json says of its backend and config.json of its kind: backend_of gives a backend or an
+    LSR1Error; info, list, show and cancel never raise anything else; no worker is ever started."""
+    import os
+    root = tmp_path_factory.mktemp("hostile")
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = str(root)  # no squeue/scancel/sbatch: nothing outside this test is asked or signalled
+    try:
+        mgr = RunManager(root)
+        rid = mgr.start(tiny(), run_id="h", launch=False)
+        cfg = json.loads((root / rid / "config.json").read_text())
+        (root / rid / "config.json").write_text(json.dumps({**cfg, "problem": kind}))
+        (root / rid / "status.json").write_text(json.dumps(status))
+        try:
+            b = backend_of(status)
+            assert b.name in ("local", "slurm")
+        except LSR1Error:
+            pass
+        info = mgr.info(rid)
+        assert info.kind in registry.kinds() and info.backend in ("local", "slurm")
+        assert [r.run_id for r in mgr.list()] == ["h"]
+        assert runs_main(["--root", str(root), "show", "h"]) == 0
+        try:
+            read_config(root / rid)
+        except LSR1Error:
+            pass
+        try:
+            mgr.cancel(rid)
+        except LSR1Error:
+            pass
+        assert not (root / rid / "log.txt").exists()
+    finally:
+        os.environ["PATH"] = old_path

@@ -203,7 +203,8 @@ class SlurmBackend(Backend):
             v = locals()[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise LSR1Error(f"SLURM option {key} must be an integer >= {lo}, got {v!r}")
-        if partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]{1,100}", str(partition)):
+        if partition is not None and not (isinstance(partition, str) and re.fullmatch(r"[A-Za-z0-9_.,-]{1,100}",
+                                                                                     partition)):
             raise LSR1Error(f"SLURM partition {partition!r} is not a partition name")
         self.partition, self.time_min = partition, time_min
         self.cpus_per_task, self.gpus_per_node = cpus_per_task, gpus_per_node
@@ -316,7 +317,7 @@ BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend}
 
 def make_backend(name: str | None = None, options=None) -> Backend:
     """The backend named ``name`` (default local) with ``options``; ``LSR1Error`` naming the choices."""
-    cls = BACKENDS.get(name or DEFAULT_BACKEND)
+    cls = BACKENDS.get(name or DEFAULT_BACKEND) if isinstance(name, (str, type(None))) else None
     if cls is None:
         raise LSR1Error(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
     return cls.from_options(options)
