@@ -33,7 +33,7 @@ from .train import (MAX_RUN_JSON_BYTES, LSR1Problem, Trainer, as_integer, check_
 
 KIND_KEY = "problem"  # the key of config.json that names the run's problem kind
 # modules that define RUNS_PROBLEM (loaded on the first lookup; a missing optional one is skipped)
-PROBLEM_MODULES = ("lsr1_core.hmr.presets",)
+PROBLEM_MODULES = ("lsr1_core.hmr.presets", "lsr1_core.meta.scalar_problem")
 # config.json files written before kinds were recorded: (a key only that kind's configs have, its kind)
 LEGACY_MARKERS = (("stage", "hmr"),)
 DEFAULT_KIND = "lsr1"
@@ -221,14 +221,5 @@ def preset_config(name: str, overrides: dict | None = None):
     return preset_kind(name).config(name, overrides)
 
 
-def _lsr1_preset(name: str, **overrides) -> TrainConfig:
-    try:
-        return preset(name, **overrides)
-    except LSR1Error:
-        raise
-    except (TypeError, AttributeError, OverflowError) as e:
-        raise LSR1Error(f"invalid --set value: {e}") from None
-
-
 register(ProblemKind(kind="lsr1", label="L-SR1", config_class=TrainConfig, problem=LSR1Problem, presets=PRESETS,
-                     make_config=_lsr1_preset, run_name=lambda cfg: cfg.task))
+                     make_config=preset, run_name=lambda cfg: cfg.task))
