@@ -17,7 +17,7 @@ Methods (all start from the initializer's estimate, step k = 0):
     propose, the objective is evaluated once at the joint proposal, both advance.
   * L-SR1, scale-free form (``lsr1: LSR1Config.qn(...)``): one qn model on z = [θ, β] as a single
     vector, so that one H = γI + Σ v vᵀ carries the curvature between pose and shape; the first step's
-    curvature probe, the Armijo safeguard (at most 12 halvings) and the learned corrections/step sizes
+    curvature probe, the Armijo safeguard (its training step's halvings, ``TRAIN_MAX_HALVINGS``) and the learned corrections/step sizes
     of :mod:`lsr1_core.learned.qn`. Its secant term is the relative one (the learned
     departure from SR1, mean(u²), which equals ‖p − Hq‖²/‖p‖² wherever the pair is used), since pose and
     shape steps differ in scale.
@@ -27,7 +27,7 @@ the L-SR1 authors do.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +35,9 @@ from torch import nn
 
 from ..config import ConfigMixin
 from ..errors import CheckpointError, LSR1Error
-from ..learned.model import LSR1Config, LSR1Net, LSR1State, advance, propose
+from ..learned.model import LSR1Config, LSR1Net
+from ..learned.rules import rule_for
 from ..learned.secant import secant_penalty
-from ..learned.qn import qn_init_state, qn_step
 from ..learned.solver import inference_mode
 from ..objectives.base import Objective
 from ..solvers import make_solver, run
@@ -179,17 +179,28 @@ class HMRModel(nn.Module):
             d_in = 2 * K + 2 * (P + S)
             self.update_pose = lgd_mlp(d_in, P, config.width)
             self.update_shape = lgd_mlp(d_in, S, config.width)
-        elif self.is_qn:
-            self.lsr1 = LSR1Net(LSR1Config(**config.lsr1))
-        else:
-            cfg = LSR1Config(**config.lsr1)
+            return
+        cfg = LSR1Config(**config.lsr1)
+        if rule_for(cfg).scale_free:  # one network on z = [θ, β]: one H carries pose and shape together
+            self.lsr1 = LSR1Net(cfg)
+        else:  # scales differ between the blocks: one network each, as the authors did
             self.lsr1_pose = LSR1Net(cfg)
             self.lsr1_shape = LSR1Net(cfg)
+
+    def update_nets(self) -> list[LSR1Net]:
+        """The L-SR1 networks of the update stage: one on z = [θ, β], or one for pose and one for shape."""
+        return [m for m in (getattr(self, n, None) for n in ("lsr1", "lsr1_pose", "lsr1_shape")) if m is not None]
+
+    @property
+    def rule(self):
+        """The update rule of the L-SR1 networks (None for LGD)."""
+        nets = self.update_nets()
+        return rule_for(nets[0].config) if nets else None
 
     @property
     def is_qn(self) -> bool:
         """An L-SR1 model of the scale-free form (one network on z = [θ, β])."""
-        return self.config.method == "lsr1" and self.config.lsr1.get("form", "paper") == "qn"
+        return hasattr(self, "lsr1") and isinstance(self.lsr1, LSR1Net)
 
     def num_parameters(self, part: str | None = None) -> int:
         mods = {"initializer": [self.initializer],
@@ -204,13 +215,9 @@ class HMRModel(nn.Module):
         was = self.training
         self.eval()
         try:
-            if self.is_qn:
-                with inference_mode(self.lsr1, rows):
-                    yield self
-            elif self.config.method == "lsr1":
-                with inference_mode(self.lsr1_pose, rows), inference_mode(self.lsr1_shape, rows):
-                    yield self
-            else:
+            with ExitStack() as stack:
+                for net in self.update_nets():
+                    stack.enter_context(inference_mode(net, rows))
                 yield self
         finally:
             self.train(was)
@@ -231,33 +238,37 @@ class HMRModel(nn.Module):
                 f, gp, gs = objective.value_and_grads(pose, shape)
                 res.poses.append(pose), res.shapes.append(shape), res.f.append(f)
             return res
+        rule = self.rule
         if self.is_qn:
-            return self._fit_qn(objective, pose, shape, f, torch.cat([gp, gs], 1), res, steps)
-        sp, ss = LSR1State.initial(pose, f, gp), LSR1State.initial(shape, f, gs)
+            return self._fit_joint(rule, objective, pose, shape, f, torch.cat([gp, gs], 1), res, steps)
+        # one network per block, stepping together: both propose, the objective is evaluated once at the joint
+        # proposal, both advance (the rule's training step, split around its one evaluation)
+        sp, ss = rule.init(self.lsr1_pose, objective, pose, f, gp), rule.init(self.lsr1_shape, objective, shape, f, gs)
         for _ in range(steps):
-            pp, ps = propose(self.lsr1_pose, sp), propose(self.lsr1_shape, ss)
+            pp, ps = rule.propose(self.lsr1_pose, sp), rule.propose(self.lsr1_shape, ss)
             f, gp, gs = objective.value_and_grads(pp.x, ps.x)
-            sp, sec_p, rel_p, _ = advance(sp, pp.x, f, gp, pp.d, pp.W, pp.operator)
-            ss, sec_s, rel_s, _ = advance(ss, ps.x, f, gs, ps.d, ps.W, ps.operator)
+            sp, op = rule.advance(self.lsr1_pose, sp, pp.x, f, gp, pp.d, pp.W, pp.operator)
+            ss, os_ = rule.advance(self.lsr1_shape, ss, ps.x, f, gs, ps.d, ps.W, ps.operator)
             res.poses.append(pp.x), res.shapes.append(ps.x), res.f.append(f)
             # secant residual of the pose and shape blocks together (Eq. 8)
-            res.secant.append(sec_p + sec_s)
-            res.secant_relsq.append(secant_penalty(sec_p + sec_s, (sp.p, ss.p), "relative"))
-            res.secant_rel.append(0.5 * (rel_p + rel_s))
+            res.secant.append(op.secant + os_.secant)
+            res.secant_relsq.append(secant_penalty(op.secant + os_.secant, (sp.p, ss.p), "relative"))
+            res.secant_rel.append(0.5 * (op.secant_rel + os_.secant_rel))
         return res
 
-    def _fit_qn(self, objective: HMRObjective, pose, shape, f, g, res: FitResult, steps: int) -> FitResult:
-        state = qn_init_state(self.lsr1, objective, torch.cat([pose, shape], 1), f, g)
+    def _fit_joint(self, rule, objective: HMRObjective, pose, shape, f, g, res: FitResult, steps: int) -> FitResult:
+        """One network on z = [θ, β]: the rule's training step (safeguarded, gradients detached)."""
+        state = rule.init(self.lsr1, objective, torch.cat([pose, shape], 1), f, g)
         for _ in range(steps):
-            state, out = qn_step(self.lsr1, state, objective, detach_gradient=True, max_halvings=12)
+            state, out = rule.step(self.lsr1, state, objective, differentiable=True, detach_gradient=True)
             p_k, s_k = objective.split(state.x)
             res.poses.append(p_k), res.shapes.append(s_k), res.f.append(state.f)
             res.secant.append(out.secant)
-            res.secant_relsq.append(out.extras["secant_rel_sq"])
+            res.secant_relsq.append(out.secant_rel_sq)
             res.secant_rel.append(out.secant_rel)
-            res.departure.append(out.extras["departure"])
-            res.evals.append(out.extras["evals"])
-            res.safeguard.append(out.extras["safeguard"])
+            res.departure.append(out.departure)
+            res.evals.append(out.evals)
+            res.safeguard.append(out.safeguard)
         return res
 
 

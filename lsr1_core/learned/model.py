@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -26,7 +25,6 @@ from ..config import ConfigMixin
 from ..errors import LSR1Error, NonFiniteError, ShapeError, check_memory
 from ..operators import CurvatureOperator
 from .mlp import ElementwiseMLP
-from .safeguard import armijo_step
 
 FEATURES = ("x", "p", "d", "g", "q")
 FORMS = ("paper", "qn")
@@ -184,16 +182,9 @@ class LSR1Net(nn.Module):
         self.encoder = ElementwiseMLP(len(c.features), c.hidden, c.hidden, c.dropout, c.batchnorm)
         self.vector_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout, c.batchnorm)
         self.lr_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout, c.batchnorm)
+        from .rules import rule_for  # (rules imports this module)
         with torch.no_grad():
-            if c.form == "qn":
-                # Start exactly at classical SR1 with unit quasi-Newton steps: zero correction, α = 1.
-                for head in (self.vector_generator.fc2, self.lr_generator.fc2):
-                    head.weight.zero_()
-                    head.bias.zero_()
-            else:
-                # Start close to B̃ = I (plain gradient steps of size γ1): small generated vectors.
-                self.vector_generator.fc2.weight.mul_(0.1)
-                self.vector_generator.fc2.bias.zero_()
+            rule_for(c).init_heads(self)  # the rule's untrained start
 
     # Rows per chunk at inference: the hidden activations of B·N rows need B·N·hidden numbers each, so large
     # N runs in chunks (exact: without BatchNorm, or with stored statistics, rows do not interact).
@@ -350,17 +341,6 @@ class LSR1State:
         return cls(x=x0, f=f, g=g, p=x0, d=g, q=g, W=x0.new_zeros(x0.shape[0], 0, x0.shape[1]), Bq=g, k=0)
 
 
-class Proposal(NamedTuple):
-    """What :func:`propose` returns: the proposed iterate, the new vector v, the step sizes α, the direction
-    d = B̃g, the buffer W (B, l, N) and the operator B̃."""
-    x: torch.Tensor
-    v: torch.Tensor
-    alpha: torch.Tensor
-    d: torch.Tensor
-    W: torch.Tensor
-    operator: "LSR1Operator"
-
-
 @dataclass
 class LSR1StepOut:
     v: torch.Tensor
@@ -376,71 +356,6 @@ def init_state(objective, x0: torch.Tensor, create_graph: bool = False) -> LSR1S
     """Algorithm 1, line 1: p_0 = x_0, q_0 = g_0, d_0 = g_0, empty buffer."""
     f, g = objective.value_and_grad(x0)
     return LSR1State.initial(x0, f, g)
-
-
-def _features(state: LSR1State, cfg: LSR1Config) -> torch.Tensor:
-    pool = {"x": state.x, "p": state.p, "d": state.Bq if cfg.bq_feature else state.d, "g": state.g, "q": state.q}
-    feats = torch.stack([pool[name] for name in cfg.features], dim=-1)
-    return feats.detach() if cfg.detach_features else feats
-
-
-def propose(net: LSR1Net, state: LSR1State) -> Proposal:
-    """Lines 3-10 of Algorithm 1: features → v, α → buffer → d = B̃ g → proposed x.
-
-    Evaluating f and ∇f at the proposed x is the caller's.
-    """
-    cfg = net.config
-    v, alpha = net(_features(state, cfg))
-    W = torch.cat([state.W, v.unsqueeze(1)], dim=1)[:, -cfg.memory:]
-    full = W.shape[1] >= cfg.memory
-    op = LSR1Operator(W, identity=not (cfg.drop_identity_when_full and full), rescale=cfg.rescale_direction)
-    d = op.matvec(state.g)
-    return Proposal(state.x - alpha * d, v, alpha, d, W, op)
-
-
-def advance(state: LSR1State, x, f, g, d, W, op) -> tuple[LSR1State, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Line 11: p, q and the secant residual of the operator that made the step (Eq. 8)."""
-    p = x - state.x
-    q = g - state.g
-    Bq = op.matvec(q)
-    r = p - Bq
-    secant = (r * r).sum(-1)
-    secant_rel = r.detach().norm(dim=-1) / p.detach().norm(dim=-1).clamp_min(1e-30)
-    new = LSR1State(x=x, f=f, g=g, p=p, d=d, q=q, W=W, Bq=Bq, k=state.k + 1)
-    return new, secant, secant_rel, Bq
-
-
-def lsr1_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False) -> tuple[LSR1State, LSR1StepOut]:
-    """One differentiable L-SR1 step. Gradients flow into ``net`` unless called under no_grad."""
-    prop = propose(net, state)
-    f, g = objective.value_and_grad(prop.x)
-    if detach_gradient:
-        g = g.detach()
-    new, secant, secant_rel, _ = advance(state, prop.x, f, g, prop.d, prop.W, prop.operator)
-    return new, LSR1StepOut(v=prop.v, alpha=prop.alpha, d=prop.d, operator=prop.operator, secant=secant,
-                            secant_rel=secant_rel)
-
-
-def paper_step(net: LSR1Net, state: LSR1State, objective, step_scale: float = 1.0) -> tuple[LSR1State, LSR1StepOut, int]:
-    """Algorithm 1's step with ``step_scale`` and, when the config asks for it, the Armijo safeguard.
-
-    Returns the new state, the step's output (``alpha``: the step size actually taken; ``extras["safeguard"]``
-    where the safeguard is on) and the number of objective evaluations."""
-    prop = propose(net, state)
-    v, d, W, op = prop.v, prop.d, prop.W, prop.operator
-    alpha = prop.alpha * step_scale
-    extras = {}
-    if net.config.safeguard == "armijo":
-        safe = armijo_step(objective, state.x, state.f, state.g, alpha * d, d)
-        x_new, f, g, evals = safe.x, safe.f, safe.g, safe.evals
-        alpha, extras["safeguard"] = safe.step_size(alpha), safe.fired
-    else:
-        x_new = state.x - alpha * d
-        f, g = objective.value_and_grad(x_new)
-        evals = 1
-    new, secant, secant_rel, _ = advance(state, x_new, f, g, d, W, op)
-    return new, LSR1StepOut(v=v, alpha=alpha, d=d, operator=op, secant=secant, secant_rel=secant_rel,
-                            extras=extras), evals
 
 
 def check_model_input(x0: torch.Tensor) -> None:

@@ -29,13 +29,14 @@ from __future__ import annotations
 import torch
 
 from ..errors import LSR1Error, NonFiniteError
-from .io import load_model
-from .model import LSR1Net, LSR1Operator, LSR1State, advance, paper_step, propose
-from .qn import qn_init_state, qn_step, state_operator
 from ..solvers.stopping import StopRule
-from .solver import check_form, check_step_scale, inference_mode
+from .io import load_model
+from .model import LSR1Net, LSR1State
+from .rules import check_form, rule_for
+from .solver import check_step_scale, inference_mode
 
 _STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U", "S")
+_LEGACY_KEY = "lsr1"  # the state dict's view of the L-SR1 state (where states before 2026-12 kept it)
 
 
 class _ClosureObjective:
@@ -58,15 +59,22 @@ class _ClosureObjective:
 
 
 class LSR1Optimizer(torch.optim.Optimizer):
+    """The optimizer (module docstring). torch.optim's conventions: the hyperparameters ``step_scale``,
+    ``tolerance_grad`` and ``tolerance_change`` are in ``defaults`` and the one param group (change them there,
+    as a scheduler would); the L-SR1 state lives in ``self.state`` under the first parameter, as
+    ``torch.optim.LBFGS`` keeps its own, so ``state_dict``/``load_state_dict`` are the base class's. The state dict
+    also shows that state under ``"lsr1"`` (with its form), the key where it was kept before; a dict holding it
+    there only (saved by an older version) loads as well, and ``"lsr1"`` is what loads where both are present."""
+
     def __init__(self, params, model: LSR1Net | None = None, checkpoint=None, memory: int | None = None,
                  step_scale: float = 1.0, form: str | None = None, tolerance_grad: float | None = 1e-7,
                  tolerance_change: float | None = 1e-9):
         """``step_scale`` multiplies the learned step sizes α (default 1: the qn form needs no tuning; the
         paper form's α ≈ γ1 was learned at one problem scale and may need a smaller value on a loss with
         larger curvature). ``form`` ("paper" or "qn"), when given, refuses a checkpoint of the other form."""
-        self.step_scale = check_step_scale(step_scale)
-        self._rule = StopRule(tolerance_grad, tolerance_change, mode="torch",
-                              names=("tolerance_grad", "tolerance_change"))
+        defaults = dict(step_scale=check_step_scale(step_scale), tolerance_grad=tolerance_grad,
+                        tolerance_change=tolerance_change)
+        self._stop = self._stop_rule(defaults)
         self.converged: bool = False
         self.stop_reason: str | None = None
         self._steps = 0  # steps taken (the stop rule's reasons name them)
@@ -78,20 +86,32 @@ class LSR1Optimizer(torch.optim.Optimizer):
         check_form(model, form, checkpoint)
         if memory is not None:
             model = model.with_memory(memory)
-        super().__init__(params, {})
+        super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise LSR1Error("LSR1Optimizer supports a single parameter group (like torch.optim.LBFGS)")
         _check_params(self.param_groups[0]["params"])
         self.net = model
+        self.rule = rule_for(model.config)
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self._lsr1: LSR1State | None = None
-        self._op: LSR1Operator | None = None
+        self._op = None  # the operator of the last step (rebuilt from the state on load)
         self._cache: tuple | None = None  # (x, f, g) of the accepted point, reused when x is unchanged
         self.last_alpha: torch.Tensor | None = None
         self.last_secant_residual: float | None = None
         self.last_evals: int = 0
         self.last_safeguard: bool = False
+        self.register_state_dict_post_hook(_with_view)
+        self.register_load_state_dict_pre_hook(_checked)
+        self.register_load_state_dict_post_hook(_after_load)
+
+    @staticmethod
+    def _stop_rule(group: dict) -> StopRule:
+        return StopRule(group["tolerance_grad"], group["tolerance_change"], mode="torch",
+                        names=("tolerance_grad", "tolerance_change"))
+
+    @property
+    def step_scale(self) -> float:
+        return self.param_groups[0]["step_scale"]
 
     def add_param_group(self, param_group) -> None:
         if getattr(self, "param_groups", None):
@@ -99,6 +119,20 @@ class LSR1Optimizer(torch.optim.Optimizer):
                             "add_param_group after construction would add parameters that never move; build a "
                             "new optimizer over all parameters instead")
         super().add_param_group(param_group)
+
+    # --- the L-SR1 state in self.state ------------------------------------------------------------------
+    @property
+    def _lsr1(self) -> LSR1State | None:
+        entry = self.state.get(self.param_groups[0]["params"][0])
+        if not entry or entry.get("x") is None:
+            return None
+        return LSR1State(**{k: entry.get(k) for k in _STATE_TENSORS}, k=int(entry.get("k", 0)))
+
+    @_lsr1.setter
+    def _lsr1(self, st: LSR1State) -> None:
+        entry = {k: getattr(st, k) for k in _STATE_TENSORS if getattr(st, k) is not None}
+        entry["k"] = st.k
+        self.state[self.param_groups[0]["params"][0]] = entry
 
     def _params(self):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -148,6 +182,11 @@ class LSR1Optimizer(torch.optim.Optimizer):
     def step(self, closure):
         if closure is None:
             raise LSR1Error("LSR1Optimizer.step needs a closure that re-evaluates the loss and calls backward()")
+        group = self.param_groups[0]
+        step_scale = check_step_scale(group["step_scale"])
+        if (self._stop.gtol, self._stop.ftol) != (group["tolerance_grad"], group["tolerance_change"]):
+            still, self._stop = self._stop._still, self._stop_rule(group)
+            self._stop._still = still
         x, f, g, loss, evals = self._start(closure)
         if evals:  # the parameters were changed since the last step: whatever converged before is void
             self.converged, self.stop_reason = False, None
@@ -160,39 +199,41 @@ class LSR1Optimizer(torch.optim.Optimizer):
         w = next(self.net.parameters())
         if w.dtype != x.dtype or w.device != x.device:
             self.net.to(device=x.device, dtype=x.dtype)
-        cfg = self.net.config
-        hit, why = self._rule.at_start(g)
+        hit, why = self._stop.at_start(g)
         if bool(hit[0]):
             self.converged, self.stop_reason, self.last_evals = True, why[0], evals
             self._cache = (x.clone(), f, g, f.reshape(()))
             return loss
-        if cfg.form == "qn" or cfg.safeguard is not None:
-            out = self._safe_step(closure, x, f, g, loss, evals)
-            new = self._lsr1
-            self._check_stop(x, f, new.x, new.f, new.g)
-            return out
+        if self.rule.deferred:
+            self._deferred_step(x, f, g, evals, step_scale)
+            return loss
+        out = self._safe_step(closure, x, f, g, loss, evals, step_scale)
+        new = self._lsr1
+        self._check_stop(x, f, new.x, new.f, new.g)
+        return out
+
+    def _deferred_step(self, x, f, g, evals, step_scale) -> None:
+        """A rule whose step is propose, one evaluation, advance (no safeguard): the evaluation of this step's
+        proposal is the next step's closure call, which completes it (one closure call per step)."""
         st = self._lsr1
         if st is None:
-            st = LSR1State.initial(x, f, g)
+            st = self.rule.init(self.net, None, x, f, g)
         else:
-            st, secant, rel, _ = advance(st, x, f, g, st.d, st.W, self._op)
-            self.last_secant_residual = float(rel)
+            st, out = self.rule.advance(self.net, st, x, f, g, st.d, st.W, self._op)
+            self.last_secant_residual = float(out.secant_rel)
         with inference_mode(self.net, rows=x.shape[1]):
-            prop = propose(self.net, st)
-        alpha, d, W, op = prop.alpha * self.step_scale, prop.d, prop.W, prop.operator
-        x_new = st.x - alpha * d
-        if not torch.isfinite(x_new).all():
+            prop = self.rule.propose(self.net, st, step_scale)
+        if not torch.isfinite(prop.x).all():
             raise NonFiniteError("the learned step is not finite (the model diverged on this loss); the "
                                  "parameters were left unchanged — lower step_scale or use a qn model")
-        st.d, st.W = d, W
-        self._lsr1, self._op = st, op
-        self.last_alpha, self.last_evals, self._cache = alpha, evals, None
-        self._write(x_new)
-        return loss
+        st.d, st.W = prop.d, prop.W  # the pending step, completed by the next call
+        self._lsr1, self._op = st, prop.operator
+        self.last_alpha, self.last_evals, self._cache = prop.alpha, evals, None
+        self._write(prop.x)
 
-    def _safe_step(self, closure, x, f, g, loss, evals):
+    def _safe_step(self, closure, x, f, g, loss, evals, step_scale):
         try:
-            return self._safe_step_inner(closure, x, f, g, loss, evals)
+            return self._safe_step_inner(closure, x, f, g, loss, evals, step_scale)
         except BaseException:
             # the closure (or anything else) failed during a trial: put the parameters back where the step
             # started, so nothing is left at a trial point, and forget the cache
@@ -200,70 +241,76 @@ class LSR1Optimizer(torch.optim.Optimizer):
             self._cache = None
             raise
 
-    def _safe_step_inner(self, closure, x, f, g, loss, evals):
+    def _safe_step_inner(self, closure, x, f, g, loss, evals, step_scale):
         obj = _ClosureObjective(self, closure)
         with inference_mode(self.net, rows=x.shape[1]):
-            if self.net.config.form == "qn":
-                st = self._lsr1
-                if st is None:
-                    st = qn_init_state(self.net, obj, x, f, g)
-                else:
-                    st.x, st.f, st.g = x, f, g
-                new, out = qn_step(self.net, st, obj, step_scale=self.step_scale)
-                self.last_secant_residual = float(out.secant_rel)
-                self.last_safeguard = bool(out.extras["safeguard"].any())
+            st = self._lsr1
+            if st is None:
+                st = self.rule.init(self.net, obj, x, f, g)
             else:
-                new, out = self._paper_safe(obj, x, f, g)
+                st.x, st.f, st.g = x, f, g
+            new, out = self.rule.step(self.net, st, obj, differentiable=False, step_scale=step_scale)
+        self.last_secant_residual = float(out.secant_rel)
+        self.last_safeguard = out.safeguard is not None and bool(out.safeguard.any())
         self._write(new.x)  # the safeguard's last evaluation was at the accepted point
         self._lsr1, self._op = new, out.operator
         # (the parameters as written: those without a gradient kept their values, and f, g were evaluated so)
         self._cache = (self._flat(grads=False), new.f, new.g, new.f.reshape(()))
-        self.last_alpha, self.last_evals = out.alpha, evals + obj.evals
+        self.last_alpha, self.last_evals = out.step_size, evals + obj.evals
         return loss
 
     def _check_stop(self, x, f, x_new, f_new, g_new) -> None:
         self._steps += 1
-        hit, why = self._rule.after_step(self._steps, x, f, x_new, f_new, g_new)
+        hit, why = self._stop.after_step(self._steps, x, f, x_new, f_new, g_new)
         if bool(hit[0]):
             self.converged, self.stop_reason = True, why[0]
 
-    def _paper_safe(self, obj, x, f, g):
-        st = self._lsr1
-        if st is None:
-            st = LSR1State.initial(x, f, g)
-        else:
-            st.x, st.f, st.g = x, f, g
-        new, out, _ = paper_step(self.net, st, obj, self.step_scale)
-        self.last_safeguard = bool(out.extras["safeguard"].any())
-        return new, out
 
-    def state_dict(self):
-        sd = super().state_dict()
-        st = self._lsr1
-        if st is not None:
-            sd["lsr1"] = {k: getattr(st, k) for k in _STATE_TENSORS if getattr(st, k) is not None}
-            sd["lsr1"]["k"] = st.k
-            sd["lsr1"]["form"] = self.net.config.form
-        return sd
+# --- the state dict: the base class's, plus hooks ---------------------------------------------------------
+def _with_view(opt: LSR1Optimizer, sd: dict) -> dict:
+    """State-dict post-hook: the L-SR1 entry (under the first parameter's index) with its form, and the same under
+    ``"lsr1"`` (where older versions kept it, and what code reading it expects)."""
+    first = sd["param_groups"][0]["params"][0]
+    entry = sd["state"].get(first)
+    if entry:
+        entry = {**entry, "form": opt.rule.name}
+        sd["state"] = {**sd["state"], first: entry}
+        sd[_LEGACY_KEY] = dict(entry)
+    return sd
 
-    def load_state_dict(self, state_dict):
-        if not isinstance(state_dict, dict):
-            raise LSR1Error(f"an optimizer state must be a dict, got {type(state_dict).__name__}")
-        state_dict = dict(state_dict)  # never change the caller's dict (it may be loaded again elsewhere)
-        extra = state_dict.pop("lsr1", None)
-        if extra is not None:
-            extra = _check_lsr1_state(extra, self.net.config.form)
-        super().load_state_dict(state_dict)
-        if extra is not None:
-            self._lsr1 = LSR1State(**extra)
-            cfg = self.net.config
-            full = extra["W"].shape[1] >= cfg.memory
-            if cfg.form == "qn" and extra.get("P") is not None:
-                self._op = state_operator(cfg, extra["W"], extra["P"], extra["Q"], extra["gamma"], extra.get("S"))
-            else:
-                self._op = LSR1Operator(extra["W"], identity=not (cfg.drop_identity_when_full and full),
-                                        rescale=cfg.rescale_direction, scale=extra.get("gamma"))
-            self._cache = None
+
+def _checked(opt: LSR1Optimizer, sd) -> dict:
+    """Load pre-hook: a new dict (the caller's is never changed) whose L-SR1 entry has been checked — fields, types,
+    shapes and the form — and whose param group holds every hyperparameter (older dicts had none)."""
+    if not isinstance(sd, dict):
+        raise LSR1Error(f"an optimizer state must be a dict, got {type(sd).__name__}")
+    sd = dict(sd)
+    groups = sd.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict) or not isinstance(
+            groups[0].get("params"), list) or not groups[0]["params"]:
+        raise LSR1Error("an LSR1Optimizer state holds one parameter group with its parameters' indices")
+    group = {**opt.defaults, **groups[0]}
+    check_step_scale(group["step_scale"])
+    LSR1Optimizer._stop_rule(group)  # the tolerances
+    sd["param_groups"] = [group]
+    state = sd.get("state", {})
+    if not isinstance(state, dict):
+        raise LSR1Error(f"optimizer state 'state' must be a dict, got {type(state).__name__}")
+    first = group["params"][0]
+    extra = sd.pop(_LEGACY_KEY, None)
+    if extra is None:
+        extra = state.get(first)
+    state = {k: v for k, v in state.items() if k != first}
+    if extra is not None:
+        state[first] = _check_lsr1_state(extra, opt)
+    sd["state"] = state
+    return sd
+
+
+def _after_load(opt: LSR1Optimizer) -> None:
+    st = opt._lsr1
+    opt._op = None if st is None else opt.rule.operator(opt.net, st)
+    opt._cache = None
 
 
 def loss_value(loss) -> float:
@@ -299,18 +346,20 @@ def _check_params(params) -> None:
                         f"{sorted({str(p.dtype) for p in live})} on {sorted({str(p.device) for p in live})}")
 
 
-def _check_lsr1_state(extra, form: str) -> dict:
-    """The 'lsr1' entry of a state dict: known fields of the right types, of this optimizer's form."""
+def _check_lsr1_state(extra, opt: LSR1Optimizer) -> dict:
+    """The L-SR1 entry of a state dict: known fields of the right types and shapes, of this optimizer's form, and
+    what its rule's next step reads (returned without the form, which is checked here)."""
     if not isinstance(extra, dict):
         raise LSR1Error(f"optimizer state 'lsr1' must be a dict, got {type(extra).__name__}")
-    extra = dict(extra)
+    extra = {k: v for k, v in extra.items() if v is not None}
+    form = opt.rule.name
     saved_form = extra.pop("form", None)
     if saved_form is None:  # states saved before the form was recorded: a qn state holds its pairs
         saved_form = "qn" if extra.get("P") is not None else "paper"
     if saved_form != form:
         raise LSR1Error(f"this optimizer state was saved by an L-SR1 optimizer of the {saved_form!r} form; this "
                         f"optimizer's model is of the {form!r} form — load it into an optimizer with the same model")
-    unknown = sorted(set(extra) - set(_STATE_TENSORS) - {"k"})
+    unknown = sorted(map(str, set(extra) - set(_STATE_TENSORS) - {"k"}))
     if unknown:
         raise LSR1Error(f"optimizer state holds unknown L-SR1 fields {unknown}")
     k = extra.get("k", 0)
@@ -324,4 +373,19 @@ def _check_lsr1_state(extra, form: str) -> dict:
     missing = [n for n in ("x", "f", "g", "W") if extra.get(n) is None]
     if missing:
         raise LSR1Error(f"optimizer state lacks the L-SR1 fields {missing}")
+    opt.rule.check_state(extra)
+    n = sum(p.numel() for p in opt._params())
+    shapes = {"f": (1,), "gamma": (1, 1)}
+    for name, v in extra.items():
+        if name == "k":
+            continue
+        want = shapes.get(name, (1, None, n) if name in ("W", "P", "Q", "U") else (1, n))
+        if v.dim() != len(want) or any(w is not None and s != w for s, w in zip(v.shape, want)):
+            raise LSR1Error(f"optimizer state field {name!r} has shape {tuple(v.shape)}; this optimizer's "
+                            f"{n} parameters need {tuple('l' if w is None else w for w in want)}")
+        if not bool(torch.isfinite(v).all()):
+            raise LSR1Error(f"optimizer state field {name!r} holds NaN or infinity")
+    pairs = {extra[name].shape[1] for name in ("P", "Q", "U") if name in extra}
+    if len(pairs) > 1:
+        raise LSR1Error(f"optimizer state fields P, Q and U must hold the same number of pairs, got {sorted(pairs)}")
     return extra

@@ -54,12 +54,13 @@ from __future__ import annotations
 
 import torch
 
-from ..solvers.sr1 import envelope_scale, probe_scale
 import dataclasses
 
 from ..operators import CurvatureOperator
+from ..solvers.sr1 import envelope_scale, probe_scale
 from .model import LSR1Net, LSR1Operator, LSR1State, LSR1StepOut
-from .safeguard import EXTEND_TRIALS, MAX_HALVINGS, armijo_step
+from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, StepOut, UpdateRule
+from .safeguard import EXTEND_TRIALS, armijo_step
 
 
 def _tiny(t: torch.Tensor) -> float:
@@ -339,47 +340,82 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
             "U": torch.cat([U, u.unsqueeze(1)], 1)}
 
 
+class QNRule(UpdateRule):
+    """The scale-free quasi-Newton form (this module's docstring) behind :class:`~lsr1_core.learned.rules.UpdateRule`.
+
+    A step: :func:`qn_propose`, the Armijo safeguard (at most ``TRAIN_MAX_HALVINGS`` halvings in the training
+    step, ``MAX_HALVINGS`` at inference; the recovery's extended search and the lengthening as the config asks),
+    the new pair, the diagonal metric's second moment and, where the safeguard found no use in the step, a restart.
+    """
+
+    name = "qn"
+    scale_free = True
+    options = ("h0", "fallback", "restart", "extrapolate", "backtrack")
+    state_fields = UpdateRule.state_fields + ("gamma", "P", "Q", "U")
+
+    def init(self, net, objective, x0, f0=None, g0=None) -> LSR1State:
+        return qn_init_state(net, objective, x0, f0, g0)
+
+    def init_heads(self, net: LSR1Net) -> None:
+        # Start exactly at classical SR1 with unit quasi-Newton steps: zero correction, α = 1.
+        for head in (net.vector_generator.fc2, net.lr_generator.fc2):
+            head.weight.zero_()
+            head.bias.zero_()
+
+    def operator(self, net, state):
+        return state_operator(net.config, state.W, state.P, state.Q, state.gamma, state.S)
+
+    def step(self, net, state, objective, *, differentiable: bool, detach_gradient: bool = False,
+             step_scale: float = 1.0) -> tuple[LSR1State, StepOut]:
+        halvings = TRAIN_MAX_HALVINGS if differentiable else MAX_HALVINGS
+        return self._step(net, state, objective, detach_gradient, step_scale, halvings)
+
+    @staticmethod
+    def _step(net, state, objective, detach_gradient, step_scale, max_halvings) -> tuple[LSR1State, StepOut]:
+        cfg = net.config
+        prop = qn_propose(net, state, step_scale)
+        d, alpha = prop["d"], prop["alpha"]
+        x, f, g = state.x, state.f, state.g
+        if cfg.safeguard == "armijo":
+            safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
+                               extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate,
+                               backtrack=cfg.backtrack)
+            x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
+            step_size = safe.step_size(alpha)
+        else:
+            x_new = x - alpha * d
+            f_new, g_new = objective.value_and_grad(x_new)
+            evals, step_size = 1, alpha
+            fired = torch.zeros_like(f, dtype=torch.bool)
+        if detach_gradient:
+            g_new = g_new.detach()
+        evals += state.pending_evals
+        new = LSR1State(x=x_new, f=f_new, g=g_new, p=x_new - x, d=d, q=g_new - g, W=prop["W"], Bq=prop["Hq"],
+                        k=state.k + 1, gamma=prop["gamma"], P=prop["P"], Q=prop["Q"], U=prop["U"],
+                        S=update_second_moment(cfg, state.S, g_new))
+        restarted = torch.zeros_like(fired)
+        if cfg.restart and cfg.safeguard == "armijo":
+            # rows that did not move although their gradient is not zero (no trial passed, or the accepted one
+            # rounds back to x): their memory gave a step of no use, so they restart from a probe
+            failed = ((safe.t == 0) | safe.null) & (g.detach().abs().amax(-1) > 0)
+            restarted = failed | safe.extended
+            if bool(restarted.any()):
+                new, extra = restart_rows(cfg, new, objective, failed, safe.extended, g)
+                evals += extra
+        rel = prop["rel_sq"].detach().clamp_min(0).sqrt()
+        lengthened = safe.grown if cfg.safeguard == "armijo" else torch.zeros_like(fired)
+        return new, StepOut(direction=d, step_size=step_size, operator=prop["op"], evals=evals, vector=prop["v"],
+                            secant=prop["secant"], secant_rel=rel, learned_step=alpha, secant_rel_sq=prop["rel_sq"],
+                            departure=prop["departure"], safeguard=fired, skipped=prop["skipped"],
+                            restarted=restarted, bfgs=prop["bfgs"], lengthened=lengthened)
+
+
 def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False,
             step_scale: float = 1.0, max_halvings: int = MAX_HALVINGS) -> tuple[LSR1State, LSR1StepOut]:
-    """One step of the qn form: propose, safeguard, evaluate, advance (differentiable)."""
-    cfg = net.config
-    prop = qn_propose(net, state, step_scale)
-    d, alpha = prop["d"], prop["alpha"]
-    x, f, g = state.x, state.f, state.g
-    if cfg.safeguard == "armijo":
-        safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
-                           extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate,
-                           backtrack=cfg.backtrack)
-        x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
-        step_size = safe.step_size(alpha)
-    else:
-        x_new = x - alpha * d
-        f_new, g_new = objective.value_and_grad(x_new)
-        evals, step_size = 1, alpha
-        fired = torch.zeros_like(f, dtype=torch.bool)
-    if detach_gradient:
-        g_new = g_new.detach()
-    evals += state.pending_evals
-    new = LSR1State(x=x_new, f=f_new, g=g_new, p=x_new - x, d=d, q=g_new - g, W=prop["W"], Bq=prop["Hq"],
-                    k=state.k + 1, gamma=prop["gamma"], P=prop["P"], Q=prop["Q"], U=prop["U"],
-                    S=update_second_moment(cfg, state.S, g_new))
-    restarted = torch.zeros_like(fired)
-    if cfg.restart and cfg.safeguard == "armijo":
-        # rows that did not move although their gradient is not zero (no trial passed, or the accepted one
-        # rounds back to x): their memory gave a step of no use, so they restart from a probe
-        failed = ((safe.t == 0) | safe.null) & (g.detach().abs().amax(-1) > 0)
-        restarted = failed | safe.extended
-        if bool(restarted.any()):
-            new, extra = restart_rows(cfg, new, objective, failed, safe.extended, g)
-            evals += extra
-    rel = prop["rel_sq"].detach().clamp_min(0).sqrt()
-    out = LSR1StepOut(v=prop["v"], alpha=step_size, d=d, operator=prop["op"], secant=prop["secant"],
-                      secant_rel=rel,
-                      extras={"secant_rel_sq": prop["rel_sq"], "departure": prop["departure"], "safeguard": fired, "skipped": prop["skipped"],
-                              "evals": evals, "learned_alpha": alpha, "restarted": restarted,
-                              "bfgs": prop["bfgs"],
-                              "lengthened": safe.grown if cfg.safeguard == "armijo" else torch.zeros_like(fired)})
-    return new, out
+    """One step of the qn form: propose, safeguard, evaluate, advance (differentiable). The older entry point of
+    :meth:`QNRule.step` (``extras`` holds what the :class:`StepOut` names: evals, safeguard, skipped, …)."""
+    new, out = QNRule._step(net, state, objective, detach_gradient, step_scale, max_halvings)
+    return new, out.legacy()
 
 
 def restart_rows(cfg, state: LSR1State, objective, failed: torch.Tensor, extended: torch.Tensor,

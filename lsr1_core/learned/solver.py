@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, LSR1Error
+from ..errors import LSR1Error
 from ..solvers.base import Solver, StepInfo
 from ..solvers.stopping import check_tolerance
 from .io import load_model
-from .model import FORMS, LSR1Net, LSR1State, paper_step
-from .qn import qn_init_state, qn_step
+from .model import LSR1Net
+from .rules import MARKS, check_form, check_options, rule_for
 
 
 @contextlib.contextmanager
@@ -48,8 +48,9 @@ def inference_mode(net: LSR1Net, rows: int | None = None):
         net.train(was_training)
 
 
-# the qn form's per-step marks a trace records (as 0/1 in x's dtype): what the safeguard and the memory did
-QN_STEP_FLAGS = ("safeguard", "skipped", "restarted", "bfgs", "lengthened")
+# the per-step marks a trace records (as 0/1 in x's dtype): what the safeguard and the memory did (the qn rule
+# records all of them, the paper rule "safeguard" where its safeguard is on)
+QN_STEP_FLAGS = MARKS
 
 
 class LSR1Solver(Solver):
@@ -84,21 +85,24 @@ class LSR1Solver(Solver):
         check_form(model, form, checkpoint)
         if memory is not None:
             model = model.with_memory(memory)
-        qn_rules = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
-                                                 ("extrapolate", extrapolate), ("backtrack", backtrack))
-                     if v is not None}
-        if qn_rules:
-            if model.config.form != "qn":
-                raise LSR1Error(f"{'/'.join(qn_rules)} applies to the qn form only; this model is of the "
-                                f"{model.config.form!r} form")
-            model = model.with_config(**qn_rules)
+        options = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
+                                     ("extrapolate", extrapolate), ("backtrack", backtrack)) if v is not None}
+        if options:
+            check_options(model.config, options)
+            model = model.with_config(**options)
         self.net = model
         if name:
             self.name = name
 
     @property
+    def rule(self):
+        """The update rule of the model's config (:func:`~lsr1_core.learned.rules.rule_for`)."""
+        return rule_for(self.net.config)
+
+    @property
     def form(self) -> str:
-        return self.net.config.form
+        """The model's form ("paper" or "qn"): the name of its update rule."""
+        return self.rule.name
 
     def _init(self, objective):
         st = self.state
@@ -106,32 +110,20 @@ class LSR1Solver(Solver):
         p = next(self.net.parameters())
         if x.dtype != p.dtype or x.device != p.device:
             self.net.to(device=x.device, dtype=x.dtype)
-        g = st["g"]
-        if self.form == "qn":
-            with torch.no_grad():
-                self._s = qn_init_state(self.net, objective, x, st["f"], g)
-            return
-        self._s = LSR1State.initial(x, st["f"], g)
+        with torch.no_grad():
+            self._s = self.rule.init(self.net, objective, x, st["f"], st["g"])
 
     def _step(self, objective):
         s = self._s
         s.x, s.f, s.g = self.state["x"], self.state["f"], self.state["g"]
         with torch.no_grad(), inference_mode(self.net, rows=s.x.numel()):
-            if self.form == "qn":
-                new, out = qn_step(self.net, s, objective, step_scale=self.step_scale)
-                evals = out.extras["evals"]
-                extras = {"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant,
-                          **{k: out.extras[k].to(s.x.dtype) for k in QN_STEP_FLAGS}}
-                step_size = out.alpha
-            else:
-                new, out, evals = paper_step(self.net, s, objective, self.step_scale)
-                extras = {"v": out.v, "secant_residual": out.secant_rel, "secant_sq": out.secant}
-                if "safeguard" in out.extras:
-                    extras["safeguard"] = out.extras["safeguard"].to(s.x.dtype)
-                step_size = out.alpha
+            new, out = self.rule.step(self.net, s, objective, differentiable=False, step_scale=self.step_scale)
+        extras = {"v": out.vector, "secant_residual": out.secant_rel, "secant_sq": out.secant,
+                  **{k: m.to(s.x.dtype) for k, m in out.marks().items()}}
         self._s = new
         self.state.update(x=new.x, f=new.f, g=new.g, W=new.W)
-        return StepInfo(direction=out.d, step_size=step_size, operator=out.operator, extras=extras, evals=evals)
+        return StepInfo(direction=out.direction, step_size=out.step_size, operator=out.operator, extras=extras,
+                        evals=out.evals)
 
     def freeze_rows(self, rows, x, f, g):
         super().freeze_rows(rows, x, f, g)
@@ -151,13 +143,4 @@ def check_step_scale(step_scale) -> float:
     return float(step_scale)
 
 
-def check_form(net: LSR1Net, form: str | None, source=None) -> None:
-    """Refuse a model of the other form than the one asked for, saying which is which."""
-    if form is None:
-        return
-    if form not in FORMS:
-        raise LSR1Error(f"unknown L-SR1 form {form!r}; choose one of {list(FORMS)}")
-    if net.config.form != form:
-        where = f"checkpoint {source}" if source is not None else "the given model"
-        raise CheckpointError(f"{where} holds the {net.config.form!r} form of L-SR1, but the {form!r} form was "
-                              f"asked for; load it without form= or pick a {form!r} checkpoint")
+__all__ = ["LSR1Solver", "check_form", "check_step_scale", "inference_mode"]

@@ -34,95 +34,12 @@ from ..device import resolve_device, resolve_dtype
 from ..errors import CheckpointError, LSR1Error, NonFiniteMetaGradient
 from ..learned.io import save_model
 from ..learned.mlp import set_batchnorm_sync
-from ..learned.model import LSR1Net, init_state, lsr1_step
-from ..learned.qn import qn_init_state, qn_step
-from ..learned.secant import secant_penalty
-from ..learned.solver import inference_mode
+from ..learned.model import LSR1Net
 from .presets import TrainConfig
 from .tasks import MetaTask
-
-
-# A problem's loss() may return, under this key of its statistics, its meta-loss terms as tensors with their graphs;
-# the trainer then names the term whose gradient is not finite when it stops (they are not logged).
-TERMS_KEY = "_terms"
-META_TERMS = ("objective term (f or log-gap over the unroll)", "secant term (λ_sec · ‖p − Hq‖²)")
-
-
-def unroll(net: LSR1Net, objective, x0: torch.Tensor, steps: int, secant_weight: float,
-           detach_gradient: bool = False, secant_form: str = "absolute",
-           meta_loss: str = "value") -> tuple[torch.Tensor, dict]:
-    """K unrolled L-SR1 steps; returns the meta-loss of Eq. 9 and per-run statistics.
-
-    L_meta = (1/K) Σ_k [ mean_b f(x_k) + λ_sec · mean_b ‖p_k − B̃_k q_k‖² ]
-
-    ``meta_loss="log_gap"`` replaces f(x_k) by log10((f(x_k) − f*)/(f(x_0) − f*)), which weighs every
-    problem the same whatever its scale (the qn form's presets train on many scales at once).
-    """
-    if net.config.form == "qn":
-        return _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant_form, meta_loss)
-    state = init_state(objective, x0)
-    total = x0.new_zeros(())
-    f_sum = x0.new_zeros(())
-    sec_sum = x0.new_zeros(())
-    f_term, s_term = x0.new_zeros(()), x0.new_zeros(())
-    rel = []
-    for _ in range(steps):
-        state, out = lsr1_step(net, state, objective, detach_gradient=detach_gradient)
-        f_k = state.f.mean()
-        s_k = secant_penalty(out.secant, state.p, secant_form).mean()
-        total = total + f_k + secant_weight * s_k
-        f_term, s_term = f_term + f_k, s_term + secant_weight * s_k
-        f_sum = f_sum + f_k.detach()
-        sec_sum = sec_sum + s_k.detach()
-        rel.append(out.secant_rel.detach().mean())
-    loss = total / steps
-    stats = {"f_mean": float(f_sum / steps), "f_final": float(state.f.detach().mean()),
-             "secant": float(sec_sum / steps), "secant_rel": float(torch.stack(rel).mean()),
-             TERMS_KEY: {META_TERMS[0]: f_term / steps, META_TERMS[1]: s_term / steps}}
-    return loss, stats
-
-
-def _unroll_qn(net, objective, x0, steps, secant_weight, detach_gradient, secant_form, meta_loss):
-    """The qn form's unroll: the secant term is that of the textbook pair, H_{k+1} q_k = p_k."""
-    state = qn_init_state(net, objective, x0)
-    f0 = state.f.detach()
-    fstar = objective.min_value() if meta_loss == "log_gap" else None
-    if meta_loss == "log_gap":
-        if fstar is None:
-            raise LSR1Error("meta_loss 'log_gap' needs an objective with a known minimum value")
-        gap0 = (f0 - fstar.detach()).clamp_min(torch.finfo(f0.dtype).tiny)
-    total = x0.new_zeros(())
-    f_term, s_term = x0.new_zeros(()), x0.new_zeros(())
-    f_sum, sec_sum, rel, fired = 0.0, 0.0, [], []
-    for _ in range(steps):
-        state, out = qn_step(net, state, objective, detach_gradient=detach_gradient, max_halvings=12)
-        if meta_loss == "log_gap":
-            gap = (state.f - fstar).clamp_min(0) + 1e-8 * gap0  # floor: past 1e-8 the gradient only adds noise
-            f_k = torch.log10(gap / gap0).mean()
-        else:
-            f_k = state.f.mean()
-        # relative: mean(u²) = ‖p − Hq‖²/‖p‖² wherever the pair is used (skipped pairs carry no gradient)
-        s_k = secant_penalty(out.secant, state.p, secant_form, relative=out.extras["departure"]).mean()
-        total = total + f_k + secant_weight * s_k
-        f_term, s_term = f_term + f_k, s_term + secant_weight * s_k
-        f_sum += float(f_k.detach())
-        sec_sum += float(s_k.detach())
-        rel.append(out.secant_rel.detach().mean())
-        fired.append(out.extras["safeguard"].float().mean())
-    stats = {"f_mean": f_sum / steps, "f_final": float(state.f.detach().mean()), "secant": sec_sum / steps,
-             "secant_rel": float(torch.stack(rel).mean()), "safeguard": float(torch.stack(fired).mean()),
-             TERMS_KEY: {META_TERMS[0]: f_term / steps, META_TERMS[1]: s_term / steps}}
-    if meta_loss == "log_gap":
-        stats["log_gap_final"] = float(f_k.detach())
-    return total / steps, stats
-
-
-def evaluate(net: LSR1Net, objective, x0, steps: int, secant_weight: float, secant_form: str = "absolute",
-             meta_loss: str = "value") -> dict:
-    with torch.no_grad(), inference_mode(net, rows=x0.numel()):
-        loss, stats = unroll(net, objective, x0, steps, secant_weight, secant_form=secant_form, meta_loss=meta_loss)
-    stats.pop(TERMS_KEY, None)
-    return {"loss": float(loss), **stats}
+from .runfiles import (MAX_METRICS_BYTES, MAX_RUN_JSON_BYTES, as_integer, check_latest_present,  # noqa: F401
+                       parse_metric_lines, read_metric_records, read_run_config, recorded_progress, write_config)
+from .unroll import META_TERMS, TERMS_KEY, evaluate, unroll  # noqa: F401  (importable from here as before)
 
 
 @dataclass
@@ -223,125 +140,6 @@ class LSR1Problem(MetaProblem):
                    extra={"train_config": train_config})
 
 
-# bounds on what is read from a run directory: its JSON files are a few kB, metrics.jsonl ~0.3 kB a line
-MAX_RUN_JSON_BYTES = 16 << 20
-MAX_METRICS_BYTES = 256 << 20
-
-
-def as_integer(v) -> int | None:
-    """A JSON value read from a run file as an int (an integral float counts), None for anything else (bools too)."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and v == int(v):
-        return int(v)
-    return None
-
-
-def parse_metric_lines(data: bytes) -> list[tuple[bytes, dict]]:
-    """(raw line, record) for every complete metric record in a metrics.jsonl's bytes: a UTF-8 JSON object
-    with an integer ``iteration`` (normalised to int). Anything else — a line cut by a crash, non-UTF-8
-    bytes, a JSON list, number or string, a missing, string or null iteration — is skipped."""
-    out = []
-    for raw in data.split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            continue
-        if not isinstance(rec, dict):
-            continue
-        it = as_integer(rec.get("iteration"))
-        if it is None:
-            continue
-        rec["iteration"] = it
-        out.append((raw, rec))
-    return out
-
-
-def read_metric_records(run_dir: str | Path) -> list[dict]:
-    """The run's complete metric records (see :func:`parse_metric_lines`); [] when metrics.jsonl is missing.
-    ``OSError`` when it is not a regular file (a FIFO, a device) or larger than ``MAX_METRICS_BYTES``."""
-    try:
-        data = read_regular_file(Path(run_dir) / "metrics.jsonl", MAX_METRICS_BYTES)
-    except FileNotFoundError:
-        return []
-    return [rec for _, rec in parse_metric_lines(data)]
-
-
-def recorded_progress(run_dir: str | Path) -> tuple[int, str]:
-    """How far a run's files other than ``latest.*`` show it got: (iteration, where), from its metric lines
-    and its best checkpoint's card; (0, "") when they show no progress past iteration 0. Unreadable files
-    count as showing nothing (their own readers report them)."""
-    run_dir = Path(run_dir)
-    best, where = 0, ""
-    try:
-        its = [rec["iteration"] for rec in read_metric_records(run_dir)]
-    except OSError:
-        its = []
-    if its and max(its) > best:
-        best, where = max(its), "metrics.jsonl"
-    try:
-        card = json.loads(read_regular_file(run_dir / "best.json", MAX_RUN_JSON_BYTES).decode())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        card = None
-    it = as_integer(card.get("iterations")) if isinstance(card, dict) else None
-    if it is not None and it > best:
-        best, where = it, "best.json"
-    return best, where
-
-
-def check_latest_present(run_dir: str | Path) -> None:
-    """``LSR1Error`` when a run's ``latest.*`` checkpoint is missing although its metrics or best checkpoint
-    show it had progressed: resuming would start it over from iteration 0, wiping metrics.jsonl and
-    overwriting best.* with an untrained model. A run killed before its first checkpoint (nothing past
-    iteration 0) may start over."""
-    run_dir = Path(run_dir)
-    if (run_dir / "latest.json").exists():
-        return
-    done, where = recorded_progress(run_dir)
-    if done > 0:
-        raise LSR1Error(f"{run_dir} has no latest checkpoint (latest.json is missing) although its {where} shows it "
-                        f"reached iteration {done}; resuming would start it over and overwrite metrics.jsonl and "
-                        "best.*, so it is refused. Restore latest.json and its latest.*.safetensors, or start a "
-                        "new run (the best model so far is still in best.*)")
-    orphans = sorted(p.name for p in run_dir.glob("latest.*.safetensors"))
-    if orphans:
-        raise LSR1Error(f"{run_dir} has latest weights ({orphans[0]}) but no latest.json naming them; the run "
-                        "cannot be resumed safely (restore latest.json, or start a new run)")
-
-
-def _write_config(path: Path, cfg) -> None:
-    atomic_write_bytes(path, (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
-
-
-def read_run_config(run_dir: str | Path, config_class: type = TrainConfig):
-    """A run directory's validated config; ``LSR1Error`` (never the defaults) when config.json is missing,
-    corrupted or invalid."""
-    cfg_path = Path(run_dir) / "config.json"
-    if not cfg_path.is_file():
-        raise LSR1Error(f"{run_dir} is not a run directory (no config.json); a run cannot be resumed without "
-                        "its config (never the defaults)")
-    try:
-        d = json.loads(read_regular_file(cfg_path, MAX_RUN_JSON_BYTES).decode())
-    except OSError as e:
-        raise LSR1Error(f"cannot read {cfg_path}: {e.strerror or e}; the run cannot be resumed") from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise LSR1Error(f"{cfg_path} is corrupted ({type(e).__name__}: {e}); the run cannot be resumed") from None
-    if not isinstance(d, dict):
-        raise LSR1Error(f"{cfg_path} is corrupted (a JSON {type(d).__name__}, not an object); "
-                        "the run cannot be resumed")
-    d = {k: v for k, v in d.items() if k != "problem"}  # the run's problem kind (meta.registry), not a field
-    try:
-        return config_class.from_dict(d)
-    except LSR1Error as e:
-        raise LSR1Error(f"{cfg_path} is not a valid training config: {e}") from None
-    except (TypeError, AttributeError, OverflowError) as e:
-        raise LSR1Error(f"{cfg_path} is not a valid training config ({type(e).__name__}: {e})") from None
-
-
 class Trainer:
     """Meta-trains the model of one :class:`MetaProblem`: ``Trainer(cfg, run_dir).fit()`` (the paper's
     analytic tasks), ``Trainer(cfg, run_dir, problem=HMRProblem).fit()``; ``Trainer.resume(run_dir)``."""
@@ -392,7 +190,7 @@ class Trainer:
             if held:
                 raise LSR1Error(f"{self.run_dir} already holds a run ({held[0]}); resume it or choose another "
                                 "directory (a new run would overwrite it)")
-            _write_config(self.run_dir / "config.json", self.cfg)
+            write_config(self.run_dir / "config.json", self.cfg)
 
     def save_latest(self) -> None:
         """Checkpoint the run for resume (model, optimiser, RNG states, counters)."""
@@ -467,7 +265,7 @@ class Trainer:
             if iterations < tr.iteration:
                 raise LSR1Error(f"cannot resume {run_dir} to {iterations} iterations: it is already at "
                                 f"{tr.iteration} (config.json left unchanged)")
-            _write_config(run_dir / "config.json", cfg)
+            write_config(run_dir / "config.json", cfg)
         return tr
 
     def _write_metrics(self, rec: dict) -> None:
@@ -610,7 +408,7 @@ class Trainer:
         while self.iteration < cfg.iterations and not self._stop:
             try:
                 rec = self.train_step()
-            except NonFiniteMetaGradient as e:
+            except NonFiniteMetaGradient:
                 # the parameters are those of the last good iteration: keep them (the error says why it stopped)
                 self.save_latest()
                 if bar is not None:
