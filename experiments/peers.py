@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsr1_core.errors import LSR1Error
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
 from lsr1_core.objectives.mgh import MGH_FUNCTIONS, mgh_function
 from lsr1_core.solvers import make_solver, run

@@ -13,13 +13,12 @@ Writes docs/results/qn.json and docs/results_qn.md. Sections:
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
-from lsr1_core.objectives import Quadratic, Rastrigin, Rosenbrock, quadratic_split, teaching_function
+from lsr1_core.objectives import Rastrigin, Rosenbrock, quadratic_split, teaching_function
 from lsr1_core.objectives.base import Objective
 from lsr1_core.objectives.functions import TEACHING_FUNCTIONS
 from lsr1_core.objectives.quadratic import spectrum_quadratics
