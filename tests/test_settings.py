@@ -70,6 +70,7 @@ BAD = [
     (dict(function="nope"), "unknown 2-D function 'nope'"),
     (dict(fn_kwargs={"cond": "ten"}), "(name, finite number) pairs"),
     (dict(fn_kwargs=5), "must be a mapping"),
+    (dict(fn_kwargs=(("cond", 2.0), ("cond", 3.0))), "name one twice"),
     (dict(fn_kwargs={"bogus": 1.0}), "wrong parameters"),
     (dict(fn_kwargs={"cond": 0.5}), "condition number must be >= 1"),
     (dict(fn_kwargs={"cond": float("inf")}), "(name, finite number) pairs"),

@@ -82,6 +82,8 @@ class Setting:
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and _real(item[1])
                     and math.isfinite(item[1])):
                 raise LSR1Error(f"the function's parameters must be (name, finite number) pairs, got {item!r}")
+        if len({name for name, _ in items}) != len(items):
+            raise LSR1Error(f"the function's parameters name one twice: {self.fn_kwargs!r}")
         put(self, "fn_kwargs", tuple(sorted(items)))
         start = self.start
         if isinstance(start, (str, bytes)) or not hasattr(start, "__len__") or len(start) != 2 \
