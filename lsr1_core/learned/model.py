@@ -16,7 +16,7 @@ Where the paper and the authors' released code differ, :class:`LSR1Config` names
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from ..config import ConfigMixin
 from ..errors import LSR1Error, NonFiniteError, ShapeError, check_memory
 from ..operators import CurvatureOperator
 from .mlp import ElementwiseMLP
+from .rules import LSR1StepOut, rule_for  # noqa: F401  (LSR1StepOut: importable from here as before)
 
 FEATURES = ("x", "p", "d", "g", "q")
 FORMS = ("paper", "qn")
@@ -182,7 +183,6 @@ class LSR1Net(nn.Module):
         self.encoder = ElementwiseMLP(len(c.features), c.hidden, c.hidden, c.dropout, c.batchnorm)
         self.vector_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout, c.batchnorm)
         self.lr_generator = ElementwiseMLP(c.hidden, 1, c.hidden, c.dropout, c.batchnorm)
-        from .rules import rule_for  # (rules imports this module)
         with torch.no_grad():
             rule_for(c).init_heads(self)  # the rule's untrained start
 
@@ -339,17 +339,6 @@ class LSR1State:
     def initial(cls, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> "LSR1State":
         """Algorithm 1, line 1: p_0 = x_0, q_0 = d_0 = g_0, an empty buffer (x0, g: (B, N); f: (B,))."""
         return cls(x=x0, f=f, g=g, p=x0, d=g, q=g, W=x0.new_zeros(x0.shape[0], 0, x0.shape[1]), Bq=g, k=0)
-
-
-@dataclass
-class LSR1StepOut:
-    v: torch.Tensor
-    alpha: torch.Tensor
-    d: torch.Tensor
-    operator: LSR1Operator
-    secant: torch.Tensor  # (B,) ‖p_k − B̃_k q_k‖²
-    secant_rel: torch.Tensor  # (B,) ‖p_k − B̃_k q_k‖ / ‖p_k‖
-    extras: dict = field(default_factory=dict)
 
 
 def init_state(objective, x0: torch.Tensor, create_graph: bool = False) -> LSR1State:

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import torch
 
-from .model import LSR1Config, LSR1Net, LSR1Operator, LSR1State, LSR1StepOut
-from .rules import StepOut, UpdateRule
+from .model import LSR1Config, LSR1Net, LSR1Operator, LSR1State
+from .rules import LSR1StepOut, StepOut, UpdateRule, register
 from .safeguard import armijo_step
 
 
@@ -65,6 +65,7 @@ def advance(state: LSR1State, x, f, g, d, W, op) -> tuple[LSR1State, torch.Tenso
     return new, secant, secant_rel, Bq
 
 
+@register
 class PaperRule(UpdateRule):
     """Algorithm 1. The training step (``differentiable=True``) is the plain step: propose, one evaluation,
     advance; the inference step scales α by ``step_scale`` and applies the Armijo safeguard where the config asks

@@ -58,8 +58,8 @@ import dataclasses
 
 from ..operators import CurvatureOperator
 from ..solvers.sr1 import envelope_scale, probe_scale
-from .model import LSR1Net, LSR1Operator, LSR1State, LSR1StepOut
-from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, StepOut, UpdateRule
+from .model import LSR1Net, LSR1Operator, LSR1State
+from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, LSR1StepOut, StepOut, UpdateRule, register
 from .safeguard import EXTEND_TRIALS, armijo_step
 
 
@@ -340,6 +340,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
             "U": torch.cat([U, u.unsqueeze(1)], 1)}
 
 
+@register
 class QNRule(UpdateRule):
     """The scale-free quasi-Newton form (this module's docstring) behind :class:`~lsr1_core.learned.rules.UpdateRule`.
 

@@ -23,12 +23,15 @@ google/learned_optimization (one small interface per learned optimizer, one file
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CheckpointError, LSR1Error
-from .model import FORMS, LSR1Config, LSR1Net, LSR1State, LSR1StepOut
 from .safeguard import MAX_HALVINGS
+
+if TYPE_CHECKING:  # (the model imports this module: its types are named, not imported)
+    from .model import LSR1Config, LSR1Net, LSR1State
 
 # The meta-training step's limit on the safeguard's halvings (the unroll and the HMR model); inference uses
 # MAX_HALVINGS (lsr1_core.learned.safeguard), 30.
@@ -37,8 +40,20 @@ TRAIN_MAX_HALVINGS = 12
 # The per-step marks a StepOut may carry ((B,) bool each), in the order traces record them.
 MARKS = ("safeguard", "skipped", "restarted", "bfgs", "lengthened")
 
-__all__ = ["MARKS", "MAX_HALVINGS", "TRAIN_MAX_HALVINGS", "StepOut", "UpdateRule", "check_form", "check_options",
-           "rule_for"]
+__all__ = ["LSR1StepOut", "MARKS", "MAX_HALVINGS", "TRAIN_MAX_HALVINGS", "StepOut", "UpdateRule", "check_form",
+           "check_options", "register", "rule_for"]
+
+
+@dataclass
+class LSR1StepOut:
+    """The older step output of ``lsr1_step``/``paper_step``/``qn_step`` (:meth:`StepOut.legacy`)."""
+    v: torch.Tensor
+    alpha: torch.Tensor
+    d: torch.Tensor
+    operator: object
+    secant: torch.Tensor  # (B,) ‖p_k − B̃_k q_k‖²
+    secant_rel: torch.Tensor  # (B,) ‖p_k − B̃_k q_k‖ / ‖p_k‖
+    extras: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -137,32 +152,39 @@ class UpdateRule:
     state_fields: tuple[str, ...] = ("x", "f", "g", "p", "d", "q", "W", "Bq")
 
 
-def rule_for(config: LSR1Config) -> UpdateRule:
+_RULES: dict[str, type[UpdateRule]] = {}
+
+
+def register(cls: type[UpdateRule]) -> type[UpdateRule]:
+    """Class decorator: make a rule the one of the form named by its ``name`` (lsr1_core.learned imports both)."""
+    _RULES[cls.name] = cls
+    return cls
+
+
+def rule_for(config: "LSR1Config") -> UpdateRule:
     """The update rule of a config: the one place that reads ``config.form``."""
-    from .paper import PaperRule
-    from .qn import QNRule
-    rules = {PaperRule.name: PaperRule, QNRule.name: QNRule}
-    if config.form not in rules:
-        raise LSR1Error(f"unknown L-SR1 form {config.form!r}; this library knows {list(FORMS)}")
-    return rules[config.form](config)
+    cls = _RULES.get(config.form)
+    if cls is None:
+        raise LSR1Error(f"unknown L-SR1 form {config.form!r}; this library knows {sorted(_RULES)}")
+    return cls(config)
 
 
-def check_options(config: LSR1Config, names) -> None:
+def check_options(config: "LSR1Config", names) -> None:
     """``LSR1Error`` where an inference option (``h0``, ``fallback``, …) does not belong to the config's rule."""
     rule = rule_for(config)
     bad = [n for n in names if n not in rule.options]
     if bad:
-        owners = sorted({r.name for r in (rule_for(LSR1Config.qn()), rule_for(LSR1Config())) if set(bad) <= set(r.options)})
+        owners = sorted(name for name, cls in _RULES.items() if set(bad) <= set(cls.options))
         whose = f"the {'/'.join(owners)} form only" if owners else "no L-SR1 form"
         raise LSR1Error(f"{'/'.join(bad)} applies to {whose}; this model is of the {rule.name!r} form")
 
 
-def check_form(net: LSR1Net, form: str | None, source=None) -> None:
+def check_form(net: "LSR1Net", form: str | None, source=None) -> None:
     """Refuse a model of the other form than the one asked for, saying which is which."""
     if form is None:
         return
-    if form not in FORMS:
-        raise LSR1Error(f"unknown L-SR1 form {form!r}; choose one of {list(FORMS)}")
+    if form not in _RULES:
+        raise LSR1Error(f"unknown L-SR1 form {form!r}; choose one of {sorted(_RULES)}")
     have = rule_for(net.config).name
     if have != form:
         where = f"checkpoint {source}" if source is not None else "the given model"
