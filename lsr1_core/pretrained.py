@@ -185,7 +185,8 @@ def _command(args) -> int:
     if args.cmd == "compare":
         from .meta.heldout import compare_card, format_comparison
 
-        print(format_comparison(compare_card(args.name, family=args.family, n_seeds=args.seeds)))
+        target = Path(args.name) if ("/" in args.name or args.name.endswith(".json")) else pretrained_path(args.name)
+        print(format_comparison(compare_card(target, family=args.family, n_seeds=args.seeds)))
         return 0
     if args.cmd == "reproduce":
         _, card = load_tensors_and_card(pretrained_path(args.name), kind="lsr1")

@@ -13,17 +13,13 @@ from ..errors import LSR1Error
 from .families import FAMILIES
 
 
-def load_card_model(name_or_path):
-    """(net in float64, card) of a shipped name (``pretrained/NAME``) or a checkpoint path."""
+def load_card_model(path):
+    """(net in float64, card) of a checkpoint stem or file (``…/NAME``, ``…/NAME.json``; resolve a shipped name with
+    :func:`lsr1_core.pretrained.pretrained_path` first)."""
     from ..learned.io import load_model
-    from ..pretrained import PRETRAINED_DIR, pretrained_path
 
-    p = Path(str(name_or_path))
-    if p.suffix in (".json", ".safetensors") or p.parent != Path("."):
-        path = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    else:
-        path = pretrained_path(str(name_or_path), PRETRAINED_DIR)
-    net, card = load_model(path)
+    p = Path(str(path))
+    net, card = load_model(p.with_suffix("") if p.suffix in (".json", ".safetensors") else p)
     return net.double(), card
 
 

@@ -7,6 +7,8 @@ What is learned is a handful of smooth, per-family quantities of the qn form's c
   their own scales (features of different units, parameters of different kinds) gains from it; one whose
   coordinates are exchangeable loses, so the value is the family's to learn.
 * ``gamma`` — log of the H₀ scale factor over its default ½ (γ = factor·min pᵀq/qᵀq).
+* ``decay`` — the logit of the metric's averaging decay relative to its default 0.9 (how long the metric
+  remembers old gradients; only matters where diag ≠ 0).
 
 θ is fitted by :func:`~lsr1_core.meta.budget.train_scalars` (Adam on antithetic, orthogonal ES gradients with
 common random numbers) to the family's budget meta-loss — the mean over evaluation budgets of the best
@@ -52,6 +54,8 @@ SCALARS: dict[str, Scalar] = {
     "diag": Scalar("diag", 0.0, (-0.5, 3.0), lambda t: float(t), "exponent β of the diagonal metric (0: H₀ = γI)"),
     "gamma": Scalar("gamma_factor", 0.0, (-3.0, 3.0), lambda t: 0.5 * math.exp(t),
                     "log of the H₀ scale factor over ½"),
+    "decay": Scalar("diag_decay", 0.0, (-4.0, 4.0), lambda t: 1 / (1 + math.exp(-(math.log(9.0) + t))),
+                    "logit of the metric's averaging decay, relative to 0.9 (matters only where diag ≠ 0)"),
 }
 
 
@@ -235,9 +239,9 @@ def ship(name: str, result: dict, held: dict, out_dir: Path, *, force: bool = Fa
     """Save the trained scalars as a card in ``out_dir`` (safetensors + JSON), or refuse where the held-out
     comparison does not show a gain over the untrained start (``force`` writes it as an untrained configuration)."""
     from ..learned.io import save_model
-    from ..pretrained import check_name
 
-    check_name(name)
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise LSR1Error(f"a card name is a bare file stem, got {name!r}")
     gain = beats_untrained(held)
     if not gain and not force:
         mob = held["mean_over_budgets"]["trained_vs_untrained"]
