@@ -352,13 +352,7 @@ def _check_lsr1_state(extra, opt: LSR1Optimizer) -> dict:
     if not isinstance(extra, dict):
         raise LSR1Error(f"optimizer state 'lsr1' must be a dict, got {type(extra).__name__}")
     extra = {k: v for k, v in extra.items() if v is not None}
-    form = opt.rule.name
-    saved_form = extra.pop("form", None)
-    if saved_form is None:  # states saved before the form was recorded: a qn state holds its pairs
-        saved_form = "qn" if extra.get("P") is not None else "paper"
-    if saved_form != form:
-        raise LSR1Error(f"this optimizer state was saved by an L-SR1 optimizer of the {saved_form!r} form; this "
-                        f"optimizer's model is of the {form!r} form — load it into an optimizer with the same model")
+    opt.rule.check_saved_form(extra.pop("form", None), extra)
     unknown = sorted(map(str, set(extra) - set(_STATE_TENSORS) - {"k"}))
     if unknown:
         raise LSR1Error(f"optimizer state holds unknown L-SR1 fields {unknown}")

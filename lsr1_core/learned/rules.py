@@ -151,6 +151,16 @@ class UpdateRule:
 
     state_fields: tuple[str, ...] = ("x", "f", "g", "p", "d", "q", "W", "Bq")
 
+    def check_saved_form(self, saved, fields: dict) -> None:
+        """``LSR1Error`` where a saved optimizer state is of another form than this rule's (``saved``: the form it
+        records, None in states saved before it was recorded: a qn state holds its pairs ``P``)."""
+        if saved is None:
+            saved = "qn" if fields.get("P") is not None else "paper"
+        if saved != self.name:
+            raise LSR1Error(f"this optimizer state was saved by an L-SR1 optimizer of the {saved!r} form; this "
+                            f"optimizer's model is of the {self.name!r} form — load it into an optimizer with the "
+                            "same model")
+
 
 _RULES: dict[str, type[UpdateRule]] = {}
 
