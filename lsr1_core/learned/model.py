@@ -1,4 +1,6 @@
-"""The L-SR1 model (Algorithm 1, Eq. 7-9) and its differentiable step.
+"""The L-SR1 model (Algorithm 1, Eq. 7-9): its config, network, operator and state. Its steps are the update
+rules' (:mod:`lsr1_core.learned.rules`: the paper's in :mod:`~lsr1_core.learned.paper`, the scale-free form's in
+:mod:`~lsr1_core.learned.qn`).
 
 State per run (all (B, N) unless noted): the previous iterate x, step p, direction d,
 gradient g and gradient change q, the buffer W (B, l, N) of the last L generated vectors.

@@ -23,6 +23,11 @@ max|Δparameter| of a step below it; a step that did not move counts only after 
 torch's defaults 1e-7 and 1e-9 (None turns one off). Once converged, ``step`` returns the last loss without
 calling the closure — as long as the parameters were not changed in between — and ``converged`` /
 ``stop_reason`` say so.
+
+torch.optim's conventions: ``step_scale`` and the tolerances are ``defaults`` in the one param group, the L-SR1
+state is ``self.state[first parameter]`` and ``state_dict``/``load_state_dict`` are the base class's (hooks add the
+form and the ``"lsr1"`` view, and check a loaded state). Every step is the model's update rule
+(:func:`~lsr1_core.learned.rules.rule_for`); this file never looks at the form.
 """
 from __future__ import annotations
 
