@@ -69,3 +69,39 @@ def test_a_scalar_run_trains_checkpoints_and_resumes(tmp_path):
     assert learned_status("best", tmp_path / "run").startswith("trained scalars on logistic")
     tr2 = Trainer.resume(tmp_path / "run", iterations=6, problem=ScalarProblem)
     assert tr2.iteration == 4 and torch.equal(tr2.net.theta, tr.net.theta)
+
+
+def test_the_meta_training_page_offers_scalar_presets_with_their_own_form(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LSR1_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("LSR1_PAGE_DIRECT", "1")
+    from pathlib import Path
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "views" / "training.py"),
+                           default_timeout=120)
+    at.run()
+    at.selectbox(key="train_preset").set_value("qn_scalars_logistic").run()
+    assert not at.exception
+    assert [m.label for m in at.multiselect] == ["learned scalars"]
+    assert at.multiselect[0].value == ["diag", "gamma", "decay"]
+    labels = [n.label for n in at.number_input]
+    assert "ES σ" in labels and "N (dimension)" not in labels
+    at.multiselect[0].set_value([]).run()
+    assert any("choose at least one scalar" in e.value for e in at.error)
+    assert at.button(key="train_launch").disabled
+    # the held-out panel lists the shipped qn cards
+    assert any(sb.label == "Checkpoint" and any("qn_logistic" in o for o in sb.options) for sb in at.selectbox)
+
+
+def test_training_curves_of_a_scalar_run():
+    from lsr1_core.viz.training import training_curves
+
+    metrics = [{"iteration": 0, "val_loss": -1.8, "val_diag": 0.0, "val_gamma_factor": 0.5, "val_diag_decay": 0.9},
+               {"iteration": 1, "meta_loss": -1.9}, {"iteration": 2, "meta_loss": -2.0, "val_loss": -2.1,
+                                                     "val_diag": 0.1, "val_gamma_factor": 0.49, "val_diag_decay": 0.9}]
+    fig = training_curves(metrics, kind="scalars")
+    names = [t.name for t in fig.data]
+    assert "validation meta-loss" in names and "β (diagonal metric)" in names
+    beta = next(t for t in fig.data if t.name == "β (diagonal metric)")
+    assert list(beta.y) == [0.0, 0.1]

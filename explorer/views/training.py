@@ -13,11 +13,13 @@ from lsr1_core.checkpoints import read_checkpoint_bytes
 from lsr1_core.errors import LSR1Error
 from lsr1_core.hmr.presets import HMR_PRESETS, hmr_preset
 from lsr1_core.meta.presets import PRESETS, preset
+from lsr1_core.meta.scalar_problem import SCALAR_PRESETS, scalar_preset
+from lsr1_core.meta.scalars import SCALARS
 from lsr1_core.runs import RunManager, read_metrics
 from lsr1_core.runs.root import runs_root
 from lsr1_core.viz.training import training_curves
 
-KIND_NAMES = {"lsr1": "L-SR1", "hmr": "HMR"}
+KIND_NAMES = {"lsr1": "L-SR1", "hmr": "HMR", "scalars": "qn scalars (ES)"}
 MAX_CONCURRENT = int(os.environ.get("LSR1_MAX_CONCURRENT", "1"))
 REFRESH_S = float(os.environ.get("LSR1_REFRESH_S", "2"))
 
@@ -57,8 +59,24 @@ def is_hmr(name: str) -> bool:
     return name in HMR_PRESETS
 
 
+def is_scalars(name: str) -> bool:
+    return name in SCALAR_PRESETS
+
+
+# a scalar preset (ES on the qn form's family-level scalars, lsr1_core.meta.scalar_problem)
+SCALAR_FIELDS = (("train_batch", "ES pairs per iteration", int, 1, 64, True),
+                 ("train_iters", "iterations", int, 1, 100_000, True),
+                 ("train_lr", "meta learning rate", float, 0.0, 1.0, False),
+                 ("train_sigma", "ES σ", float, 0.0, 2.0, False),
+                 ("train_seed", "seed", int, 0, 2**31 - 1, True))
+
+
 def preset_values(name: str) -> dict:
     """The form's values for preset ``name`` (session_state keys → values)."""
+    if is_scalars(name):
+        c = scalar_preset(name)
+        return {"train_batch": c.batch, "train_iters": c.iterations, "train_lr": float(c.lr),
+                "train_sigma": float(c.sigma), "train_params": list(c.params)}
     if is_hmr(name):
         c = hmr_preset(name)
         return {"train_K": c.unroll, "train_lsec": float(c.secant_weight), "train_batch": c.batch,
@@ -91,21 +109,25 @@ def field_errors(values: dict, fields=FIELDS) -> list[str]:
 
 def launch_form():
     st.subheader("Launch a run")
-    names = sorted(PRESETS) + sorted(HMR_PRESETS)
+    names = sorted(PRESETS) + sorted(HMR_PRESETS) + sorted(SCALAR_PRESETS)
     if "train_loaded" not in st.session_state:  # not a widget key: the HMR form has no N field to test for
         st.session_state.setdefault("train_preset", "quadratic")
         _load_preset()
         st.session_state["train_loaded"] = True
     name = st.selectbox("Preset", names, key="train_preset", on_change=_load_preset,
                         help="quadratic: appendix C.2.1; profile_*: Table 7; qn_*: the scale-free form; hmr_*: human "
-                             "mesh recovery's update stage (LGD or L-SR1) on the shipped initializer. Choosing one "
-                             "loads its values below.")
+                             "mesh recovery's update stage (LGD or L-SR1) on the shipped initializer; qn_scalars_*: "
+                             "the qn form's family-level scalars (diagonal metric, H₀ scale) learned by ES on a family's "
+                             "meta-loss in evaluations. Choosing one loads its values below.")
     st.selectbox("Run on", ["local", "slurm"], key="train_backend",
                  help="local: a background process on this machine. slurm: a SLURM job submitted through submitit "
                       "(needs the submitit package and the SLURM commands here; the runs root must be on a file "
                       "system the compute nodes share). Cancel and resume work on both.")
     if is_hmr(name):
         hmr_form(name)
+        return
+    if is_scalars(name):
+        scalars_form(name)
         return
     c1, c2, c3, c4 = st.columns(4)
     with c1:
@@ -165,6 +187,37 @@ def hmr_form(name: str):
             name, unroll=int(v["train_K"]), secant_weight=float(v["train_lsec"]), batch=int(v["train_batch"]),
             iterations=iterations, lr=float(v["train_lr"]), seed=int(v["train_seed"]), val_size=int(v["train_val"]),
             val_every=every, ckpt_every=every))
+
+
+def scalars_form(name: str):
+    """The form of a scalar preset: which scalars, ES pairs, iterations, learning rate, σ, seed."""
+    c = scalar_preset(name)
+    st.caption(f"Learns the qn form's family-level scalars on **{c.family}** by antithetic evolution strategies on "
+               "the family's meta-loss in evaluations (the best log10 gap within 16–128 evaluations, every function "
+               "and gradient evaluation counted). The networks stay untrained; the best checkpoint is an ordinary qn "
+               "card. Use the held-out panel below to see whether it beats its untrained start and L-BFGS.")
+    st.multiselect("learned scalars", list(SCALARS), key="train_params",
+                   help="; ".join(f"{k}: {v.doc}" for k, v in SCALARS.items()))
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.number_input("ES pairs per iteration", step=1, key="train_batch")
+        st.number_input("iterations", step=1, key="train_iters")
+    with c2:
+        st.number_input("meta learning rate", format="%.3f", key="train_lr")
+        st.number_input("ES σ", format="%.3f", key="train_sigma")
+    with c3:
+        st.number_input("seed", value=0, step=1, key="train_seed")
+    run_name = st.text_input("run name (optional)", key="train_name")
+    v = {key: st.session_state.get(key) for key, *_ in SCALAR_FIELDS}
+    errors = field_errors(v, SCALAR_FIELDS)
+    if not st.session_state.get("train_params"):
+        errors.append("choose at least one scalar to learn")
+    if _launch_button(errors):
+        iterations = int(v["train_iters"])
+        _launch(name, run_name, lambda: scalar_preset(
+            name, params=tuple(st.session_state["train_params"]), batch=int(v["train_batch"]), iterations=iterations,
+            lr=float(v["train_lr"]), sigma=float(v["train_sigma"]), seed=int(v["train_seed"]),
+            val_every=max(1, min(5, iterations // 10)), ckpt_every=max(1, min(10, iterations // 5))))
 
 
 def _launch_button(errors: list[str]) -> bool:

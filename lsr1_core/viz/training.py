@@ -14,8 +14,16 @@ SERIES = (("meta_loss", "training meta-loss", 1), ("val_loss", "validation meta-
 # an HMR run (lsr1_core.hmr.train): its validation "loss" is the PA-MPJPE after K steps, in millimetres
 HMR_SERIES = (("meta_loss", "training meta-loss", 1), ("val_meta_loss", "validation meta-loss", 1),
               ("val_pa_mpjpe", "validation PA-MPJPE (mm)", 2))
+# a scalar run (lsr1_core.meta.scalar_problem): the budget meta-loss (a mean log10 gap, negative) and the learned
+# scalars at each validation
+SCALAR_SERIES = (("meta_loss", "training meta-loss (ES estimate)", 1), ("val_loss", "validation meta-loss", 1),
+                 ("val_diag", "β (diagonal metric)", 2), ("val_gamma_factor", "γ factor", 2),
+                 ("val_diag_decay", "metric decay", 2))
 PANELS = {"lsr1": (SERIES, ("meta-loss", "relative secant residual ‖p − B̃q‖/‖p‖"), (True, True)),
-          "hmr": (HMR_SERIES, ("meta-loss (Eq. 13)", "validation PA-MPJPE after K steps (mm)"), (True, False))}
+          "hmr": (HMR_SERIES, ("meta-loss (Eq. 13)", "validation PA-MPJPE after K steps (mm)"), (True, False)),
+          "scalars": (SCALAR_SERIES, ("budget meta-loss: mean best log10 gap (lower is better)", "learned scalars"),
+                      (False, False))}
+OTHER_COLORS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 def _points(metrics: list[dict], key: str) -> list[tuple]:
@@ -41,7 +49,7 @@ def training_curves(metrics: list[dict], title: str = "", kind: str = "lsr1") ->
     """Meta-loss (training, validation) and relative secant residual against iteration, on log scales (the
     meta-loss spans decades and single iterations spike); the raw training curve is faint, its running median
     drawn over it. ``kind="hmr"``: an HMR run's meta-loss and validation PA-MPJPE (linear, mm)."""
-    series, titles, log_cols = PANELS[kind]
+    series, titles, log_cols = PANELS.get(kind, PANELS["lsr1"])
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
     colors = {"training": "#1f77b4", "validation": "#d62728"}
     logs = {1: log_cols[0], 2: log_cols[1]}
@@ -49,7 +57,7 @@ def training_curves(metrics: list[dict], title: str = "", kind: str = "lsr1") ->
         data = _points(metrics, key)
         xs, ys = [d[0] for d in data], [d[1] for d in data]
         logs[col] = logs[col] and (not ys or _log_ok(ys))
-        color = colors[name.split()[0]]
+        color = colors.get(name.split()[0]) or OTHER_COLORS[[k for k, *_ in series].index(key) % len(OTHER_COLORS)]
         if name.startswith("training") and len(ys) > 20:
             fig.add_trace(go.Scatter(x=xs, y=ys, name=name + " (raw)", mode="lines", opacity=0.25,
                                      line=dict(color=color, width=1), legendgroup=name, showlegend=False),
