@@ -4,7 +4,10 @@
     run_id = mgr.start(preset("quadratic", iterations=2000))
     mgr.list(); mgr.cancel(run_id); mgr.resume(run_id)
 
-Also a command line: ``python -m lsr1_core.runs start|list|show|cancel|resume``.
+Also a command line: ``python -m lsr1_core.runs start|list|show|cancel|resume``. A run's problem kind comes
+from ``lsr1_core.meta.registry``; ``RunManager(..., backend="slurm")`` (``--backend slurm``) submits it as a
+SLURM job through submitit instead of a local process (``backends.py``); every run writes TensorBoard event
+files beside its metrics (``tensorboard --logdir runs/jobs``).
 """
 from .manager import RunInfo, RunManager, read_metrics
 
