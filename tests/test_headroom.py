@@ -1,10 +1,10 @@
-"""The headroom benchmark (lsr1_core.experiments.headroom): its families, its untrained start and its outputs."""
+"""The headroom benchmark (experiments.headroom): its families, its untrained start and its outputs."""
 import json
 import math
 
 import torch
 
-from lsr1_core.experiments import headroom as hr
+from experiments import headroom as hr
 from lsr1_core.learned import LSR1Solver
 from lsr1_core.meta.budget import run_budget
 from lsr1_core.objectives import Rosenbrock, family_starts
@@ -63,7 +63,7 @@ def test_command_writes_json_and_markdown(tmp_path):
     lb = next(r for r in F["rows"] if r["method"] == "lbfgs")
     assert lb["mean_over_budgets"]["vs_qn"]["mean"] > 1  # L-BFGS is far behind at these budgets
     md = (tmp_path / "results_learning.md").read_text()
-    assert "python -m lsr1_core.experiments.headroom" in md and "quadratic_n2" in md
+    assert "python -m experiments.headroom" in md and "quadratic_n2" in md
     assert all(math.isfinite(c["mean"]) for r in F["rows"] for c in r["per_budget"])
 
 

@@ -106,7 +106,7 @@ def _smooth_loss():
     """Budget loss of the untrained qn form on 8 well-conditioned quadratics (κ ≤ 10, N = 20) as a function of
     θ = (log step_scale, log(gamma_factor/0.5)), near θ = (−0.7, 0): every step is a full step (one evaluation,
     the safeguard never shortens it), so the loss is a smooth function of θ there."""
-    from lsr1_core.experiments.headroom import qn_solver
+    from lsr1_core.meta.families import qn_solver
 
     q, x0, fstar = _quadratics()
 
@@ -189,7 +189,7 @@ def test_es_refuses_non_finite_loss_and_bad_arguments():
 def test_per_row_counts_in_a_batch_are_what_each_problem_pays_alone():
     """The batched per-row count equals the count of the same problem run alone (whose own Trace.evals, plus the
     start, is the project's count), while the batch's Trace.evals charges every row the lock-step maximum."""
-    from lsr1_core.experiments.headroom import qn_solver
+    from lsr1_core.meta.families import qn_solver
     from lsr1_core.objectives import Quadratic
     from lsr1_core.solvers import run
 

@@ -7,7 +7,7 @@ Each row b has its own m × n design A_b whose columns are scaled by 10^{u_i}, u
 y = sign(A_b w_true + noise) (noisy, not separable). The objective is convex with an analytic gradient and
 Hessian; :meth:`BatchedLogistic.minimizer` solves every row to ‖∇f‖ ≈ 10⁻¹³ by a damped Newton method (batched, in
 float64) once, so f* is known to rounding. :func:`logistic_family` draws a batch of problems and starts from a
-seeded generator (used by the headroom benchmark, lsr1_core.experiments.headroom). The older
+seeded generator (used by the headroom benchmark, experiments.headroom). The older
 ``experiments.extra_functions.LogisticRegression`` (the generality report's) is a single fixed data set shared
 by every row.
 """
