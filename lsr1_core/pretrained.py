@@ -41,11 +41,12 @@ def learned_status(name: str, directory: Path | None = None) -> str:
     says; a card whose best checkpoint is iteration 0 ships its untrained start."""
     from .learned.io import load_model
     from .learned.qn import heads_are_zero
+    from .learned.rules import rule_for
 
     net, card = load_model(pretrained_path(name, directory))
     best = card.get("best_at_iteration")
     ts = card.get("trained_scalars")
-    if isinstance(ts, dict) and net.config.form == "qn":
+    if isinstance(ts, dict) and rule_for(net.config).scale_free:
         vals = ts.get("values") if isinstance(ts.get("values"), dict) else {}
         what = ", ".join(f"{k} = {v:.4g}" for k, v in vals.items() if isinstance(v, (int, float)))
         nets = ("the networks are untrained (zero output layers)" if heads_are_zero(net)
@@ -54,7 +55,7 @@ def learned_status(name: str, directory: Path | None = None) -> str:
             return f"untrained start: scalar meta-training kept iteration 0 ({nets})"
         fam = ts.get("family")
         return f"trained scalars on {fam}: {what} (ES, best at iteration {best}); {nets}"
-    if net.config.form == "qn" and heads_are_zero(net):
+    if rule_for(net.config).scale_free and heads_are_zero(net):
         claim = f" (its card records {card.get('iterations_run')} meta-iterations run)" if card.get(
             "iterations_run") else ""
         return f"untrained: both output layers are zero, so no learned weight takes part{claim}"

@@ -15,6 +15,7 @@ import torch
 
 from ..learned import LSR1Solver
 from ..learned.model import LSR1Config, LSR1Net
+from ..learned.rules import rule_for
 from ..objectives import Rastrigin, Rosenbrock, family_starts, random_quadratics
 from ..objectives.base import Objective, check_batch
 from ..objectives.logistic import logistic_family
@@ -281,7 +282,7 @@ def untrained_net(config: LSR1Config | None = None, hidden: int = 4, **changes) 
     """An untrained qn net (zero output heads: classical SR1 with the config's rules), ``hidden`` wide. Its
     iterates do not depend on the width: every output is exactly 0."""
     cfg = (config or card_config()).replace(hidden=hidden, memory=MEMORY, **changes)
-    if cfg.form != "qn":
+    if not rule_for(cfg).scale_free:
         raise ValueError("the untrained start is a qn-form model")
     return LSR1Net(cfg).double()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LSR1Error
+from ..learned.rules import rule_for
 from .families import FAMILIES
 
 
@@ -32,8 +33,8 @@ def compare_card(name_or_path, family: str | None = None, n_seeds: int = 4, seed
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or not 1 <= n_seeds <= 100:
         raise LSR1Error(f"the number of held-out seeds must be an integer in [1, 100], got {n_seeds!r}")
     net, card = load_card_model(name_or_path)
-    if net.config.form != "qn":
-        raise LSR1Error(f"{name_or_path} is a {net.config.form!r}-form model; the held-out comparison at equal "
+    if not rule_for(net.config).scale_free:
+        raise LSR1Error(f"{name_or_path} is a {rule_for(net.config).name!r}-form model; the held-out comparison at equal "
                         "evaluations is defined for the qn form (the paper form has no evaluation-counted safeguard)")
     own = scalars.family_of(card)
     if family is None:

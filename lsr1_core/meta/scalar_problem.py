@@ -10,7 +10,7 @@ config), loadable by every page and by :class:`~lsr1_core.learned.LSR1Optimizer`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from ..config import ConfigMixin, named_config
 from ..errors import LSR1Error
 from .budget import es_gradient_with_stats
-from .families import FAMILIES, TRAIN_BASE
+from .families import TRAIN_BASE
 from .scalars import SCALARS, check_family, check_params, config_for, net_for, seeds_of, terms
 from .train import MetaProblem
 

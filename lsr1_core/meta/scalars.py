@@ -34,6 +34,7 @@ import torch
 from ..errors import LSR1Error
 from ..learned import LSR1Solver
 from ..learned.model import LSR1Config, LSR1Net
+from ..learned.rules import rule_for
 from ..solvers import make_solver
 from .budget import budget_terms, run_budget, train_scalars
 from .families import FAMILIES, HELD_BASE, MEMORY, TRAIN_BASE, VAL_BASE, Family, draw
@@ -96,7 +97,7 @@ def config_for(theta, params, base: LSR1Config | None = None) -> LSR1Config:
 
 def net_for(config: LSR1Config) -> LSR1Net:
     """A qn net with zero output layers (no learned weight takes part) in float64."""
-    if config.form != "qn":
+    if not rule_for(config).scale_free:
         raise LSR1Error("scalar meta-training is for the qn form")
     return LSR1Net(config).double()
 
