@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default="docs")
     a = ap.parse_args(argv)
-    models = a.models or [m for m in ("quadratic", "profile_quadratic", "qn_quadratic", "qn_profile_quadratic")
+    models = a.models or [m for m in ("quadratic", "profile_quadratic", "qn_quadratic")
                           if (PRETRAINED_DIR / f"{m}.json").exists()]
     res = evaluate(models, steps=a.steps)
     cmd = command("dims", f"--models {' '.join(a.models)}" if a.models else "")

@@ -77,8 +77,8 @@ def rows_quadratics():
         ("L-SR1 qn, untrained, two-scale H₀ + BFGS fallback + recovery (the default)",
          "recovery where the safeguard runs out of halvings", lambda: qn_untrained()),
         ("L-SR1 qn `qn_quadratic` (trained, λ_sec = 1)", "meta-training", checkpoint("pretrained/qn_quadratic")),
-        ("L-SR1 qn `qn_quadratic_nosec`", "meta-training without secant", checkpoint("pretrained/qn_quadratic_nosec")),
-        ("L-SR1 qn `qn_profile_quadratic` (N = 100)", "meta-training at N = 100", checkpoint("pretrained/qn_profile_quadratic")),
+        ("L-SR1 qn `qn_quadratic_nosec`", "meta-training without secant", checkpoint("pretrained/archive/qn_quadratic_nosec")),
+        ("L-SR1 qn `qn_profile_quadratic` (N = 100)", "meta-training at N = 100", checkpoint("pretrained/archive/qn_profile_quadratic")),
     ]
 
 

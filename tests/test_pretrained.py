@@ -85,7 +85,7 @@ def test_profile_rosenbrock_model_beats_tuned_gradient_descent_after_100_steps()
     assert tr.f[-1].mean() < gd.f[-1].mean(), (float(tr.f[-1].mean()), float(gd.f[-1].mean()), lr)
 
 
-QN_SHIPPED = ["qn_quadratic", "qn_profile_quadratic", "qn_profile_rosenbrock", "qn_profile_rastrigin"]
+QN_SHIPPED = ["qn_quadratic", "qn_logistic", "qn_least_squares", "qn_softmax", "qn_hmr_scalars"]
 
 
 def test_the_scale_free_models_are_shipped_and_say_their_form():
