@@ -216,3 +216,20 @@ def test_trainer_stops_on_a_non_finite_meta_gradient_naming_the_term(tmp_path):
     assert (tmp_path / "run" / "latest.json").exists()
     resumed = Trainer.resume(tmp_path / "run")
     assert resumed.iteration == 0
+
+
+def test_the_learning_report_judges_a_card_on_seeds_no_run_used(tmp_path):
+    """experiments.learning on one shipped card and one judge seed: the card beats its untrained start there, the
+    report names the targets, the ablation rows and where the judge seeds come from."""
+    from experiments.learning import JUDGE_BASE, judge_seeds, main
+
+    seeds = judge_seeds("logistic", 1)
+    assert seeds[0] >= JUDGE_BASE and seeds[0] not in scalars.seeds_of(FAMILIES["logistic"], "held", 8)
+    assert main(["--cards", "qn_logistic", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results" / "learning.json").read_text())
+    h = res["cards"]["qn_logistic"]["judge"]
+    assert h["seeds"] == seeds and h["mean_over_budgets"]["trained_vs_untrained"]["hi"] < 0
+    md = (tmp_path / "results_learned.md").read_text()
+    assert "## Targets" in md and "diag only" in md and "Tried and not shipped" in md
+    with pytest.raises(SystemExit):
+        main(["--cards", "no_such_card", "--out", str(tmp_path)])
