@@ -48,6 +48,7 @@ import torch
 
 from lsr1_core.learned.model import LSR1Config
 from lsr1_core.meta.budget import budget_terms, run_budget, train_scalars
+from lsr1_core.meta.scalars import paired
 from lsr1_core.meta.families import (CARD, FAMILIES, FLOOR, HELD_BASE, MEMORY, SCALE_RANGE, TRAIN_BASE, TUNE_BASE, VAL_BASE,  # noqa: F401
                              Family, FullBatchDigits, LowRankRosenbrock, card_config, digits_family, draw, hmr_family,
                              _draw, lowrank_rosenbrock_family, qn_solver, reference_fstar, untrained_net)
@@ -103,19 +104,6 @@ def evaluate(family: Family, name: str, param, seeds, counts: list | None = None
         obj, y0, fstar, base, x0, c = draw(family, sd)
         out.append(method_runs(family, name, param, obj, y0, fstar, base, x0, c, max(family.budgets), counts))
     return torch.cat(out, 1)
-
-
-def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """mean and 95 % t-interval of a − b (per problem)."""
-    from scipy import stats
-
-    d = (a - b).double()
-    n = d.numel()
-    m = float(d.mean())
-    if n < 2:
-        return {"mean": m, "lo": float("nan"), "hi": float("nan"), "n": n}
-    half = float(stats.t.ppf(0.975, n - 1)) * float(d.std(unbiased=True)) / math.sqrt(n)
-    return {"mean": m, "lo": m - half, "hi": m + half, "n": n}
 
 
 def mean_ci(a: torch.Tensor) -> dict:

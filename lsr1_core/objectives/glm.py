@@ -16,17 +16,7 @@ import torch
 
 from ..errors import LSR1Error
 from .base import Objective, check_batch
-from .logistic import _newton
-
-
-def _scaled_design(batch: int, m: int, n: int, decades: float, generator: torch.Generator):
-    if not all(isinstance(v, int) and v >= 1 for v in (batch, n, m)):
-        raise LSR1Error(f"batch, n and m must be positive integers, got {batch}, {n}, {m}")
-    if not decades >= 0:
-        raise LSR1Error(f"decades must be non-negative, got {decades!r}")
-    u = (torch.rand(batch, 1, n, generator=generator, dtype=torch.float64) - 0.5) * decades
-    cols = 10 ** u
-    return torch.randn(batch, m, n, generator=generator, dtype=torch.float64) * cols, cols
+from .logistic import _newton, scaled_design as _scaled_design
 
 
 class BatchedLeastSquares(Objective):

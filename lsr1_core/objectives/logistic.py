@@ -116,6 +116,17 @@ def _newton(obj: BatchedLogistic, x: torch.Tensor, gtol: float, iters: int) -> t
     return x
 
 
+def scaled_design(batch: int, m: int, n: int, decades: float, generator: torch.Generator):
+    """(A (B, m, n), column scales (B, 1, n)): a ~ N(0, I) with column i scaled by 10^{u_i}, u_i ~ U(±decades/2)."""
+    if not all(isinstance(v, int) and v >= 1 for v in (batch, n, m)):
+        raise LSR1Error(f"batch, n and m must be positive integers, got {batch}, {n}, {m}")
+    if not decades >= 0:
+        raise LSR1Error(f"decades must be non-negative, got {decades!r}")
+    u = (torch.rand(batch, 1, n, generator=generator, dtype=torch.float64) - 0.5) * decades
+    cols = 10 ** u
+    return torch.randn(batch, m, n, generator=generator, dtype=torch.float64) * cols, cols
+
+
 def logistic_family(batch: int, generator: torch.Generator, n: int = 50, m: int = 200, decades: float = 3.0,
                     lam: float = 1e-3, noise: float = 0.5, start_scale: float = 1.0, dtype=torch.float64
                     ) -> tuple[BatchedLogistic, torch.Tensor]:
@@ -123,13 +134,7 @@ def logistic_family(batch: int, generator: torch.Generator, n: int = 50, m: int 
 
     Per row: a ~ N(0, I) with column i scaled by 10^{u_i}, u_i ~ U(±decades/2); w_true ~ N(0, I) divided by the
     column scales (so every feature matters); y = sign(aᵀw_true + noise·std·N(0, 1))."""
-    if not all(isinstance(v, int) and v >= 1 for v in (batch, n, m)):
-        raise LSR1Error(f"batch, n and m must be positive integers, got {batch}, {n}, {m}")
-    if not decades >= 0:
-        raise LSR1Error(f"decades must be non-negative, got {decades!r}")
-    u = (torch.rand(batch, 1, n, generator=generator, dtype=torch.float64) - 0.5) * decades
-    cols = 10 ** u
-    A = torch.randn(batch, m, n, generator=generator, dtype=torch.float64) * cols
+    A, cols = scaled_design(batch, m, n, decades, generator)
     w = torch.randn(batch, n, generator=generator, dtype=torch.float64) / cols.squeeze(1)
     z = torch.einsum("bmn,bn->bm", A, w)
     z = z + noise * z.std(dim=-1, keepdim=True) * torch.randn(batch, m, generator=generator, dtype=torch.float64)
