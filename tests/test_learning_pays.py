@@ -233,3 +233,32 @@ def test_the_learning_report_judges_a_card_on_seeds_no_run_used(tmp_path):
     assert "## Targets" in md and "diag only" in md and "Tried and not shipped" in md
     with pytest.raises(SystemExit):
         main(["--cards", "no_such_card", "--out", str(tmp_path)])
+
+
+def test_frame_level_split_keeps_a_temporal_gap_and_training_draws_come_from_training_frames():
+    import numpy as np
+
+    from lsr1_core.meta.families import (FRAME_BLOCK, FRAME_GAP, FRAME_HELD_EVERY, TRAIN_BASE, VAL_BASE, Family,
+                                         _draw, frame_split)
+
+    names = ["a"] * 400 + ["b"] * 170
+    train, held = frame_split(names)
+    assert not bool((train & held).any()) and held.sum() > 0 and train.sum() > 0
+    for clip in ("a", "b"):
+        idx = np.flatnonzero(np.asarray(names) == clip)
+        t, h = idx[train[idx]] - idx[0], idx[held[idx]] - idx[0]
+        assert np.abs(t[:, None] - h[None, :]).min() > FRAME_GAP  # the temporal gap
+        assert set(h // FRAME_BLOCK % FRAME_HELD_EVERY) == {FRAME_HELD_EVERY - 1}
+    calls = []
+
+    def sample(tag):
+        def f(batch, g):
+            calls.append(tag)
+            x0 = torch.ones(batch, 2, dtype=torch.float64)
+            return random_quadratics(2, batch, generator=g)[0], x0, torch.zeros(batch, dtype=torch.float64)
+        return f
+
+    fam = Family("toy", "toy", sample("held"), train_sample=sample("fit"))
+    for seed in (20_000, VAL_BASE + 5, TRAIN_BASE + 3, 60_000):
+        _draw(fam, seed, 2)
+    assert calls == ["held", "fit", "fit", "held"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..learned import LSR1Solver
@@ -28,6 +29,8 @@ MEMORY = 8
 SCALE_RANGE = 3.0
 FLOOR = 1e-12
 TUNE_BASE, HELD_BASE, VAL_BASE, TRAIN_BASE = 10_000, 20_000, 30_000, 1_000_000
+# another split of the same family: a held-out comparison there is not a transfer test
+SPLITS = {"hmr": ("hmr_frames",)}
 
 # --------------------------------------------------------------------------------------------------------------
 # Families
@@ -118,12 +121,41 @@ _HMR: dict = {}
 HMR_REFERENCE_EVALS = 200
 
 
-def hmr_family(batch: int, generator: torch.Generator):
-    """Human mesh recovery: ``batch`` frames of the held-out test clips (lsr1_core.hmr.test_set with a seed drawn
-    from ``generator``: new frames, shapes, global rotations, dropped joints and 2-D noise), the Anny body model,
-    started from the shipped initializer (the one LGD and L-SR1 share). f* per problem: the lowest value of
-    a long L-BFGS and a long untrained-qn run (200 evaluations each) from the same start."""
-    from ..hmr import CameraConfig, HMRObjective, load_pretrained, test_set
+FRAME_BLOCK, FRAME_HELD_EVERY, FRAME_GAP = 30, 5, 5
+
+
+def frame_split(names) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) frame masks of the training clips for the frame-level split: each clip is cut into
+    blocks of ``FRAME_BLOCK`` frames, every ``FRAME_HELD_EVERY``-th block is held out, and no training frame lies
+    within ``FRAME_GAP`` frames of a held-out one (the temporal gap: neighbouring frames of a clip are nearly
+    the same pose)."""
+    names = np.asarray(names)
+    held = np.zeros(len(names), bool)
+    train = np.zeros(len(names), bool)
+    for clip in dict.fromkeys(names.tolist()):
+        m = np.flatnonzero(names == clip)
+        i = np.arange(len(m))
+        h = (i // FRAME_BLOCK) % FRAME_HELD_EVERY == FRAME_HELD_EVERY - 1
+        near = np.convolve(h.astype(float), np.ones(2 * FRAME_GAP + 1), mode="same") > 0
+        held[m], train[m] = h, ~near
+    return train, held
+
+
+def _hmr_poses(split: str) -> np.ndarray:
+    """The pose pool of an HMR draw: "test" — the held-out clips (clip-level test); "train" — the training clips'
+    frames outside the frame-level held-out blocks and their gaps; "frames" — those held-out blocks."""
+    from ..hmr.mocap import mocap_poses
+
+    if split == "test":
+        return mocap_poses("test")[0]
+    poses, names = mocap_poses("train")
+    train, held = frame_split(names)
+    return poses[train if split == "train" else held]
+
+
+def _hmr_problems(batch: int, generator: torch.Generator, split: str):
+    from ..hmr import CameraConfig, HMRObjective, load_pretrained
+    from ..hmr.data import SampleConfig, make_batch
     from ..hmr.anny_body import AnnyBody
 
     if "body" not in _HMR:
@@ -131,7 +163,16 @@ def hmr_family(batch: int, generator: torch.Generator):
         _HMR["init"] = load_pretrained(_HMR["body"], names=["lsr1"])["lsr1"]
     body, init = _HMR["body"], _HMR["init"]
     seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
-    data = test_set(body, n=batch, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    if split == "test":  # exactly lsr1_core.hmr.test_set's draw, as the headroom report made it
+        from ..hmr import test_set
+
+        data = test_set(body, n=batch, seed=seed)
+    else:
+        pool = torch.from_numpy(np.ascontiguousarray(_hmr_poses(split)))
+        idx = torch.randperm(len(pool), generator=gen)[:batch]
+        data = make_batch(body, pool[idx], body.sample_shape(len(idx), gen), gen, CameraConfig(),
+                          SampleConfig(noise=0.01))
     obj = HMRObjective(body, data.kp2d, data.conf, CameraConfig())
     with torch.no_grad(), init.inference(rows=batch):
         p0, s0 = init.initial(obj)
@@ -142,6 +183,26 @@ def hmr_family(batch: int, generator: torch.Generator):
     f = torch.cat(refs, 0)
     fstar = torch.where(torch.isfinite(f), f, torch.full_like(f, float("inf"))).min(0).values
     return obj, x0, fstar.to(torch.float64)
+
+
+def hmr_family(batch: int, generator: torch.Generator):
+    """Human mesh recovery, clip-level test: ``batch`` frames of the held-out test clips (lsr1_core.hmr.test_set
+    with a seed drawn from ``generator``: new frames, shapes, global rotations, dropped joints and 2-D noise), the
+    Anny body model, started from the shipped initializer (the one LGD and L-SR1 share). f* per problem: the
+    lowest value of a long L-BFGS and a long untrained-qn run (200 evaluations each) from the same start."""
+    return _hmr_problems(batch, generator, "test")
+
+
+def hmr_train_family(batch: int, generator: torch.Generator):
+    """Mesh recovery's training and validation draws: frames of the training clips outside the frame-level
+    held-out blocks (:func:`frame_split`), with the test set's noise and drop rate."""
+    return _hmr_problems(batch, generator, "train")
+
+
+def hmr_frames_family(batch: int, generator: torch.Generator):
+    """Mesh recovery's frame-level test: the held-out blocks of the training clips (motions seen in training,
+    frames not), beside the clip-level test of :func:`hmr_family` (motions never seen)."""
+    return _hmr_problems(batch, generator, "frames")
 
 
 def _quadratics(n):
@@ -189,6 +250,8 @@ class Family:
     floor: float = FLOOR  # gaps below floor·(f₀ − f*) count as the floor
     max_seeds: int | None = None  # cap on held-out seeds (expensive families)
     default: bool = True  # run without --families
+    # where training and validation draws come from, when not from ``sample`` (mesh recovery: the training clips)
+    train_sample: Callable | None = None
 
 
 FAMILIES = {
@@ -222,7 +285,7 @@ FAMILIES = {
                               "floored at 10⁻⁶ of the start's (the estimate's own accuracy is not known better; a "
                               "non-convex problem may also have methods end in other basins)."),
     "hmr": Family("hmr", "human mesh recovery (Anny body, 2-D keypoints), N = 60", hmr_family,
-                  budgets=(4, 8, 16, 32), per_seed=8, floor=1e-3, max_seeds=2,
+                  budgets=(4, 8, 16, 32), per_seed=8, floor=1e-3, max_seeds=2, train_sample=hmr_train_family,
                   note="test clips (lsr1_core.hmr.test_set with new seeds), z = [θ, β] from the shipped initializer; "
                        "the L1 reprojection objective in float32; f* = the best of 200-evaluation L-BFGS and qn "
                        "runs per problem, so gaps are floored at 10⁻³ of the start's (a method below the reference "
@@ -237,6 +300,12 @@ FAMILIES = {
                       _softmax, default=False,
                       note="lsr1_core/objectives/glm.py: per-problem data, feature scales 10^U(±1.5), λ = 10⁻³, "
                            "x₀ ~ N(0, I); f* by batched Newton to ‖∇f‖ ≈ 10⁻¹³."),
+    "hmr_frames": Family("hmr_frames", "human mesh recovery, frame-level split (held-out frames of the training clips)",
+                         hmr_frames_family, budgets=(4, 8, 16, 32), per_seed=8, floor=1e-3, max_seeds=2,
+                         train_sample=hmr_train_family, default=False,
+                         note="blocks of 30 frames, every 5th held out, no training frame within 5 frames of a "
+                              "held-out one; the training and validation draws of both mesh-recovery families come "
+                              "from the other frames of the training clips."),
 }
 
 
@@ -258,7 +327,9 @@ def _draw(family: Family, seed: int, count: int | None = None):
     presets: f̃(y) = c·f(y/s), log10 c, log10 s ~ U(±3)."""
     g = torch.Generator().manual_seed(int(seed))
     count = count or family.per_seed
-    obj, x0, fstar = family.sample(count, g)
+    fitting = int(seed) >= TRAIN_BASE or VAL_BASE <= int(seed) < VAL_BASE + 10_000
+    sample = family.train_sample if (fitting and family.train_sample is not None) else family.sample
+    obj, x0, fstar = sample(count, g)
     c = 10 ** ((torch.rand(count, generator=g, dtype=torch.float64) * 2 - 1) * SCALE_RANGE)
     s = 10 ** ((torch.rand(count, generator=g, dtype=torch.float64) * 2 - 1) * SCALE_RANGE)
     return Scaled(obj, c, s), x0 * s.view(-1, 1), fstar * c, obj, x0, c
