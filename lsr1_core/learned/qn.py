@@ -255,6 +255,12 @@ class ScaledOperator(CurvatureOperator):
     def dense(self) -> torch.Tensor:
         return self.s.unsqueeze(2) * self.inner.dense() * self.s.unsqueeze(1)
 
+    @property
+    def W(self) -> torch.Tensor:
+        """The rank-one vectors in x (B, l, N): S(γI + Σ v vᵀ)S = γS² + Σ (Sv)(Sv)ᵀ (what the Curvature page
+        draws)."""
+        return self.inner.W * self.s.unsqueeze(1)
+
     def detach(self):
         return ScaledOperator(self.inner.detach(), self.s.detach())
 
