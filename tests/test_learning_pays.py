@@ -262,3 +262,14 @@ def test_frame_level_split_keeps_a_temporal_gap_and_training_draws_come_from_tra
     for seed in (20_000, VAL_BASE + 5, TRAIN_BASE + 3, 60_000):
         _draw(fam, seed, 2)
     assert calls == ["held", "fit", "fit", "held"]
+
+
+def test_scaled_operator_buffer_vectors_are_those_of_x():
+    """H = S(γI + Σ v vᵀ)S = γS² + Σ (Sv)(Sv)ᵀ: the W the Curvature page draws rebuilds the dense operator."""
+    q, x0 = random_quadratics(4, 1, generator=torch.Generator().manual_seed(3), max_cond=None)
+    net = LSR1Net(LSR1Config.qn(memory=4, hidden=4, diag=1.0, h0="envelope", fallback="skip")).double()
+    tr = run(LSR1Solver(model=net), q, x0, 4, keep_operators=True)
+    op = tr.operators[3]
+    W = op.W[0]
+    M = op.inner.scale[0] * torch.diag(op.s[0] ** 2) + W.T @ W
+    assert torch.allclose(op.dense()[0], M, rtol=1e-10, atol=1e-12)
