@@ -184,6 +184,12 @@ def train(family: Family | str, params=("diag", "gamma"), *, iterations: int = 3
     history and the best θ."""
     family = check_family(family) if isinstance(family, str) else family
     params = check_params(params)
+    for name, v in (("sigma", sigma), ("lr", lr)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+            raise LSR1Error(f"{name} must be a positive finite number, got {v!r}")
+    for name, v in (("pairs", pairs), ("val_seeds", val_seeds)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise LSR1Error(f"{name} must be a positive integer, got {v!r}")
     vseeds = seeds_of(family, "val", val_seeds)
 
     def clamp(theta):
