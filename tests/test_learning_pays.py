@@ -273,3 +273,21 @@ def test_scaled_operator_buffer_vectors_are_those_of_x():
     W = op.W[0]
     M = op.inner.scale[0] * torch.diag(op.s[0] ** 2) + W.T @ W
     assert torch.allclose(op.dense()[0], M, rtol=1e-10, atol=1e-12)
+
+
+def test_family_of_a_hostile_card_is_none_not_an_exception():
+    from hypothesis import given, settings, strategies as st
+
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                          lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                          max_leaves=8)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["family", "preset", "trained_scalars", "x"]), values, max_size=4))
+    def check(card):
+        out = scalars.family_of(card)
+        assert out is None or out in FAMILIES
+
+    check()
+    assert scalars.family_of({"preset": "qn_profile_rosenbrock_nosec"}) == "rosenbrock_n100"
+    assert scalars.family_of({"family": ["logistic"]}) is None

@@ -289,10 +289,11 @@ def untrained_start(net: LSR1Net, card: dict | None = None) -> LSR1Config:
 
 def family_of(card: dict | None) -> str | None:
     """The family a card was trained on: recorded by scalar training, or the family whose preset made it."""
-    if not card:
+    if not isinstance(card, dict):
         return None
-    if card.get("family") in FAMILIES:
-        return card["family"]
+    fam = card.get("family")
+    if isinstance(fam, str) and fam in FAMILIES:
+        return fam
     preset = card.get("preset")
     if isinstance(preset, str) and preset.endswith("_nosec"):  # the same task without the secant penalty
         preset = preset[: -len("_nosec")]
