@@ -171,8 +171,14 @@ def _command(args) -> int:
                 status = learned_status(name)
             except LSR1Error as e:
                 status = f"cannot be loaded: {e}"
-            print(f"{name:28s} preset={card.get('preset')} iterations={card.get('iterations_run')} "
-                  f"val_loss={m.get('val_loss')} — {status}")
+            held = card.get("heldout") if isinstance(card.get("heldout"), dict) else {}
+            try:
+                d = held["mean_over_budgets"]["trained_vs_untrained"]
+                where = (f"family={card.get('family')} held-out vs untrained {float(d['mean']):+.2f} "
+                         f"[{float(d['lo']):+.2f}, {float(d['hi']):+.2f}]")
+            except (KeyError, TypeError, ValueError):
+                where = f"preset={card.get('preset')} val_loss={m.get('val_loss')}"
+            print(f"{name:28s} {where} iterations={card.get('iterations_run')} — {status}")
         return 0
     if args.cmd == "train":
         check_name(args.name)
