@@ -143,18 +143,21 @@ def test_a_bad_first_setting_shows_its_error_without_a_waiting_frame(monkeypatch
 
 
 @pytest.mark.slow
-def test_in_chromium_the_player_frame_loads_before_the_run_ends_and_draws_the_run(tmp_path):
+def test_in_chromium_the_player_frame_is_one_frame_and_draws_the_run(tmp_path):
     pw = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     from tools.browser import CHROMIUM, app_in_chromium, wait_idle
 
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
     del pw
-    log = """() => { if (window !== window.top) return; window.__t = [];
+    log = """() => { if (window !== window.top) return; window.__t = []; window.__inserted = null;
       const obs = () => { const el = document.querySelector("[data-testid='stApp']");
         if (!el) { setTimeout(obs, 5); return; }
         new MutationObserver(() => window.__t.push([performance.now(), el.getAttribute('data-test-script-state')]))
-          .observe(el, {attributes: true, attributeFilter: ['data-test-script-state']}); };
+          .observe(el, {attributes: true, attributeFilter: ['data-test-script-state']});
+        new MutationObserver(() => { if (window.__inserted === null
+            && document.querySelector("iframe[title$='trajectory_player']")) window.__inserted = performance.now(); })
+          .observe(document.body, {childList: true, subtree: true}); };
       obs(); }"""
     with app_in_chromium(1500, 1100, env={"LSR1_RUNS_ROOT": str(tmp_path)}) as (url, pg):
         pg.add_init_script(f"({log})()")
@@ -168,18 +171,19 @@ def test_in_chromium_the_player_frame_loads_before_the_run_ends_and_draws_the_ru
                             "renders: window.__trajView.renders, n: window.__trajView.S.solvers.length, "
                             "contour: document.querySelectorAll('#traj .contourlayer path').length, "
                             "waiting: document.body.className})")
-        top = pg.evaluate("() => ({origin: performance.timeOrigin, t: window.__t})")
+        top = pg.evaluate("() => ({origin: performance.timeOrigin, t: window.__t, inserted: window.__inserted})")
         assert pg.locator("iframe[title$='trajectory_player']").count() == 1
-    # the one frame that drew the run was created — and so began loading plotly.js — before the script's last run
-    # ended: the page emits the player before it computes, so the two overlap. (Whether plotly.js also *finished*
-    # loading first depends on how long the computation takes against the browser's load: since the qn form skips
-    # its zero networks the default view computes in ~3 s, about as long as the load, and that order flipped in CI.)
+    # Whether the frame enters the page before the script's run ends is a race between the page's emission and its
+    # remaining computation (about 1 s on the default view now that the qn form skips its zero networks; the frame
+    # came 77 ms after the end in one fresh-clone CI run). It is a timing, not a property: the order itself — the
+    # player is emitted before the solvers run — is asserted deterministically by
+    # test_trajectories_first_run_draws_the_player_before_the_solvers_run, and first-visit times are measured by
+    # tools/bench_app.py (docs/benchmarks_app.md). Here: one frame, and it drew the run.
     ends = [t for t, s in top["t"] if s == "notRunning"]
-    assert ends, top
-    created_at = state["origin"] - top["origin"]
-    loaded_at = created_at + state["ready"]
-    assert created_at < ends[-1], (created_at, loaded_at, top["t"])
-    assert state["renders"] >= 1 and state["n"] >= 5 and state["contour"] > 0 and state["waiting"] == ""
+    timing = {"inserted_ms": top["inserted"], "frame_origin_ms": state["origin"] - top["origin"],
+              "run_end_ms": ends[-1] if ends else None}
+    assert ends and top["inserted"] is not None, (timing, top["t"])
+    assert state["renders"] >= 1 and state["n"] >= 5 and state["contour"] > 0 and state["waiting"] == "", timing
 
 
 def test_a_2d_runs_curvature_series_are_computed_when_first_read(monkeypatch):
