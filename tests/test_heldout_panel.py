@@ -51,3 +51,17 @@ def test_candidates_are_qn_cards_and_qn_runs_only(tmp_path):
             SimpleNamespace(run_id="run3", path=tmp_path / "missing", kind="lsr1")]
     c = qn_candidates(runs, pre)
     assert c == {"shipped: good": pre / "good", "run: run1": run / "best"}
+
+
+def test_the_panel_starts_on_the_quickest_clear_example(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LSR1_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("LSR1_PAGE_DIRECT", "1")
+    page = Path(__file__).resolve().parents[1] / "explorer" / "views" / "training.py"
+    at = AppTest.from_file(str(page), default_timeout=120).run()
+    assert not at.exception
+    box = next(sb for sb in at.selectbox if sb.label == "Checkpoint")
+    assert box.value == "shipped: qn_logistic"

@@ -17,6 +17,7 @@ from lsr1_core.errors import LSR1Error
 from lsr1_core.meta.families import FAMILIES
 
 COLORS = {"trained": "#d62728", "untrained": "#7f7f7f", "lbfgs": "#1f77b4"}
+DEFAULT_CHOICE = "shipped: qn_logistic"
 LABELS = {"trained": "this checkpoint", "untrained": "its untrained start", "lbfgs": "L-BFGS (strong Wolfe)"}
 
 
@@ -83,7 +84,9 @@ def heldout_panel(candidates: dict[str, Path], key: str = "heldout") -> None:
     labels = list(candidates)
     c1, c2, c3 = st.columns([3, 2, 1])
     with c1:
-        label = st.selectbox("Checkpoint", labels, key=f"{key}_ckpt")
+        # the quickest clear example first (mesh recovery's comparison refits references for a minute)
+        first = labels.index(DEFAULT_CHOICE) if DEFAULT_CHOICE in labels else 0
+        label = st.selectbox("Checkpoint", labels, index=first, key=f"{key}_ckpt")
     fam_options = ["its own family"] + list(FAMILIES)
     with c2:
         fam = st.selectbox("Problems", fam_options, key=f"{key}_family",
