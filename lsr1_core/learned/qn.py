@@ -177,13 +177,10 @@ def qn_init_state(net: LSR1Net, objective, x0: torch.Tensor, f0: torch.Tensor | 
     cfg = net.config
     p, q, gamma = probe_scale(objective, x0, g0, cfg.probe)
     empty = x0.new_zeros(x0.shape[0], 0, x0.shape[1])
+    # With a diagonal metric the first step's γ is the probe pair's pᵀq/qᵀq in the metric's coordinates: the pair
+    # is the newest in memory, so qn_propose's envelope computes it there (the probe's own γ is only the fallback
+    # where the pair is unusable, and usability is the same in both coordinates: pᵀq and qᵀq > 0 do not change).
     S = update_second_moment(cfg, None, g0)
-    s = diag_scale(cfg, S)
-    if s is not None:  # γ in the metric's coordinates: the probe pair's pᵀq/qᵀq there
-        ps, qs = p / s, q * s
-        pq, qq = _dot(ps, qs), _dot(qs, qs)
-        use = (pq > 0) & (qq > 0)
-        gamma = torch.where(use, pq / qq.clamp_min(_tiny(qq)), gamma)
     return LSR1State(x=x0, f=f0, g=g0, p=p, d=g0, q=q, W=empty, Bq=gamma * q, k=0, gamma=cfg.gamma_factor * gamma,
                      pending_evals=1, P=empty, Q=empty, U=empty, S=S)
 
