@@ -28,17 +28,14 @@ import torch
 from experiments._report import command, machine, out_dir, write_report
 from lsr1_core.checkpoints import PRETRAINED_DIR
 from lsr1_core.meta import scalars
-from lsr1_core.meta.families import FAMILIES, SPLITS
+from lsr1_core.meta.families import FAMILIES, JUDGE_BASE, SPLITS
 from lsr1_core.meta.heldout import compare_card, format_comparison
 
-JUDGE_BASE = 60_000
 TARGET = 0.3
 
 
 def judge_seeds(family: str, n: int) -> list[int]:
-    fi = list(FAMILIES).index(family)
-    cap = FAMILIES[family].max_seeds
-    return [JUDGE_BASE + 100 * fi + i for i in range(min(n, cap) if cap else n)]
+    return scalars.seeds_of(FAMILIES[family], "judge", n)
 
 
 def scalar_cards(names=None) -> dict[str, dict]:
@@ -76,26 +73,25 @@ def evaluate(names, n_seeds: int, log=print) -> dict:
                   for sp in SPLITS.get(fam, ())}
         res["cards"][name] = {"family": fam, "values": card["trained_scalars"]["values"], "judge": h,
                               "splits": splits,
-                              "ablation": ablation(card, h["seeds"]),
+                              "ablation": ablation(card, h),
                               "shipped_heldout": card.get("heldout"), "teaching": card.get("teaching_check"),
                               "iterations": card["trained_scalars"].get("iterations"),
                               "best_at_iteration": card.get("best_at_iteration"), "reproduce": card.get("reproduce")}
     return res
 
 
-def ablation(card: dict, seeds) -> dict:
+def ablation(card: dict, h: dict) -> dict:
     """Each learned scalar alone (the others at their start values) against the untrained start, paired, mean over
-    budgets, on the same judge draws."""
+    budgets, on the judged comparison ``h``'s draws; "all learned" is that comparison's own row."""
     ts = card["trained_scalars"]
     fam = FAMILIES[ts["family"]]
-    base = scalars.terms(fam, scalars.base_config(), seeds).mean(0)
+    base = scalars.terms(fam, scalars.base_config(), h["seeds"]).mean(0)
     out = {}
     for i, p in enumerate(ts["params"]):
         theta = [t if j == i else scalars.SCALARS[q].start for j, (q, t) in enumerate(zip(ts["params"], ts["theta"]))]
-        t = scalars.terms(fam, scalars.config_for(theta, ts["params"]), seeds).mean(0)
+        t = scalars.terms(fam, scalars.config_for(theta, ts["params"]), h["seeds"]).mean(0)
         out[f"{p} only"] = scalars.paired(t, base)
-    t = scalars.terms(fam, scalars.config_for(ts["theta"], ts["params"]), seeds).mean(0)
-    out["all learned"] = scalars.paired(t, base)
+    out["all learned"] = h["mean_over_budgets"]["trained_vs_untrained"]
     return out
 
 
@@ -107,24 +103,17 @@ VARIANTS = (("standardised features (decades 0)", {"decades": 0.0}), ("decades 1
 def beyond_the_family(seed: int = JUDGE_BASE + 777) -> dict:
     """qn_logistic on logistic regressions unlike its training family (other feature scales and sizes): card,
     untrained start and L-BFGS, mean over budgets, paired."""
-    from lsr1_core.learned import LSR1Solver
-    from lsr1_core.meta.budget import budget_terms, run_budget
     from lsr1_core.objectives.logistic import logistic_family
-    from lsr1_core.solvers import make_solver
 
     path = Path(PRETRAINED_DIR) / "qn_logistic.json"
     if not path.exists():
         return {}
     ts = json.loads(path.read_text())["trained_scalars"]
     card = scalars.config_for(ts["theta"], ts["params"])
-    budgets = FAMILIES["logistic"].budgets
+    fam = FAMILIES["logistic"]
 
     def score(method, obj, x0, fs):
-        sol = (make_solver("lbfgs", memory=8, line_search="strong_wolfe") if method == "lbfgs"
-               else LSR1Solver(model=scalars.net_for(method)))
-        r = run_budget(sol, obj, x0, max(budgets))
-        t, _ = budget_terms(r.f, r.cum, fs, budgets, floor=1e-12, normalize=True, cumulative=True)
-        return t.mean(0)
+        return scalars.problem_terms(method, obj, x0, fs, fam.budgets, fam.floor).mean(0)
 
     out = {}
     for label, kw in VARIANTS:

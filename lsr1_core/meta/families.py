@@ -29,6 +29,7 @@ MEMORY = 8
 SCALE_RANGE = 3.0
 FLOOR = 1e-12
 TUNE_BASE, HELD_BASE, VAL_BASE, TRAIN_BASE = 10_000, 20_000, 30_000, 1_000_000
+JUDGE_BASE = 60_000  # the reports' judge draws: no training, validation or shipping decision uses them
 # another split of the same family: a held-out comparison there is not a transfer test
 SPLITS = {"hmr": ("hmr_frames",)}
 

@@ -20,7 +20,8 @@ from ..config import ConfigMixin, named_config
 from ..errors import LSR1Error
 from .budget import es_gradient_with_stats
 from .families import TRAIN_BASE
-from .scalars import SCALARS, check_family, check_params, config_for, net_for, seeds_of, terms
+from .scalars import (SCALARS, check_family, check_params, clamp, config_for, net_for, seeds_of, training_loss,
+                      validation_loss, values_of, what_is_learned)
 from .train import MetaProblem
 
 
@@ -91,19 +92,14 @@ class ScalarProblem(MetaProblem):
         self.val_seeds = seeds_of(self.family, "val", cfg.val_seeds)
 
     def _clamped(self) -> list[float]:
+        """θ kept in its bounds, in the parameter itself (Adam's step may leave them) and as numbers."""
+        theta = clamp(self.net.theta.detach().tolist(), self.params)
         with torch.no_grad():
-            for i, p in enumerate(self.params):
-                lo, hi = SCALARS[p].bounds
-                self.net.theta[i].clamp_(lo, hi)
-        return [float(t) for t in self.net.theta.detach()]
+            self.net.theta.copy_(torch.tensor(theta, dtype=self.net.theta.dtype))
+        return theta
 
     def _loss_at(self, theta, seed: int) -> float:
-        modulus = self.cfg.train_pool or 100_000_000
-        return float(terms(self.family, self._config(theta), [TRAIN_BASE + int(seed) % modulus]).mean())
-
-    def _config(self, theta):
-        clamped = [min(max(float(t), SCALARS[p].bounds[0]), SCALARS[p].bounds[1]) for p, t in zip(self.params, theta)]
-        return config_for(clamped, self.params)
+        return training_loss(self.family, self.params, theta, seed, self.cfg.train_pool or None)
 
     def loss(self):
         theta = torch.tensor(self._clamped(), dtype=torch.float64)
@@ -116,25 +112,22 @@ class ScalarProblem(MetaProblem):
 
     def validate(self) -> dict:
         theta = self._clamped()
-        out = {"loss": float(terms(self.family, self._config(theta), self.val_seeds).mean())}
-        out.update({SCALARS[p].field: SCALARS[p].to_value(t) for p, t in zip(self.params, theta)})
-        return out
+        return {"loss": validation_loss(self.family, self.params, theta, self.val_seeds), **values_of(theta, self.params)}
 
     def save_best(self, path: Path, *, iterations: int, metrics: dict, train_config: dict) -> None:
         from ..learned.io import save_model
 
         theta = self._clamped()
-        config = self._config(theta)
-        values = {SCALARS[p].field: SCALARS[p].to_value(t) for p, t in zip(self.params, theta)}
+        values = values_of(theta, self.params)
         extra = {"train_config": train_config, "family": self.family.name, "best_at_iteration": iterations,
                  "trained_scalars": {"family": self.family.name, "params": list(self.params), "theta": theta,
                                      "values": values, "validation_seeds": self.val_seeds,
                                      "iterations": iterations, "sigma": self.cfg.sigma, "pairs": self.cfg.batch,
                                      "lr": self.cfg.lr, "train_pool": self.cfg.train_pool or None,
                                      "training_seeds": f"{TRAIN_BASE} + ES draws (seed {self.cfg.seed})"},
-                 "what_is_learned": "the family-level scalars " + ", ".join(f"{k} = {v:.4g}" for k, v in values.items())
-                 + "; the networks are untrained (zero output layers)"}
-        save_model(path, net_for(config), versioned=True, iterations=iterations, metrics=metrics, extra=extra)
+                 "what_is_learned": what_is_learned(values)}
+        save_model(path, net_for(config_for(theta, self.params)), versioned=True, iterations=iterations,
+                   metrics=metrics, extra=extra)
 
 
 def _preset(family: str, **kw):

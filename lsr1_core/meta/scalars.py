@@ -37,7 +37,7 @@ from ..learned.model import LSR1Config, LSR1Net
 from ..learned.rules import rule_for
 from ..solvers import make_solver
 from .budget import budget_terms, run_budget, train_scalars
-from .families import FAMILIES, HELD_BASE, MEMORY, TRAIN_BASE, VAL_BASE, Family, draw
+from .families import FAMILIES, HELD_BASE, JUDGE_BASE, MEMORY, TRAIN_BASE, VAL_BASE, Family, draw
 
 HIDDEN = 4  # the shipped networks are untrained (zero output layers): their width changes no iterate
 
@@ -95,6 +95,28 @@ def config_for(theta, params, base: LSR1Config | None = None) -> LSR1Config:
     return (base or base_config()).replace(**changes)
 
 
+def clamp(theta, params) -> list[float]:
+    """θ with each coordinate kept in its scalar's bounds."""
+    return [min(max(float(t), SCALARS[p].bounds[0]), SCALARS[p].bounds[1]) for p, t in zip(params, theta)]
+
+
+def values_of(theta, params) -> dict[str, float]:
+    """The config values θ stands for (field → value), as cards and metrics record them."""
+    return {SCALARS[p].field: SCALARS[p].to_value(t) for p, t in zip(params, theta)}
+
+
+def training_loss(family: Family, params, theta, seed: int, train_pool: int | None = None) -> float:
+    """The budget meta-loss at (clamped) θ on the training draws of ES seed ``seed`` (``train_pool``: cycle through
+    that many fixed training seeds instead)."""
+    modulus = train_pool or 100_000_000
+    return float(terms(family, config_for(clamp(theta, params), params), [TRAIN_BASE + int(seed) % modulus]).mean())
+
+
+def validation_loss(family: Family, params, theta, seeds) -> float:
+    """The budget meta-loss at (clamped) θ on fixed validation draws."""
+    return float(terms(family, config_for(clamp(theta, params), params), seeds).mean())
+
+
 def net_for(config: LSR1Config) -> LSR1Net:
     """A qn net with zero output layers (no learned weight takes part) in float64."""
     if not rule_for(config).scale_free:
@@ -102,22 +124,26 @@ def net_for(config: LSR1Config) -> LSR1Net:
     return LSR1Net(config).double()
 
 
+def problem_terms(method, obj, y0, fstar, budgets, floor) -> torch.Tensor:
+    """(E, B) normalised log10 gaps at ``budgets`` of one batch of problems. ``method``: an LSR1Net, an LSR1Config
+    (run with zero heads) or "lbfgs" (memory 8, strong Wolfe)."""
+    if isinstance(method, str):
+        if method != "lbfgs":
+            raise LSR1Error(f"unknown reference method {method!r}")
+        sol = make_solver("lbfgs", memory=MEMORY, line_search="strong_wolfe")
+    else:
+        sol = LSR1Solver(model=net_for(method) if isinstance(method, LSR1Config) else method)
+    r = run_budget(sol, obj, y0, max(budgets))
+    return budget_terms(r.f, r.cum, fstar, budgets, floor=floor, normalize=True, cumulative=True)[0]
+
+
 def terms(family: Family, method, seeds) -> torch.Tensor:
-    """(E, problems) normalised log10 gaps at the family's budgets over the given seeds. ``method``: an LSR1Net,
-    an LSR1Config (run with zero heads) or "lbfgs" (memory 8, strong Wolfe)."""
+    """(E, problems) normalised log10 gaps at the family's budgets over the given seeds (``method`` as in
+    :func:`problem_terms`)."""
     out = []
     for sd in seeds:
         obj, y0, fstar, _base, _x0, _c = draw(family, sd)
-        if isinstance(method, str):
-            if method != "lbfgs":
-                raise LSR1Error(f"unknown reference method {method!r}")
-            sol = make_solver("lbfgs", memory=MEMORY, line_search="strong_wolfe")
-        else:
-            net = net_for(method) if isinstance(method, LSR1Config) else method
-            sol = LSR1Solver(model=net)
-        r = run_budget(sol, obj, y0, max(family.budgets))
-        t, _ = budget_terms(r.f, r.cum, fstar, family.budgets, floor=family.floor, normalize=True, cumulative=True)
-        out.append(t)
+        out.append(problem_terms(method, obj, y0, fstar, family.budgets, family.floor))
     return torch.cat(out, 1)
 
 
@@ -135,8 +161,8 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 
 def seeds_of(family: Family, kind: str, count: int) -> list[int]:
-    """Seeds of one purpose ("held", "val") for a family: disjoint across families and purposes."""
-    base = {"held": HELD_BASE, "val": VAL_BASE}[kind]
+    """Seeds of one purpose ("held", "val", "judge") for a family: disjoint across families and purposes."""
+    base = {"held": HELD_BASE, "val": VAL_BASE, "judge": JUDGE_BASE}[kind]
     fi = list(FAMILIES).index(family.name)
     if family.max_seeds:
         count = min(count, family.max_seeds)
@@ -191,27 +217,21 @@ def train(family: Family | str, params=("diag", "gamma"), *, iterations: int = 3
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise LSR1Error(f"{name} must be a positive integer, got {v!r}")
     vseeds = seeds_of(family, "val", val_seeds)
-
-    def clamp(theta):
-        return [min(max(float(t), SCALARS[p].bounds[0]), SCALARS[p].bounds[1]) for p, t in zip(params, theta)]
-
     if train_pool is not None and (isinstance(train_pool, bool) or not isinstance(train_pool, int) or train_pool < 1):
         raise LSR1Error(f"train_pool must be a positive integer or None, got {train_pool!r}")
-    modulus = train_pool or 100_000_000
 
     def loss(theta, s):
-        return float(terms(family, config_for(clamp(theta), params), [TRAIN_BASE + int(s) % modulus]).mean())
+        return training_loss(family, params, theta, s, train_pool)
 
     def val(theta):
-        return float(terms(family, config_for(clamp(theta), params), vseeds).mean())
+        return validation_loss(family, params, theta, vseeds)
 
     lo = min(SCALARS[p].bounds[0] for p in params)
     hi = max(SCALARS[p].bounds[1] for p in params)
     hist = train_scalars(loss, val, [SCALARS[p].start for p in params], names=list(params), iterations=iterations,
                          sigma=sigma, pairs=pairs, lr=lr, seed=seed, bounds=(lo, hi), log=log)
-    best = clamp(hist.best_theta)
-    return {"family": family.name, "params": list(params), "theta": best,
-            "values": {SCALARS[p].field: SCALARS[p].to_value(t) for p, t in zip(params, best)},
+    best = clamp(hist.best_theta, params)
+    return {"family": family.name, "params": list(params), "theta": best, "values": values_of(best, params),
             "validation_seeds": vseeds, "training_seeds": f"{TRAIN_BASE} + ES draws (seed {seed})" + (
                 f" modulo a pool of {train_pool}" if train_pool else ""), "train_pool": train_pool,
             "sigma": sigma, "pairs": pairs, "lr": lr, "iterations": iterations, "history": hist.to_dict()}
@@ -242,6 +262,13 @@ def teaching_check(config: LSR1Config, steps: int = TEACHING_STEPS) -> dict:
     return {"steps": steps, "functions": rows, "ok": ok}
 
 
+def what_is_learned(values: dict) -> str:
+    """A scalar card's plain statement of what it learned (and that its networks did not)."""
+    return ("the family-level scalars " + ", ".join(f"{k} = {v:.4g}" for k, v in values.items())
+            + "; the networks are untrained (zero output layers: the update is classical SR1/BFGS in the learned "
+              "metric)")
+
+
 def ship(name: str, result: dict, held: dict, out_dir: Path, *, force: bool = False) -> Path:
     """Save the trained scalars as a card in ``out_dir`` (safetensors + JSON), or refuse where the held-out
     comparison does not show a gain over the untrained start (``force`` writes it as an untrained configuration)."""
@@ -268,9 +295,7 @@ def ship(name: str, result: dict, held: dict, out_dir: Path, *, force: bool = Fa
              "es_history": result["history"], "heldout": held, "teaching_check": teach, "best_at_iteration": result["history"]["best_iteration"],
              "name": name, "family": result["family"], "beats_untrained": gain,
              "iterations_run": result["iterations"],
-             "what_is_learned": "the family-level scalars " + ", ".join(
-                 f"{k} = {v:.4g}" for k, v in result["values"].items()) + "; the networks are untrained (zero output "
-                 "layers: the update is classical SR1/BFGS in the learned metric)",
+             "what_is_learned": what_is_learned(result["values"]),
              "reproduce": f"python -m lsr1_core.pretrained train-scalars {name} --family {result['family']} "
                           f"--params {','.join(result['params'])} --iterations {result['iterations']}"
                           + (f" --train-pool {result['train_pool']}" if result.get("train_pool") else "")}
