@@ -36,32 +36,11 @@ def list_pretrained(directory: Path | None = None) -> dict[str, dict]:
 
 
 def learned_status(name: str, directory: Path | None = None) -> str:
-    """What a shipped checkpoint actually learned, said plainly (issue 22): a qn model whose output layers are
-    exactly zero runs no learned weights at all (it is classical SR1 with the qn form's rules), whatever its card
-    says; a card whose best checkpoint is iteration 0 ships its untrained start."""
+    """What a shipped checkpoint actually learned, said plainly (issue 22; :func:`lsr1_core.meta.heldout.describe`)."""
     from .learned.io import load_model
-    from .learned.qn import heads_are_zero
-    from .learned.rules import rule_for
+    from .meta.heldout import describe
 
-    net, card = load_model(pretrained_path(name, directory))
-    best = card.get("best_at_iteration")
-    ts = card.get("trained_scalars")
-    if isinstance(ts, dict) and rule_for(net.config).scale_free:
-        vals = ts.get("values") if isinstance(ts.get("values"), dict) else {}
-        what = ", ".join(f"{k} = {v:.4g}" for k, v in vals.items() if isinstance(v, (int, float)))
-        nets = ("the networks are untrained (zero output layers)" if heads_are_zero(net)
-                else "its networks hold weights")
-        if best == 0:
-            return f"untrained start: scalar meta-training kept iteration 0 ({nets})"
-        fam = ts.get("family")
-        return f"trained scalars on {fam}: {what} (ES, best at iteration {best}); {nets}"
-    if rule_for(net.config).scale_free and heads_are_zero(net):
-        claim = f" (its card records {card.get('iterations_run')} meta-iterations run)" if card.get(
-            "iterations_run") else ""
-        return f"untrained: both output layers are zero, so no learned weight takes part{claim}"
-    if best == 0:
-        return "untrained start: the best checkpoint by validation was iteration 0"
-    return f"trained: best at meta-iteration {best}"
+    return describe(*load_model(pretrained_path(name, directory)))
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\Z")

@@ -52,19 +52,33 @@ def compare_card(name_or_path, family: str | None = None, n_seeds: int = 4, seed
     untrained = scalars.untrained_start(net, card)
     h = scalars.heldout(fam, net, untrained, seeds=seeds, n_seeds=n_seeds)
     h.update(name=str(name_or_path), trained_on=own, note=note,
-             learned_status=_status(net, card))
+             learned_status=describe(net, card))
     return h
 
 
-def _status(net, card) -> str:
+def describe(net, card: dict) -> str:
+    """What a checkpoint actually learned, said plainly (issue 22): a qn model whose output layers are exactly zero
+    runs no learned weights at all (classical SR1 with the qn form's rules), whatever its card says; a scalar card
+    names its learned values; a card whose best checkpoint is iteration 0 ships its untrained start."""
     from ..learned.qn import heads_are_zero
 
-    if isinstance(card.get("trained_scalars"), dict):
-        vals = card["trained_scalars"].get("values") or {}
-        return "learned scalars " + ", ".join(f"{k} = {v:.4g}" for k, v in vals.items() if isinstance(v, (int, float)))
-    if heads_are_zero(net):
-        return "untrained: both output layers are zero (no learned weight takes part)"
-    return f"trained networks (best at meta-iteration {card.get('best_at_iteration')})"
+    best = card.get("best_at_iteration")
+    ts = card.get("trained_scalars")
+    scale_free = rule_for(net.config).scale_free
+    if isinstance(ts, dict) and scale_free:
+        vals = ts.get("values") if isinstance(ts.get("values"), dict) else {}
+        what = ", ".join(f"{k} = {v:.4g}" for k, v in vals.items() if isinstance(v, (int, float)))
+        nets = "the networks are untrained (zero output layers)" if heads_are_zero(net) else "its networks hold weights"
+        if best == 0:
+            return f"untrained start: scalar meta-training kept iteration 0 ({nets})"
+        return f"trained scalars on {ts.get('family')}: {what} (ES, best at iteration {best}); {nets}"
+    if scale_free and heads_are_zero(net):
+        claim = f" (its card records {card.get('iterations_run')} meta-iterations run)" if card.get(
+            "iterations_run") else ""
+        return f"untrained: both output layers are zero, so no learned weight takes part{claim}"
+    if best == 0:
+        return "untrained start: the best checkpoint by validation was iteration 0"
+    return f"trained: best at meta-iteration {best}"
 
 
 def _ci(c: dict) -> str:
