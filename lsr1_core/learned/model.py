@@ -47,7 +47,7 @@ FALLBACKS = ("skip", "bfgs")
 EXTRAPOLATE_TRIALS = 10
 DIAG_LIMIT = 4.0  # |β| of the diagonal metric; β = 2 already equalises a diagonal Hessian seen through g²
 # How the safeguard shortens a step: halve it, or interpolate (a quadratic's minimiser within [0.1·t, 0.5·t]).
-BACKTRACKS = ("halve", "interpolate")
+BACKTRACKS = ("halve", "interpolate", "wolfe")
 
 
 @dataclass
@@ -74,7 +74,9 @@ class LSR1Config(ConfigMixin):
     ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs"), ``restart``
     (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again),
     ``extrapolate`` (how many trials may lengthen a full step along which f still falls steeply; 0: never),
-    ``backtrack`` (how the safeguard shortens a step: "halve", or "interpolate" by a quadratic in [0.1·t, 0.5·t]),
+    ``backtrack`` (the safeguard's line search: shorten a step by "halve", or "interpolate" by a quadratic in
+    [0.1·t, 0.5·t]; or "wolfe", a strong-Wolfe search that also lengthens, with the Armijo search behind it —
+    ``extrapolate`` is then not used, see :func:`~lsr1_core.learned.safeguard.wolfe_step`),
     ``diag`` (exponent β of a diagonal metric: H₀ = γ·D with D_i = (v_i/mean v)^(−β/2), v an exponential average of
     g_i² with decay ``diag_decay``; 0, the default, is H₀ = γI exactly as before; a family-level scalar that
     meta-training can learn, see :mod:`lsr1_core.learned.qn`).

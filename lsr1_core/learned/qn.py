@@ -60,7 +60,7 @@ from ..operators import CurvatureOperator
 from ..solvers.sr1 import envelope_scale, probe_scale
 from .model import LSR1Net, LSR1Operator, LSR1State
 from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, LSR1StepOut, StepOut, UpdateRule, register
-from .safeguard import EXTEND_TRIALS, armijo_step
+from .safeguard import EXTEND_TRIALS, armijo_step, wolfe_step
 
 
 def _tiny(t: torch.Tensor) -> float:
@@ -380,10 +380,14 @@ class QNRule(UpdateRule):
         prop = qn_propose(net, state, step_scale)
         d, alpha = prop["d"], prop["alpha"]
         x, f, g = state.x, state.f, state.g
-        if cfg.safeguard == "armijo":
+        if cfg.safeguard == "armijo" and cfg.backtrack == "wolfe":
+            safe = wolfe_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
+                              extend=EXTEND_TRIALS if cfg.restart else 0)
+        elif cfg.safeguard == "armijo":
             safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
                                extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate,
                                backtrack=cfg.backtrack)
+        if cfg.safeguard == "armijo":
             x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
             step_size = safe.step_size(alpha)
         else:

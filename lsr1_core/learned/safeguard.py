@@ -33,6 +33,8 @@ MAX_HALVINGS = 30  # the plain search's halvings (default of armijo_step, qn_ste
 EXTEND_TRIALS = 30  # the recovery's interpolated trials after the halvings
 GROWTH = 4.0  # each lengthening trial multiplies the step by this
 BACKTRACK_MIN = 0.1  # an interpolating backtrack shortens a step by at most 10× per trial (0.01 measured worse)
+WOLFE_C2 = 0.9  # the strong-Wolfe search's curvature constant (torch.optim.LBFGS's and scipy's for quasi-Newton)
+WOLFE_EVALS = 25  # at most this many trials per strong-Wolfe search (torch.optim.LBFGS's max_ls + 1)
 
 @dataclass
 class SafeStep:
@@ -193,4 +195,59 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
         f_new = torch.where(done, f_acc, fd)
         g_new = torch.where(done.unsqueeze(-1), g_acc, g.detach())
     fired = replaced | (t < 1) | null | grown
+    return SafeStep(x - step, f_new, g_new, step, t, replaced, fired, evals, extended, null, grown)
+
+
+def wolfe_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: torch.Tensor,
+               fallback: torch.Tensor, *, c1: float = 1e-4, c2: float = WOLFE_C2, max_evals: int = WOLFE_EVALS,
+               max_halvings: int = MAX_HALVINGS, extend: int = 0, backtrack: str = "interpolate") -> SafeStep:
+    """A strong-Wolfe line search on the step s (``backtrack="wolfe"``), with :func:`armijo_step` behind it.
+
+    The unit step is tried first; where it passes Armijo but f still falls steeply at its end the search
+    extrapolates (cubic, up to 10× per trial), where it fails it zooms (cubic interpolation inside the bracket)
+    until |φ'(t)| ≤ c2·|φ'(0)| — the batched port of torch.optim.LBFGS's search
+    (:func:`~lsr1_core.solvers.lbfgs.strong_wolfe`). So a step can grow where the model was unsure (its
+    curvature along s too large or unmeasured) and every accepted pair has pᵀq ≥ (1 − c2)·|gᵀs|·t > 0: curvature
+    the BFGS fallback can always use. A step that is not a descent direction is first replaced by ``fallback``,
+    as in :func:`armijo_step`. Rows where the search ends without a point that passes Armijo with a finite f
+    and ∇f (it ran out of trials, or its bracket shrank to nothing) get :func:`armijo_step`'s search instead
+    (halvings, then the recovery's ``extend`` trials), so every guarantee of the plain search holds: the
+    accepted point passes Armijo, f never rises, nothing non-finite is accepted. Every evaluation is counted.
+    With a gradient wanted through the step, the accepted fraction is a constant and the step is evaluated
+    again on the graph (one more evaluation), as :func:`armijo_step` does.
+    """
+    from ..solvers.lbfgs import strong_wolfe
+
+    gs = (g * s).sum(-1)
+    replaced = ~(gs > 0)
+    if bool(replaced.any()):
+        s = torch.where(replaced.unsqueeze(-1), fallback, s)
+        gs = (g * s).sum(-1)
+    xd, sd, fd, gd = x.detach(), s.detach(), f.detach(), g.detach()
+    with torch.no_grad():
+        t, f_t, g_t, evals, _ = strong_wolfe(objective, xd, sd, fd, gd, torch.ones_like(fd), c1=c1, c2=c2,
+                                             max_evals=max_evals, tol_change=0.0)
+        good = (t > 0) & torch.isfinite(t) & torch.isfinite(f_t) & torch.isfinite(g_t).all(-1)
+        good = good & _accept(f_t, g_t, fd, gs.detach(), t, c1) & (f_t <= fd)
+    differentiable = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
+    if not bool(good.all()):
+        # the plain search for the rows the strong-Wolfe search left without an acceptable point
+        rest = armijo_step(objective, xd, fd, gd, sd, fallback.detach(), c1=c1, max_halvings=max_halvings,
+                           extend=extend, backtrack=backtrack)
+        evals += rest.evals
+        t = torch.where(good, t, rest.t)
+        f_t = torch.where(good, f_t, rest.f)
+        g_t = torch.where(good.unsqueeze(-1), g_t, rest.g)
+        extended = ~good & rest.extended
+        null = ~good & rest.null
+    else:
+        extended = null = torch.zeros_like(good)
+    step = t.unsqueeze(-1) * s
+    if differentiable:
+        f_new, g_new = objective.value_and_grad(x - step)
+        evals += 1
+    else:
+        f_new, g_new = f_t, g_t
+    grown = good & (t > 1)
+    fired = replaced | (t != 1) | null
     return SafeStep(x - step, f_new, g_new, step, t, replaced, fired, evals, extended, null, grown)
