@@ -49,6 +49,14 @@ a secant penalty keeps the operator curvature-consistent — and changes four th
    it is for (β = 2 equalises a diagonal Hessian whose gradients scale like its diagonal's square root, e.g.
    logistic regression on badly scaled features). β is a family-level quantity for meta-training to learn
    (:mod:`lsr1_core.meta.scalars`); β = 0 gives exactly the iterates without it.
+7. **Compact form where u = 0** (:mod:`lsr1_core.learned.compact`). At inference with a model whose output layers
+   are zero (the untrained start and every shipped qn card) and whose stored corrections are zero, every vector
+   of H lies in the span of the stored pairs, so H = a·I + Zᵀ M Z with Z the pairs and M small: the SR1/BFGS
+   recursion of points 2–4 and the two-scale complement run on the Gram matrix ZZᵀ in float64 (O(l²) algebra
+   after one O(lN) product), the newest pair's w = p − H'q is formed explicitly for its skip test and secant
+   residual, and the step costs a few passes over the stored pairs instead of the O(l²N) rebuild. Same
+   operator, same tests, different rounding (``compact.FORCE_EXPLICIT`` forces the explicit path); models with
+   a non-zero correction, and any gradient-enabled (meta-training) step, take the explicit path unchanged.
 """
 from __future__ import annotations
 
@@ -58,6 +66,7 @@ import dataclasses
 
 from ..operators import CurvatureOperator
 from ..solvers.sr1 import envelope_scale, probe_scale
+from . import compact
 from .model import LSR1Net, LSR1Operator, LSR1State
 from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, LSR1StepOut, StepOut, UpdateRule, register
 from .safeguard import EXTEND_TRIALS, armijo_step, wolfe_step
@@ -277,6 +286,13 @@ def heads_are_zero(net: LSR1Net) -> bool:
                for m in (net.vector_generator, net.lr_generator))
 
 
+def compact_applies(net: LSR1Net, U: torch.Tensor | None) -> bool:
+    """True where :func:`qn_propose` takes the compact path: no gradient wanted, the generators' output layers are
+    zero (u = 0, α = 1) and so are the stored corrections U (unless ``compact.FORCE_EXPLICIT`` is set)."""
+    return (not compact.FORCE_EXPLICIT and not torch.is_grad_enabled() and heads_are_zero(net)
+            and compact.is_zero(U))
+
+
 def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     """Add the newest pair to the memory, generate its vector and the learned step α ⊙ Hg (unsafeguarded)."""
     cfg = net.config
@@ -285,6 +301,14 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     p, q, g = state.p.detach(), state.q.detach(), state.g
     old = max(cfg.memory - 1, 0)
     P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
+    if compact_applies(net, U):
+        # u = 0 for every stored pair and the new one: the operator in Gram form (point 7 of the module docstring)
+        sc = diag_scale(cfg, state.S)
+        out = compact.propose(cfg, P.detach(), Q.detach(), p, q, g.detach(), state.gamma.detach(), sc, step_scale,
+                              two_scale_complement)
+        if sc is not None:
+            out["op"] = ScaledOperator(out["op"], sc)
+        return out
     P_x, Q_x, p_x, q_x = P, Q, p, q  # the pairs are stored in x; with a diagonal metric the method runs in y
     sc = diag_scale(cfg, state.S)
     if sc is not None:
