@@ -167,7 +167,8 @@ def _unit(B, n, i, like):
     return e
 
 
-def envelope(K: torch.Tensor, gamma_prev: torch.Tensor, factor: float, tiny: float) -> torch.Tensor:
+def envelope(K: torch.Tensor, gamma_prev: torch.Tensor, factor: float, tiny: float,
+             newest: bool = False) -> torch.Tensor:
     """:func:`~lsr1_core.solvers.sr1.envelope_scale` from the Gram matrix (B, 2m, 2m): factor·min pᵢᵀqᵢ/qᵢᵀqᵢ over
     the pairs with positive curvature, the previous γ (B, 1) where there is none. float64 (B, 1)."""
     m = K.shape[1] // 2
@@ -177,11 +178,15 @@ def envelope(K: torch.Tensor, gamma_prev: torch.Tensor, factor: float, tiny: flo
     pq, qq = K[:, ip, ip + 1], K[:, ip + 1, ip + 1]
     bb = factor * pq / qq.clamp_min(tiny)
     use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
+    if newest:  # h0 = "bb": the newest pair with positive curvature (envelope_scale's newest=True)
+        idx = torch.arange(m, device=K.device).expand_as(use)
+        last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
+        return torch.where(last >= 0, bb.gather(1, last.clamp_min(0)), gamma_prev.double())
     low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
     return torch.where(torch.isfinite(low), low, gamma_prev.double())
 
 
-def add_pair(M, K, i, gamma, eps: float, fallback: str, tiny: float, w_test=None):
+def add_pair(M, K, i, gamma, eps: float, fallback: str, tiny: float, w_test=None, sr1: bool = True):
     """Add pair i's update to H = γI + ZᵀMZ in coefficient space (M (B, n, n) float64, returned new).
 
     Returns (M, ok, rho, cv): ok (B,) the SR1 vector is used, rho (B,) the BFGS update's 1/pᵀq (0 where none), cv
@@ -201,6 +206,8 @@ def add_pair(M, K, i, gamma, eps: float, fallback: str, tiny: float, w_test=None
     else:
         wq, wn, qn = w_test
     ok = (wq > eps * wn * qn) & (wq > 0) & torch.isfinite(wq)
+    if not sr1:  # update = "bfgs": no SR1 vector
+        ok = torch.zeros_like(ok)
     wq_safe = torch.where(ok, wq, torch.ones_like(wq))
     cw = torch.where(ok.unsqueeze(-1), cw, torch.zeros_like(cw))
     M = M + cw.unsqueeze(-1) * cw.unsqueeze(-2) / wq_safe.view(B, 1, 1)
@@ -347,7 +354,7 @@ def with_complement(Z, K, M, g64, gamma, two_scale: bool, tiny: float, explicit_
 
 
 def operator_from_pairs(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, eps: float, fallback: str,
-                        h0: str, explicit_complement) -> CompactOperator:
+                        h0: str, explicit_complement, sr1: bool = True) -> CompactOperator:
     """The operator of stored pairs (B, m, N) and γ (B, 1) with u = 0, every test from the Gram matrix (what
     :func:`~lsr1_core.learned.qn.qn_operator` of :func:`~lsr1_core.learned.qn.rebuild`'s vectors is, to
     rounding). ``explicit_complement(P, Q, γ)`` → (U, c): the QR path where the Gram projector is not certified."""
@@ -359,7 +366,7 @@ def operator_from_pairs(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, e
     M = K.new_zeros(B, 2 * m, 2 * m)
     rhos, cvs = [], []
     for i in range(m):
-        M, ok, rho, cv = add_pair(M, K, i, g64, eps, fallback, tiny)
+        M, ok, rho, cv = add_pair(M, K, i, g64, eps, fallback, tiny, sr1=sr1)
         rhos.append(rho), cvs.append(cv)
     Cv = torch.stack(cvs, 1) if cvs else K.new_zeros(B, 0, 2 * m)
     M, a, kw, _, _ = with_complement(Z, K, M, g64, gamma, h0 == "two_scale", tiny, explicit_complement)
@@ -395,13 +402,14 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     py, qy, gy = ext[:, n - 2], ext[:, n - 1], ext[:, n]
     KK = (ext @ ext.transpose(1, 2)).double()
     K, kg = KK[:, :n, :n], KK[:, :n, n]
-    gamma64 = envelope(K, gamma_prev, cfg.gamma_factor, tiny)
+    gamma64 = envelope(K, gamma_prev, cfg.gamma_factor, tiny, newest=cfg.h0 == "bb")
+    sr1 = cfg.update == "sr1"
     gamma = gamma64.to(dtype)
     g64 = gamma.double()  # the γ H uses is the one reported
     M = K.new_zeros(B, n, n)
     cvs, rhos = [], []
     for i in range(m - 1):
-        M, _, rho, cv = add_pair(M, K, i, g64, eps, cfg.fallback, tiny)
+        M, _, rho, cv = add_pair(M, K, i, g64, eps, cfg.fallback, tiny, sr1=sr1)
         cvs.append(cv), rhos.append(rho)
     # the newest pair: H'q and H'g (+ the complement's part of Hg) in one product with the stored pairs
     iq = n - 1
@@ -423,7 +431,7 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     wq, ww, wg = _dot(w, qy), _dot(w, w), _dot(w, gy)
     wn, qn = ww.clamp_min(0).sqrt(), K[:, iq, iq].sqrt().to(dtype)
     M, ok, rho, cv = add_pair(M, K, m - 1, g64, eps, cfg.fallback, tiny,
-                              w_test=(wq.double(), wn.double(), qn.double()))
+                              w_test=(wq.double(), wn.double(), qn.double()), sr1=sr1)
     rhos.append(rho)
     v = torch.where(ok.unsqueeze(-1), w / wq.clamp_min(tiny).sqrt().unsqueeze(-1), torch.zeros_like(w))
     # d = H g: H'g (+ the complement's part) and the newest pair's update

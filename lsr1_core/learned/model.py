@@ -38,7 +38,8 @@ QN_DEFAULT_FEATURES = ("p", "Hq", "r", "g", "q", "d", "cos_rq", "rel_r", "cos_pq
 SAFEGUARDS = (None, "armijo")
 # The qn form's initial matrix: "envelope" H₀ = γI; "two_scale" adds (γ_BB − γ)(I − Π_Q), γ_BB = pᵀq/qᵀq of the
 # newest pair and Π_Q the projector onto the stored gradient differences (lsr1_core.learned.qn).
-H0_RULES = ("envelope", "two_scale")
+H0_RULES = ("envelope", "two_scale", "bb")
+UPDATES = ("sr1", "bfgs")  # the qn form's update of a stored pair (see LSR1Config)
 # What the qn form does with a pair whose SR1 vector would make H indefinite: "skip" it (H ⪰ γI), or take the
 # BFGS update from it where pᵀq > 0 ("bfgs": positive definite, and it can shrink H where SR1 would have).
 FALLBACKS = ("skip", "bfgs")
@@ -70,7 +71,12 @@ class LSR1Config(ConfigMixin):
     :meth:`LSR1Config.qn`). Fields used only by the qn form: ``step_bound`` (α = exp(b·tanh(α̃/b))),
     ``probe`` (relative length of the first step's curvature probe), ``skip_eps`` (SR1's skip rule),
     ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs), ``h0``
-    ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured),
+    ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured;
+    "bb": H₀ = γI with γ = gamma_factor·pᵀq/qᵀq of the newest pair with positive curvature, L-BFGS's scaling),
+    ``update`` ("sr1": a stored pair enters as its positive SR1 vector, plus the learned correction, where that is
+    usable, else as ``fallback`` says; "bfgs": every pair with curvature enters as a BFGS update and no SR1 vector
+    is built — the classical L-BFGS update inside the qn form, whose learned parts are then the step sizes α and
+    the family scalars; needs ``fallback="bfgs"``),
     ``fallback`` (a pair SR1 cannot use positively: "skip" it, or take its BFGS update, "bfgs"), ``restart``
     (where the safeguard finds no acceptable step, forget that problem's memory and probe γ again),
     ``extrapolate`` (how many trials may lengthen a full step along which f still falls steeply; 0: never),
@@ -105,6 +111,7 @@ class LSR1Config(ConfigMixin):
     skip_eps: float = 1e-8
     gamma_factor: float = 0.5
     h0: str = "envelope"
+    update: str = "sr1"
     fallback: str = "skip"
     restart: bool = False
     extrapolate: int = 0
@@ -125,6 +132,19 @@ class LSR1Config(ConfigMixin):
         base.update(changes)
         return cls(**base)
 
+    @classmethod
+    def qn_bfgs(cls, **changes) -> "LSR1Config":
+        """The qn form with L-BFGS's update and scaling and a strong-Wolfe search (issue 23): every pair enters as a
+        BFGS update (``update="bfgs"``), H₀ = γI with γ = pᵀq/qᵀq of the newest pair (``h0="bb"``, factor 1) and
+        the line search is :func:`~lsr1_core.learned.safeguard.wolfe_step` (``backtrack="wolfe"``); the probe,
+        the Armijo search behind the Wolfe one, the restart rule, the stopping rules, scale-freedom and the diagonal
+        metric are the qn form's. Measured at equal evaluations against scipy and torch L-BFGS in
+        docs/results_peers.md. Its learned parts are the step sizes α and the family scalars; the SR1 vectors (and
+        so the learned corrections u) are off — :meth:`qn`'s SR1 form is the one meta-training shapes."""
+        base = dict(update="bfgs", h0="bb", gamma_factor=1.0, backtrack="wolfe", extrapolate=0)
+        base.update(changes)
+        return cls.qn(**base)
+
     def __post_init__(self):
         self.features = tuple(self.features)
         if self.form not in FORMS:
@@ -139,6 +159,11 @@ class LSR1Config(ConfigMixin):
                 raise LSR1Error(f"{name} must be a positive finite number, got {val!r}")
         if self.h0 not in H0_RULES:
             raise LSR1Error(f"h0 must be one of {list(H0_RULES)}, got {self.h0!r}")
+        if self.update not in UPDATES:
+            raise LSR1Error(f"update must be one of {list(UPDATES)}, got {self.update!r}")
+        if self.update == "bfgs" and self.fallback != "bfgs":
+            raise LSR1Error(f"update='bfgs' enters every pair as a BFGS update, so it needs fallback='bfgs', "
+                            f"got fallback={self.fallback!r}")
         if self.fallback not in FALLBACKS:
             raise LSR1Error(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
         if not isinstance(self.restart, bool):

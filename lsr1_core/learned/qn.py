@@ -89,11 +89,14 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _dot(a, b) / den
 
 
-def psd_sr1_vector(p, q, Hq, u, eps: float):
-    """v = w/√(wᵀq) with w = p − Hq + rms(p)·u, or 0 where wᵀq ≤ ε‖w‖‖q‖ (B, N); and the skip mask (B,)."""
+def psd_sr1_vector(p, q, Hq, u, eps: float, use: bool = True):
+    """v = w/√(wᵀq) with w = p − Hq + rms(p)·u, or 0 where wᵀq ≤ ε‖w‖‖q‖ (B, N); and the skip mask (B,).
+    ``use=False`` (``update="bfgs"``): no SR1 vector, every pair is skipped (and left to the BFGS fallback)."""
     w = p - Hq if u is None else p - Hq + _rms(p) * u
     wq = _dot(w, q)
     ok = (wq > eps * w.norm(dim=-1, keepdim=True) * q.norm(dim=-1, keepdim=True)) & (wq > 0) & torch.isfinite(wq)
+    if not use:
+        ok = torch.zeros_like(ok)
     v = torch.where(ok, w / wq.clamp_min(_tiny(wq)).sqrt(), torch.zeros_like(w))
     return v, ~ok.squeeze(-1)
 
@@ -149,7 +152,7 @@ def _partial(W, P, Q, rho, gamma) -> LSR1Operator:
     return LSR1Operator(W, scale=gamma, bfgs=None if rho is None else (P, Q, rho))
 
 
-def rebuild(P, Q, U, gamma, eps: float, fallback: str = "skip") -> torch.Tensor:
+def rebuild(P, Q, U, gamma, eps: float, fallback: str = "skip", sr1: bool = True) -> torch.Tensor:
     """The buffer vectors (B, l, N) of H from stored pairs, oldest first (zero where a pair's SR1 vector is not
     used; with ``fallback="bfgs"`` such a pair enters H as a BFGS update, see :func:`bfgs_rho`).
 
@@ -161,7 +164,7 @@ def rebuild(P, Q, U, gamma, eps: float, fallback: str = "skip") -> torch.Tensor:
     V = []
     for i in range(P.shape[1]):
         p, q, Hq = P[:, i], Q[:, i], M[:, i]
-        v = psd_sr1_vector(p, q, Hq, U[:, i], eps)[0]
+        v = psd_sr1_vector(p, q, Hq, U[:, i], eps, sr1)[0]
         V.append(v)
         if i == P.shape[1] - 1:
             break
@@ -316,11 +319,11 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
         p, q, g = p / sc, q * sc, g * sc
         state = dataclasses.replace(state, x=state.x / sc, p=p, q=q, g=g)
     gamma = envelope_scale(torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1), state.gamma,
-                           cfg.gamma_factor)
+                           cfg.gamma_factor, newest=cfg.h0 == "bb")
     if sc is None and P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
         W_old = state.W  # nothing dropped and H₀ unchanged: the stored vectors are still exact
     else:
-        W_old = rebuild(P, Q, U, gamma, cfg.skip_eps, cfg.fallback)
+        W_old = rebuild(P, Q, U, gamma, cfg.skip_eps, cfg.fallback, cfg.update == "sr1")
     rho_old = bfgs_rho(P, Q, W_old, cfg.skip_eps) if cfg.fallback == "bfgs" else None
     prev = _partial(W_old, P, Q, rho_old, gamma)
     Hq = prev.matvec(q)
@@ -335,7 +338,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
         if cfg.detach_features:
             feats = feats.detach()
         u, a = net.raw(feats)
-    v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps)
+    v, skipped = psd_sr1_vector(p, q, Hq, u, cfg.skip_eps, cfg.update == "sr1")
     W = torch.cat([W_old, v.unsqueeze(1)], dim=1)
     P_all, Q_all = torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1)
     op = qn_operator(cfg, W, P_all, Q_all, gamma)
@@ -378,7 +381,7 @@ class QNRule(UpdateRule):
 
     name = "qn"
     scale_free = True
-    options = ("h0", "fallback", "restart", "extrapolate", "backtrack")
+    options = ("h0", "fallback", "restart", "extrapolate", "backtrack", "update")
     state_fields = UpdateRule.state_fields + ("gamma", "P", "Q", "U")
 
     def init(self, net, objective, x0, f0=None, g0=None) -> LSR1State:

@@ -91,7 +91,8 @@ def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
     return p, q, gamma
 
 
-def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor: float) -> torch.Tensor:
+def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor: float,
+                   newest: bool = False) -> torch.Tensor:
     """γ = factor·min pᵢᵀqᵢ/qᵢᵀqᵢ over the stored pairs (B, l, N) with positive curvature; the previous γ
     (B, 1) where no stored pair has any.
 
@@ -100,6 +101,9 @@ def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor
     semi-definite SR1 exact. Taking the minimum over the memory only (not all history) lets γ grow again on
     a non-convex function once a pair of extreme curvature has left the memory. factor = ½ measured best
     (docs/results_qn.md).
+
+    ``newest=True``: factor·pᵀq/qᵀq of the newest pair with positive curvature instead of the minimum — the scale
+    L-BFGS starts each step from (the qn form's ``h0="bb"``).
     """
     with torch.no_grad():
         pq = (P * Q).sum(-1).detach()
@@ -108,6 +112,11 @@ def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor
         use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
         if P.shape[1] == 0:
             return gamma
+        if newest:
+            idx = torch.arange(P.shape[1], device=P.device).expand_as(use)
+            last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
+            pick = bb.gather(1, last.clamp_min(0))
+            return torch.where(last >= 0, pick, gamma)
         low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
         return torch.where(torch.isfinite(low), low, gamma)
 
