@@ -9,6 +9,7 @@ shifted and rotated variant f(R(x − o)) started from the equivalent point, it 
 
   * the qn form untrained (``LSR1Solver(model=LSR1Net(LSR1Config.qn()))``),
   * the qn form from the shipped checkpoint ``pretrained/qn_quadratic``,
+  * ``LSR1Config.qn_bfgs()`` (BFGS update, newest-pair γ, strong-Wolfe search; issue 23),
   * L-BFGS (m = 8, strong Wolfe), classical L-SR1 (``make_solver("sr1")``), Adam (lr = 10⁻²),
 
 in float64, and records per run: an exception (type, message, traceback; the benchmark goes on), divergence or
@@ -65,11 +66,13 @@ SOLVERS = {
     "qn": ("L-SR1 qn (untrained)", _qn_untrained),
     "qn_ckpt": ("L-SR1 qn (`qn_quadratic`)", _qn_checkpoint),
     "qn_norecover": ("L-SR1 qn, no recovery (ablation)", _qn_no_recovery),
+    "qn_bfgs": ("L-SR1 qn_bfgs (BFGS update, newest-pair γ, strong Wolfe)",
+                lambda: LSR1Solver(model=LSR1Net(LSR1Config.qn_bfgs()))),
     "lbfgs": ("L-BFGS (m = 8, strong Wolfe)", lambda: make_solver("lbfgs", memory=8, line_search="strong_wolfe")),
     "sr1": ("SR1 classical", lambda: make_solver("sr1")),
     "adam": ("Adam (lr 1e-2)", lambda: make_solver("adam", lr=1e-2)),
 }
-QN_KEYS = ("qn", "qn_ckpt", "qn_norecover")
+QN_KEYS = ("qn", "qn_ckpt", "qn_norecover", "qn_bfgs")
 
 
 def build_problem(function: str, n: int, variant: str = "base", seed: int = 0):

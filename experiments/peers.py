@@ -1,14 +1,19 @@
 """The qn form against what a user would pick instead, at equal evaluations.
 
-    python -m experiments.peers [--iters 300] [--dims 2 10 100] [--sets generality mgh] [--out docs]
+    python -m experiments.peers [--iters 300] [--dims 2 10 100] [--sets generality mgh andrei] [--out docs]
 
 Problems: the generality suite (:mod:`experiments.extra_functions`: each function at N ∈ dims, from its standard
 start, or its first seeded start where it has none) and ten Moré–Garbow–Hillstrom least-squares problems
 (:mod:`lsr1_core.objectives.mgh`, N = 2–3 or N ∈ {10, 100}; a set nothing in the project was tuned on), each from
-x₀, 10·x₀ and 100·x₀ (MGH's convention). Solvers, all in float64, all with max|g| ≤ 1e-9 (gtol), a relative
+x₀, 10·x₀ and 100·x₀ (MGH's convention), and seventeen large-scale functions of Andrei's collection and CUTEst
+(:mod:`experiments.andrei_functions`, N ∈ {10, 100}, known f*; the development set on which qn_bfgs's update, scale
+and line search were chosen, so not held out for those choices; nothing trains on it), from the same multiples of
+their literature starts. Solvers, all in float64, all with max|g| ≤ 1e-9 (gtol), a relative
 change of f ≤ 1e-15 (ftol), ``--iters`` iterations and at most 10 × iters evaluations:
 
   * the qn form untrained (``LSR1Config.qn()``, with step lengthening) and its ablation without lengthening,
+  * ``LSR1Config.qn_bfgs()`` (BFGS update, newest-pair γ, strong-Wolfe search) and ablations that change one of
+    those three back (and the SR1 form with the strong-Wolfe search, with and without the newest-pair γ),
   * the project's L-BFGS (m = 8, strong Wolfe),
   * scipy.optimize.minimize: L-BFGS-B (m = 10), BFGS, trust-krylov and trust-ncg (Hessian-vector products by
     autograd; each product counted as one evaluation),
@@ -37,6 +42,7 @@ from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Solver
 from lsr1_core.objectives.mgh import MGH_FUNCTIONS, mgh_function
 from lsr1_core.solvers import make_solver, run
 from ._report import command, out_dir, write_report
+from .andrei_functions import ANDREI_DIMS, ANDREI_FUNCTIONS, AndreiFunction
 from .extra_functions import EXTRA_FUNCTIONS, defined_dim, extra_function
 from .generality import clean
 
@@ -94,6 +100,10 @@ def _qn(obj, x0, iters, **rules):
     _run_project(LSR1Solver(model=LSR1Net(LSR1Config.qn(**rules))), obj, x0, iters)
 
 
+def _qn_bfgs(obj, x0, iters, **rules):
+    _run_project(LSR1Solver(model=LSR1Net(LSR1Config.qn_bfgs(**rules))), obj, x0, iters)
+
+
 def _lbfgs(obj, x0, iters):
     _run_project(make_solver("lbfgs", memory=8, line_search="strong_wolfe"), obj, x0, iters)
 
@@ -139,6 +149,15 @@ SOLVERS = {
                  lambda o, x, k: _qn(o, x, k, backtrack="halve")),
     "qn_before": ("L-SR1 qn as before this round (halving, no lengthening)",
                   lambda o, x, k: _qn(o, x, k, backtrack="halve", extrapolate=0)),
+    "qn_wolfe": ("L-SR1 qn with the strong-Wolfe search (ablation)",
+                 lambda o, x, k: _qn(o, x, k, backtrack="wolfe", extrapolate=0)),
+    "qn_wolfe_bb": ("L-SR1 qn, strong Wolfe + newest-pair γ, SR1 update (ablation)",
+                    lambda o, x, k: _qn(o, x, k, backtrack="wolfe", extrapolate=0, h0="bb", gamma_factor=1.0)),
+    "qn_bfgs": ("L-SR1 qn_bfgs (BFGS update, newest-pair γ, strong Wolfe)", lambda o, x, k: _qn_bfgs(o, x, k)),
+    "qn_bfgs_armijo": ("qn_bfgs with the Armijo search and lengthening (ablation)",
+                       lambda o, x, k: _qn_bfgs(o, x, k, backtrack="interpolate", extrapolate=10)),
+    "qn_bfgs_envelope": ("qn_bfgs with the envelope γ and two-scale H₀ (ablation)",
+                         lambda o, x, k: _qn_bfgs(o, x, k, h0="two_scale", gamma_factor=0.5)),
     "lbfgs": ("project L-BFGS (m = 8, strong Wolfe)", _lbfgs),
     "scipy_lbfgsb": ("scipy L-BFGS-B", _scipy("L-BFGS-B")),
     "scipy_bfgs": ("scipy BFGS", _scipy("BFGS")),
@@ -148,7 +167,7 @@ SOLVERS = {
 }
 
 
-def problems(sets=("generality", "mgh"), dims=(2, 10, 100)):
+def problems(sets=("generality", "mgh", "andrei"), dims=(2, 10, 100)):
     """(set, name, objective, x0 (1, N), f*) for every problem × start multiplier."""
     out = []
     if "generality" in sets:
@@ -169,6 +188,13 @@ def problems(sets=("generality", "mgh"), dims=(2, 10, 100)):
             for n in ([cls.fixed_dim] if cls.fixed_dim else [d for d in dims if d >= 10] or [10]):
                 obj = mgh_function(fn, n)
                 out += [("mgh", f"{fn}_n{n}", obj, m * obj.standard_start(), 0.0, m) for m in MULTIPLIERS]
+    if "andrei" in sets:
+        for fn in ANDREI_FUNCTIONS:
+            for n in ANDREI_DIMS:
+                obj = AndreiFunction(fn, n + (-n % 4 if fn == "chained_wood" else 0))
+                x0 = obj.standard_start()
+                mults = MULTIPLIERS if bool(x0.abs().amax() > 0) else (1.0,)  # 0 × anything is the same start
+                out += [("andrei", obj.name, obj, m * x0, obj.f_star(), m) for m in mults]
     return out
 
 
@@ -217,7 +243,7 @@ def analyse(records: list[dict], solvers) -> dict:
     keys = sorted({(r["set"], r["problem"], r["mult"]) for r in records})
     table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
     res = {"problems": len(keys), "by_set": {}}
-    for subset in ("all", "generality", "mgh"):
+    for subset in ("all", "generality", "mgh", "andrei"):
         ks = [k for k in keys if subset == "all" or k[0] == subset]
         if not ks:
             continue
@@ -271,6 +297,16 @@ def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
                   f"{verdict(d['solved']['qn'] >= max(d['solved']['lbfgs'], d['solved']['scipy_lbfgsb']))}.",
                   f"- Evaluations to solve ≤ 1.0× L-BFGS's where both solve (geometric mean): {r:.3f}× — "
                   f"{verdict(r <= 1.0)}.", ""]
+        if "qn_bfgs" in d["area"]:
+            rb = d["ratio"].get("qn_bfgs/lbfgs", (math.nan, 0))[0]
+            lines += ["The same targets for `LSR1Config.qn_bfgs()` (BFGS update, newest-pair γ, strong-Wolfe search):", "",
+                      f"- Profile area: {d['area']['qn_bfgs']:.2f} vs {d['area']['lbfgs']:.2f} and "
+                      f"{d['area']['scipy_lbfgsb']:.2f} — "
+                      f"{verdict(d['area']['qn_bfgs'] >= max(d['area']['lbfgs'], d['area']['scipy_lbfgsb']))}.",
+                      f"- Solved: {d['solved']['qn_bfgs']} vs {d['solved']['lbfgs']} and {d['solved']['scipy_lbfgsb']} — "
+                      f"{verdict(d['solved']['qn_bfgs'] >= max(d['solved']['lbfgs'], d['solved']['scipy_lbfgsb']))}.",
+                      f"- Evaluations to solve ÷ L-BFGS's (geometric mean, both solved): {rb:.3f}× — {verdict(rb <= 1.0)}.",
+                      ""]
     lines += ["## Per problem: evaluations to solve (— unsolved)", "",
               "| problem | ×x₀ | " + " | ".join(solvers) + " |", "|---|---|" + "---|" * len(solvers)]
     table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
@@ -288,7 +324,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog=command("peers"), description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 10, 100])
-    ap.add_argument("--sets", nargs="+", default=["generality", "mgh"], choices=["generality", "mgh"])
+    ap.add_argument("--sets", nargs="+", default=["generality", "mgh", "andrei"],
+                    choices=["generality", "mgh", "andrei"])
     ap.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS))
     ap.add_argument("--out", default="docs")
     ap.add_argument("--rebuild", action="store_true", help="only re-render <out>/results_peers.md from "

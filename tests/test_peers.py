@@ -49,3 +49,50 @@ def test_budget_stops_a_solver_and_is_recorded():
     r = peers.run_one("qn", obj, obj.standard_start(), 0.0, 2)  # budget 10 × 2 = 20 evaluations
     assert r["evals"] <= 20 and (r["budget_exhausted"] or r["evals"] < 20)
     assert r["evals_to_solve"] is None and not math.isnan(r["gap0"])
+
+
+_ANDREI_MINIMISERS = {  # x* of the functions whose minimiser is known in closed form (N = 10)
+    "ext_white_holst": lambda n: torch.ones(n), "ext_beale": lambda n: torch.tensor([3.0, 0.5] * (n // 2)),
+    "raydan1": lambda n: torch.zeros(n), "raydan2": lambda n: torch.zeros(n),
+    "diagonal2": lambda n: -torch.log(torch.arange(1, n + 1, dtype=torch.float64)),
+    "hager": lambda n: torch.log(torch.arange(1, n + 1, dtype=torch.float64).sqrt()),
+    "tridia": lambda n: 0.5 ** torch.arange(n, dtype=torch.float64), "arwhead": lambda n: torch.cat(
+        [torch.ones(n - 1), torch.zeros(1)]), "fletchcr": lambda n: torch.cat([torch.zeros(1), -torch.ones(n - 1)]),
+    "nondquar": lambda n: torch.zeros(n), "dqdrtic": lambda n: torch.zeros(n), "liarwhd": lambda n: torch.ones(n),
+    "quartc": lambda n: torch.arange(1, n + 1, dtype=torch.float64), "genhumps": lambda n: torch.zeros(n),
+    "chained_wood": lambda n: torch.ones(n), "ext_hiebert": lambda n: torch.tensor([10.0, 5000.0] * (n // 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ANDREI_MINIMISERS))
+def test_andrei_minimum_is_attained_and_the_start_is_worse(name):
+    from experiments.andrei_functions import AndreiFunction
+
+    n = 12 if name == "chained_wood" else 10
+    obj = AndreiFunction(name, n)
+    xs = _ANDREI_MINIMISERS[name](n).to(torch.float64).view(1, -1)
+    f_star, g_star = obj.value_and_grad(xs)
+    assert float(f_star[0]) == pytest.approx(obj.f_star(), rel=1e-12, abs=1e-12)
+    assert float(g_star.abs().max()) < 1e-8
+    assert float(obj.value(obj.standard_start())[0]) > obj.f_star() + 1e-3
+
+
+def test_andrei_bad_names_and_sizes_are_refused():
+    from experiments.andrei_functions import AndreiFunction
+    from lsr1_core.errors import ShapeError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="unknown function"):
+        AndreiFunction("rosenbrok", 10)
+    with pytest.raises(ShapeError, match="multiple of 4"):
+        AndreiFunction("chained_wood", 10)
+    with pytest.raises(ShapeError, match="N ≥ 3"):
+        AndreiFunction("nondquar", 2)
+    with pytest.raises(ShapeError):
+        AndreiFunction("raydan1", True)
+
+
+def test_peers_problem_sets_include_andrei_once_per_distinct_start():
+    probs = peers.problems(sets=("andrei",), dims=(10,))
+    names = {(p[1], p[5]) for p in probs}
+    assert ("fletchcr_n10", 1.0) in names and ("fletchcr_n10", 10.0) not in names  # start 0: one multiplier
+    assert ("raydan1_n100", 100.0) in names and len(names) == len(probs)

@@ -65,6 +65,17 @@ def build_operator(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, r: flo
 ENVELOPE_FACTOR = 0.5
 
 
+def safe_norm(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖ over the last dimension (keepdim), also where the plain norm overflows (entries beyond √(float max)):
+    there max|t|·‖t/max|t|‖. Equal to ``t.norm`` wherever that is finite."""
+    n = t.norm(dim=-1, keepdim=True)
+    over = torch.isinf(n) & torch.isfinite(t).all(-1, keepdim=True)
+    if bool(over.any()):
+        a = t.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
+        n = torch.where(over, a * (t / a).norm(dim=-1, keepdim=True), n)
+    return n
+
+
 def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
     """A scale-free H₀ from one gradient difference along −g (one extra evaluation).
 
@@ -77,12 +88,21 @@ def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
     with torch.no_grad():
         x, g = x.detach(), g.detach()
         xn = x.norm(dim=-1, keepdim=True)
-        gn = g.norm(dim=-1, keepdim=True)
+        gn = safe_norm(g)
         length = torch.where(xn > 0, xn, torch.ones_like(xn))
         p = -rel * length * g / gn.clamp_min(tiny)
         _, g1 = objective.value_and_grad(x + p)
         q = g1 - g
         pq, qq = (p * q).sum(-1, keepdim=True), (q * q).sum(-1, keepdim=True)
+        big = torch.isinf(qq) & torch.isfinite(q).all(-1, keepdim=True)
+        if bool(big.any()):  # |q| beyond √(float max): pᵀq/qᵀq from q scaled by its largest entry
+            a = q.abs().amax(-1, keepdim=True).clamp_min(tiny)
+            qs = q / a
+            pq = torch.where(big, (p * qs).sum(-1, keepdim=True) * a, pq)
+            qq_s = (qs * qs).sum(-1, keepdim=True)
+            bb = (p * qs).sum(-1, keepdim=True) / qq_s.clamp_min(tiny) / a
+            qq = torch.where(big, torch.ones_like(qq), qq)
+            pq = torch.where(big & torch.isfinite(bb), bb, pq)  # with qq = 1, pq / qq is that ratio
         usable = torch.isfinite(q).all(-1, keepdim=True) & (qq > 0) & (pq > 0)
         gamma = torch.where(usable, pq / qq.clamp_min(tiny), length / gn.clamp_min(tiny))
         gamma = torch.where(torch.isfinite(gamma) & (gamma > 0), gamma, torch.ones_like(gamma))
