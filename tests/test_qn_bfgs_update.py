@@ -151,3 +151,31 @@ def test_qn_bfgs_on_the_teaching_functions_never_blows_up(name):
     assert int((tr.diverged_at >= 0).sum()) == 0
     assert bool((tr.f[1:] <= tr.f[:-1] + 1e-12 * (1 + tr.f[:-1].abs())).all())
     assert bool((tr.f[-1] <= tr.f[0]).all())
+
+
+def test_solver_option_and_optimizer_with_qn_bfgs():
+    """LSR1Solver(update=…) switches a card's update; LSR1Optimizer runs qn_bfgs like torch.optim.LBFGS."""
+    from lsr1_core.learned import LSR1Optimizer
+
+    s = LSR1Solver(checkpoint="pretrained/qn_quadratic", update="bfgs", h0="bb", backtrack="wolfe")
+    assert (s.net.config.update, s.net.config.h0, s.net.config.backtrack) == ("bfgs", "bb", "wolfe")
+    with pytest.raises(LSR1Error, match="update"):
+        LSR1Solver(checkpoint="pretrained/qn_quadratic", update="newton")
+    g = torch.Generator().manual_seed(0)
+    A, b = torch.randn(40, 30, generator=g), torch.randn(40, generator=g)
+    w = torch.nn.Parameter(torch.zeros(30))
+    opt = LSR1Optimizer([w], model=LSR1Net(LSR1Config.qn_bfgs()))
+
+    def closure():
+        opt.zero_grad()
+        loss = ((A @ w - b) ** 2).mean() + 1e-2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(60):
+        loss = opt.step(closure)
+    w_star = torch.linalg.solve(A.T @ A / 40 + 1e-2 * torch.eye(30), A.T @ b / 40)
+    f_star = float(((A @ w_star - b) ** 2).mean() + 1e-2 * (w_star * w_star).sum())
+    # float32: the loss is at the optimum to its own rounding (torch's tolerance_change then stops the run)
+    assert float(loss) <= f_star * (1 + 1e-5)
+    assert opt.converged

@@ -59,10 +59,11 @@ class LSR1Solver(Solver):
     ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/qn_quadratic")``; ``memory``
     overrides the buffer size L used at test time (the paper tests with other L than trained);
     ``step_scale`` multiplies the learned step sizes; ``form`` ("paper" or "qn"), when given, refuses a
-    model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope" or "two_scale"),
-    ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs"), ``restart`` whether it
-    forgets its memory where the safeguard finds no acceptable step, ``extrapolate`` how many trials may lengthen
-    a step (0: never), ``backtrack`` how it shortens one ("halve" or "interpolate"). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
+    model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope", "two_scale" or "bb"),
+    ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs"), ``update`` how a pair
+    enters H ("sr1", or "bfgs": every pair a BFGS update), ``restart`` whether it forgets its memory where the
+    safeguard finds no acceptable step, ``extrapolate`` how many trials may lengthen a step (0: never),
+    ``backtrack`` its line search ("halve", "interpolate", or "wolfe": strong Wolfe). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
     this solver (scipy's conventions: max|g| ≤ gtol, relative decrease of f ≤ ftol; None: never stop).
     """
 
@@ -71,8 +72,8 @@ class LSR1Solver(Solver):
     def __init__(self, model: LSR1Net | None = None, checkpoint: str | Path | None = None,
                  memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
                  form: str | None = None, h0: str | None = None, fallback: str | None = None,
-                 restart: bool | None = None, extrapolate: int | None = None, backtrack: str | None = None, gtol: float | None = None,
-                 ftol: float | None = None):
+                 restart: bool | None = None, extrapolate: int | None = None, backtrack: str | None = None,
+                 gtol: float | None = None, ftol: float | None = None, update: str | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
         self.step_scale = check_step_scale(step_scale)
@@ -86,7 +87,8 @@ class LSR1Solver(Solver):
         if memory is not None:
             model = model.with_memory(memory)
         options = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
-                                     ("extrapolate", extrapolate), ("backtrack", backtrack)) if v is not None}
+                                     ("extrapolate", extrapolate), ("backtrack", backtrack), ("update", update))
+                   if v is not None}
         if options:
             check_options(model.config, options)
             model = model.with_config(**options)
