@@ -173,11 +173,24 @@ class LSR1Optimizer(torch.optim.Optimizer):
                 p.data.copy_(x[0, i:i + n].view_as(p).to(p.dtype))
             i += n
 
+    def _unchanged(self, x: torch.Tensor) -> bool:
+        """The parameters hold x (1, n) exactly (compared in place, without flattening them into a copy)."""
+        params = self._params()
+        if x.dtype != params[0].dtype or x.device != params[0].device or x.shape[1] != sum(p.numel() for p in params):
+            return False
+        i = 0
+        for p in params:
+            n = p.numel()
+            if not torch.equal(x[0, i:i + n], p.data.reshape(-1)):
+                return False
+            i += n
+        return True
+
     def _start(self, closure):
         """f and g at the current parameters (from the cache when they are the accepted point)."""
+        if self._cache is not None and self._unchanged(self._cache[0]):
+            return self._cache[0], self._cache[1], self._cache[2], self._cache[3], 0
         x = self._flat(grads=False)
-        if self._cache is not None and torch.equal(self._cache[0].to(x.dtype), x):
-            return x, self._cache[1], self._cache[2], self._cache[3], 0
         with torch.enable_grad():
             loss = closure()
         f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
