@@ -285,20 +285,42 @@ def test_pair_buffer_never_rewrites_a_slot_a_view_can_see():
     P = torch.zeros(B, 0, N, dtype=torch.float64)
     Q = P.clone()
     mk = lambda v: torch.full((B, N), float(v), dtype=torch.float64)  # noqa: E731
-    base, s, m = append_pair(P, Q, mk(1), mk(2), mk(9), memory=3)
+    base, s, m, _ = append_pair(P, Q, mk(1), mk(2), mk(9), memory=3)
     P1, Q1 = base[:, s:s + m, 0], base[:, s:s + m, 1]
-    base2, s2, m2 = append_pair(P1, Q1, mk(3), mk(4), mk(9), memory=3)
+    base2, s2, m2, _ = append_pair(P1, Q1, mk(3), mk(4), mk(9), memory=3)
     assert base2 is base and m2 == 2
     # a second proposal from the first state: its slot is taken, so a new buffer
-    base3, s3, m3 = append_pair(P1, Q1, mk(5), mk(6), mk(9), memory=3)
+    base3, s3, m3, _ = append_pair(P1, Q1, mk(5), mk(6), mk(9), memory=3)
     assert base3 is not base
     assert float(base[:, s2 + 1, 0].max()) == 3.0 and float(base3[:, s3 + 1, 0].max()) == 5.0
     # the window slides (oldest dropped) and the buffer is replaced when full, the views staying valid
     P2, Q2 = base2[:, s2:s2 + m2, 0], base2[:, s2:s2 + m2, 1]
     for k in range(10):
         P2, Q2 = P2[:, -2:], Q2[:, -2:]
-        b, s, m = append_pair(P2, Q2, mk(10 + k), mk(20 + k), mk(9), memory=3)
+        b, s, m, _ = append_pair(P2, Q2, mk(10 + k), mk(20 + k), mk(9), memory=3)
         old = P2.clone()
         P2, Q2 = b[:, s:s + m, 0], b[:, s:s + m, 1]
         torch.testing.assert_close(P2[:, :-1], old)
         assert float(P2[:, -1].max()) == 10 + k
+
+
+def test_the_kept_gram_matrix_is_the_window_s():
+    """The buffer keeps the inner products of its slots; over a run of appends (the window sliding, the buffer
+    replaced when full) the Gram matrix of the window and Z g equal those computed afresh."""
+    from lsr1_core.learned.compact import append_pair, window_gram
+    g = torch.Generator().manual_seed(5)
+    B, N, memory = 2, 7, 3
+    P = torch.zeros(B, 0, N, dtype=torch.float64)
+    Q = P.clone()
+    fresh_seen = 0
+    for k in range(12):
+        p, q, gr = (torch.randn(B, N, generator=g, dtype=torch.float64) for _ in range(3))
+        P, Q = P[:, -(memory - 1):] if P.shape[1] else P, Q[:, -(memory - 1):] if Q.shape[1] else Q
+        base, s, m, fresh = append_pair(P, Q, p, q, gr, memory)
+        fresh_seen += fresh
+        K, kg = window_gram(base, s, m, fresh)
+        P, Q = base[:, s:s + m, 0], base[:, s:s + m, 1]
+        Z = torch.stack([P, Q], 2).reshape(B, 2 * m, N)
+        torch.testing.assert_close(K, Z @ Z.transpose(1, 2), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(kg, (Z @ gr.unsqueeze(-1)).squeeze(-1), rtol=1e-12, atol=1e-12)
+    assert 1 < fresh_seen < 12  # both paths ran

@@ -9,12 +9,15 @@ last)
     H = γI + [SR1 and BFGS updates in order] + c·(I − Π_Q) = a·I + Zᵀ M Z
 
 with a = γ + c and a small symmetric M (2m × 2m). The recursion of :func:`~lsr1_core.learned.qn.rebuild` runs on
-the coefficients, in float64 whatever the data's dtype, from the Gram matrix K = Z Zᵀ (one matrix product per
-step, which also gives Z g): pair i's H_i q_i has coefficients h = γ e_q + M K e_q, its SR1 vector w = e_p − h, so
-wᵀq = wᵀK e_q and ‖w‖² = wᵀK w, with the same skip test (wᵀq > ε‖w‖‖q‖), BFGS rule (:func:`bfgs_rho`'s) and
-updates M ← M + w wᵀ/wᵀq, or M ← M − ρ(e_p hᵀ + h e_pᵀ) + (ρ² qᵀHq + ρ) e_p e_pᵀ. The envelope's γ and the
-complement's c come from K's diagonal. A step then costs two passes over the stored pairs (the Gram product and
-one product Zᵀ C for H'q and Hg) and a few O(N) vector operations, against the explicit form's O(l²N) rebuild.
+the coefficients, in float64 whatever the data's dtype (in numpy: it is l×l arithmetic, where a torch call's
+overhead would dominate), from the Gram matrix K = Z Zᵀ: pair i's H_i q_i has coefficients h = γ e_q + M K e_q, its
+SR1 vector w = e_p − h, so wᵀq = wᵀK e_q and ‖w‖² = wᵀK w, with the same skip test (wᵀq > ε‖w‖‖q‖), BFGS rule
+(:func:`~lsr1_core.learned.qn.bfgs_rho`'s) and updates M ← M + w wᵀ/wᵀq, or M ← M − ρ(e_p hᵀ + h e_pᵀ) + (ρ² qᵀHq + ρ) e_p e_pᵀ. The
+envelope's γ and the complement's c come from K's diagonal. The buffer keeps K (a new pair needs only its and g's
+products with the window, one O(lN) product). A step then costs that product, one product of [Z; g] with two
+coefficient rows (H'q, and Hg before the newest pair's update) and a few O(N) vector operations, against the
+explicit form's O(l²N) rebuild; with the diagonal metric the coordinates change every step, so K is recomputed
+(one Gram product).
 
 * **The newest pair** is what the step's skip test and secant residual report on, and ‖w‖² = wᵀKw loses
   half its digits to cancellation where w is small. So its w = p − H'q is formed explicitly (H'q = Zᵀh, one
@@ -28,11 +31,13 @@ one product Zᵀ C for H'q and Hg) and a few O(N) vector operations, against the
   same — but from a Gram matrix a pivot far below the Gram's own rounding cannot be told from zero, and the QR's
   treatment of a dropped column is not a projector onto span{q_j} (e.g. zero pairs at the front of the memory,
   after a restart or an unusable probe, make it drop the first coordinates instead). So the Gram projector is
-  used only where every column is *certified*: all ‖q_j‖ > 0, N ≥ m, and every pivot of the normalised Gram
-  (sin² of q_j's angle to the span of the earlier ones) above ``CERTIFY`` (10⁻⁸ in float64, 10⁻² in float32), and
-  R_jj above 10× the drop threshold. Elsewhere (any row of the batch) the step calls the explicit
-  :func:`~lsr1_core.learned.qn.two_scale_complement` — an O(m²N) QR, only in those steps — so the operator is the
-  explicit form's in every case, to rounding.
+  used only where every column is *certified*: all ‖q_j‖ > 0, N ≥ m, every pivot of the normalised Gram (sin² of
+  q_j's angle to the span of the earlier ones) above ``CERTIFY`` — 10⁻¹⁰ in float64, 10⁻⁴ in float32, i.e. 10⁵× and
+  100× the Gram's own relative rounding (float32: ~10⁻⁶ at N = 10⁶, measured), so that the projector's error
+  (≈ rounding / pivot) stays below 10⁻⁵ and 10⁻² along the least certain direction — and R_jj above 10× the drop
+  threshold. Elsewhere (any row of the batch) the step takes the explicit QR of Q (:func:`qr_basis`, the U of
+  :func:`~lsr1_core.learned.qn.two_scale_complement`) — O(m²N), only in those steps — so the operator is the
+  explicit form's in those cases, to rounding.
 * **State.** The pairs are kept in a buffer that grows by one slot per step (P and Q are views of it, written
   once: a slot is never rewritten while a view can see it, so states and operators kept from earlier steps stay
   valid); a full buffer is copied into a new one every ``memory`` steps. The buffer ``W`` of rank-one vectors is
@@ -44,6 +49,7 @@ every model (tests and ``experiments.optimizer_cost`` compare the two).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils._pytree import tree_map
 
@@ -51,8 +57,10 @@ from ..operators import CurvatureOperator
 
 FORCE_EXPLICIT = False  # True: every model takes the explicit path (for comparisons)
 REL_TOL = 1e-10  # two_scale_complement's drop rule: R_jj ≤ REL_TOL·max‖q_i‖
-CERTIFY = {torch.float64: 1e-8, torch.float32: 1e-2}  # minimum normalised Cholesky pivot for the Gram projector
-CERTIFY_DEFAULT = 1e-2
+# the smallest normalised Cholesky pivot (sin² of a q_j's angle to the older ones' span) for which the Gram projector
+# is used: 100× (float32) and 10⁵× (float64) the Gram's own relative rounding (~10⁻⁶ at N = 10⁶ in float32, measured)
+CERTIFY = {torch.float64: 1e-10, torch.float32: 1e-4}
+CERTIFY_DEFAULT = 1e-4
 
 
 class LazyTensor(torch.Tensor):
@@ -133,9 +141,10 @@ def _buffer_of(P: torch.Tensor, Q: torch.Tensor):
 
 
 def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tensor, g: torch.Tensor, memory: int):
-    """Store the newest pair after the stored ones and g after it: returns (base, s, m) with the m pairs in
+    """Store the newest pair after the stored ones and g after it: returns (base, s, m, fresh) with the m pairs in
     base[:, s:s+m] (interleaved p, q rows) and g in base[:, s+m, 0] (a scratch row no view sees). Writes into the
-    same buffer where P, Q are its newest slots and the next slots are free; otherwise copies into a new one."""
+    same buffer where P, Q are its newest slots and the next slots are free (fresh False); otherwise copies into
+    a new one (fresh True)."""
     B, N = p.shape
     m_old = P.shape[1]
     found = _buffer_of(P, Q) if m_old else None
@@ -147,7 +156,7 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
             base[:, j, 1].copy_(q)
             base[:, j + 1, 0].copy_(g)
             base._lsr1_hwm = j + 1
-            return base, s, m_old + 1
+            return base, s, m_old + 1, False
     cap = max(memory, m_old + 1) + max(memory, 1) + 1
     base = p.new_empty(B, cap, 2, N)
     if m_old:
@@ -157,108 +166,138 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
     base[:, m_old, 1].copy_(q)
     base[:, m_old + 1, 0].copy_(g)
     base._lsr1_hwm = m_old + 1
-    return base, 0, m_old + 1
+    base._lsr1_gram = None
+    return base, 0, m_old + 1, True
 
 
-# --- the coefficient algebra (float64) -------------------------------------------------------------------------
-def _unit(B, n, i, like):
-    e = like.new_zeros(B, n)
-    e[:, i] = 1
-    return e
+def window_gram(base, s: int, m: int, fresh: bool):
+    """(K (B, 2m, 2m), Z g (B, 2m)) in float64 for the pairs base[:, s:s+m] and g in the scratch row after them.
+
+    The buffer keeps the inner products of its rows (slots are written once, so they stay valid): a new pair
+    needs only its and g's products with the window (one product with 3 columns, O(mN)); a new buffer, one
+    Gram product of its window."""
+    B, cap, _, N = base.shape
+    n = 2 * m
+    ext = base[:, s:s + m + 1].reshape(B, n + 2, N)[:, :n + 1]
+    cache = getattr(base, "_lsr1_gram", None)
+    if fresh or cache is None:
+        KK = (ext @ ext.transpose(1, 2)).double()
+        cache = KK.new_zeros(B, 2 * cap, 2 * cap)
+        cache[:, 2 * s:2 * s + n, 2 * s:2 * s + n] = KK[:, :n, :n]
+        base._lsr1_gram = cache
+        return KK[:, :n, :n], KK[:, :n, n]
+    new = ext[:, n - 2:n + 1]  # p, q, g rows
+    R = (ext @ new.transpose(1, 2)).double()  # (B, 2m+1, 3)
+    lo, hi = 2 * s, 2 * s + n
+    cache[:, lo:hi, hi - 2:hi] = R[:, :n, :2]
+    cache[:, hi - 2:hi, lo:hi] = R[:, :n, :2].transpose(1, 2)
+    return cache[:, lo:hi, lo:hi].clone(), R[:, :n, 2]
 
 
-def envelope(K: torch.Tensor, gamma_prev: torch.Tensor, factor: float, tiny: float,
-             newest: bool = False) -> torch.Tensor:
+# --- the coefficient algebra (float64, in numpy: l×l arithmetic, where a torch call's overhead would dominate) --
+def envelope(K: np.ndarray, gamma_prev: np.ndarray, factor: float, tiny: float, newest: bool = False) -> np.ndarray:
     """:func:`~lsr1_core.solvers.sr1.envelope_scale` from the Gram matrix (B, 2m, 2m): factor·min pᵢᵀqᵢ/qᵢᵀqᵢ over
-    the pairs with positive curvature, the previous γ (B, 1) where there is none. float64 (B, 1)."""
+    the pairs with positive curvature, the previous γ (B,) where there is none. (B,)"""
     m = K.shape[1] // 2
     if m == 0:
-        return gamma_prev.double()
-    ip = torch.arange(m, device=K.device) * 2
+        return gamma_prev
+    ip = np.arange(m) * 2
     pq, qq = K[:, ip, ip + 1], K[:, ip + 1, ip + 1]
-    bb = factor * pq / qq.clamp_min(tiny)
-    use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
+    with np.errstate(all="ignore"):
+        bb = factor * pq / np.maximum(qq, tiny)
+        use = (pq > 0) & (qq > 0) & np.isfinite(bb)
     if newest:  # h0 = "bb": the newest pair with positive curvature (envelope_scale's newest=True)
-        idx = torch.arange(m, device=K.device).expand_as(use)
-        last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
-        return torch.where(last >= 0, bb.gather(1, last.clamp_min(0)), gamma_prev.double())
-    low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
-    return torch.where(torch.isfinite(low), low, gamma_prev.double())
+        last = np.where(use, np.arange(m), -1).max(-1)
+        return np.where(last >= 0, bb[np.arange(bb.shape[0]), np.maximum(last, 0)], gamma_prev)
+    low = np.where(use, bb, np.inf).min(-1)
+    return np.where(np.isfinite(low), low, gamma_prev)
 
 
-def add_pair(M, K, i, gamma, eps: float, fallback: str, tiny: float, w_test=None, sr1: bool = True):
-    """Add pair i's update to H = γI + ZᵀMZ in coefficient space (M (B, n, n) float64, returned new).
+def add_pair(M: np.ndarray, K: np.ndarray, i: int, gamma: np.ndarray, eps: float, fallback: str, tiny: float,
+             w_test=None, sr1: bool = True):
+    """Add pair i's update to H = γI + ZᵀMZ in coefficient space (M (B, n, n), returned new; γ (B,)).
 
     Returns (M, ok, rho, cv): ok (B,) the SR1 vector is used, rho (B,) the BFGS update's 1/pᵀq (0 where none), cv
-    (B, n) the coefficients of v = w/√(wᵀq) (0 where not used). ``w_test`` = (wq, ‖w‖, ‖q‖) computed elsewhere
+    (B, n) the coefficients of v = w/√(wᵀq) (0 where not used). ``w_test`` = (wᵀq, ‖w‖, ‖q‖) computed elsewhere
     (the explicit newest vector) replaces the Gram's values in the skip test."""
-    B, n = K.shape[:2]
     ip, iq = 2 * i, 2 * i + 1
     kq = K[:, :, iq]
-    h = (M @ kq.unsqueeze(-1)).squeeze(-1)
-    h[:, iq] += gamma.squeeze(-1)
+    h = np.matmul(M, kq[:, :, None])[:, :, 0]
+    h[:, iq] += gamma
     cw = -h
     cw[:, ip] += 1
-    if w_test is None:
-        wq = (cw * kq).sum(-1)
-        wn = ((cw.unsqueeze(1) @ K).squeeze(1) * cw).sum(-1).clamp_min(0).sqrt()
-        qn = K[:, iq, iq].clamp_min(0).sqrt()
-    else:
-        wq, wn, qn = w_test
-    ok = (wq > eps * wn * qn) & (wq > 0) & torch.isfinite(wq)
-    if not sr1:  # update = "bfgs": no SR1 vector
-        ok = torch.zeros_like(ok)
-    wq_safe = torch.where(ok, wq, torch.ones_like(wq))
-    cw = torch.where(ok.unsqueeze(-1), cw, torch.zeros_like(cw))
-    M = M + cw.unsqueeze(-1) * cw.unsqueeze(-2) / wq_safe.view(B, 1, 1)
-    cv = cw / wq_safe.sqrt().unsqueeze(-1)
-    rho = torch.zeros_like(wq)
-    if fallback == "bfgs":
-        pq, pp, qq = K[:, ip, iq], K[:, ip, ip], K[:, iq, iq]
-        use = ~ok & (pq > eps * pp.clamp_min(0).sqrt() * qq.clamp_min(0).sqrt()) & (pq > 0) & torch.isfinite(pq)
-        if bool(use.any()):
-            rho = torch.where(use, 1 / pq.clamp_min(tiny), torch.zeros_like(pq))
-            qhq = (kq * h).sum(-1)
-            top = torch.where(use, rho * rho * qhq + rho, torch.zeros_like(rho))
-            rh = torch.where(use.unsqueeze(-1), rho.unsqueeze(-1) * h, torch.zeros_like(h))
-            M = M.clone()
-            M[:, ip, :] -= rh
-            M[:, :, ip] -= rh
-            M[:, ip, ip] += top
+    with np.errstate(all="ignore"):
+        if w_test is None:
+            wq = (cw * kq).sum(-1)
+            wn = np.sqrt(np.maximum(np.einsum("bi,bij,bj->b", cw, K, cw), 0))
+            qn = np.sqrt(np.maximum(K[:, iq, iq], 0))
+        else:
+            wq, wn, qn = w_test
+        ok = (wq > eps * wn * qn) & (wq > 0) & np.isfinite(wq)
+        if not sr1:  # update = "bfgs": no SR1 vector
+            ok = np.zeros_like(ok)
+        wq_safe = np.where(ok, wq, 1.0)
+        cw = np.where(ok[:, None], cw, 0.0)
+        M = M + cw[:, :, None] * cw[:, None, :] / wq_safe[:, None, None]
+        cv = cw / np.sqrt(wq_safe)[:, None]
+        rho = np.zeros_like(wq)
+        if fallback == "bfgs":
+            pq, pp, qq = K[:, ip, iq], K[:, ip, ip], K[:, iq, iq]
+            use = ~ok & (pq > eps * np.sqrt(np.maximum(pp, 0)) * np.sqrt(np.maximum(qq, 0))) & (pq > 0) & \
+                np.isfinite(pq)
+            if use.any():
+                rho = np.where(use, 1 / np.maximum(pq, tiny), 0.0)
+                qhq = (kq * h).sum(-1)
+                top = np.where(use, rho * rho * qhq + rho, 0.0)
+                rh = np.where(use[:, None], rho[:, None] * h, 0.0)
+                M = M.copy()
+                M[:, ip, :] -= rh
+                M[:, :, ip] -= rh
+                M[:, ip, ip] += top
     return M, ok, rho, cv
 
 
-def complement(K: torch.Tensor, gamma: torch.Tensor, N: int, tiny: float, certify: float):
-    """The two-scale complement from the Gram matrix: (c (B, 1), Ginv (B, m, m) with Π_Q = Qᵀ Ginv Q, certified)
-    in float64. ``certified`` is False where the Gram projector may differ from the explicit QR's beyond rounding
-    (module docstring); Ginv is then None."""
+def complement(K: np.ndarray, gamma: np.ndarray, N: int, tiny: float, certify: float):
+    """The two-scale complement from the Gram matrix: (c (B,), Ginv (B, m, m) with Π_Q = Qᵀ Ginv Q, certified).
+    ``certified`` is False where the Gram projector may differ from the explicit QR's beyond rounding (module
+    docstring); Ginv is then None. Ginv is None too where c = 0 in every row (nothing to project)."""
     m = K.shape[1] // 2
-    ip = torch.arange(m, device=K.device) * 2
+    ip = np.arange(m) * 2
     pq, qq = K[:, ip, ip + 1], K[:, ip + 1, ip + 1]
-    ok = (pq > 0) & (qq > 0) & torch.isfinite(pq) & torch.isfinite(qq)
-    bb = torch.where(ok, pq / qq.clamp_min(tiny), torch.zeros_like(pq))
-    idx = torch.arange(m, device=K.device).expand_as(ok)
-    newest = torch.where(ok, idx, torch.full_like(idx, -1)).max(-1).values
-    gbb = bb.gather(1, newest.clamp_min(0).unsqueeze(1))
-    c = torch.where(newest.unsqueeze(1) >= 0, (gbb - gamma).clamp_min(0), torch.zeros_like(gbb))
-    if not bool((c > 0).any()):
-        return c, None, True  # no complement in any row: nothing to project
-    if N < m or not bool(torch.isfinite(qq).all()):
+    with np.errstate(all="ignore"):
+        ok = (pq > 0) & (qq > 0) & np.isfinite(pq) & np.isfinite(qq)
+        bb = np.where(ok, pq / np.maximum(qq, tiny), 0.0)
+    newest = np.where(ok, np.arange(m), -1).max(-1)
+    gbb = np.take_along_axis(bb, np.maximum(newest, 0)[:, None], 1)[:, 0]
+    c = np.where(newest >= 0, np.maximum(gbb - gamma, 0.0), 0.0)
+    if not (c > 0).any():
+        return c, None, True
+    if N < m or not np.isfinite(qq).all():
         return c, None, False
-    D = qq.sqrt()
-    if not bool((D > 0).all()):
+    D = np.sqrt(qq)
+    if not (D > 0).all():
         return c, None, False
     G = K[:, ip + 1][:, :, ip + 1]
-    C = G / (D.unsqueeze(-1) * D.unsqueeze(-2))
-    L, info = torch.linalg.cholesky_ex(C)
-    if bool((info != 0).any()):
+    Cn = G / (D[:, :, None] * D[:, None, :])
+    try:
+        L = np.linalg.cholesky(Cn)
+    except np.linalg.LinAlgError:
         return c, None, False
-    piv = torch.diagonal(L, dim1=1, dim2=2) ** 2
-    R = D * piv.sqrt()
-    if bool((piv <= certify).any()) or bool((R <= 10 * REL_TOL * D.amax(-1, keepdim=True)).any()):
+    piv = np.diagonal(L, axis1=1, axis2=2) ** 2
+    R = D * np.sqrt(piv)
+    if (piv <= certify).any() or (R <= 10 * REL_TOL * D.max(-1, keepdims=True)).any():
         return c, None, False
-    Ci = torch.cholesky_inverse(L)
-    return c, Ci / (D.unsqueeze(-1) * D.unsqueeze(-2)), True
+    Li = np.linalg.inv(L)
+    Ci = np.matmul(Li.transpose(0, 2, 1), Li)
+    return c, Ci / (D[:, :, None] * D[:, None, :]), True
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+def _t(a: np.ndarray, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=dtype or torch.float64)
 
 
 class CompactOperator(CurvatureOperator):
@@ -331,49 +370,69 @@ class CompactOperator(CurvatureOperator):
         return self
 
 
-def with_complement(Z, K, M, g64, gamma, two_scale: bool, tiny: float, explicit_complement):
-    """The two-scale complement added to H = γI + ZᵀMZ: returns (M, a, kwargs of :class:`CompactOperator`, Ginv
-    (B, m, m) or None where the Gram projector is not used, c (B, 1) float64 or None)."""
+def qr_basis(Q: torch.Tensor, K: np.ndarray) -> torch.Tensor:
+    """:func:`~lsr1_core.learned.qn.two_scale_complement`'s U: the QR factor of Q's columns, those whose R diagonal is
+    at most REL_TOL·max‖q_i‖ zeroed (‖q_i‖ from the Gram matrix K)."""
+    U, R = torch.linalg.qr(Q.transpose(1, 2))
+    iq = np.arange(Q.shape[1]) * 2 + 1
+    tol = _t(REL_TOL * np.sqrt(np.maximum(K[:, iq, iq], 0)).max(-1, keepdims=True), Q, R.dtype)
+    keep = torch.diagonal(R, dim1=1, dim2=2).abs() > tol
+    if not bool(keep.all()):
+        U = U * keep.unsqueeze(1).to(U.dtype)
+    return U
+
+
+def with_complement(Z, K, g64, gamma, two_scale: bool, tiny: float):
+    """The two-scale complement of H = γI + ZᵀMZ (K: the Gram matrix, numpy): returns (a (B,), kwargs of
+    :class:`CompactOperator`, Ginv (B, m, m) or None where the Gram projector is not used, c (B,))."""
     B, n, N = Z.shape
-    m = n // 2
-    kw = dict(two_scale=two_scale, explicit_complement=explicit_complement)
+    kw = dict(two_scale=two_scale)
     if not two_scale:
-        return M, g64, kw, None, None
+        return g64, kw, None, None
     c, Ginv, certified = complement(K, g64, N, tiny, CERTIFY.get(Z.dtype, CERTIFY_DEFAULT))
+    kw.update(c=_t(c, Z).view(B, 1))
     if not certified:
-        U, c_ex = explicit_complement(Z[:, 0::2], Z[:, 1::2], gamma)
-        kw.update(c=c_ex.double(), U=U)
-        return M, g64, kw, None, c_ex.double()
-    kw.update(c=c)
+        kw.update(U=qr_basis(Z[:, 1::2], K))
+        return g64, kw, None, c
     if Ginv is None:  # c = 0 in every row
-        return M, g64, kw, None, c
-    iq = torch.arange(m, device=K.device) * 2 + 1
-    M = M.clone()
-    M[:, iq.unsqueeze(-1), iq.unsqueeze(0)] -= c.view(B, 1, 1) * Ginv
-    return M, g64 + c, kw, Ginv, c
+        return g64, kw, None, c
+    return g64 + c, kw, Ginv, c
+
+
+def _with_projector(M: np.ndarray, Ginv, c) -> np.ndarray:
+    """M − c·E_Q Ginv E_Qᵀ: the complement's −c·Π_Q in coefficient space."""
+    if Ginv is None:
+        return M
+    m = M.shape[1] // 2
+    iq = np.arange(m) * 2 + 1
+    M = M.copy()
+    M[:, iq[:, None], iq[None, :]] -= c[:, None, None] * Ginv
+    return M
 
 
 def operator_from_pairs(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, eps: float, fallback: str,
                         h0: str, explicit_complement, sr1: bool = True) -> CompactOperator:
     """The operator of stored pairs (B, m, N) and γ (B, 1) with u = 0, every test from the Gram matrix (what
     :func:`~lsr1_core.learned.qn.qn_operator` of :func:`~lsr1_core.learned.qn.rebuild`'s vectors is, to
-    rounding). ``explicit_complement(P, Q, γ)`` → (U, c): the QR path where the Gram projector is not certified."""
+    rounding). ``explicit_complement(P, Q, γ)`` → (U, c): the complement the operator reports (U from the QR)."""
     B, m, N = P.shape
     Z = torch.stack([P, Q], 2).reshape(B, 2 * m, N)
-    K = (Z @ Z.transpose(1, 2)).double()
+    K = _np(Z @ Z.transpose(1, 2))
     tiny = torch.finfo(P.dtype).tiny
-    g64 = gamma.double()
-    M = K.new_zeros(B, 2 * m, 2 * m)
+    g64 = _np(gamma)[:, 0]
+    M = np.zeros((B, 2 * m, 2 * m))
     rhos, cvs = [], []
     for i in range(m):
         M, ok, rho, cv = add_pair(M, K, i, g64, eps, fallback, tiny, sr1=sr1)
         rhos.append(rho), cvs.append(cv)
-    Cv = torch.stack(cvs, 1) if cvs else K.new_zeros(B, 0, 2 * m)
-    M, a, kw, _, _ = with_complement(Z, K, M, g64, gamma, h0 == "two_scale", tiny, explicit_complement)
-    rho = torch.stack(rhos, 1).to(P.dtype) if fallback == "bfgs" and rhos else (
+    Cv = np.stack(cvs, 1) if cvs else np.zeros((B, 0, 2 * m))
+    a, kw, Ginv, c = with_complement(Z, K, g64, gamma, h0 == "two_scale", tiny)
+    M = _with_projector(M, Ginv, c)
+    rho = _t(np.stack(rhos, 1), P, P.dtype) if fallback == "bfgs" and rhos else (
         P.new_zeros(B, 0) if fallback == "bfgs" else None)
-    v_last = (Cv[:, -1:].to(P.dtype) @ Z).squeeze(1) if m else P.new_zeros(B, N)
-    return CompactOperator(Z, M, a, gamma, Cv=Cv[:, :-1], v_last=v_last, rho=rho, **kw)
+    v_last = (_t(Cv[:, -1:], P, P.dtype) @ Z).squeeze(1) if m else P.new_zeros(B, N)
+    return CompactOperator(Z, _t(M, P), _t(a, P).view(B, 1), gamma, Cv=_t(Cv[:, :-1], P), v_last=v_last, rho=rho,
+                           explicit_complement=explicit_complement, **kw)
 
 
 def _dot(a, b):
@@ -388,82 +447,94 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     dtype = g.dtype
     tiny = torch.finfo(dtype).tiny
     eps = cfg.skip_eps
-    base, s, m = append_pair(P, Q, p, q, g, cfg.memory)
+    base, s, m, fresh = append_pair(P, Q, p, q, g, cfg.memory)
     n = 2 * m
     ext = base[:, s:s + m + 1].reshape(B, 2 * m + 2, N)[:, :n + 1]  # [p_0, q_0, …, p, q, g] in x
     P_all, Q_all = base[:, s:s + m, 0], base[:, s:s + m, 1]
-    if sc is not None:  # the method runs in y = x/√D: p/√D, q·√D, g·√D
+    if sc is None:
+        Kt, kgt = window_gram(base, s, m, fresh)
+    else:  # the method runs in y = x/√D: p/√D, q·√D, g·√D (new coordinates each step: the whole Gram)
         ext_y = torch.empty_like(ext)
         ext_y[:, 0:n:2] = P_all / sc.unsqueeze(1)
         ext_y[:, 1:n:2] = Q_all * sc.unsqueeze(1)
         ext_y[:, n] = g * sc
         ext = ext_y
+        KK = (ext @ ext.transpose(1, 2)).double()
+        Kt, kgt = KK[:, :n, :n], KK[:, :n, n]
     Z = ext[:, :n]
-    py, qy, gy = ext[:, n - 2], ext[:, n - 1], ext[:, n]
-    KK = (ext @ ext.transpose(1, 2)).double()
-    K, kg = KK[:, :n, :n], KK[:, :n, n]
-    gamma64 = envelope(K, gamma_prev, cfg.gamma_factor, tiny, newest=cfg.h0 == "bb")
+    py, qy = ext[:, n - 2], ext[:, n - 1]
+    K, kg = _np(Kt), _np(kgt)
+    gamma = _t(envelope(K, _np(gamma_prev)[:, 0], cfg.gamma_factor, tiny, newest=cfg.h0 == "bb"), g,
+               dtype).view(B, 1)
     sr1 = cfg.update == "sr1"
-    gamma = gamma64.to(dtype)
-    g64 = gamma.double()  # the γ H uses is the one reported
-    M = K.new_zeros(B, n, n)
+    g64 = _np(gamma)[:, 0]  # the γ H uses is the one reported
+    M = np.zeros((B, n, n))
     cvs, rhos = [], []
     for i in range(m - 1):
         M, _, rho, cv = add_pair(M, K, i, g64, eps, cfg.fallback, tiny, sr1=sr1)
         cvs.append(cv), rhos.append(rho)
-    # the newest pair: H'q and H'g (+ the complement's part of Hg) in one product with the stored pairs
+    # the newest pair: H'q and the part of Hg before its update, in one product with [Z; g]
     iq = n - 1
     kq = K[:, :, iq]
-    h = (M @ kq.unsqueeze(-1)).squeeze(-1)
-    h[:, iq] += g64.squeeze(-1)
-    cg0 = (M @ kg.unsqueeze(-1)).squeeze(-1)  # H'g = γg + Zᵀ cg0
-    qHg = g64.squeeze(-1) * kg[:, iq] + (kq * cg0).sum(-1)
+    h = np.matmul(M, kq[:, :, None])[:, :, 0]
+    h[:, iq] += g64
+    cg = np.matmul(M, kg[:, :, None])[:, :, 0]  # H'g = γg + Zᵀ cg
+    qHg = g64 * kg[:, iq] + (kq * cg).sum(-1)
     qHq = (kq * h).sum(-1)
-    cg = cg0.clone()
     two_scale = cfg.h0 == "two_scale"
-    _, a, op_kw, Ginv, c = with_complement(Z, K, M, g64, gamma, two_scale, tiny, explicit_complement)
+    a, op_kw, Ginv, c = with_complement(Z, K, g64, gamma, two_scale, tiny)
     if Ginv is not None:
-        iqs = torch.arange(m, device=K.device) * 2 + 1
-        cg[:, iqs] -= c * (Ginv @ kg[:, iqs].unsqueeze(-1)).squeeze(-1)
-    Y = torch.stack([h, cg], 1).to(dtype) @ Z  # (B, 2, N): H'q and Hg's part in span{Z}
-    Hq, Yg = Y[:, 0], Y[:, 1]
+        iqs = np.arange(m) * 2 + 1
+        cg[:, iqs] -= c[:, None] * np.matmul(Ginv, kg[:, iqs, None])[:, :, 0]
+    coef = np.zeros((B, 2, n + 1))
+    coef[:, 0, :n] = h
+    coef[:, 1, :n] = cg
+    coef[:, 1, n] = a
+    Y = _t(coef, g, dtype) @ ext  # (B, 2, N)
+    Hq, d = Y[:, 0], Y[:, 1]
     w = py - Hq
-    wq, ww, wg = _dot(w, qy), _dot(w, w), _dot(w, gy)
-    wn, qn = ww.clamp_min(0).sqrt(), K[:, iq, iq].sqrt().to(dtype)
+    wqg = (w.unsqueeze(1) @ ext[:, n - 1:n + 1].transpose(1, 2)).view(B, 2)  # wᵀq, wᵀg (rows q, g adjacent)
+    ww = _dot(w, w)
+    wq_t = wqg[:, 0]
+    stats = _np(torch.stack([wqg[:, 0], wqg[:, 1], ww], 1))
+    wq, wg, wn = stats[:, 0], stats[:, 1], np.sqrt(np.maximum(stats[:, 2], 0))
     M, ok, rho, cv = add_pair(M, K, m - 1, g64, eps, cfg.fallback, tiny,
-                              w_test=(wq.double(), wn.double(), qn.double()), sr1=sr1)
+                              w_test=(wq, wn, np.sqrt(np.maximum(K[:, iq, iq], 0))), sr1=sr1)
     rhos.append(rho)
-    v = torch.where(ok.unsqueeze(-1), w / wq.clamp_min(tiny).sqrt().unsqueeze(-1), torch.zeros_like(w))
-    # d = H g: H'g (+ the complement's part) and the newest pair's update
-    d = torch.addcmul(Yg, a.to(dtype), gy)
+    ok_t = torch.from_numpy(ok).to(g.device)
+    if ok.all():
+        v = w * wq_t.rsqrt().unsqueeze(-1)
+    else:
+        v = torch.where(ok_t.unsqueeze(-1), w / wq_t.clamp_min(tiny).sqrt().unsqueeze(-1), torch.zeros_like(w))
+    # the newest pair's update: SR1 adds w (wᵀg)/(wᵀq); BFGS
+    # H g = H'g − ρ(pᵀg) H'q + (−ρ qᵀH'g + ρ²(pᵀg)(qᵀH'q) + ρ pᵀg) p
     took_bfgs = rho > 0
-    coef_w = torch.where(ok, wg / wq.clamp_min(tiny), torch.zeros_like(wg))
-    coef_p = torch.zeros_like(qHq)
-    coef_h = torch.zeros_like(qHq)
-    if bool(took_bfgs.any()):  # H g = H'g − ρ(pᵀg) H'q + (−ρ qᵀH'g + ρ²(pᵀg)(qᵀH'q) + ρ pᵀg) p
+    with np.errstate(all="ignore"):
+        coef_w = np.where(ok, wg / np.where(ok, wq, 1.0), 0.0)
         pg = kg[:, n - 2]
-        coef_p = torch.where(took_bfgs, -rho * qHg + rho * rho * pg * qHq + rho * pg, coef_p)
-        coef_h = torch.where(took_bfgs, -rho * pg, coef_h)
+        coef_p = np.where(took_bfgs, -rho * qHg + rho * rho * pg * qHq + rho * pg, 0.0)
+        coef_h = np.where(took_bfgs, -rho * pg, 0.0)
     # w = p − H'q: coef_w·w + coef_p·p + coef_h·H'q = (coef_w + coef_p)·p + (coef_h − coef_w)·H'q
-    d = d.addcmul_((coef_p.to(dtype) + coef_w).unsqueeze(-1), py)
-    d = d.addcmul_((coef_h.to(dtype) - coef_w).unsqueeze(-1), Hq)
+    cp, ch = coef_w + coef_p, coef_h - coef_w
+    if (cp != 0).any() or (ch != 0).any():
+        d = d.addcmul_(_t(cp, g, dtype).unsqueeze(-1), py).addcmul_(_t(ch, g, dtype).unsqueeze(-1), Hq)
     if op_kw.get("U") is not None:  # the explicit complement (QR path)
-        Ux, c_ex = op_kw["U"], op_kw["c"].to(dtype)
-        d = d + c_ex * (gy - torch.einsum("bnl,bl->bn", Ux, torch.einsum("bnl,bn->bl", Ux, gy)))
-    if Ginv is not None:
-        iqs = torch.arange(m, device=K.device) * 2 + 1
-        M = M.clone()
-        M[:, iqs.unsqueeze(-1), iqs.unsqueeze(0)] -= c.view(B, 1, 1) * Ginv
-    rho_all = torch.stack(rhos, 1).to(dtype) if cfg.fallback == "bfgs" else None
-    Cv = torch.stack(cvs, 1) if cvs else K.new_zeros(B, 0, n)
-    op = CompactOperator(Z, M, a, gamma, Cv=Cv, v_last=v, rho=rho_all, **op_kw)
+        Ux, cx = op_kw["U"], op_kw["c"].to(dtype)
+        gy = ext[:, n]
+        d = d + cx * (gy - torch.einsum("bnl,bl->bn", Ux, torch.einsum("bnl,bn->bl", Ux, gy)))
+    M = _with_projector(M, Ginv, c)
+    rho_all = _t(np.stack(rhos, 1), g, dtype) if cfg.fallback == "bfgs" else None
+    Cv = _t(np.stack(cvs, 1), g) if cvs else Kt.new_zeros(B, 0, n)
+    op = CompactOperator(Z, _t(M, g), _t(a, g).view(B, 1), gamma, Cv=Cv, v_last=v, rho=rho_all,
+                         explicit_complement=explicit_complement, **op_kw)
     # secant residual of the new operator on its pair: 0 where SR1 or BFGS took the pair, w where it was skipped
     # (the explicit form's r − v vᵀq is rounding where the vector is used)
-    skipped = ~ok
-    bare = skipped & ~took_bfgs
+    skipped = ~ok_t
+    took = torch.from_numpy(took_bfgs).to(g.device)
+    bare = skipped & ~took
     if sc is None:
         secant = torch.where(bare, ww, torch.zeros_like(ww))
-        psq = K[:, n - 2, n - 2].to(dtype)
+        psq = Kt[:, n - 2, n - 2].to(dtype)
     else:
         px = P_all[:, -1]
         secant = torch.where(bare, ((sc * w) ** 2).sum(-1) if bool(bare.any()) else ww, torch.zeros_like(ww))
@@ -475,5 +546,5 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     W.op = op
     alpha = g.new_full((), step_scale).expand(B, N)
     return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
-            "departure": g.new_zeros(B), "skipped": skipped, "bfgs": took_bfgs, "Hq": Hq, "gamma": gamma,
+            "departure": g.new_zeros(B), "skipped": skipped, "bfgs": took, "Hq": Hq, "gamma": gamma,
             "P": P_all, "Q": Q_all, "U": zeros_expanded(g, B, m, N)}

@@ -307,7 +307,7 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     if compact_applies(net, U):
         # u = 0 for every stored pair and the new one: the operator in Gram form (point 7 of the module docstring)
         sc = diag_scale(cfg, state.S)
-        out = compact.propose(cfg, P.detach(), Q.detach(), p, q, g.detach(), state.gamma.detach(), sc, step_scale,
+        out = compact.propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), sc, step_scale,
                               two_scale_complement)
         if sc is not None:
             out["op"] = ScaledOperator(out["op"], sc)
