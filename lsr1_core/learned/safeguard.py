@@ -186,7 +186,8 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
             t, f_acc, g_acc, grown, more = _lengthen(objective, xd, sd, fd, gs_c, t, f_acc, g_acc, full, c1, grow)
             evals += more
     t = torch.where(done, t, torch.zeros_like(t))
-    step = t.unsqueeze(-1) * s
+    # a row that does not move takes the zero step, also where s is not finite (0·NaN would be NaN)
+    step = torch.where((t > 0).unsqueeze(-1), t.unsqueeze(-1) * s, torch.zeros_like(s))
     if differentiable:
         # gradients flow through the accepted step: evaluate it again on the graph
         f_new, g_new = objective.value_and_grad(x - step)
@@ -225,8 +226,10 @@ def wolfe_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: 
         gs = (g * s).sum(-1)
     xd, sd, fd, gd = x.detach(), s.detach(), f.detach(), g.detach()
     with torch.no_grad():
+        # the zoom ends where the bracket's two ends differ by less than x's rounding (scale-free: relative to x)
+        rounding = 4 * torch.finfo(xd.dtype).eps * xd.abs().amax(-1)
         t, f_t, g_t, evals, _ = strong_wolfe(objective, xd, sd, fd, gd, torch.ones_like(fd), c1=c1, c2=c2,
-                                             max_evals=max_evals, tol_change=0.0)
+                                             max_evals=max_evals, tol_change=rounding)
         good = (t > 0) & torch.isfinite(t) & torch.isfinite(f_t) & torch.isfinite(g_t).all(-1)
         good = good & _accept(f_t, g_t, fd, gs.detach(), t, c1) & (f_t <= fd)
     differentiable = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
@@ -242,7 +245,7 @@ def wolfe_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: 
         null = ~good & rest.null
     else:
         extended = null = torch.zeros_like(good)
-    step = t.unsqueeze(-1) * s
+    step = torch.where((t > 0).unsqueeze(-1), t.unsqueeze(-1) * s, torch.zeros_like(s))
     if differentiable:
         f_new, g_new = objective.value_and_grad(x - step)
         evals += 1
