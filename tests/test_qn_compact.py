@@ -324,3 +324,74 @@ def test_the_kept_gram_matrix_is_the_window_s():
         torch.testing.assert_close(K, Z @ Z.transpose(1, 2), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(kg, (Z @ gr.unsqueeze(-1)).squeeze(-1), rtol=1e-12, atol=1e-12)
     assert 1 < fresh_seen < 12  # both paths ran
+
+
+@pytest.mark.parametrize("dtype,spread", [(torch.float64, 3e-6), (torch.float32, 5e-3)])
+def test_nearly_dependent_differences_take_the_cholesky_qr_basis(dtype, spread):
+    """A gradient difference within ~10⁻⁶ (float64) or ~10⁻² (float32) of the span of the others: too close for the
+    Gram projector, far enough for the Cholesky-QR basis — which must give the explicit operator, to rounding (in
+    float32: no further from the float64 operator than the explicit float32 one is, with margin)."""
+    for seed in range(3):
+        P, Q, gamma, g = random_pairs(seed, B=2, m=6, N=40)
+        noise = torch.randn(2, 40, generator=g, dtype=torch.float64) / 40 ** 0.5
+        Q[:, 3] = 0.7 * Q[:, 1] + spread * Q[:, 1].norm(dim=-1, keepdim=True) * noise
+        u = torch.randn(2, 40, generator=g, dtype=torch.float64)
+        cfg = LSR1Config.qn()
+        ref = qn_operator(cfg, rebuild(P, Q, torch.zeros_like(P), gamma, cfg.skip_eps, cfg.fallback), P, Q,
+                          gamma).matvec(u)
+        P, Q, gamma, u = P.to(dtype), Q.to(dtype), gamma.to(dtype), u.to(dtype)
+        ex = qn_operator(cfg, rebuild(P, Q, torch.zeros_like(P), gamma, cfg.skip_eps, cfg.fallback), P, Q, gamma)
+        co = compact.operator_from_pairs(P, Q, gamma, cfg.skip_eps, cfg.fallback, cfg.h0, two_scale_complement)
+        assert co._explicit and co._binv is not None  # the premise: the Cholesky-QR path
+        err = lambda x: float(((x.double() - ref).norm(dim=-1) / ref.norm(dim=-1)).max())  # noqa: E731
+        if dtype == torch.float64:
+            assert err(co.matvec(u)) < 1e-9
+        else:
+            assert err(co.matvec(u)) < 10 * err(ex.matvec(u)) + 1e-5
+
+
+def test_saved_state_holds_only_its_own_pairs():
+    """P and Q are views into the pair buffer; the optimizer's state dict holds copies of just their elements."""
+    w = torch.nn.Parameter(torch.zeros(50, dtype=torch.float64))
+    opt = LSR1Optimizer([w], model=LSR1Net(LSR1Config.qn(memory=4)).double(), tolerance_grad=None,
+                        tolerance_change=None)
+    A = torch.randn(30, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def closure():
+        opt.zero_grad()
+        loss = ((A @ w - 1) ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    assert opt.state[w]["P"].untyped_storage().nbytes() > opt.state[w]["P"].numel() * 8  # the premise: a view
+    sd = opt.state_dict()
+    for key in ("P", "Q"):
+        t = sd["state"][0][key]
+        assert t.untyped_storage().nbytes() == t.numel() * 8
+        assert torch.equal(t, opt.state[w][key])
+
+
+def test_small_problems_and_cancellation_take_the_explicit_path(explicit, monkeypatch):
+    """Fewer coordinates than stored vectors (the 2-D views) or too much cancellation among them: the step is the
+    explicit path's, so the operators there are the explicit ones and the textbook secant residual stays at
+    rounding where SR1 took the pair."""
+    from lsr1_core.learned.model import LSR1Operator
+    from lsr1_core.objectives import teaching_function
+    obj = teaching_function("quadratic", cond=10.0, angle=30.0)
+    net = LSR1Net(LSR1Config.qn()).double()
+    x0 = torch.tensor([[-2.5, 1.5]], dtype=torch.float64)
+    tr = run(LSR1Solver(model=net), obj, x0, 6)
+    assert all(isinstance(op, LSR1Operator) for op in tr.operators[2:])
+    for k in range(2):
+        p, q = tr.x[k + 1] - tr.x[k], tr.g[k + 1] - tr.g[k]
+        assert float((tr.operators[k + 1].matvec(q) - p).norm() / p.norm()) < 1e-12
+    # with no cancellation allowed every step is explicit: the same iterates as the forced explicit path
+    monkeypatch.setitem(compact.AMPLIFICATION, torch.float64, 0.0)
+    q100, x100 = _quadratic(100, 1e4)
+    got = run(LSR1Solver(model=net), q100, x100, 15)
+    assert all(isinstance(op, LSR1Operator) for op in got.operators[1:])
+    with explicit:
+        ref = run(LSR1Solver(model=net), q100, x100, 15)
+    torch.testing.assert_close(got.x, ref.x, rtol=1e-12, atol=1e-12)

@@ -38,7 +38,14 @@ explicit form's O(l²N) rebuild; with the diagonal metric the coordinates change
   threshold. Elsewhere (any row of the batch) the step takes the explicit QR of Q (:func:`qr_basis`, the U of
   :func:`~lsr1_core.learned.qn.two_scale_complement`) — O(m²N), only in those steps — so the operator is the
   explicit form's in those cases, to rounding.
-* **State.** The pairs are kept in a buffer that grows by one slot per step (P and Q are views of it, written
+* **Cancellation.** The operator's coefficients can be far larger than the operator where stored vectors are
+  nearly dependent (always where N < 2m: the 2-D views), and then Zᵀ M Z loses digits that the explicit vectors
+  keep. A step whose amplification bound max_i Σ_j |M_ij|‖z_i‖‖z_j‖ / a, times the dtype's eps, exceeds
+  ``AMPLIFICATION`` (10⁻⁹ in float64, 10⁻¹ in float32 — measured errors are 10²–10⁴× below the bound), and every
+  step with N < 2m, is taken by the explicit path instead. In float32 the compact operator's error is then
+  ~10⁻⁷–10⁻⁵ relative (measured on a ridge regression at N = 2·10⁴, against a float64 reference), about 10× the
+  explicit float32 path's.
+* **The pair buffer.** The pairs are kept in a buffer that grows by one slot per step (P and Q are views of it, written
   once: a slot is never rewritten while a view can see it, so states and operators kept from earlier steps stay
   valid); a full buffer is copied into a new one every ``memory`` steps. The buffer ``W`` of rank-one vectors is
   returned lazily (:class:`LazyTensor`: computed by one product the first time anything reads it, e.g. a
@@ -61,6 +68,16 @@ REL_TOL = 1e-10  # two_scale_complement's drop rule: R_jj ≤ REL_TOL·max‖q_i
 # is used: 100× (float32) and 10⁵× (float64) the Gram's own relative rounding (~10⁻⁶ at N = 10⁶ in float32, measured)
 CERTIFY = {torch.float64: 1e-10, torch.float32: 1e-4}
 CERTIFY_DEFAULT = 1e-4
+# below CERTIFY but above these, the columns are still well apart for an orthonormalisation from the Gram matrix
+# (two passes of Cholesky QR, each from a Gram matrix, the second of an almost orthonormal basis): the QR's
+# projector, to rounding, at O(lN) cost; below them the QR itself
+CHOLQR = {torch.float64: 1e-13, torch.float32: 1e-5}
+CHOLQR_DEFAULT = 1e-5
+# the compact form's rounding is amplified by cancellation among the stored vectors, at most by
+# amp = max_i Σ_j |M_ij|‖z_i‖‖z_j‖ / a (a bound; measured errors are 10²–10⁴× below eps·amp); where eps·amp exceeds
+# this the step is taken by the explicit path instead (e.g. N = 2: the 2-D views)
+AMPLIFICATION = {torch.float64: 1e-9, torch.float32: 1e-1}
+AMPLIFICATION_DEFAULT = 1e-1
 
 
 class LazyTensor(torch.Tensor):
@@ -257,10 +274,11 @@ def add_pair(M: np.ndarray, K: np.ndarray, i: int, gamma: np.ndarray, eps: float
     return M, ok, rho, cv
 
 
-def complement(K: np.ndarray, gamma: np.ndarray, N: int, tiny: float, certify: float):
-    """The two-scale complement from the Gram matrix: (c (B,), Ginv (B, m, m) with Π_Q = Qᵀ Ginv Q, certified).
-    ``certified`` is False where the Gram projector may differ from the explicit QR's beyond rounding (module
-    docstring); Ginv is then None. Ginv is None too where c = 0 in every row (nothing to project)."""
+def complement(K: np.ndarray, gamma: np.ndarray, N: int, tiny: float, certify: float, cholqr: float):
+    """The two-scale complement from the Gram matrix: (c (B,), mode, X). mode "gram": Π_Q = Qᵀ X Q (X = G⁻¹,
+    (B, m, m)); "cholqr": the columns are apart enough for U₁ = X Q (X = L⁻¹D⁻¹ of the normalised Gram's Cholesky
+    factor) to be orthonormalised once more from its own Gram matrix; "qr": the explicit QR (module docstring);
+    "none": c = 0 in every row (nothing to project)."""
     m = K.shape[1] // 2
     ip = np.arange(m) * 2
     pq, qq = K[:, ip, ip + 1], K[:, ip + 1, ip + 1]
@@ -271,25 +289,27 @@ def complement(K: np.ndarray, gamma: np.ndarray, N: int, tiny: float, certify: f
     gbb = np.take_along_axis(bb, np.maximum(newest, 0)[:, None], 1)[:, 0]
     c = np.where(newest >= 0, np.maximum(gbb - gamma, 0.0), 0.0)
     if not (c > 0).any():
-        return c, None, True
+        return c, "none", None
     if N < m or not np.isfinite(qq).all():
-        return c, None, False
+        return c, "qr", None
     D = np.sqrt(qq)
     if not (D > 0).all():
-        return c, None, False
+        return c, "qr", None
     G = K[:, ip + 1][:, :, ip + 1]
     Cn = G / (D[:, :, None] * D[:, None, :])
     try:
         L = np.linalg.cholesky(Cn)
     except np.linalg.LinAlgError:
-        return c, None, False
+        return c, "qr", None
     piv = np.diagonal(L, axis1=1, axis2=2) ** 2
     R = D * np.sqrt(piv)
-    if (piv <= certify).any() or (R <= 10 * REL_TOL * D.max(-1, keepdims=True)).any():
-        return c, None, False
+    if (piv <= cholqr).any() or (R <= 10 * REL_TOL * D.max(-1, keepdims=True)).any():
+        return c, "qr", None
     Li = np.linalg.inv(L)
+    if (piv <= certify).any():
+        return c, "cholqr", Li / D[:, None, :]
     Ci = np.matmul(Li.transpose(0, 2, 1), Li)
-    return c, Ci / (D[:, :, None] * D[:, None, :]), True
+    return c, "gram", Ci / (D[:, :, None] * D[:, None, :])
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -300,6 +320,14 @@ def _t(a: np.ndarray, like: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=dtype or torch.float64)
 
 
+def project(basis: torch.Tensor, binv, u: torch.Tensor) -> torch.Tensor:
+    """Bᵀ X B u (X = binv, None: I): the projection of u (B, N) onto the rows of B (B, r, N)."""
+    coef = basis @ u.unsqueeze(-1)
+    if binv is not None:
+        coef = (binv @ coef.double()).to(u.dtype)
+    return (basis.transpose(1, 2) @ coef).squeeze(-1)
+
+
 class CompactOperator(CurvatureOperator):
     """H = a·I + Zᵀ M Z (+ c·(I − UUᵀ) where the explicit complement was used): the qn form's operator from its
     stored pairs (module docstring). Z (B, 2m, N) the pairs interleaved, M (B, 2m, 2m) float64, a (B, 1) float64.
@@ -308,11 +336,13 @@ class CompactOperator(CurvatureOperator):
     ``bfgs`` ((P, Q, ρ) or None), ``complement`` ((U, c) or None; U from the explicit QR, computed on first use),
     ``W`` (the rank-one vectors (B, m, N), computed on first use)."""
 
-    def __init__(self, Z, M, a, gamma, *, Cv, v_last, rho=None, c=None, U=None, two_scale=False,
-                 explicit_complement=None):
+    def __init__(self, Z, M, a, gamma, *, Cv, v_last, rho=None, c=None, basis=None, basis_inv=None,
+                 two_scale=False, explicit_complement=None):
         self.Z, self.M, self.a, self.scale = Z, M, a, gamma
         self._Cv, self._v_last, self._rho = Cv, v_last, rho
-        self._c, self._U, self._explicit = c, U, U is not None
+        # the complement where it is not in M: c·(I − Bᵀ X B) with B = basis (B, r, N), X = basis_inv (None: I)
+        self._c, self._basis, self._binv, self._explicit = c, basis, basis_inv, basis is not None
+        self._U = basis.transpose(1, 2) if basis is not None and basis_inv is None else None
         self._two_scale, self._explicit_complement = two_scale, explicit_complement
         self._W = None
         self.dtype, self.device = Z.dtype, Z.device
@@ -353,8 +383,7 @@ class CompactOperator(CurvatureOperator):
         out = torch.baddbmm(u.unsqueeze(-1) * self.a.to(self.dtype).unsqueeze(-1), self.Z.transpose(1, 2), coef)
         out = out.squeeze(-1)
         if self._explicit:
-            U, c = self._U, self._c.to(self.dtype)
-            out = out + c * (u - torch.einsum("bnl,bl->bn", U, torch.einsum("bnl,bn->bl", U, u)))
+            out = out + self._c.to(self.dtype) * (u - project(self._basis, self._binv, u))
         return out
 
     def dense(self) -> torch.Tensor:
@@ -362,8 +391,10 @@ class CompactOperator(CurvatureOperator):
         eye = torch.eye(N, dtype=self.dtype, device=self.device)
         out = self.a.to(self.dtype).view(B, 1, 1) * eye + self.Z.transpose(1, 2) @ self.M.to(self.dtype) @ self.Z
         if self._explicit:
-            U, c = self._U, self._c.to(self.dtype)
-            out = out + c.view(B, 1, 1) * (eye - U @ U.transpose(1, 2))
+            Bs = self._basis
+            X = Bs.new_zeros(0) if self._binv is None else self._binv.to(self.dtype)
+            proj = Bs.transpose(1, 2) @ (Bs if self._binv is None else X @ Bs)
+            out = out + self._c.to(self.dtype).view(B, 1, 1) * (eye - proj)
         return out
 
     def detach(self):
@@ -384,19 +415,26 @@ def qr_basis(Q: torch.Tensor, K: np.ndarray) -> torch.Tensor:
 
 def with_complement(Z, K, g64, gamma, two_scale: bool, tiny: float):
     """The two-scale complement of H = γI + ZᵀMZ (K: the Gram matrix, numpy): returns (a (B,), kwargs of
-    :class:`CompactOperator`, Ginv (B, m, m) or None where the Gram projector is not used, c (B,))."""
+    :class:`CompactOperator`, Ginv (B, m, m) or None where the Gram projector is not used, c (B,)). Where it is not,
+    the kwargs hold the complement's basis (B, r, N) and the inverse of its Gram matrix (None: orthonormal)."""
     B, n, N = Z.shape
     kw = dict(two_scale=two_scale)
     if not two_scale:
         return g64, kw, None, None
-    c, Ginv, certified = complement(K, g64, N, tiny, CERTIFY.get(Z.dtype, CERTIFY_DEFAULT))
+    c, mode, X = complement(K, g64, N, tiny, CERTIFY.get(Z.dtype, CERTIFY_DEFAULT),
+                            CHOLQR.get(Z.dtype, CHOLQR_DEFAULT))
     kw.update(c=_t(c, Z).view(B, 1))
-    if not certified:
-        kw.update(U=qr_basis(Z[:, 1::2], K))
+    if mode == "qr":
+        kw.update(basis=qr_basis(Z[:, 1::2], K).transpose(1, 2))
         return g64, kw, None, c
-    if Ginv is None:  # c = 0 in every row
+    if mode == "cholqr":  # U₁ = X Q (orthonormal to ~rounding/pivot), then the projector from U₁'s own Gram matrix
+        U1 = _t(X, Z, Z.dtype) @ Z[:, 1::2]
+        G1 = _np(U1 @ U1.transpose(1, 2))
+        kw.update(basis=U1, basis_inv=_t(np.linalg.inv(G1), Z))
         return g64, kw, None, c
-    return g64 + c, kw, Ginv, c
+    if mode == "none":
+        return g64, kw, None, c
+    return g64 + c, kw, X, c
 
 
 def _with_projector(M: np.ndarray, Ginv, c) -> np.ndarray:
@@ -442,9 +480,12 @@ def _dot(a, b):
 def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_complement) -> dict:
     """:func:`~lsr1_core.learned.qn.qn_propose` for a model whose correction is zero (module docstring): the same
     dictionary, computed from the Gram matrix. P, Q (B, l, N) the stored pairs and p, q, g (B, N), all in x; sc
-    the diagonal metric's √D (or None)."""
+    the diagonal metric's √D (or None). None where the explicit path must take the step: fewer coordinates than
+    stored vectors, or more cancellation among them than ``AMPLIFICATION`` allows."""
     B, N = g.shape
     dtype = g.dtype
+    if N < 2 * (P.shape[1] + 1):  # more stored vectors than coordinates: the explicit path (cheap at such N)
+        return None
     tiny = torch.finfo(dtype).tiny
     eps = cfg.skip_eps
     base, s, m, fresh = append_pair(P, Q, p, q, g, cfg.memory)
@@ -518,11 +559,14 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     cp, ch = coef_w + coef_p, coef_h - coef_w
     if (cp != 0).any() or (ch != 0).any():
         d = d.addcmul_(_t(cp, g, dtype).unsqueeze(-1), py).addcmul_(_t(ch, g, dtype).unsqueeze(-1), Hq)
-    if op_kw.get("U") is not None:  # the explicit complement (QR path)
-        Ux, cx = op_kw["U"], op_kw["c"].to(dtype)
+    if op_kw.get("basis") is not None:  # the complement outside M (QR or Cholesky-QR basis)
         gy = ext[:, n]
-        d = d + cx * (gy - torch.einsum("bnl,bl->bn", Ux, torch.einsum("bnl,bn->bl", Ux, gy)))
+        d = d.add_(op_kw["c"].to(dtype) * (gy - project(op_kw["basis"], op_kw.get("basis_inv"), gy)))
     M = _with_projector(M, Ginv, c)
+    nu = np.sqrt(np.maximum(np.diagonal(K, axis1=1, axis2=2), 0))
+    amp = (np.abs(M) * nu[:, :, None] * nu[:, None, :]).sum(-1).max(-1) / np.maximum(a, tiny)
+    if not (torch.finfo(dtype).eps * amp <= AMPLIFICATION.get(dtype, AMPLIFICATION_DEFAULT)).all():
+        return None  # too much cancellation among the stored vectors: the explicit path takes this step
     rho_all = _t(np.stack(rhos, 1), g, dtype) if cfg.fallback == "bfgs" else None
     Cv = _t(np.stack(cvs, 1), g) if cvs else Kt.new_zeros(B, 0, n)
     op = CompactOperator(Z, _t(M, g), _t(a, g).view(B, 1), gamma, Cv=Cv, v_last=v, rho=rho_all,

@@ -293,10 +293,20 @@ def _with_view(opt: LSR1Optimizer, sd: dict) -> dict:
     first = sd["param_groups"][0]["params"][0]
     entry = sd["state"].get(first)
     if entry:
-        entry = {**entry, "form": opt.rule.name}
+        entry = {**{k: _own_storage(v) for k, v in entry.items()}, "form": opt.rule.name}
         sd["state"] = {**sd["state"], first: entry}
         sd[_LEGACY_KEY] = dict(entry)
     return sd
+
+
+def _own_storage(v):
+    """A state tensor that is a view into a larger buffer (the qn form's pair buffer) as a copy of its own
+    elements, so that a saved state holds what it shows and no more; anything else as it is."""
+    if not isinstance(v, torch.Tensor) or type(v) is not torch.Tensor or v.numel() == 0:
+        return v
+    if v.untyped_storage().nbytes() > v.numel() * v.element_size() and any(s != 0 for s in v.stride()):
+        return v.clone()
+    return v
 
 
 def _checked(opt: LSR1Optimizer, sd) -> dict:

@@ -56,7 +56,9 @@ a secant penalty keeps the operator curvature-consistent — and changes four th
    after one O(lN) product), the newest pair's w = p − H'q is formed explicitly for its skip test and secant
    residual, and the step costs a few passes over the stored pairs instead of the O(l²N) rebuild. Same
    operator, same tests, different rounding (``compact.FORCE_EXPLICIT`` forces the explicit path); models with
-   a non-zero correction, and any gradient-enabled (meta-training) step, take the explicit path unchanged.
+   a non-zero correction, any gradient-enabled (meta-training) step, problems with fewer coordinates than stored
+   vectors and steps whose stored vectors are too nearly dependent for the Gram form's rounding take the explicit
+   path, unchanged.
 """
 from __future__ import annotations
 
@@ -309,9 +311,10 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
         sc = diag_scale(cfg, state.S)
         out = compact.propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), sc, step_scale,
                               two_scale_complement)
-        if sc is not None:
-            out["op"] = ScaledOperator(out["op"], sc)
-        return out
+        if out is not None:
+            if sc is not None:
+                out["op"] = ScaledOperator(out["op"], sc)
+            return out
     P_x, Q_x, p_x, q_x = P, Q, p, q  # the pairs are stored in x; with a diagonal metric the method runs in y
     sc = diag_scale(cfg, state.S)
     if sc is not None:
@@ -320,7 +323,8 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
         state = dataclasses.replace(state, x=state.x / sc, p=p, q=q, g=g)
     gamma = envelope_scale(torch.cat([P, p.unsqueeze(1)], 1), torch.cat([Q, q.unsqueeze(1)], 1), state.gamma,
                            cfg.gamma_factor, newest=cfg.h0 == "bb")
-    if sc is None and P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()):
+    if sc is None and P.shape[1] == state.W.shape[1] and bool((gamma == state.gamma).all()) and not isinstance(
+            state.W, compact.LazyTensor):  # (a compact step's W is rebuilt: it is not the explicit recursion's)
         W_old = state.W  # nothing dropped and H₀ unchanged: the stored vectors are still exact
     else:
         W_old = rebuild(P, Q, U, gamma, cfg.skip_eps, cfg.fallback, cfg.update == "sr1")
