@@ -40,11 +40,13 @@ explicit form's O(l²N) rebuild; with the diagonal metric the coordinates change
   explicit form's in those cases, to rounding.
 * **Cancellation.** The operator's coefficients can be far larger than the operator where stored vectors are
   nearly dependent (always where N < 2m: the 2-D views), and then Zᵀ M Z loses digits that the explicit vectors
-  keep. A step whose amplification bound max_i Σ_j |M_ij|‖z_i‖‖z_j‖ / a, times the dtype's eps, exceeds
-  ``AMPLIFICATION`` (10⁻⁹ in float64, 10⁻¹ in float32 — measured errors are 10²–10⁴× below the bound), and every
-  step with N < 2m, is taken by the explicit path instead. In float32 the compact operator's error is then
-  ~10⁻⁷–10⁻⁵ relative (measured on a ridge regression at N = 2·10⁴, against a float64 reference), about 10× the
-  explicit float32 path's.
+  keep. With the amplification bound amp = max_i Σ_j |M_ij|‖z_i‖‖z_j‖ / a: in float64 a step with eps·amp above
+  ``AMPLIFICATION`` (10⁻⁹), and every step with N < 2m, is taken by the explicit path instead. In float32 the Gram
+  matrix's own entries carry ~10⁻⁶ relative error, which the coefficients amplify too (measured direction errors
+  ≈ 10⁻⁷–10⁻⁶·amp: 35 % at amp 5·10⁵ on the benchmark's ridge regression, where the explicit float32 path erred by
+  2·10⁻³), so a float32 step with amp above ``RESCUE`` (10³) is recomputed in float64 (the pairs cast, one Gram
+  product, O(lN); its results cast back); below it the float32 compact direction is within ~10⁻⁵ of the float64
+  one (measured).
 * **The pair buffer.** The pairs are kept in a buffer that grows by one slot per step (P and Q are views of it, written
   once: a slot is never rewritten while a view can see it, so states and operators kept from earlier steps stay
   valid); a full buffer is copied into a new one every ``memory`` steps. The buffer ``W`` of rank-one vectors is
@@ -76,8 +78,10 @@ CHOLQR_DEFAULT = 1e-5
 # the compact form's rounding is amplified by cancellation among the stored vectors, at most by
 # amp = max_i Σ_j |M_ij|‖z_i‖‖z_j‖ / a (a bound; measured errors are 10²–10⁴× below eps·amp); where eps·amp exceeds
 # this the step is taken by the explicit path instead (e.g. N = 2: the 2-D views)
-AMPLIFICATION = {torch.float64: 1e-9, torch.float32: 1e-1}
-AMPLIFICATION_DEFAULT = 1e-1
+AMPLIFICATION = 1e-9  # float64: eps·amp above this → the explicit path
+RESCUE = 1e3  # float32: amp above this → the step is recomputed in float64 (float32 Gram entries carry ~1e-6 relative
+# error, and measured direction errors are ~1e-7–1e-6·amp: up to 35 % at amp 5e5, where the explicit float32 path
+# erred by 2e-3)
 
 
 class LazyTensor(torch.Tensor):
@@ -175,6 +179,11 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
             base._lsr1_hwm = j + 1
             return base, s, m_old + 1, False
     cap = max(memory, m_old + 1) + max(memory, 1) + 1
+    shadow = None  # float64 copies of the window (see _in_float64) follow it into the new buffer
+    if found is not None:
+        old = getattr(found[0], "_lsr1_shadow", None)
+        if old is not None and old[0] == found[1] + m_old:
+            shadow = (m_old,) + tuple(old[1:])
     base = p.new_empty(B, cap, 2, N)
     if m_old:
         base[:, :m_old, 0].copy_(P)
@@ -184,6 +193,8 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
     base[:, m_old + 1, 0].copy_(g)
     base._lsr1_hwm = m_old + 1
     base._lsr1_gram = None
+    base._lsr1_gram_upto = -1
+    base._lsr1_shadow = shadow
     return base, 0, m_old + 1, True
 
 
@@ -197,15 +208,19 @@ def window_gram(base, s: int, m: int, fresh: bool):
     n = 2 * m
     ext = base[:, s:s + m + 1].reshape(B, n + 2, N)[:, :n + 1]
     cache = getattr(base, "_lsr1_gram", None)
-    if fresh or cache is None:
+    if fresh or cache is None or getattr(base, "_lsr1_gram_upto", -1) != s + m - 1:
+        # a new buffer, or slots whose products were never taken (steps computed elsewhere): the window's Gram
         KK = (ext @ ext.transpose(1, 2)).double()
-        cache = KK.new_zeros(B, 2 * cap, 2 * cap)
+        if cache is None:
+            cache = KK.new_zeros(B, 2 * cap, 2 * cap)
         cache[:, 2 * s:2 * s + n, 2 * s:2 * s + n] = KK[:, :n, :n]
         base._lsr1_gram = cache
+        base._lsr1_gram_upto = s + m
         return KK[:, :n, :n], KK[:, :n, n]
     new = ext[:, n - 2:n + 1]  # p, q, g rows
     R = (ext @ new.transpose(1, 2)).double()  # (B, 2m+1, 3)
     lo, hi = 2 * s, 2 * s + n
+    base._lsr1_gram_upto = s + m
     cache[:, lo:hi, hi - 2:hi] = R[:, :n, :2]
     cache[:, hi - 2:hi, lo:hi] = R[:, :n, :2].transpose(1, 2)
     return cache[:, lo:hi, lo:hi].clone(), R[:, :n, 2]
@@ -346,6 +361,7 @@ class CompactOperator(CurvatureOperator):
         self._two_scale, self._explicit_complement = two_scale, explicit_complement
         self._W = None
         self.dtype, self.device = Z.dtype, Z.device
+        self.out_dtype = Z.dtype  # a float32 step recomputed in float64 answers in float32
 
     @property
     def shape(self):
@@ -379,6 +395,8 @@ class CompactOperator(CurvatureOperator):
         return self._W
 
     def matvec(self, u: torch.Tensor) -> torch.Tensor:
+        if u.dtype != self.dtype:
+            return self.matvec(u.to(self.dtype)).to(u.dtype)
         coef = (self.M @ (self.Z @ u.unsqueeze(-1)).double()).to(self.dtype)
         out = torch.baddbmm(u.unsqueeze(-1) * self.a.to(self.dtype).unsqueeze(-1), self.Z.transpose(1, 2), coef)
         out = out.squeeze(-1)
@@ -477,7 +495,40 @@ def _dot(a, b):
     return (a.unsqueeze(-2) @ b.unsqueeze(-1)).view(-1)
 
 
-def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_complement) -> dict:
+def _in_float64(cfg, base, s, m, g, gamma_prev, sc, step_scale, explicit_complement):
+    """The step of float32 pairs (base[:, s:s+m], the newest last) recomputed in float64 (the Gram matrix and every
+    product), its results in the pairs' dtype; the pairs stay in their float32 buffer. The float64 pairs are kept
+    on the buffer while steps keep needing them, so the next step appends one pair (O(lN)) instead of casting the
+    window again. None where even float64 leaves too much cancellation."""
+    dtype = g.dtype
+    l = m - 1
+    P_all, Q_all = base[:, s:s + m, 0], base[:, s:s + m, 1]
+    shadow = getattr(base, "_lsr1_shadow", None)
+    if shadow is not None and shadow[0] == s + l and shadow[1].shape[1] >= l:
+        P64, Q64 = shadow[1][:, shadow[1].shape[1] - l:], shadow[2][:, shadow[2].shape[1] - l:]
+    else:
+        P64, Q64 = P_all[:, :l].double(), Q_all[:, :l].double()
+    out = propose(cfg, P64, Q64, P_all[:, l].double(), Q_all[:, l].double(), g.double(), gamma_prev.double(),
+                  None if sc is None else sc.double(), step_scale, explicit_complement,
+                  tol=10 * torch.finfo(dtype).eps)  # float32's accuracy is all the step needs
+    if out is None:
+        base._lsr1_shadow = None
+        return None
+    amp = out.pop("amp")
+    # keep the float64 pairs while the step needed them (the next step then starts in float64 too)
+    base._lsr1_shadow = (s + m, out["P"], out["Q"]) if amp > RESCUE else None
+    op = out["op"]
+    op.out_dtype = dtype
+    B, _, N = P_all.shape
+    W = LazyTensor((B, m, N), dtype, g.device, lambda: op.W.to(dtype))
+    W.op = op
+    for key in ("v", "d", "Hq", "gamma", "secant", "rel_sq", "departure"):
+        out[key] = out[key].to(dtype)
+    out.update(W=W, P=P_all, Q=Q_all, U=zeros_expanded(g, B, m, N), alpha=g.new_full((), step_scale).expand(B, N))
+    return out
+
+
+def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_complement, tol: float | None = None):
     """:func:`~lsr1_core.learned.qn.qn_propose` for a model whose correction is zero (module docstring): the same
     dictionary, computed from the Gram matrix. P, Q (B, l, N) the stored pairs and p, q, g (B, N), all in x; sc
     the diagonal metric's √D (or None). None where the explicit path must take the step: fewer coordinates than
@@ -489,6 +540,9 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     tiny = torch.finfo(dtype).tiny
     eps = cfg.skip_eps
     base, s, m, fresh = append_pair(P, Q, p, q, g, cfg.memory)
+    if dtype != torch.float64 and getattr(base, "_lsr1_shadow", None) is not None and \
+            base._lsr1_shadow[0] == s + m - 1:  # the last step needed float64: so does this one, most likely
+        return _in_float64(cfg, base, s, m, g, gamma_prev, sc, step_scale, explicit_complement)
     n = 2 * m
     ext = base[:, s:s + m + 1].reshape(B, 2 * m + 2, N)[:, :n + 1]  # [p_0, q_0, …, p, q, g] in x
     P_all, Q_all = base[:, s:s + m, 0], base[:, s:s + m, 1]
@@ -565,7 +619,9 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     M = _with_projector(M, Ginv, c)
     nu = np.sqrt(np.maximum(np.diagonal(K, axis1=1, axis2=2), 0))
     amp = (np.abs(M) * nu[:, :, None] * nu[:, None, :]).sum(-1).max(-1) / np.maximum(a, tiny)
-    if not (torch.finfo(dtype).eps * amp <= AMPLIFICATION.get(dtype, AMPLIFICATION_DEFAULT)).all():
+    if dtype != torch.float64 and not (amp <= RESCUE).all():
+        return _in_float64(cfg, base, s, m, g, gamma_prev, sc, step_scale, explicit_complement)
+    if dtype == torch.float64 and not (torch.finfo(dtype).eps * amp <= (AMPLIFICATION if tol is None else tol)).all():
         return None  # too much cancellation among the stored vectors: the explicit path takes this step
     rho_all = _t(np.stack(rhos, 1), g, dtype) if cfg.fallback == "bfgs" else None
     Cv = _t(np.stack(cvs, 1), g) if cvs else Kt.new_zeros(B, 0, n)
@@ -591,4 +647,4 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
     alpha = g.new_full((), step_scale).expand(B, N)
     return {"v": v, "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
             "departure": g.new_zeros(B), "skipped": skipped, "bfgs": took, "Hq": Hq, "gamma": gamma,
-            "P": P_all, "Q": Q_all, "U": zeros_expanded(g, B, m, N)}
+            "P": P_all, "Q": Q_all, "U": zeros_expanded(g, B, m, N), **({"amp": float(amp.max())} if tol else {})}
