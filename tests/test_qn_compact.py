@@ -11,7 +11,13 @@ import torch
 
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Optimizer, LSR1Solver, compact
 from lsr1_core.learned.qn import bfgs_rho, qn_operator, rebuild, two_scale_complement
-from lsr1_core.objectives import TEACHING_FUNCTIONS, Quadratic, Rastrigin, Rosenbrock, teaching_function
+from lsr1_core.objectives import (
+    TEACHING_FUNCTIONS,
+    Quadratic,
+    Rastrigin,
+    Rosenbrock,
+    teaching_function,
+)
 from lsr1_core.solvers import run
 
 
@@ -162,7 +168,7 @@ def test_whole_runs_match_the_explicit_path(name, obj, x0, explicit):
     with explicit:
         nudged = run(LSR1Solver(model=net), obj, x0 * (1 + 1e-15), steps, gtol=1e-8)
     scale = ref.x.norm(dim=-1) + ref.x[:1].norm(dim=-1)  # ‖x_k‖ + ‖x_0‖ (some minimisers are at 0)
-    rel = lambda a, b: ((a.x - b.x).norm(dim=-1) / scale).amax(-1)  # noqa: E731
+    rel = lambda a, b: ((a.x - b.x).norm(dim=-1) / scale).amax(-1)
     d_compact, d_nudged = rel(ref, got), rel(ref, nudged)
     assert float(d_compact[:10].max()) < 1e-9
     # rounding amplified: never far beyond what a 10⁻¹⁵ nudge of the start does to the explicit path itself
@@ -284,13 +290,13 @@ def test_pair_buffer_never_rewrites_a_slot_a_view_can_see():
     B, N = 1, 5
     P = torch.zeros(B, 0, N, dtype=torch.float64)
     Q = P.clone()
-    mk = lambda v: torch.full((B, N), float(v), dtype=torch.float64)  # noqa: E731
+    mk = lambda v: torch.full((B, N), float(v), dtype=torch.float64)
     base, s, m, _ = append_pair(P, Q, mk(1), mk(2), mk(9), memory=3)
     P1, Q1 = base[:, s:s + m, 0], base[:, s:s + m, 1]
     base2, s2, m2, _ = append_pair(P1, Q1, mk(3), mk(4), mk(9), memory=3)
     assert base2 is base and m2 == 2
     # a second proposal from the first state: its slot is taken, so a new buffer
-    base3, s3, m3, _ = append_pair(P1, Q1, mk(5), mk(6), mk(9), memory=3)
+    base3, s3, _, _ = append_pair(P1, Q1, mk(5), mk(6), mk(9), memory=3)
     assert base3 is not base
     assert float(base[:, s2 + 1, 0].max()) == 3.0 and float(base3[:, s3 + 1, 0].max()) == 5.0
     # the window slides (oldest dropped) and the buffer is replaced when full, the views staying valid
@@ -343,7 +349,8 @@ def test_nearly_dependent_differences_take_the_cholesky_qr_basis(dtype, spread):
         ex = qn_operator(cfg, rebuild(P, Q, torch.zeros_like(P), gamma, cfg.skip_eps, cfg.fallback), P, Q, gamma)
         co = compact.operator_from_pairs(P, Q, gamma, cfg.skip_eps, cfg.fallback, cfg.h0, two_scale_complement)
         assert co._explicit and co._binv is not None  # the premise: the Cholesky-QR path
-        err = lambda x: float(((x.double() - ref).norm(dim=-1) / ref.norm(dim=-1)).max())  # noqa: E731
+        def err(x, ref=ref):
+            return float(((x.double() - ref).norm(dim=-1) / ref.norm(dim=-1)).max())
         if dtype == torch.float64:
             assert err(co.matvec(u)) < 1e-9
         else:

@@ -149,7 +149,7 @@ def _buffer_of(P: torch.Tensor, Q: torch.Tensor):
     base = P._base
     if base is None or Q._base is not base or getattr(base, "_lsr1_hwm", None) is None:
         return None
-    B, cap, two, N = base.shape
+    B, cap, _, N = base.shape
     if P.shape != (B, P.shape[1], N) or Q.shape != P.shape or P.dtype != base.dtype:
         return None
     want = (cap * 2 * N, 2 * N, 1)
@@ -435,8 +435,8 @@ def with_complement(Z, K, g64, gamma, two_scale: bool, tiny: float):
     """The two-scale complement of H = γI + ZᵀMZ (K: the Gram matrix, numpy): returns (a (B,), kwargs of
     :class:`CompactOperator`, Ginv (B, m, m) or None where the Gram projector is not used, c (B,)). Where it is not,
     the kwargs hold the complement's basis (B, r, N) and the inverse of its Gram matrix (None: orthonormal)."""
-    B, n, N = Z.shape
-    kw = dict(two_scale=two_scale)
+    B, _, N = Z.shape
+    kw = {"two_scale": two_scale}
     if not two_scale:
         return g64, kw, None, None
     c, mode, X = complement(K, g64, N, tiny, CERTIFY.get(Z.dtype, CERTIFY_DEFAULT),
@@ -479,7 +479,7 @@ def operator_from_pairs(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, e
     M = np.zeros((B, 2 * m, 2 * m))
     rhos, cvs = [], []
     for i in range(m):
-        M, ok, rho, cv = add_pair(M, K, i, g64, eps, fallback, tiny, sr1=sr1)
+        M, _, rho, cv = add_pair(M, K, i, g64, eps, fallback, tiny, sr1=sr1)
         rhos.append(rho), cvs.append(cv)
     Cv = np.stack(cvs, 1) if cvs else np.zeros((B, 0, 2 * m))
     a, kw, Ginv, c = with_complement(Z, K, g64, gamma, h0 == "two_scale", tiny)
@@ -557,7 +557,7 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
         KK = (ext @ ext.transpose(1, 2)).double()
         Kt, kgt = KK[:, :n, :n], KK[:, :n, n]
     Z = ext[:, :n]
-    py, qy = ext[:, n - 2], ext[:, n - 1]
+    py = ext[:, n - 2]
     K, kg = _np(Kt), _np(kgt)
     gamma = _t(envelope(K, _np(gamma_prev)[:, 0], cfg.gamma_factor, tiny, newest=cfg.h0 == "bb"), g,
                dtype).view(B, 1)
