@@ -237,7 +237,7 @@ def envelope(K: np.ndarray, gamma_prev: np.ndarray, factor: float, tiny: float, 
     pq, qq = K[:, ip, ip + 1], K[:, ip + 1, ip + 1]
     with np.errstate(all="ignore"):
         bb = factor * pq / np.maximum(qq, tiny)
-        use = (pq > 0) & (qq > 0) & np.isfinite(bb)
+        use = (pq > 0) & (qq > 0) & np.isfinite(bb) & np.isfinite(qq)
     if newest:  # h0 = "bb": the newest pair with positive curvature (envelope_scale's newest=True)
         last = np.where(use, np.arange(m), -1).max(-1)
         return np.where(last >= 0, bb[np.arange(bb.shape[0]), np.maximum(last, 0)], gamma_prev)
@@ -466,6 +466,7 @@ def _with_projector(M: np.ndarray, Ginv, c) -> np.ndarray:
     return M
 
 
+@np.errstate(all="ignore")  # overflowed or underflowed Gram entries end in the explicit path, silently
 def operator_from_pairs(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, eps: float, fallback: str,
                         h0: str, explicit_complement, sr1: bool = True) -> CompactOperator:
     """The operator of stored pairs (B, m, N) and γ (B, 1) with u = 0, every test from the Gram matrix (what
@@ -495,6 +496,7 @@ def _dot(a, b):
     return (a.unsqueeze(-2) @ b.unsqueeze(-1)).view(-1)
 
 
+@np.errstate(all="ignore")  # overflowed or underflowed Gram entries end in the explicit path, silently
 def _in_float64(cfg, base, s, m, g, gamma_prev, sc, step_scale, explicit_complement):
     """The step of float32 pairs (base[:, s:s+m], the newest last) recomputed in float64 (the Gram matrix and every
     product), its results in the pairs' dtype; the pairs stay in their float32 buffer. The float64 pairs are kept
@@ -528,6 +530,7 @@ def _in_float64(cfg, base, s, m, g, gamma_prev, sc, step_scale, explicit_complem
     return out
 
 
+@np.errstate(all="ignore")  # overflowed or underflowed Gram entries end in the explicit path, silently
 def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_complement, tol: float | None = None):
     """:func:`~lsr1_core.learned.qn.qn_propose` for a model whose correction is zero (module docstring): the same
     dictionary, computed from the Gram matrix. P, Q (B, l, N) the stored pairs and p, q, g (B, N), all in x; sc
@@ -617,8 +620,9 @@ def propose(cfg, P, Q, p, q, g, gamma_prev, sc, step_scale: float, explicit_comp
         gy = ext[:, n]
         d = d.add_(op_kw["c"].to(dtype) * (gy - project(op_kw["basis"], op_kw.get("basis_inv"), gy)))
     M = _with_projector(M, Ginv, c)
-    nu = np.sqrt(np.maximum(np.diagonal(K, axis1=1, axis2=2), 0))
-    amp = (np.abs(M) * nu[:, :, None] * nu[:, None, :]).sum(-1).max(-1) / np.maximum(a, tiny)
+    with np.errstate(all="ignore"):  # an overflowed Gram matrix gives amp = inf or NaN: the explicit path then
+        nu = np.sqrt(np.maximum(np.diagonal(K, axis1=1, axis2=2), 0))
+        amp = (np.abs(M) * nu[:, :, None] * nu[:, None, :]).sum(-1).max(-1) / np.maximum(a, tiny)
     if dtype != torch.float64 and not (amp <= RESCUE).all():
         return _in_float64(cfg, base, s, m, g, gamma_prev, sc, step_scale, explicit_complement)
     if dtype == torch.float64 and not (torch.finfo(dtype).eps * amp <= (AMPLIFICATION if tol is None else tol)).all():

@@ -67,7 +67,7 @@ import torch
 import dataclasses
 
 from ..operators import CurvatureOperator
-from ..solvers.sr1 import envelope_scale, probe_scale
+from ..solvers.sr1 import envelope_scale, probe_scale, safe_norm
 from . import compact
 from .model import LSR1Net, LSR1Operator, LSR1State
 from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, LSR1StepOut, StepOut, UpdateRule, register
@@ -136,7 +136,7 @@ def bfgs_rho(P: torch.Tensor, Q: torch.Tensor, W: torch.Tensor, eps: float) -> t
     with torch.no_grad():
         P, Q = P.detach(), Q.detach()
         pq = (P * Q).sum(-1)
-        ok = (pq > eps * P.norm(dim=-1) * Q.norm(dim=-1)) & (pq > 0) & torch.isfinite(pq)
+        ok = (pq > eps * safe_norm(P).squeeze(-1) * safe_norm(Q).squeeze(-1)) & (pq > 0) & torch.isfinite(pq)
         ok = ok & ~(W.detach() != 0).any(-1)
         return torch.where(ok, 1 / pq.clamp_min(_tiny(pq)), torch.zeros_like(pq))
 

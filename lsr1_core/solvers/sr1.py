@@ -129,7 +129,7 @@ def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor
         pq = (P * Q).sum(-1).detach()
         qq = (Q * Q).sum(-1).detach()
         bb = factor * pq / qq.clamp_min(torch.finfo(Q.dtype).tiny)
-        use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
+        use = (pq > 0) & (qq > 0) & torch.isfinite(bb) & torch.isfinite(qq)  # qᵀq overflowed: no scale from it
         if P.shape[1] == 0:
             return gamma
         if newest:
