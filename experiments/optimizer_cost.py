@@ -22,7 +22,7 @@ import torch
 
 from lsr1_core.checkpoints import PRETRAINED_DIR
 from lsr1_core.errors import NonFiniteError
-from lsr1_core.learned import LSR1Optimizer, compact
+from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Optimizer, compact
 
 from ._report import command, machine, out_dir, write_report
 
@@ -35,6 +35,8 @@ def measure(n: int, method: str, steps: int = 30, seed: int = 0) -> dict:
     if method in ("qn", "qn_explicit"):
         opt = LSR1Optimizer([w], checkpoint=PRETRAINED_DIR / "qn_quadratic", tolerance_grad=None,
                             tolerance_change=None)
+    elif method == "qn_bfgs":
+        opt = LSR1Optimizer([w], model=LSR1Net(LSR1Config.qn_bfgs()), tolerance_grad=None, tolerance_change=None)
     elif method == "paper":
         opt = LSR1Optimizer([w], checkpoint=PRETRAINED_DIR / "quadratic", step_scale=0.05, tolerance_grad=None,
                             tolerance_change=None)
@@ -83,11 +85,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     rows = []
     for n in a.sizes:
-        for m in ("qn", "lbfgs", "qn_explicit") + (("paper",) if n <= 100_000 else ()):
+        for m in ("qn", "qn_bfgs", "lbfgs", "qn_explicit") + (("paper",) if n <= 100_000 else ()):
             r = min((measure(n, m, a.steps) for _ in range(a.repeat)), key=lambda r: r["total_s"])
             rows.append((n, m, r))
             print(n, m, r, file=sys.stderr)
     names = {"qn": "LSR1Optimizer, qn form (`qn_quadratic`)",
+             "qn_bfgs": "LSR1Optimizer, `LSR1Config.qn_bfgs()` (untrained)",
              "qn_explicit": "  ablation: qn form, explicit path (no compact form)", "paper": "LSR1Optimizer, paper form (`quadratic`)",
              "lbfgs": "torch.optim.LBFGS (strong Wolfe)"}
     lines = ["# LSR1Optimizer: wall time per evaluation", "",

@@ -56,6 +56,9 @@ def test_bfgs_update_is_the_lbfgs_two_loop():
     assert torch.allclose(op.matvec(u), ref.matvec(u), rtol=1e-10, atol=1e-12)
     co = compact.operator_from_pairs(P, Q, gamma, cfg.skip_eps, "bfgs", "bb", two_scale_complement, sr1=False)
     assert torch.allclose(co.matvec(u), ref.matvec(u), rtol=1e-9, atol=1e-11)
+    from lsr1_core.learned.qn import two_loop
+    rho = 1 / (P * Q).sum(-1)
+    assert torch.allclose(two_loop(P, Q, rho, gamma, u, m), ref.matvec(u), rtol=1e-10, atol=1e-12)
     # the secant condition of the newest pair holds exactly (BFGS), the SR1 form's vectors are not all zero
     assert torch.allclose(op.matvec(Q[:, -1]), P[:, -1], rtol=1e-9, atol=1e-11)
     assert bool(rebuild(P, Q, U, 0.5 * gamma, cfg.skip_eps, "bfgs").any())
@@ -179,3 +182,17 @@ def test_solver_option_and_optimizer_with_qn_bfgs():
     # float32: the loss is at the optimum to its own rounding (torch's tolerance_change then stops the run)
     assert float(loss) <= f_star * (1 + 1e-5)
     assert opt.converged
+
+
+def test_qn_bfgs_takes_the_two_loop_path(monkeypatch):
+    """update='bfgs' with zero heads never builds SR1 vectors or a Gram matrix: the O(lN) two-loop path."""
+    from lsr1_core.learned import qn as qn_mod
+
+    def boom(*a, **k):
+        raise AssertionError("the compact path was taken")
+
+    monkeypatch.setattr(qn_mod.compact, "propose", boom)
+    monkeypatch.setattr(qn_mod, "rebuild", boom)
+    obj = Rosenbrock(20)
+    tr = _solve(LSR1Config.qn_bfgs(), obj, torch.full((1, 20), -1.0, dtype=torch.float64))
+    assert float(tr.f[-1, 0]) < 1e-10

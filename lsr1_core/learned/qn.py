@@ -298,6 +298,91 @@ def compact_applies(net: LSR1Net, U: torch.Tensor | None) -> bool:
             and compact.is_zero(U))
 
 
+def _pair_stats(base, s: int, m: int, fresh: bool) -> torch.Tensor:
+    """(B, m, 3) float64: pᵀq, pᵀp, qᵀq of the pairs base[:, s:s+m] of a pair buffer (:func:`compact.append_pair`).
+    Slots are written once, so the buffer keeps them: a new pair costs three O(N) products, a new buffer its
+    window's."""
+    B, cap, _, N = base.shape
+    cache = getattr(base, "_lsr1_pairstats", None)
+    if fresh or cache is None or getattr(base, "_lsr1_pairstats_upto", -1) != s + m - 1:
+        if cache is None:
+            cache = torch.zeros(B, cap, 3, dtype=torch.float64, device=base.device)
+        Pw, Qw = base[:, s:s + m, 0], base[:, s:s + m, 1]
+        cache[:, s:s + m] = torch.stack([(Pw * Qw).sum(-1), (Pw * Pw).sum(-1), (Qw * Qw).sum(-1)], -1).double()
+    else:
+        p, q = base[:, s + m - 1, 0], base[:, s + m - 1, 1]
+        cache[:, s + m - 1] = torch.stack([(p * q).sum(-1), (p * p).sum(-1), (q * q).sum(-1)], -1).double()
+    base._lsr1_pairstats, base._lsr1_pairstats_upto = cache, s + m
+    return cache[:, s:s + m]
+
+
+def two_loop(P: torch.Tensor, Q: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, u: torch.Tensor,
+             m: int) -> torch.Tensor:
+    """H u for the L-BFGS inverse of the first m pairs (B, ·, N) over γI, with ρ (B, ·) (0: the pair does not enter):
+    the two-loop recursion, in place on one work vector (each pair costs one dot product and one fused update)."""
+    y = u.clone().unsqueeze(1)  # (B, 1, N)
+    alphas = []
+    for i in range(m - 1, -1, -1):
+        a = rho[:, i, None, None] * torch.bmm(y, P[:, i].unsqueeze(-1))  # (B, 1, 1)
+        y.baddbmm_(a, Q[:, i].unsqueeze(1), alpha=-1)
+        alphas.append(a)
+    y.mul_(gamma.unsqueeze(-1))
+    for i in range(m):
+        b = rho[:, i, None, None] * torch.bmm(y, Q[:, i].unsqueeze(-1))
+        y.baddbmm_(alphas[m - 1 - i] - b, P[:, i].unsqueeze(1))
+    return y.squeeze(1)
+
+
+def bfgs_propose(cfg, P, Q, p, q, g, gamma_prev, step_scale: float) -> dict | None:
+    """:func:`qn_propose` for ``update="bfgs"`` with u = 0 (no gradient, zero output layers) and no diagonal metric:
+    H is the L-BFGS inverse of the stored pairs (bfgs_rho's rule for which pairs enter) over γI, applied by the
+    two-loop recursion — O(lN) per step, the work of torch.optim.LBFGS; no SR1 vector is built, so neither the
+    rebuild nor the Gram matrix of the other paths is needed (the pairs' pᵀq, pᵀp, qᵀq are kept with the buffer).
+    Returns None where a pair's statistics are not finite (an overflowing problem: the general path takes the
+    step)."""
+    B, N = g.shape
+    base, s, m, fresh = compact.append_pair(P, Q, p, q, g, cfg.memory)
+    st = _pair_stats(base, s, m, fresh)
+    if not bool(torch.isfinite(st).all()):
+        return None
+    pq, pp, qq = st.unbind(-1)
+    tiny = torch.finfo(torch.float64).tiny
+    curv = (pq > cfg.skip_eps * pp.clamp_min(0).sqrt() * qq.clamp_min(0).sqrt()) & (pq > 0)
+    rho64 = torch.where(curv, 1 / pq.clamp_min(tiny), torch.zeros_like(pq))
+    # γ: H₀'s scale as the config says (the envelope or the newest pair with positive curvature)
+    bb = cfg.gamma_factor * pq / qq.clamp_min(tiny)
+    use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
+    if cfg.h0 == "bb":
+        idx = torch.arange(m, device=g.device).expand_as(use)
+        last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
+        gamma64 = torch.where(last >= 0, bb.gather(1, last.clamp_min(0)), gamma_prev.double())
+    else:
+        low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
+        gamma64 = torch.where(torch.isfinite(low), low, gamma_prev.double())
+    dtype = g.dtype
+    gamma, rho = gamma64.to(dtype), rho64.to(dtype)
+    P_all, Q_all = base[:, s:s + m, 0], base[:, s:s + m, 1]
+    d = two_loop(P_all, Q_all, rho, gamma, g, m)
+    took = rho[:, m - 1] > 0
+    # H'q (the operator before the newest pair, what the state keeps as Bq) is only needed for the secant residual
+    # of a pair that did not enter (H q = p exactly where it did): computed then, else on first read
+    if bool(took.all()):
+        Hq = compact.LazyTensor(tuple(g.shape), dtype, g.device, lambda: two_loop(P_all, Q_all, rho, gamma, q, m - 1))
+        secant = g.new_zeros(B)
+    else:
+        Hq = two_loop(P_all, Q_all, rho, gamma, q, m - 1)
+        resid = torch.where(took.unsqueeze(-1), torch.zeros_like(p), p - Hq)
+        secant = (resid * resid).sum(-1)
+    psq = st[:, m - 1, 1].to(dtype)
+    rel_sq = torch.where(psq > 0, secant / psq.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(secant))
+    alpha = g.new_full(g.shape, step_scale)  # exp(b·tanh(0/b))·step_scale: the untrained α = 1
+    W = compact.zeros_expanded(g, B, m, N)
+    op = LSR1Operator(W, scale=gamma, bfgs=(P_all, Q_all, rho))
+    return {"v": torch.zeros_like(g), "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
+            "departure": g.new_zeros(B), "skipped": torch.ones(B, dtype=torch.bool, device=g.device), "bfgs": took,
+            "Hq": Hq, "gamma": gamma, "P": P_all, "Q": Q_all, "U": compact.zeros_expanded(g, B, m, N)}
+
+
 def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     """Add the newest pair to the memory, generate its vector and the learned step α ⊙ Hg (unsafeguarded)."""
     cfg = net.config
@@ -306,6 +391,10 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     p, q, g = state.p.detach(), state.q.detach(), state.g
     old = max(cfg.memory - 1, 0)
     P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
+    if cfg.update == "bfgs" and compact_applies(net, U) and diag_scale(cfg, state.S) is None:
+        out = bfgs_propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), step_scale)
+        if out is not None:
+            return out
     if compact_applies(net, U):
         # u = 0 for every stored pair and the new one: the operator in Gram form (point 7 of the module docstring)
         sc = diag_scale(cfg, state.S)

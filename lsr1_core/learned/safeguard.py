@@ -55,13 +55,19 @@ class SafeStep:
         return torch.where(self.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * self.t.unsqueeze(-1)
 
 
+def _rows_finite(g: torch.Tensor) -> torch.Tensor:
+    """(B,) every entry of the row is finite — torch.isfinite(g).all(-1) without a (B, N) temporary (max |g| is NaN
+    or inf exactly where some entry is)."""
+    return torch.isfinite(torch.linalg.vector_norm(g, float("inf"), dim=-1))
+
+
 def _accept(f_try, g_try, f, gs, t, c1):
     # Below the rounding level of f a decrease cannot be measured: there a step that does not raise f by
     # more than rounding is accepted (otherwise a converged row would halve 30 times every step).
     noise = 8 * torch.finfo(f.dtype).eps * f.abs()
     decrease = f_try <= f - c1 * t * gs
     flat = (c1 * t * gs <= noise) & (f_try <= f + noise)
-    return torch.isfinite(f_try) & torch.isfinite(g_try).all(-1) & (decrease | flat)
+    return torch.isfinite(f_try) & _rows_finite(g_try) & (decrease | flat)
 
 
 def _interpolated(t, f_t, f, gs, lo: float = 1e-3):
@@ -227,11 +233,10 @@ def wolfe_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: 
     xd, sd, fd, gd = x.detach(), s.detach(), f.detach(), g.detach()
     with torch.no_grad():
         # the zoom ends where the bracket's two ends differ by less than x's rounding (scale-free: relative to x)
-        rounding = 4 * torch.finfo(xd.dtype).eps * xd.abs().amax(-1)
+        rounding = 4 * torch.finfo(xd.dtype).eps * torch.linalg.vector_norm(xd, float("inf"), dim=-1)
         t, f_t, g_t, evals, _ = strong_wolfe(objective, xd, sd, fd, gd, torch.ones_like(fd), c1=c1, c2=c2,
                                              max_evals=max_evals, tol_change=rounding)
-        good = (t > 0) & torch.isfinite(t) & torch.isfinite(f_t) & torch.isfinite(g_t).all(-1)
-        good = good & _accept(f_t, g_t, fd, gs.detach(), t, c1) & (f_t <= fd)
+        good = (t > 0) & torch.isfinite(t) & _accept(f_t, g_t, fd, gs.detach(), t, c1) & (f_t <= fd)
     differentiable = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
     if not bool(good.all()):
         # the plain search for the rows the strong-Wolfe search left without an acceptable point
@@ -245,7 +250,9 @@ def wolfe_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: 
         null = ~good & rest.null
     else:
         extended = null = torch.zeros_like(good)
-    step = torch.where((t > 0).unsqueeze(-1), t.unsqueeze(-1) * s, torch.zeros_like(s))
+    moved = t > 0
+    step = t.unsqueeze(-1) * s if bool(moved.all()) else torch.where(moved.unsqueeze(-1), t.unsqueeze(-1) * s,
+                                                                      torch.zeros_like(s))
     if differentiable:
         f_new, g_new = objective.value_and_grad(x - step)
         evals += 1

@@ -87,6 +87,12 @@ def strong_wolfe(objective, x, d, f0, g0, t0, c1: float = 1e-4, c2: float = 0.9,
     evals = 0
 
     def wsel(m, new, old):
+        # (the same values as torch.where; where every row or none is selected — a batch of one, always — no copy
+        # of a whole gradient is made: nothing here writes into these tensors in place)
+        if bool(m.all()):
+            return new
+        if not bool(m.any()):
+            return old
         return torch.where(m.unsqueeze(-1) if new.dim() == 2 else m, new, old)
 
     def finish_low(m):
