@@ -59,6 +59,12 @@ a secant penalty keeps the operator curvature-consistent — and changes four th
    a non-zero correction, any gradient-enabled (meta-training) step, problems with fewer coordinates than stored
    vectors and steps whose stored vectors are too nearly dependent for the Gram form's rounding take the explicit
    path, unchanged.
+8. **The L-BFGS update inside the form** (``update="bfgs"``, with ``h0="bb"`` and ``backtrack="wolfe"``:
+   :meth:`~lsr1_core.learned.model.LSR1Config.qn_bfgs`). Every pair with curvature enters as a BFGS update over
+   γI, γ from the newest pair, and the line search is strong Wolfe with the Armijo search behind it; the probe,
+   restart, stopping rules, scale-freedom and the diagonal metric stay. At equal evaluations it needs fewer than the
+   SR1 form on general problems (docs/design.md); no SR1 vector is built, so the learned parts are α and the family
+   scalars. With zero output layers and no diagonal metric it runs :func:`bfgs_propose`, the two-loop recursion.
 """
 from __future__ import annotations
 
