@@ -29,12 +29,15 @@ LR_DEFAULTS = {"rosenbrock": {"gd": 1e-3, "adam": 0.05, "adahessian": 0.05, "lod
 # the classical solvers a problem starts with, after the first L-SR1 model (and its qn variants)
 DEFAULT_SOLVERS = ("SR1 (classical)", "L-BFGS", "Adam", "Gradient descent", "Newton")
 
-# The qn form's ablations a page can put beside the model as shipped: label suffix → LSR1Solver overrides. Each
-# removes one of the two changes the form's default gained on 2026-11-29 (docs/results_qn.md, sections A, C, D).
+# The qn form's variants a page can put beside the model as shipped: label suffix → LSR1Solver overrides. The first
+# two remove one of the two changes the form's default gained on 2026-11-29 (docs/results_qn.md, sections A, C, D);
+# the last is LSR1Config.qn_bfgs()'s rules (BFGS update, newest-pair γ, strong-Wolfe search; docs/design.md).
 QN_VARIANTS = {
     "as shipped": (),
     "no BFGS fallback": (("fallback", "skip"),),
     "H₀ = γI, no BFGS fallback": (("fallback", "skip"), ("h0", "envelope")),
+    "qn_bfgs rules (BFGS update, strong Wolfe)": (("update", "bfgs"), ("h0", "bb"), ("gamma_factor", 1.0),
+                                                  ("backtrack", "wolfe"), ("extrapolate", 0)),
 }
 
 # The L-SR1 model every page starts with (a sidebar label of lsr1_core.runs.catalog.available_models);

@@ -315,6 +315,30 @@ def test_variants_apply_to_the_qn_form_only():
     assert list(paper) == ["L-SR1 p"] and paper["L-SR1 p"].qn_rules == ()
 
 
+def test_qn_bfgs_variant_runs_beside_the_shipped_model():
+    """The 'qn_bfgs rules' variant builds LSR1Config.qn_bfgs()'s rules on the shipped card and, on Rosenbrock from
+    the page's default start, reaches f < 1e-8 within 50 steps without any rise of f."""
+    from explorer.catalog import lsr1_spec_variants
+    from lsr1_core.learned import LSR1Config
+
+    v = "qn_bfgs rules (BFGS update, strong Wolfe)"
+    spec = lsr1_spec_variants("L-SR1 m", "pretrained/qn_quadratic", "qn", [v])[f"L-SR1 m ({v})"]
+    cfg, ref = spec.build(memory=8).net.config, LSR1Config.qn_bfgs()
+    assert all(getattr(cfg, k) == getattr(ref, k) for k in ("update", "h0", "gamma_factor", "backtrack", "extrapolate"))
+    at = _page("trajectories")
+    at.multiselect(key="qn_variants").set_value(["as shipped", v]).run()
+    assert not at.exception
+    names = at.multiselect(key="tr_solvers").value
+    ours = [n for n in names if n.endswith(f"({v})")]
+    assert len(ours) == 1
+    at.multiselect(key="tr_solvers").set_value(ours)
+    at.selectbox(key="tr_fn").set_value("rosenbrock")
+    at.slider(key="tr_steps").set_value(50).run()
+    assert not at.exception
+    f = {s["label"]: s["f"] for s in _player(at)["solvers"]}[ours[0]]
+    assert f[-1] < 1e-8 and all(b <= a + 1e-12 for a, b in zip(f, f[1:]))
+
+
 def test_qn_variants_reach_the_n_dimensional_section():
     at = _page("curvature")
     at.session_state["cv_tab"] = "N-dimensional quadratic"

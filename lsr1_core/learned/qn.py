@@ -480,7 +480,7 @@ class QNRule(UpdateRule):
 
     name = "qn"
     scale_free = True
-    options = ("h0", "fallback", "restart", "extrapolate", "backtrack", "update")
+    options = ("h0", "fallback", "restart", "extrapolate", "backtrack", "update", "gamma_factor")
     state_fields = UpdateRule.state_fields + ("gamma", "P", "Q", "U")
 
     def init(self, net, objective, x0, f0=None, g0=None) -> LSR1State:

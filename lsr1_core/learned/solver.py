@@ -63,7 +63,8 @@ class LSR1Solver(Solver):
     ``fallback`` what it does with a pair SR1 cannot use positively ("skip" or "bfgs"), ``update`` how a pair
     enters H ("sr1", or "bfgs": every pair a BFGS update), ``restart`` whether it forgets its memory where the
     safeguard finds no acceptable step, ``extrapolate`` how many trials may lengthen a step (0: never),
-    ``backtrack`` its line search ("halve", "interpolate", or "wolfe": strong Wolfe). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
+    ``backtrack`` its line search ("halve", "interpolate", or "wolfe": strong Wolfe), ``gamma_factor`` the factor
+    on H₀'s scale (``LSR1Config.qn_bfgs()`` uses 1 with ``h0="bb"``). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
     this solver (scipy's conventions: max|g| ≤ gtol, relative decrease of f ≤ ftol; None: never stop).
     """
 
@@ -73,7 +74,8 @@ class LSR1Solver(Solver):
                  memory: int | None = None, name: str | None = None, device=None, step_scale: float = 1.0,
                  form: str | None = None, h0: str | None = None, fallback: str | None = None,
                  restart: bool | None = None, extrapolate: int | None = None, backtrack: str | None = None,
-                 gtol: float | None = None, ftol: float | None = None, update: str | None = None):
+                 gtol: float | None = None, ftol: float | None = None, update: str | None = None,
+                 gamma_factor: float | None = None):
         if (model is None) == (checkpoint is None):
             raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
         self.step_scale = check_step_scale(step_scale)
@@ -87,7 +89,8 @@ class LSR1Solver(Solver):
         if memory is not None:
             model = model.with_memory(memory)
         options = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
-                                     ("extrapolate", extrapolate), ("backtrack", backtrack), ("update", update))
+                                     ("extrapolate", extrapolate), ("backtrack", backtrack), ("update", update),
+                                     ("gamma_factor", gamma_factor))
                    if v is not None}
         if options:
             check_options(model.config, options)
