@@ -73,7 +73,7 @@ import torch
 import dataclasses
 
 from ..operators import CurvatureOperator
-from ..solvers.sr1 import envelope_scale, probe_scale, safe_norm
+from ..solvers.sr1 import envelope_scale, probe_scale, safe_norm, scale_from_curvatures
 from . import compact
 from .model import LSR1Net, LSR1Operator, LSR1State
 from .rules import MAX_HALVINGS, TRAIN_MAX_HALVINGS, LSR1StepOut, StepOut, UpdateRule, register
@@ -141,10 +141,15 @@ def bfgs_rho(P: torch.Tensor, Q: torch.Tensor, W: torch.Tensor, eps: float) -> t
     pᵀq > ε‖p‖‖q‖, else 0 — the BFGS fallback's updates (so the BFGS update keeps H positive definite)."""
     with torch.no_grad():
         P, Q = P.detach(), Q.detach()
-        pq = (P * Q).sum(-1)
-        ok = (pq > eps * safe_norm(P).squeeze(-1) * safe_norm(Q).squeeze(-1)) & (pq > 0) & torch.isfinite(pq)
-        ok = ok & ~(W.detach() != 0).any(-1)
-        return torch.where(ok, 1 / pq.clamp_min(_tiny(pq)), torch.zeros_like(pq))
+        rho = rho_where_curved((P * Q).sum(-1), safe_norm(P).squeeze(-1), safe_norm(Q).squeeze(-1), eps)
+        return torch.where((W.detach() != 0).any(-1), torch.zeros_like(rho), rho)
+
+
+def rho_where_curved(pq: torch.Tensor, p_norm: torch.Tensor, q_norm: torch.Tensor, eps: float) -> torch.Tensor:
+    """ρ = 1/pᵀq where the pair has curvature pᵀq > ε‖p‖‖q‖ (and it is finite), else 0: the rule by which a pair
+    enters H as a BFGS update (:func:`bfgs_rho`, :func:`bfgs_propose`)."""
+    ok = (pq > eps * p_norm * q_norm) & (pq > 0) & torch.isfinite(pq)
+    return torch.where(ok, 1 / pq.clamp_min(_tiny(pq)), torch.zeros_like(pq))
 
 
 def qn_operator(cfg, W: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor) -> LSR1Operator:
@@ -308,7 +313,7 @@ def _pair_stats(base, s: int, m: int, fresh: bool) -> torch.Tensor:
     """(B, m, 3) float64: pᵀq, pᵀp, qᵀq of the pairs base[:, s:s+m] of a pair buffer (:func:`compact.append_pair`).
     Slots are written once, so the buffer keeps them: a new pair costs three O(N) products, a new buffer its
     window's."""
-    B, cap, _, N = base.shape
+    B, cap = base.shape[:2]
     cache = getattr(base, "_lsr1_pairstats", None)
     if fresh or cache is None or getattr(base, "_lsr1_pairstats_upto", -1) != s + m - 1:
         if cache is None:
@@ -352,19 +357,9 @@ def bfgs_propose(cfg, P, Q, p, q, g, gamma_prev, step_scale: float) -> dict | No
     if not bool(torch.isfinite(st).all()):
         return None
     pq, pp, qq = st.unbind(-1)
-    tiny = torch.finfo(torch.float64).tiny
-    curv = (pq > cfg.skip_eps * pp.clamp_min(0).sqrt() * qq.clamp_min(0).sqrt()) & (pq > 0)
-    rho64 = torch.where(curv, 1 / pq.clamp_min(tiny), torch.zeros_like(pq))
+    rho64 = rho_where_curved(pq, pp.clamp_min(0).sqrt(), qq.clamp_min(0).sqrt(), cfg.skip_eps)
     # γ: H₀'s scale as the config says (the envelope or the newest pair with positive curvature)
-    bb = cfg.gamma_factor * pq / qq.clamp_min(tiny)
-    use = (pq > 0) & (qq > 0) & torch.isfinite(bb)
-    if cfg.h0 == "bb":
-        idx = torch.arange(m, device=g.device).expand_as(use)
-        last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
-        gamma64 = torch.where(last >= 0, bb.gather(1, last.clamp_min(0)), gamma_prev.double())
-    else:
-        low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
-        gamma64 = torch.where(torch.isfinite(low), low, gamma_prev.double())
+    gamma64 = scale_from_curvatures(pq, qq, gamma_prev.double(), cfg.gamma_factor, newest=cfg.h0 == "bb")
     dtype = g.dtype
     gamma, rho = gamma64.to(dtype), rho64.to(dtype)
     P_all, Q_all = base[:, s:s + m, 0], base[:, s:s + m, 1]
@@ -397,21 +392,20 @@ def qn_propose(net: LSR1Net, state: LSR1State, step_scale: float = 1.0) -> dict:
     p, q, g = state.p.detach(), state.q.detach(), state.g
     old = max(cfg.memory - 1, 0)
     P, Q, U = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q, state.U))
-    if cfg.update == "bfgs" and compact_applies(net, U) and diag_scale(cfg, state.S) is None:
-        out = bfgs_propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), step_scale)
-        if out is not None:
-            return out
+    sc = diag_scale(cfg, state.S)
     if compact_applies(net, U):
-        # u = 0 for every stored pair and the new one: the operator in Gram form (point 7 of the module docstring)
-        sc = diag_scale(cfg, state.S)
-        out = compact.propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), sc, step_scale,
-                              two_scale_complement)
-        if out is not None:
-            if sc is not None:
+        # u = 0 for every stored pair and the new one: the two-loop recursion (update="bfgs", point 8), else the
+        # operator in Gram form (point 7); each returns None for a step it leaves to the next
+        out = bfgs_propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), step_scale) if (
+            cfg.update == "bfgs" and sc is None) else None
+        if out is None:
+            out = compact.propose(cfg, P, Q, p, q, g.detach(), state.gamma.detach(), sc, step_scale,
+                                  two_scale_complement)
+            if out is not None and sc is not None:
                 out["op"] = ScaledOperator(out["op"], sc)
+        if out is not None:
             return out
     P_x, Q_x, p_x, q_x = P, Q, p, q  # the pairs are stored in x; with a diagonal metric the method runs in y
-    sc = diag_scale(cfg, state.S)
     if sc is not None:
         P, Q = P / sc.unsqueeze(1), Q * sc.unsqueeze(1)
         p, q, g = p / sc, q * sc, g * sc
@@ -506,14 +500,13 @@ class QNRule(UpdateRule):
         prop = qn_propose(net, state, step_scale)
         d, alpha = prop["d"], prop["alpha"]
         x, f, g = state.x, state.f, state.g
-        if cfg.safeguard == "armijo" and cfg.backtrack == "wolfe":
-            safe = wolfe_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
-                              extend=EXTEND_TRIALS if cfg.restart else 0)
-        elif cfg.safeguard == "armijo":
-            safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings,
-                               extend=EXTEND_TRIALS if cfg.restart else 0, grow=cfg.extrapolate,
-                               backtrack=cfg.backtrack)
         if cfg.safeguard == "armijo":
+            extend = EXTEND_TRIALS if cfg.restart else 0
+            if cfg.backtrack == "wolfe":
+                safe = wolfe_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings, extend=extend)
+            else:
+                safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings, extend=extend,
+                                   grow=cfg.extrapolate, backtrack=cfg.backtrack)
             x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
             step_size = safe.step_size(alpha)
         else:

@@ -95,14 +95,11 @@ def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
         q = g1 - g
         pq, qq = (p * q).sum(-1, keepdim=True), (q * q).sum(-1, keepdim=True)
         big = torch.isinf(qq) & torch.isfinite(q).all(-1, keepdim=True)
-        if bool(big.any()):  # |q| beyond √(float max): pᵀq/qᵀq from q scaled by its largest entry
+        if bool(big.any()):  # |q| beyond √(float max): pᵀq/qᵀq as (pᵀq/a)/(qᵀq/a) with a = max|q|
             a = q.abs().amax(-1, keepdim=True).clamp_min(tiny)
             qs = q / a
-            pq = torch.where(big, (p * qs).sum(-1, keepdim=True) * a, pq)
-            qq_s = (qs * qs).sum(-1, keepdim=True)
-            bb = (p * qs).sum(-1, keepdim=True) / qq_s.clamp_min(tiny) / a
-            qq = torch.where(big, torch.ones_like(qq), qq)
-            pq = torch.where(big & torch.isfinite(bb), bb, pq)  # with qq = 1, pq / qq is that ratio
+            pq = torch.where(big, (p * qs).sum(-1, keepdim=True), pq)
+            qq = torch.where(big, a * (qs * qs).sum(-1, keepdim=True), qq)
         usable = torch.isfinite(q).all(-1, keepdim=True) & (qq > 0) & (pq > 0)
         gamma = torch.where(usable, pq / qq.clamp_min(tiny), length / gn.clamp_min(tiny))
         gamma = torch.where(torch.isfinite(gamma) & (gamma > 0), gamma, torch.ones_like(gamma))
@@ -125,20 +122,25 @@ def envelope_scale(P: torch.Tensor, Q: torch.Tensor, gamma: torch.Tensor, factor
     ``newest=True``: factor·pᵀq/qᵀq of the newest pair with positive curvature instead of the minimum — the scale
     L-BFGS starts each step from (the qn form's ``h0="bb"``).
     """
+    if P.shape[1] == 0:
+        return gamma
     with torch.no_grad():
-        pq = (P * Q).sum(-1).detach()
-        qq = (Q * Q).sum(-1).detach()
-        bb = factor * pq / qq.clamp_min(torch.finfo(Q.dtype).tiny)
-        use = (pq > 0) & (qq > 0) & torch.isfinite(bb) & torch.isfinite(qq)  # qᵀq overflowed: no scale from it
-        if P.shape[1] == 0:
-            return gamma
-        if newest:
-            idx = torch.arange(P.shape[1], device=P.device).expand_as(use)
-            last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
-            pick = bb.gather(1, last.clamp_min(0))
-            return torch.where(last >= 0, pick, gamma)
-        low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
-        return torch.where(torch.isfinite(low), low, gamma)
+        return scale_from_curvatures((P * Q).sum(-1).detach(), (Q * Q).sum(-1).detach(), gamma, factor, newest)
+
+
+def scale_from_curvatures(pq: torch.Tensor, qq: torch.Tensor, gamma: torch.Tensor, factor: float,
+                          newest: bool = False) -> torch.Tensor:
+    """:func:`envelope_scale` from the pairs' pᵀq and qᵀq (B, l) (for callers that keep them): factor·min pᵀq/qᵀq,
+    or that of the newest pair (``newest``), over the pairs with positive, finite curvature; ``gamma`` (B, 1)
+    where there is none."""
+    bb = factor * pq / qq.clamp_min(torch.finfo(qq.dtype).tiny)
+    use = (pq > 0) & (qq > 0) & torch.isfinite(bb) & torch.isfinite(qq)  # qᵀq overflowed: no scale from it
+    if newest:
+        idx = torch.arange(pq.shape[1], device=pq.device).expand_as(use)
+        last = torch.where(use, idx, torch.full_like(idx, -1)).max(-1, keepdim=True).values
+        return torch.where(last >= 0, bb.gather(1, last.clamp_min(0)), gamma)
+    low = torch.where(use, bb, torch.full_like(bb, float("inf"))).min(-1, keepdim=True).values
+    return torch.where(torch.isfinite(low), low, gamma)
 
 
 def _min_eig(op) -> torch.Tensor:
