@@ -263,6 +263,20 @@ def analyse(records: list[dict], solvers) -> dict:
     return res
 
 
+def _targets(d: dict, s: str) -> list[str]:
+    """Issue 23's three evaluation targets for solver ``s`` against the project's L-BFGS and scipy L-BFGS-B."""
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+    area, solved = d["area"], d["solved"]
+    r = d["ratio"].get(f"{s}/lbfgs", (math.nan, 0))[0]
+    return [f"- Profile area ≥ the project's L-BFGS's and ≥ scipy L-BFGS-B's: {area[s]:.2f} vs {area['lbfgs']:.2f} "
+            f"and {area['scipy_lbfgsb']:.2f} — {verdict(area[s] >= max(area['lbfgs'], area['scipy_lbfgsb']))}.",
+            f"- Solves at least as many: {solved[s]} vs {solved['lbfgs']} and {solved['scipy_lbfgsb']} — "
+            f"{verdict(solved[s] >= max(solved['lbfgs'], solved['scipy_lbfgsb']))}.",
+            f"- Evaluations to solve ≤ 1.0× L-BFGS's where both solve (geometric mean): {r:.3f}× — "
+            f"{verdict(r <= 1.0)}.", ""]
+
+
 def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
     lines = ["# The qn form against its peers, at equal evaluations", "",
              f"Regenerate: `{cmd}` (float64, one thread). Problems: {res['problems']} (function × N × start "
@@ -285,28 +299,10 @@ def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
         lines.append("")
     d = res["by_set"].get("all")
     if d and "qn" in d["area"] and "lbfgs" in d["area"] and "scipy_lbfgsb" in d["area"]:
-        def verdict(ok):
-            return "met" if ok else "**not met**"
-        r = d["ratio"].get("qn/lbfgs", (math.nan, 0))[0]
-        lines += ["## Issue 23's targets (all problems)", "",
-                  f"- Profile area ≥ the project's L-BFGS's and ≥ scipy L-BFGS-B's: {d['area']['qn']:.2f} vs "
-                  f"{d['area']['lbfgs']:.2f} and {d['area']['scipy_lbfgsb']:.2f} — "
-                  f"{verdict(d['area']['qn'] >= max(d['area']['lbfgs'], d['area']['scipy_lbfgsb']))}.",
-                  f"- Solves at least as many: {d['solved']['qn']} vs {d['solved']['lbfgs']} and "
-                  f"{d['solved']['scipy_lbfgsb']} — "
-                  f"{verdict(d['solved']['qn'] >= max(d['solved']['lbfgs'], d['solved']['scipy_lbfgsb']))}.",
-                  f"- Evaluations to solve ≤ 1.0× L-BFGS's where both solve (geometric mean): {r:.3f}× — "
-                  f"{verdict(r <= 1.0)}.", ""]
+        lines += ["## Issue 23's targets (all problems)", ""] + _targets(d, "qn")
         if "qn_bfgs" in d["area"]:
-            rb = d["ratio"].get("qn_bfgs/lbfgs", (math.nan, 0))[0]
-            lines += ["The same targets for `LSR1Config.qn_bfgs()` (BFGS update, newest-pair γ, strong-Wolfe search):", "",
-                      f"- Profile area: {d['area']['qn_bfgs']:.2f} vs {d['area']['lbfgs']:.2f} and "
-                      f"{d['area']['scipy_lbfgsb']:.2f} — "
-                      f"{verdict(d['area']['qn_bfgs'] >= max(d['area']['lbfgs'], d['area']['scipy_lbfgsb']))}.",
-                      f"- Solved: {d['solved']['qn_bfgs']} vs {d['solved']['lbfgs']} and {d['solved']['scipy_lbfgsb']} — "
-                      f"{verdict(d['solved']['qn_bfgs'] >= max(d['solved']['lbfgs'], d['solved']['scipy_lbfgsb']))}.",
-                      f"- Evaluations to solve ÷ L-BFGS's (geometric mean, both solved): {rb:.3f}× — {verdict(rb <= 1.0)}.",
-                      ""]
+            lines += ["The same targets for `LSR1Config.qn_bfgs()` (BFGS update, newest-pair γ, strong-Wolfe search):",
+                      ""] + _targets(d, "qn_bfgs")
     lines += ["## Per problem: evaluations to solve (— unsolved)", "",
               "| problem | ×x₀ | " + " | ".join(solvers) + " |", "|---|---|" + "---|" * len(solvers)]
     table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
