@@ -73,6 +73,7 @@ import torch
 import dataclasses
 
 from ..operators import CurvatureOperator
+from ..rowops import row_dot, row_max_abs
 from ..solvers.sr1 import envelope_scale, probe_scale, safe_norm, scale_from_curvatures
 from . import compact
 from .model import LSR1Net, LSR1Operator, LSR1State
@@ -322,7 +323,7 @@ def _pair_stats(base, s: int, m: int, fresh: bool) -> torch.Tensor:
         cache[:, s:s + m] = torch.stack([(Pw * Qw).sum(-1), (Pw * Pw).sum(-1), (Qw * Qw).sum(-1)], -1).double()
     else:
         p, q = base[:, s + m - 1, 0], base[:, s + m - 1, 1]
-        cache[:, s + m - 1] = torch.stack([(p * q).sum(-1), (p * p).sum(-1), (q * q).sum(-1)], -1).double()
+        cache[:, s + m - 1] = torch.stack([row_dot(p, q), row_dot(p, p), row_dot(q, q)], -1).double()
     base._lsr1_pairstats, base._lsr1_pairstats_upto = cache, s + m
     return cache[:, s:s + m]
 
@@ -330,7 +331,11 @@ def _pair_stats(base, s: int, m: int, fresh: bool) -> torch.Tensor:
 def two_loop(P: torch.Tensor, Q: torch.Tensor, rho: torch.Tensor, gamma: torch.Tensor, u: torch.Tensor,
              m: int) -> torch.Tensor:
     """H u for the L-BFGS inverse of the first m pairs (B, ·, N) over γI, with ρ (B, ·) (0: the pair does not enter):
-    the two-loop recursion, in place on one work vector (each pair costs one dot product and one fused update)."""
+    the two-loop recursion, in place on one work vector (each pair costs one dot product and one fused update).
+    One row on the CPU keeps the recursion's scalars as Python numbers (two tensor calls per pair instead of six;
+    the same operations, rounded as the machine's dot product sums)."""
+    if u.shape[0] == 1 and u.device.type == "cpu":
+        return _two_loop_one(P[0], Q[0], rho[0].tolist(), gamma.reshape(-1)[0], u[0], m).unsqueeze(0)
     y = u.clone().unsqueeze(1)  # (B, 1, N)
     alphas = []
     for i in range(m - 1, -1, -1):
@@ -342,6 +347,21 @@ def two_loop(P: torch.Tensor, Q: torch.Tensor, rho: torch.Tensor, gamma: torch.T
         b = rho[:, i, None, None] * torch.bmm(y, Q[:, i].unsqueeze(-1))
         y.baddbmm_(alphas[m - 1 - i] - b, P[:, i].unsqueeze(1))
     return y.squeeze(1)
+
+
+def _two_loop_one(P, Q, rho: list, gamma, u, m: int):
+    """:func:`two_loop` for one row: P, Q (·, N), ρ a list of numbers (pairs with ρ = 0 do not enter)."""
+    y = u.clone()
+    alphas = [0.0] * m
+    for i in range(m - 1, -1, -1):
+        if rho[i] != 0:
+            alphas[i] = rho[i] * float(torch.dot(y, P[i]))
+            y.add_(Q[i], alpha=-alphas[i])
+    y.mul_(gamma)
+    for i in range(m):
+        if rho[i] != 0:
+            y.add_(P[i], alpha=alphas[i] - rho[i] * float(torch.dot(y, Q[i])))
+    return y
 
 
 def bfgs_propose(cfg, P, Q, p, q, g, gamma_prev, step_scale: float) -> dict | None:
@@ -376,10 +396,11 @@ def bfgs_propose(cfg, P, Q, p, q, g, gamma_prev, step_scale: float) -> dict | No
         secant = (resid * resid).sum(-1)
     psq = st[:, m - 1, 1].to(dtype)
     rel_sq = torch.where(psq > 0, secant / psq.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(secant))
-    alpha = g.new_full(g.shape, step_scale)  # exp(b·tanh(0/b))·step_scale: the untrained α = 1
+    # exp(b·tanh(0/b))·step_scale: the untrained α, the same for every coordinate (one element, expanded)
+    alpha = g.new_full((), step_scale).expand(B, N)
     W = compact.zeros_expanded(g, B, m, N)
     op = LSR1Operator(W, scale=gamma, bfgs=(P_all, Q_all, rho))
-    return {"v": torch.zeros_like(g), "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
+    return {"v": compact.zeros_expanded(g, B, N), "alpha": alpha, "d": d, "W": W, "op": op, "secant": secant, "rel_sq": rel_sq,
             "departure": g.new_zeros(B), "skipped": torch.ones(B, dtype=torch.bool, device=g.device), "bfgs": took,
             "Hq": Hq, "gamma": gamma, "P": P_all, "Q": Q_all, "U": compact.zeros_expanded(g, B, m, N)}
 
@@ -502,10 +523,11 @@ class QNRule(UpdateRule):
         x, f, g = state.x, state.f, state.g
         if cfg.safeguard == "armijo":
             extend = EXTEND_TRIALS if cfg.restart else 0
+            s = _times(alpha, d)
             if cfg.backtrack == "wolfe":
-                safe = wolfe_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings, extend=extend)
+                safe = wolfe_step(objective, x, f, g, s, d, max_halvings=max_halvings, extend=extend)
             else:
-                safe = armijo_step(objective, x, f, g, alpha * d, d, max_halvings=max_halvings, extend=extend,
+                safe = armijo_step(objective, x, f, g, s, d, max_halvings=max_halvings, extend=extend,
                                    grow=cfg.extrapolate, backtrack=cfg.backtrack)
             x_new, f_new, g_new, evals, fired = safe.x, safe.f, safe.g, safe.evals, safe.fired
             step_size = safe.step_size(alpha)
@@ -524,7 +546,9 @@ class QNRule(UpdateRule):
         if cfg.restart and cfg.safeguard == "armijo":
             # rows that did not move although their gradient is not zero (no trial passed, or the accepted one
             # rounds back to x): their memory gave a step of no use, so they restart from a probe
-            failed = ((safe.t == 0) | safe.null) & (g.detach().abs().amax(-1) > 0)
+            failed = (safe.t == 0) | safe.null
+            if bool(failed.any()):
+                failed = failed & (row_max_abs(g.detach()) > 0)
             restarted = failed | safe.extended
             if bool(restarted.any()):
                 new, extra = restart_rows(cfg, new, objective, failed, safe.extended, g)
@@ -535,6 +559,14 @@ class QNRule(UpdateRule):
                             secant=prop["secant"], secant_rel=rel, learned_step=alpha, secant_rel_sq=prop["rel_sq"],
                             departure=prop["departure"], safeguard=fired, skipped=prop["skipped"],
                             restarted=restarted, bfgs=prop["bfgs"], lengthened=lengthened)
+
+
+def _times(alpha: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """α ⊙ d; d itself where α is one expanded 1 (the untrained step: no pass over d)."""
+    if alpha.shape == d.shape and all(st == 0 for st in alpha.stride()) and not alpha.requires_grad and bool(
+            alpha.reshape(-1)[:1].eq(1).all()):
+        return d
+    return alpha * d
 
 
 def qn_step(net: LSR1Net, state: LSR1State, objective, *, detach_gradient: bool = False,

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..rowops import row_dot, row_max_abs, rows_finite
+
 STEEP = 0.9  # lengthen a step while the slope at its end is still ≥ STEEP × the slope at its start (Wolfe's c2)
 MAX_HALVINGS = 30  # the plain search's halvings (default of armijo_step, qn_step and paper_step)
 EXTEND_TRIALS = 30  # the recovery's interpolated trials after the halvings
@@ -51,14 +53,16 @@ class SafeStep:
     grown: torch.Tensor | None = None     # (B,) bool: the full step was lengthened (t > 1)
 
     def step_size(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The element-wise step size actually taken for a learned step α ⊙ d (x_new = x − size ⊙ d)."""
+        """The element-wise step size actually taken for a learned step α ⊙ d (x_new = x − size ⊙ d); expanded
+        from one element per row where α is one expanded element (the untrained step)."""
+        if alpha.dim() == 2 and all(st == 0 for st in alpha.stride()):
+            a = alpha[:, :1]
+            return (torch.where(self.replaced.unsqueeze(-1), torch.ones_like(a), a) * self.t.unsqueeze(-1)).expand(
+                alpha.shape)
         return torch.where(self.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * self.t.unsqueeze(-1)
 
 
-def _rows_finite(g: torch.Tensor) -> torch.Tensor:
-    """(B,) every entry of the row is finite — torch.isfinite(g).all(-1) without a (B, N) temporary (max |g| is NaN
-    or inf exactly where some entry is)."""
-    return torch.isfinite(torch.linalg.vector_norm(g, float("inf"), dim=-1))
+_rows_finite = rows_finite  # (B,) every entry of the row is finite, without a (B, N) temporary
 
 
 def _accept(f_try, g_try, f, gs, t, c1):
@@ -85,7 +89,7 @@ def _lengthen(objective, xd, sd, fd, gs, t, f_t, g_t, rows, c1: float, grow: int
     Returns (t, f, g, grown, evals) with f and g at each row's final point."""
     evals = 0
     grown = torch.zeros_like(rows)
-    slope = -(g_t * sd).sum(-1)  # φ'(t) of φ(t) = f(x − t s); φ'(0) = −gs < 0
+    slope = -row_dot(g_t, sd)  # φ'(t) of φ(t) = f(x − t s); φ'(0) = −gs < 0
     steep = rows & (slope <= -STEEP * gs) & (gs > 0)
     for _ in range(grow):
         if not bool(steep.any()):
@@ -94,7 +98,7 @@ def _lengthen(objective, xd, sd, fd, gs, t, f_t, g_t, rows, c1: float, grow: int
         f_new, g_new = objective.value_and_grad(xd - t_new.unsqueeze(-1) * sd)
         evals += 1
         ok = steep & _accept(f_new, g_new, fd, gs, t_new, c1) & (f_new < f_t)
-        slope_new = -(g_new * sd).sum(-1)
+        slope_new = -row_dot(g_new, sd)
         t = torch.where(ok, t_new, t)
         f_t = torch.where(ok, f_new, f_t)
         g_t = torch.where(ok.unsqueeze(-1), g_new, g_t)
@@ -106,7 +110,7 @@ def _lengthen(objective, xd, sd, fd, gs, t, f_t, g_t, rows, c1: float, grow: int
 
 def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: torch.Tensor,
                 fallback: torch.Tensor, *, c1: float = 1e-4, max_halvings: int = MAX_HALVINGS, extend: int = 0,
-                grow: int = 0, backtrack: str = "halve") -> SafeStep:
+                grow: int = 0, backtrack: str = "halve", first: tuple | None = None) -> SafeStep:
     """Take x − s where Armijo holds; otherwise the fallback direction and/or halved steps (batched).
 
     ``extend`` > 0: rows that no halving satisfied get up to that many more trials of a backtracking search
@@ -122,13 +126,14 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
     which f still falls steeply by up to that many extrapolation trials (module docstring); 0 never lengthens.
 
     Gradients flow through the accepted step (the accepted fractions are constants), so meta-training can
-    run through the safeguard.
+    run through the safeguard. ``first``: (f, ∇f) at x − s where the caller has them already (the first trial,
+    then not evaluated again nor counted).
     """
-    gs = (g * s).sum(-1)
+    gs = row_dot(g, s)
     replaced = ~(gs > 0)
     if bool(replaced.any()):
         s = torch.where(replaced.unsqueeze(-1), fallback, s)
-        gs = (g * s).sum(-1)
+        gs = row_dot(g, s)
     gs_c = gs.detach()
     one = torch.ones_like(f)
     xd, sd, fd = x.detach(), s.detach(), f.detach()
@@ -138,12 +143,12 @@ def armijo_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s:
             return torch.zeros_like(fd, dtype=torch.bool)
         return ((xd - t.unsqueeze(-1) * sd) == xd).all(-1)
 
-    f_try, g_try = objective.value_and_grad(x - s)
+    f_try, g_try = objective.value_and_grad(x - s) if first is None else first
     ok = _accept(f_try.detach(), g_try.detach(), fd, gs_c, one, c1)
     null = same(one) & ~ok  # a point that rounds back to x and that the test itself does not accept
     full = ok.clone()
     ok = ok | null
-    evals = 1
+    evals = 1 if first is None else 0
     differentiable = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
     if bool(ok.all()) and (grow <= 0 or differentiable):
         return SafeStep(x - s, f_try, g_try, s, one, replaced, replaced.clone() | null, evals,
@@ -225,23 +230,27 @@ def wolfe_step(objective, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, s: 
     """
     from ..solvers.lbfgs import strong_wolfe
 
-    gs = (g * s).sum(-1)
+    gs = row_dot(g, s)
     replaced = ~(gs > 0)
     if bool(replaced.any()):
         s = torch.where(replaced.unsqueeze(-1), fallback, s)
-        gs = (g * s).sum(-1)
+        gs = row_dot(g, s)
     xd, sd, fd, gd = x.detach(), s.detach(), f.detach(), g.detach()
     with torch.no_grad():
         # the zoom ends where the bracket's two ends differ by less than x's rounding (scale-free: relative to x)
-        rounding = 4 * torch.finfo(xd.dtype).eps * torch.linalg.vector_norm(xd, float("inf"), dim=-1)
+        def rounding():
+            return 4 * torch.finfo(xd.dtype).eps * row_max_abs(xd)
+
+        first = []  # (f, ∇f) at the unit step, which the plain search below would try first
         t, f_t, g_t, evals, _ = strong_wolfe(objective, xd, sd, fd, gd, torch.ones_like(fd), c1=c1, c2=c2,
-                                             max_evals=max_evals, tol_change=rounding)
+                                             max_evals=max_evals, tol_change=rounding, first=first)
         good = (t > 0) & torch.isfinite(t) & _accept(f_t, g_t, fd, gs.detach(), t, c1) & (f_t <= fd)
     differentiable = torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)
     if not bool(good.all()):
-        # the plain search for the rows the strong-Wolfe search left without an acceptable point
+        # the plain search for the rows the strong-Wolfe search left without an acceptable point (its first trial,
+        # the unit step, is the strong-Wolfe search's first: not evaluated again)
         rest = armijo_step(objective, xd, fd, gd, sd, fallback.detach(), c1=c1, max_halvings=max_halvings,
-                           extend=extend, backtrack=backtrack)
+                           extend=extend, backtrack=backtrack, first=first[0])
         evals += rest.evals
         t = torch.where(good, t, rest.t)
         f_t = torch.where(good, f_t, rest.f)

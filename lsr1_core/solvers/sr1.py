@@ -23,6 +23,7 @@ import math
 
 from ..errors import LSR1Error, ShapeError, check_memory
 from ..operators import LowRank
+from ..rowops import rows_finite
 from .base import Solver, StepInfo
 
 
@@ -69,7 +70,9 @@ def safe_norm(t: torch.Tensor) -> torch.Tensor:
     """‖t‖ over the last dimension (keepdim), also where the plain norm overflows (entries beyond √(float max)):
     there max|t|·‖t/max|t|‖. Equal to ``t.norm`` wherever that is finite."""
     n = t.norm(dim=-1, keepdim=True)
-    over = torch.isinf(n) & torch.isfinite(t).all(-1, keepdim=True)
+    if not bool(torch.isinf(n).any()):
+        return n
+    over = torch.isinf(n) & rows_finite(t).unsqueeze(-1)
     if bool(over.any()):
         a = t.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
         n = torch.where(over, a * (t / a).norm(dim=-1, keepdim=True), n)

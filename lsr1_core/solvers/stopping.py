@@ -18,6 +18,7 @@ import math
 import torch
 
 from ..errors import LSR1Error
+from ..rowops import row_max_abs
 
 
 def check_tolerance(name: str, value) -> float | None:
@@ -36,7 +37,7 @@ def gradient_converged(g: torch.Tensor, gtol: float | None) -> torch.Tensor:
     """(B,) bool: max_i |g_i| ≤ gtol (all False when gtol is None)."""
     if gtol is None:
         return torch.zeros(g.shape[0], dtype=torch.bool, device=g.device)
-    return g.abs().amax(-1) <= gtol
+    return row_max_abs(g) <= gtol
 
 
 class StopRule:
@@ -72,7 +73,7 @@ class StopRule:
                 scale = torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new))
                 small = df / scale <= self.ftol
             else:
-                small = (df.abs() < self.ftol) | ((x_new - x_old).abs().amax(-1) < self.ftol)
+                small = (df.abs() < self.ftol) | (row_max_abs(x_new - x_old) < self.ftol)
             still_before = self._still if self._still is not None else torch.zeros_like(moved)
             f_hit = small & (moved | still_before) & ~g_hit
         self._still = ~moved

@@ -1,0 +1,41 @@
+"""Row reductions of (B, N) tensors for the per-step hot paths (line searches, safeguard, stopping rules).
+
+Each reads its input in one or two passes and writes no (B, N) temporary. Measured on one CPU thread
+(float32, one row): at N = 10⁶, ``vector_norm(t, inf)`` takes 2.8 ms, ``aminmax`` 1.8 ms and
+``isfinite(t).all()`` 2.8 ms, where ``amax`` and ``amin`` take 0.17 ms each; a dot product as ``(a * b).sum(-1)``
+takes 0.67 ms (it writes the products first), as a batched matrix product 0.34 ms. At N = 10³ the plain
+forms are the faster ones (one op), so :func:`row_dot` switches at :data:`BMM_MIN` elements (the same result up
+to the summation order's rounding).
+"""
+from __future__ import annotations
+
+import torch
+
+BMM_MIN = 1 << 15  # row_dot uses a batched matrix product from this many elements per row
+
+
+def row_max_abs(t: torch.Tensor) -> torch.Tensor:
+    """(…,) max_i |t_i| over the last dimension: NaN where the row holds a NaN, inf where it holds ±inf, 0 for an
+    empty row (``vector_norm(t, inf, dim=-1)``'s values)."""
+    if t.shape[-1] == 0:
+        return t.new_zeros(t.shape[:-1])
+    return torch.maximum(t.amax(-1).abs(), t.amin(-1).abs())
+
+
+def rows_finite(t: torch.Tensor) -> torch.Tensor:
+    """(…,) bool: every entry of the row is finite (NaN and ±inf show in the row's maximum or minimum)."""
+    if t.shape[-1] == 0:
+        return torch.ones(t.shape[:-1], dtype=torch.bool, device=t.device)
+    return torch.isfinite(t.amax(-1)) & torch.isfinite(t.amin(-1))
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Every element of t finite (any shape)."""
+    return t.numel() == 0 or bool(rows_finite(t.detach().reshape(1, -1))[0])
+
+
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,) aᵢᵀbᵢ of two (B, N) tensors (differentiable)."""
+    if a.dim() == 2 and b.dim() == 2 and a.shape[-1] >= BMM_MIN:
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])
+    return (a * b).sum(-1)
