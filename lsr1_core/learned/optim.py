@@ -213,7 +213,8 @@ class LSR1Optimizer(torch.optim.Optimizer):
         if self.converged:
             self.last_evals = 0
             return loss
-        if not (_all_finite(g) and _all_finite(x) and _all_finite(f)):
+        # (a cache hit is the accepted point of the last step, whose f and ∇f the safeguard found finite)
+        if evals and not (_all_finite(g) and _all_finite(x) and _all_finite(f)):
             raise NonFiniteError("the loss, the parameters or their gradients are not finite; the optimizer "
                                  "stopped before changing anything (lower the loss scale or check the model)")
         w = self._net_param

@@ -66,8 +66,10 @@ class StopRule:
         B = f_new.shape[0]
         g_hit = gradient_converged(g_new, self.gtol)
         f_hit = torch.zeros_like(g_hit)
-        moved = (x_new != x_old).any(-1)
-        if self.ftol is not None:
+        if self.ftol is None:  # (whether x moved matters only to the test on the change of f)
+            self._still = None
+        else:
+            moved = (x_new != x_old).any(-1)
             df = f_old - f_new
             if self.mode == "scipy":
                 scale = torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new))
@@ -76,7 +78,7 @@ class StopRule:
                 small = (df.abs() < self.ftol) | (row_max_abs(x_new - x_old) < self.ftol)
             still_before = self._still if self._still is not None else torch.zeros_like(moved)
             f_hit = small & (moved | still_before) & ~g_hit
-        self._still = ~moved
+            self._still = ~moved
         reasons: list[str | None] = [None] * B
         for r in (g_hit | f_hit).nonzero().flatten().tolist():
             if bool(g_hit[r]):
