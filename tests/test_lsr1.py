@@ -140,8 +140,35 @@ def test_bad_inputs_give_clear_errors(net):
         run(LSR1Solver(model=net), q, bad, 3)
     with pytest.raises(ShapeError):
         run(LSR1Solver(model=net), q, x0[0], 3)
-    with pytest.raises(LSR1Error, match="exactly one"):
-        LSR1Solver()
+    with pytest.raises(LSR1Error, match="at most one"):
+        LSR1Solver(model=net, checkpoint="pretrained/qn_quadratic")
+    with pytest.raises(LSR1Error, match="at most one"):
+        LSR1Optimizer([torch.zeros(2, requires_grad=True)], model=net, checkpoint="pretrained/qn_quadratic")
+
+
+def test_without_a_model_the_optimizer_and_solver_run_the_untrained_qn_bfgs_form():
+    """LSR1Optimizer(params) and LSR1Solver() need no card: the untrained qn_bfgs form, built without touching
+    the caller's random numbers, and it trains a model like torch.optim.LBFGS does."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    w = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    opt = LSR1Optimizer([w])
+    assert torch.equal(torch.get_rng_state(), before)
+    assert opt.net.config == LSR1Config.qn_bfgs() and opt.rule.name == "qn"
+    assert LSR1Solver().net.config == LSR1Config.qn_bfgs()
+    g = torch.Generator().manual_seed(0)
+    A, b = torch.randn(30, 5, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((A @ w - b) ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(20):
+        opt.step(closure)
+    w_star = torch.linalg.lstsq(A, b).solution
+    assert opt.converged and (w.detach() - w_star).abs().max() < 1e-6
 
 
 def test_torch_optim_wrapper_trains_a_model(net):

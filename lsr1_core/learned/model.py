@@ -202,6 +202,17 @@ class LSR1Config(ConfigMixin):
             raise LSR1Error(f"lr_clamp must be positive or None, got {self.lr_clamp}")
 
 
+def default_net() -> "LSR1Net":
+    """What :class:`~lsr1_core.learned.LSR1Optimizer` and :class:`~lsr1_core.learned.LSR1Solver` run when given no
+    model and no checkpoint: the untrained :meth:`LSR1Config.qn_bfgs` net (α = 1; its step is the quasi-Newton
+    step of the stored pairs under a strong-Wolfe search, as efficient as L-BFGS at equal evaluations, see
+    docs/results_peers.md). Its hidden layers' initial weights are drawn from a fixed seed in a forked random
+    state, so building it neither changes nor depends on the caller's random numbers."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LSR1Net(LSR1Config.qn_bfgs())
+
+
 class LSR1Net(nn.Module):
     """The three element-wise modules: input encoder E, vector generator P, LR generator G."""
 

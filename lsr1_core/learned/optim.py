@@ -37,7 +37,7 @@ from ..errors import LSR1Error, NonFiniteError
 from ..rowops import all_finite
 from ..solvers.stopping import StopRule
 from .io import load_model
-from .model import LSR1Net, LSR1State
+from .model import LSR1Net, LSR1State, default_net
 from .rules import check_form, rule_for
 from .solver import check_step_scale, inference_mode
 
@@ -77,7 +77,9 @@ class LSR1Optimizer(torch.optim.Optimizer):
                  tolerance_change: float | None = 1e-9):
         """``step_scale`` multiplies the learned step sizes α (default 1: the qn form needs no tuning; the
         paper form's α ≈ γ1 was learned at one problem scale and may need a smaller value on a loss with
-        larger curvature). ``form`` ("paper" or "qn"), when given, refuses a checkpoint of the other form."""
+        larger curvature). ``form`` ("paper" or "qn"), when given, refuses a checkpoint of the other form. With
+        neither ``model`` nor ``checkpoint`` it runs the untrained ``LSR1Config.qn_bfgs()`` form
+        (:func:`~lsr1_core.learned.model.default_net`), the one that matches L-BFGS at equal evaluations."""
         defaults = dict(step_scale=check_step_scale(step_scale), tolerance_grad=tolerance_grad,
                         tolerance_change=tolerance_change)
         self._stop = self._stop_rule(defaults)
@@ -85,10 +87,13 @@ class LSR1Optimizer(torch.optim.Optimizer):
         self.stop_reason: str | None = None
         self._steps = 0  # steps taken (the stop rule's reasons name them)
         self._no_grad: list[bool] = []  # per parameter: its gradient was None at the last evaluation
-        if (model is None) == (checkpoint is None):
-            raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Optimizer")
+        if model is not None and checkpoint is not None:
+            raise LSR1Error("give at most one of model= or checkpoint= to LSR1Optimizer (neither: the untrained "
+                            "qn_bfgs form, LSR1Config.qn_bfgs())")
         if checkpoint is not None:
             model, _ = load_model(checkpoint)
+        elif model is None:
+            model = default_net()
         check_form(model, form, checkpoint)
         if memory is not None:
             model = model.with_memory(memory)

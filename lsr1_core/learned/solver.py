@@ -12,7 +12,7 @@ from ..errors import LSR1Error
 from ..solvers.base import Solver, StepInfo
 from ..solvers.stopping import check_tolerance
 from .io import load_model
-from .model import LSR1Net
+from .model import LSR1Net, default_net
 from .rules import MARKS, check_form, check_options, rule_for
 
 
@@ -61,7 +61,8 @@ QN_STEP_FLAGS = MARKS
 class LSR1Solver(Solver):
     """A trained L-SR1 model as a solver.
 
-    ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/qn_quadratic")``; ``memory``
+    ``LSR1Solver(model=net)`` or ``LSR1Solver(checkpoint="pretrained/qn_quadratic")``; with neither, the
+    untrained ``LSR1Config.qn_bfgs()`` form (:func:`~lsr1_core.learned.model.default_net`); ``memory``
     overrides the buffer size L used at test time (the paper tests with other L than trained);
     ``step_scale`` multiplies the learned step sizes; ``form`` ("paper" or "qn"), when given, refuses a
     model of the other form; ``h0`` overrides a qn model's initial-matrix rule ("envelope", "two_scale" or "bb"),
@@ -81,8 +82,11 @@ class LSR1Solver(Solver):
                  restart: bool | None = None, extrapolate: int | None = None, backtrack: str | None = None,
                  gtol: float | None = None, ftol: float | None = None, update: str | None = None,
                  gamma_factor: float | None = None):
-        if (model is None) == (checkpoint is None):
-            raise LSR1Error("give exactly one of model= or checkpoint= to LSR1Solver")
+        if model is not None and checkpoint is not None:
+            raise LSR1Error("give at most one of model= or checkpoint= to LSR1Solver (neither: the untrained "
+                            "qn_bfgs form, LSR1Config.qn_bfgs())")
+        if model is None and checkpoint is None:
+            model = default_net()
         self.step_scale = check_step_scale(step_scale)
         self.gtol, self.ftol = check_tolerance("gtol", gtol), check_tolerance("ftol", ftol)
         if checkpoint is not None:
