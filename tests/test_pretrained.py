@@ -119,15 +119,17 @@ def test_qn_model_beats_classical_sr1_and_closes_the_gap_to_lbfgs_on_the_test_qu
     assert (lg(gd) - lg(tr)) >= 0.9 * (lg(gd) - lg(lbfgs)), (lg(gd), lg(tr), lg(lbfgs))
 
 
-def test_readme_example_pretrained_qn_optimizer_needs_no_step_scale():
-    """The README's "pretrained L-SR1 on your own model" example, at three loss scales, no step_scale."""
+@pytest.mark.parametrize("card", [None, "pretrained/qn_quadratic"])
+def test_readme_example_pretrained_qn_optimizer_needs_no_step_scale(card):
+    """The README's "L-SR1 on your own model" example (no card: the untrained qn_bfgs form; and the qn_quadratic
+    card), at three loss scales, no step_scale."""
     from lsr1_core.learned import LSR1Optimizer
     for scale in (1e-2, 1.0, 1e2):
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 1)
         X = torch.randn(32, 3)
         y = X.sum(1, keepdim=True)
-        opt = LSR1Optimizer(model.parameters(), checkpoint="pretrained/qn_quadratic")
+        opt = LSR1Optimizer(model.parameters(), checkpoint=card)
 
         def closure():
             opt.zero_grad()
