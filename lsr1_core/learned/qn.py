@@ -74,6 +74,7 @@ import dataclasses
 
 from ..operators import CurvatureOperator
 from ..rowops import row_dot, row_max_abs
+from ..solvers import lbfgs as _lbfgs  # (its ONE_ROW switch also selects the one-row two-loop recursion)
 from ..solvers.sr1 import envelope_scale, probe_scale, safe_norm, scale_from_curvatures
 from . import compact
 from .model import LSR1Net, LSR1Operator, LSR1State
@@ -334,7 +335,7 @@ def two_loop(P: torch.Tensor, Q: torch.Tensor, rho: torch.Tensor, gamma: torch.T
     the two-loop recursion, in place on one work vector (each pair costs one dot product and one fused update).
     One row on the CPU keeps the recursion's scalars as Python numbers (two tensor calls per pair instead of six;
     the same operations, rounded as the machine's dot product sums)."""
-    if u.shape[0] == 1 and u.device.type == "cpu":
+    if u.shape[0] == 1 and u.device.type == "cpu" and _lbfgs.ONE_ROW:
         return _two_loop_one(P[0], Q[0], rho[0].tolist(), gamma.reshape(-1)[0], u[0], m).unsqueeze(0)
     y = u.clone().unsqueeze(1)  # (B, 1, N)
     alphas = []

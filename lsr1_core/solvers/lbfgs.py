@@ -205,7 +205,9 @@ def strong_wolfe(objective, x, d, f0, g0, t0, c1: float = 1e-4, c2: float = 0.9,
 
 
 # ---- one row: the same search with its bookkeeping in scalars ---------------------------------------------------
-ONE_ROW = True  # strong_wolfe runs a batch of one through _strong_wolfe_one (False: the batched code; tests, ablation)
+# strong_wolfe runs a batch of one through _strong_wolfe_one, and the qn form's two-loop recursion one row on the CPU
+# with Python scalars (False: the batched code for both; tests and the optimizer_cost benchmark's ablation)
+ONE_ROW = True
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _TORCH_OF = {np.float32: torch.float32, np.float64: torch.float64}
 
