@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import lsr1_core.solvers.lbfgs as lbfgs
+from lsr1_core.solvers import lbfgs
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Optimizer
 from lsr1_core.learned.qn import _times, two_loop
 from lsr1_core.learned.safeguard import SafeStep, wolfe_step
@@ -161,7 +161,7 @@ def test_wolfe_safeguard_counts_each_evaluation_once_when_it_falls_back(one_row,
     """Where the strong-Wolfe search leaves a row without an acceptable point the plain search takes over; its
     first trial (the unit step) is the strong-Wolfe search's first, not evaluated again, and every evaluation is
     counted once."""
-    import lsr1_core.learned.safeguard as safeguard
+    from lsr1_core.learned import safeguard
 
     monkeypatch.setattr(lbfgs, "ONE_ROW", one_row)
     plain = []
@@ -185,9 +185,7 @@ def test_optimizer_results_do_not_depend_on_the_one_row_paths(monkeypatch):
     dot products, and the same evaluations with the batched search and recursion."""
     g = torch.Generator().manual_seed(0)
     A, b = torch.randn(40, 30, generator=g, dtype=F64), torch.randn(40, generator=g, dtype=F64)
-    runs = []
-    for one in (True, False):
-        monkeypatch.setattr(lbfgs, "ONE_ROW", one)
+    def fit():
         w = torch.nn.Parameter(torch.zeros(30, dtype=F64))
         opt = LSR1Optimizer([w], model=LSR1Net(LSR1Config.qn_bfgs()), tolerance_grad=None, tolerance_change=None)
         calls = [0]
@@ -201,5 +199,10 @@ def test_optimizer_results_do_not_depend_on_the_one_row_paths(monkeypatch):
 
         for _ in range(25):
             opt.step(closure)
-        runs.append((w.detach().clone(), calls[0]))
+        return w.detach().clone(), calls[0]
+
+    runs = []
+    for one in (True, False):
+        monkeypatch.setattr(lbfgs, "ONE_ROW", one)
+        runs.append(fit())
     assert torch.allclose(runs[0][0], runs[1][0], rtol=1e-9, atol=1e-12) and runs[0][1] == runs[1][1]

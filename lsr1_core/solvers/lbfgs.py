@@ -273,7 +273,7 @@ def _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change
             gtd_new = -scal(row_dot(g_new, d))
             armijo_fail = not (f_new <= fz + c1 * t * gtd0)  # NaN counts as failure
             curv = abs(gtd_new) <= -c2 * gtd0
-            was_zoom, br_extend, res = zoom, False, None
+            br_extend, res = False, None
             if not zoom:  # ---- bracketing
                 if ls_iter >= max_ls:  # ran out in bracketing: bracket = [0, t]
                     a[:3], b[:3] = [zero, fz, g0], [t, f_new, g_new]
