@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from lsr1_core.solvers import lbfgs
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Optimizer
 from lsr1_core.learned.qn import _times, two_loop
 from lsr1_core.learned.safeguard import SafeStep, wolfe_step
 from lsr1_core.rowops import BMM_MIN, all_finite, row_dot, row_max_abs, rows_finite
+from lsr1_core.solvers import lbfgs
 
 F64 = torch.float64
 
