@@ -158,6 +158,8 @@ SOLVERS = {
                        lambda o, x, k: _qn_bfgs(o, x, k, backtrack="interpolate", extrapolate=10)),
     "qn_bfgs_envelope": ("qn_bfgs with the envelope γ and two-scale H₀ (ablation)",
                          lambda o, x, k: _qn_bfgs(o, x, k, h0="two_scale", gamma_factor=0.5)),
+    "qn_bfgs_probe_pair": ("qn_bfgs keeping the probe's pair in memory (ablation; the rule before 2026-12-06 08:40)",
+                           lambda o, x, k: _qn_bfgs(o, x, k, probe_pair=True)),
     "lbfgs": ("project L-BFGS (m = 8, strong Wolfe)", _lbfgs),
     "scipy_lbfgsb": ("scipy L-BFGS-B", _scipy("L-BFGS-B")),
     "scipy_bfgs": ("scipy BFGS", _scipy("BFGS")),

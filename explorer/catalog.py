@@ -37,7 +37,7 @@ QN_VARIANTS = {
     "no BFGS fallback": (("fallback", "skip"),),
     "H₀ = γI, no BFGS fallback": (("fallback", "skip"), ("h0", "envelope")),
     "qn_bfgs rules (BFGS update, strong Wolfe)": (("update", "bfgs"), ("h0", "bb"), ("gamma_factor", 1.0),
-                                                  ("backtrack", "wolfe"), ("extrapolate", 0)),
+                                                  ("backtrack", "wolfe"), ("extrapolate", 0), ("probe_pair", False)),
 }
 
 # The L-SR1 model every page starts with (a sidebar label of lsr1_core.runs.catalog.available_models);

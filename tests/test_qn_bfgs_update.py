@@ -196,3 +196,30 @@ def test_qn_bfgs_takes_the_two_loop_path(monkeypatch):
     obj = Rosenbrock(20)
     tr = _solve(LSR1Config.qn_bfgs(), obj, torch.full((1, 20), -1.0, dtype=torch.float64))
     assert float(tr.f[-1, 0]) < 1e-10
+
+
+def test_qn_bfgs_probe_sets_gamma_only():
+    """probe_pair=False (qn_bfgs): the probe's γ scales the first step, its pair never enters the memory (the first
+    direction is γ·g exactly), also where a restart probes again; probe_pair=True (the SR1 form, and older cards,
+    which load with the field's default) stores it."""
+    from lsr1_core.learned.qn import qn_init_state, restart_rows
+    from lsr1_core.solvers.sr1 import probe_scale
+
+    r = Rosenbrock(6)
+    x0 = torch.linspace(-1.2, 1.0, 6, dtype=torch.float64).unsqueeze(0)
+    f0, g0 = r.value_and_grad(x0)
+    _, _, gamma = probe_scale(r, x0, g0, 1e-3)
+    tr = run(LSR1Solver(), r, x0, 1)
+    assert torch.allclose(tr.d[0], gamma * g0, rtol=1e-12)
+    kept = run(LSR1Solver(probe_pair=True), r, x0, 1)
+    assert not torch.allclose(kept.d[0], gamma * g0, rtol=1e-3)
+    for probe_pair in (False, True):
+        net = LSR1Net(LSR1Config.qn_bfgs(probe_pair=probe_pair))
+        st = qn_init_state(net, r, x0, f0, g0)
+        assert bool((st.p == 0).all()) != probe_pair and torch.allclose(st.gamma, gamma)
+        failed = torch.tensor([True])
+        new, evals = restart_rows(net.config, st, r, failed, torch.tensor([False]), g0)
+        assert evals == 1 and bool((new.p == 0).all()) != probe_pair
+    assert LSR1Config.qn().probe_pair and LSR1Config().probe_pair
+    with pytest.raises(LSR1Error, match="probe_pair"):
+        LSR1Config.qn_bfgs(probe_pair="no")

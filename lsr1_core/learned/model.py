@@ -69,7 +69,8 @@ class LSR1Config(ConfigMixin):
     ``form`` selects the update rule: ``"paper"`` (Algorithm 1 exactly, the default of old cards) or
     ``"qn"``, the scale-free quasi-Newton form of :mod:`lsr1_core.learned.qn` (build it with
     :meth:`LSR1Config.qn`). Fields used only by the qn form: ``step_bound`` (α = exp(b·tanh(α̃/b))),
-    ``probe`` (relative length of the first step's curvature probe), ``skip_eps`` (SR1's skip rule),
+    ``probe`` (relative length of the first step's curvature probe), ``probe_pair`` (the probe's pair also enters
+    the memory as its first pair; False: the probe sets γ only), ``skip_eps`` (SR1's skip rule),
     ``gamma_factor`` (H₀ = γI with γ = gamma_factor·min pᵀq/qᵀq over the probe and all pairs), ``h0``
     ("envelope": H₀ = γI; "two_scale": plus (γ_BB − γ)(I − Π_Q) on the directions no stored pair measured;
     "bb": H₀ = γI with γ = gamma_factor·pᵀq/qᵀq of the newest pair with positive curvature, L-BFGS's scaling),
@@ -116,6 +117,7 @@ class LSR1Config(ConfigMixin):
     restart: bool = False
     extrapolate: int = 0
     backtrack: str = "halve"
+    probe_pair: bool = True
     diag: float = 0.0
     diag_decay: float = 0.9
 
@@ -138,10 +140,12 @@ class LSR1Config(ConfigMixin):
         BFGS update (``update="bfgs"``), H₀ = γI with γ = pᵀq/qᵀq of the newest pair (``h0="bb"``, factor 1) and
         the line search is :func:`~lsr1_core.learned.safeguard.wolfe_step` (``backtrack="wolfe"``); the probe,
         the Armijo search behind the Wolfe one, the restart rule, the stopping rules, scale-freedom and the diagonal
-        metric are the qn form's. Measured at equal evaluations against scipy and torch L-BFGS in
+        metric are the qn form's, except that the probe sets γ only (``probe_pair=False``: its pair, measured at
+        1e-3·‖x‖, would describe curvature at a scale no step has taken, and on multi-modal functions it sent
+        the second step into another basin; docs/design.md). Measured at equal evaluations against scipy and torch L-BFGS in
         docs/results_peers.md. Its learned parts are the step sizes α and the family scalars; the SR1 vectors (and
         so the learned corrections u) are off — :meth:`qn`'s SR1 form is the one meta-training shapes."""
-        base = dict(update="bfgs", h0="bb", gamma_factor=1.0, backtrack="wolfe", extrapolate=0)
+        base = dict(update="bfgs", h0="bb", gamma_factor=1.0, backtrack="wolfe", extrapolate=0, probe_pair=False)
         base.update(changes)
         return cls.qn(**base)
 
@@ -168,6 +172,8 @@ class LSR1Config(ConfigMixin):
             raise LSR1Error(f"fallback must be one of {list(FALLBACKS)}, got {self.fallback!r}")
         if not isinstance(self.restart, bool):
             raise LSR1Error(f"restart must be true or false, got {self.restart!r}")
+        if not isinstance(self.probe_pair, bool):
+            raise LSR1Error(f"probe_pair must be true or false, got {self.probe_pair!r}")
         if self.backtrack not in BACKTRACKS:
             raise LSR1Error(f"backtrack must be one of {list(BACKTRACKS)}, got {self.backtrack!r}")
         if isinstance(self.extrapolate, bool) or not isinstance(self.extrapolate, int) or not (

@@ -198,11 +198,14 @@ def rebuild(P, Q, U, gamma, eps: float, fallback: str = "skip", sr1: bool = True
 
 def qn_init_state(net: LSR1Net, objective, x0: torch.Tensor, f0: torch.Tensor | None = None,
                   g0: torch.Tensor | None = None) -> LSR1State:
-    """The curvature probe (:func:`~lsr1_core.solvers.sr1.probe_scale`) gives the first pair and γ."""
+    """The curvature probe (:func:`~lsr1_core.solvers.sr1.probe_scale`) gives γ and, where the config's
+    ``probe_pair`` says so, the first pair."""
     if f0 is None or g0 is None:
         f0, g0 = objective.value_and_grad(x0)
     cfg = net.config
     p, q, gamma = probe_scale(objective, x0, g0, cfg.probe)
+    if not cfg.probe_pair:  # the probe sets γ only: a zero pair, which every rule ignores
+        p, q = torch.zeros_like(p), torch.zeros_like(q)
     empty = x0.new_zeros(x0.shape[0], 0, x0.shape[1])
     # With a diagonal metric the first step's γ is the probe pair's pᵀq/qᵀq in the metric's coordinates: the pair
     # is the newest in memory, so qn_propose's envelope computes it there (the probe's own γ is only the fallback
@@ -496,7 +499,7 @@ class QNRule(UpdateRule):
 
     name = "qn"
     scale_free = True
-    options = ("h0", "fallback", "restart", "extrapolate", "backtrack", "update", "gamma_factor")
+    options = ("h0", "fallback", "restart", "extrapolate", "backtrack", "update", "gamma_factor", "probe_pair")
     state_fields = UpdateRule.state_fields + ("gamma", "P", "Q", "U")
 
     def init(self, net, objective, x0, f0=None, g0=None) -> LSR1State:
@@ -598,6 +601,8 @@ def restart_rows(cfg, state: LSR1State, objective, failed: torch.Tensor, extende
             pp, qq, gp = probe_scale(objective, state.x.detach(), state.g.detach(), cfg.probe)
             evals = 1
             f1 = failed.view(-1, 1)
+            if not cfg.probe_pair:  # (as at the first step: the probe sets γ only)
+                pp, qq = torch.zeros_like(pp), torch.zeros_like(qq)
             p, q = torch.where(f1, pp, p), torch.where(f1, qq, q)
             gamma = torch.where(f1, cfg.gamma_factor * gp, gamma)
     r2 = rows.view(-1, 1, 1)

@@ -70,7 +70,8 @@ class LSR1Solver(Solver):
     enters H ("sr1", or "bfgs": every pair a BFGS update), ``restart`` whether it forgets its memory where the
     safeguard finds no acceptable step, ``extrapolate`` how many trials may lengthen a step (0: never),
     ``backtrack`` its line search ("halve", "interpolate", or "wolfe": strong Wolfe), ``gamma_factor`` the factor
-    on H₀'s scale (``LSR1Config.qn_bfgs()`` uses 1 with ``h0="bb"``). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
+    on H₀'s scale (``LSR1Config.qn_bfgs()`` uses 1 with ``h0="bb"``), ``probe_pair`` whether the first step's
+    curvature probe also stores its pair (``LSR1Config.qn_bfgs()``: no, it sets γ only). ``gtol`` / ``ftol`` are the stopping tolerances :func:`~lsr1_core.solvers.run` uses for
     this solver (scipy's conventions: max|g| ≤ gtol, relative decrease of f ≤ ftol; None: never stop).
     """
 
@@ -81,7 +82,7 @@ class LSR1Solver(Solver):
                  form: str | None = None, h0: str | None = None, fallback: str | None = None,
                  restart: bool | None = None, extrapolate: int | None = None, backtrack: str | None = None,
                  gtol: float | None = None, ftol: float | None = None, update: str | None = None,
-                 gamma_factor: float | None = None):
+                 gamma_factor: float | None = None, probe_pair: bool | None = None):
         if model is not None and checkpoint is not None:
             raise LSR1Error("give at most one of model= or checkpoint= to LSR1Solver (neither: the untrained "
                             "qn_bfgs form, LSR1Config.qn_bfgs())")
@@ -99,7 +100,7 @@ class LSR1Solver(Solver):
             model = model.with_memory(memory)
         options = {k: v for k, v in (("h0", h0), ("fallback", fallback), ("restart", restart),
                                      ("extrapolate", extrapolate), ("backtrack", backtrack), ("update", update),
-                                     ("gamma_factor", gamma_factor))
+                                     ("gamma_factor", gamma_factor), ("probe_pair", probe_pair))
                    if v is not None}
         if options:
             check_options(model.config, options)
