@@ -165,7 +165,8 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
     """Store the newest pair after the stored ones and g after it: returns (base, s, m, fresh) with the m pairs in
     base[:, s:s+m] (interleaved p, q rows) and g in base[:, s+m, 0] (a scratch row no view sees). Writes into the
     same buffer where P, Q are its newest slots and the next slots are free (fresh False); otherwise copies into
-    a new one (fresh True)."""
+    a new one (fresh True). ``g`` None: no scratch row is written (the two-loop path does not read it). A new
+    buffer keeps the pairs' inner products of the old one (:func:`~lsr1_core.learned.qn._pair_stats`)."""
     B, N = p.shape
     m_old = P.shape[1]
     found = _buffer_of(P, Q) if m_old else None
@@ -175,7 +176,8 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
         if base._lsr1_hwm == j and j + 1 < base.shape[1] and base.device == p.device and base.dtype == p.dtype:
             base[:, j, 0].copy_(p)
             base[:, j, 1].copy_(q)
-            base[:, j + 1, 0].copy_(g)
+            if g is not None:
+                base[:, j + 1, 0].copy_(g)
             base._lsr1_hwm = j + 1
             return base, s, m_old + 1, False
     cap = max(memory, m_old + 1) + max(memory, 1) + 1
@@ -190,11 +192,18 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
         base[:, :m_old, 1].copy_(Q)
     base[:, m_old, 0].copy_(p)
     base[:, m_old, 1].copy_(q)
-    base[:, m_old + 1, 0].copy_(g)
+    if g is not None:
+        base[:, m_old + 1, 0].copy_(g)
     base._lsr1_hwm = m_old + 1
     base._lsr1_gram = None
     base._lsr1_gram_upto = -1
     base._lsr1_shadow = shadow
+    if found is not None:  # the window's pᵀq, pᵀp, qᵀq move with it
+        old = getattr(found[0], "_lsr1_pairstats", None)
+        if old is not None and getattr(found[0], "_lsr1_pairstats_upto", -1) == found[1] + m_old:
+            stats = old.new_zeros(B, cap, 3)
+            stats[:, :m_old] = old[:, found[1]:found[1] + m_old]
+            base._lsr1_pairstats, base._lsr1_pairstats_upto = stats, m_old
     return base, 0, m_old + 1, True
 
 

@@ -320,7 +320,7 @@ def _pair_stats(base, s: int, m: int, fresh: bool) -> torch.Tensor:
     window's."""
     B, cap = base.shape[:2]
     cache = getattr(base, "_lsr1_pairstats", None)
-    if fresh or cache is None or getattr(base, "_lsr1_pairstats_upto", -1) != s + m - 1:
+    if cache is None or getattr(base, "_lsr1_pairstats_upto", -1) != s + m - 1:
         if cache is None:
             cache = torch.zeros(B, cap, 3, dtype=torch.float64, device=base.device)
         Pw, Qw = base[:, s:s + m, 0], base[:, s:s + m, 1]
@@ -376,7 +376,7 @@ def bfgs_propose(cfg, P, Q, p, q, g, gamma_prev, step_scale: float) -> dict | No
     Returns None where a pair's statistics are not finite (an overflowing problem: the general path takes the
     step)."""
     B, N = g.shape
-    base, s, m, fresh = compact.append_pair(P, Q, p, q, g, cfg.memory)
+    base, s, m, fresh = compact.append_pair(P, Q, p, q, None, cfg.memory)
     st = _pair_stats(base, s, m, fresh)
     if not bool(torch.isfinite(st).all()):
         return None
