@@ -324,7 +324,8 @@ def test_qn_bfgs_variant_runs_beside_the_shipped_model():
     v = "qn_bfgs rules (BFGS update, strong Wolfe)"
     spec = lsr1_spec_variants("L-SR1 m", "pretrained/qn_quadratic", "qn", [v])[f"L-SR1 m ({v})"]
     cfg, ref = spec.build(memory=8).net.config, LSR1Config.qn_bfgs()
-    assert all(getattr(cfg, k) == getattr(ref, k) for k in ("update", "h0", "gamma_factor", "backtrack", "extrapolate"))
+    assert all(getattr(cfg, k) == getattr(ref, k)
+               for k in ("update", "h0", "gamma_factor", "backtrack", "extrapolate", "probe_pair"))
     at = _page("trajectories")
     at.multiselect(key="qn_variants").set_value(["as shipped", v]).run()
     assert not at.exception
