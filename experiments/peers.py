@@ -12,7 +12,7 @@ their literature starts. Solvers, all in float64, all with max|g| ≤ 1e-9 (gtol
 change of f ≤ 1e-15 (ftol), ``--iters`` iterations and at most 10 × iters evaluations:
 
   * the qn form untrained (``LSR1Config.qn()``, with step lengthening) and its ablation without lengthening,
-  * ``LSR1Config.qn_bfgs()`` (BFGS update, newest-pair γ, strong-Wolfe search) and ablations that change one of
+  * ``LSR1Config.qn_bfgs()`` (BFGS update, newest-pair γ, strong-Wolfe search, m = 10) and ablations that change one of
     those three back (and the SR1 form with the strong-Wolfe search, with and without the newest-pair γ),
   * the project's L-BFGS (m = 8, strong Wolfe),
   * scipy.optimize.minimize: L-BFGS-B (m = 10), BFGS, trust-krylov and trust-ncg (Hessian-vector products by
@@ -153,11 +153,13 @@ SOLVERS = {
                  lambda o, x, k: _qn(o, x, k, backtrack="wolfe", extrapolate=0)),
     "qn_wolfe_bb": ("L-SR1 qn, strong Wolfe + newest-pair γ, SR1 update (ablation)",
                     lambda o, x, k: _qn(o, x, k, backtrack="wolfe", extrapolate=0, h0="bb", gamma_factor=1.0)),
-    "qn_bfgs": ("L-SR1 qn_bfgs (BFGS update, newest-pair γ, strong Wolfe)", lambda o, x, k: _qn_bfgs(o, x, k)),
+    "qn_bfgs": ("L-SR1 qn_bfgs (BFGS update, newest-pair γ, strong Wolfe, m = 10)", lambda o, x, k: _qn_bfgs(o, x, k)),
     "qn_bfgs_armijo": ("qn_bfgs with the Armijo search and lengthening (ablation)",
                        lambda o, x, k: _qn_bfgs(o, x, k, backtrack="interpolate", extrapolate=10)),
     "qn_bfgs_envelope": ("qn_bfgs with the envelope γ and two-scale H₀ (ablation)",
                          lambda o, x, k: _qn_bfgs(o, x, k, h0="two_scale", gamma_factor=0.5)),
+    "qn_bfgs_m8": ("qn_bfgs with 8 pairs in memory, the project's L-BFGS's m (ablation; qn_bfgs keeps 10)",
+                   lambda o, x, k: _qn_bfgs(o, x, k, memory=8)),
     "qn_bfgs_probe_pair": ("qn_bfgs keeping the probe's pair in memory (ablation; the rule before 2026-12-06 08:40)",
                            lambda o, x, k: _qn_bfgs(o, x, k, probe_pair=True)),
     "lbfgs": ("project L-BFGS (m = 8, strong Wolfe)", _lbfgs),

@@ -223,3 +223,11 @@ def test_qn_bfgs_probe_sets_gamma_only():
     assert LSR1Config.qn().probe_pair and LSR1Config().probe_pair
     with pytest.raises(LSR1Error, match="probe_pair"):
         LSR1Config.qn_bfgs(probe_pair="no")
+
+
+def test_qn_bfgs_keeps_ten_pairs_and_the_sr1_form_eight():
+    """qn_bfgs keeps scipy L-BFGS-B's default memory (10 pairs); the SR1 form and the paper form keep 8, and a
+    memory asked for still wins."""
+    assert LSR1Config.qn_bfgs().memory == 10 and LSR1Config.qn().memory == 8 and LSR1Config().memory == 8
+    assert LSR1Config.qn_bfgs(memory=4).memory == 4
+    assert LSR1Solver().net.config.memory == 10 and LSR1Solver(memory=6).net.config.memory == 6

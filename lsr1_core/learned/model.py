@@ -142,10 +142,12 @@ class LSR1Config(ConfigMixin):
         the Armijo search behind the Wolfe one, the restart rule, the stopping rules, scale-freedom and the diagonal
         metric are the qn form's, except that the probe sets γ only (``probe_pair=False``: its pair, measured at
         1e-3·‖x‖, would describe curvature at a scale no step has taken, and on multi-modal functions it sent
-        the second step into another basin; docs/design.md). Measured at equal evaluations against scipy and torch L-BFGS in
+        the second step into another basin; docs/design.md), and it keeps 10 pairs (scipy L-BFGS-B's default
+        ``maxcor``; the SR1 form and the paper keep 8). Measured at equal evaluations against scipy and torch L-BFGS in
         docs/results_peers.md. Its learned parts are the step sizes α and the family scalars; the SR1 vectors (and
         so the learned corrections u) are off — :meth:`qn`'s SR1 form is the one meta-training shapes."""
-        base = dict(update="bfgs", h0="bb", gamma_factor=1.0, backtrack="wolfe", extrapolate=0, probe_pair=False)
+        base = dict(update="bfgs", h0="bb", gamma_factor=1.0, backtrack="wolfe", extrapolate=0, probe_pair=False,
+                    memory=10)
         base.update(changes)
         return cls.qn(**base)
 
