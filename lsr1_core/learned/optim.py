@@ -1,6 +1,7 @@
-"""A ``torch.optim.Optimizer`` that applies a trained L-SR1 model to any parameters.
+"""A ``torch.optim.Optimizer`` that applies an L-SR1 model to any parameters.
 
-    opt = LSR1Optimizer(model.parameters(), checkpoint="pretrained/qn_quadratic")
+    opt = LSR1Optimizer(model.parameters())   # no card: the untrained LSR1Config.qn_bfgs() form
+    # or a card: LSR1Optimizer(model.parameters(), checkpoint="pretrained/qn_logistic")
     def closure():
         opt.zero_grad()
         loss = loss_fn(model(x), y)
