@@ -303,10 +303,13 @@ def markdown(res: dict, records: list[dict], solvers, cmd: str) -> str:
         lines.append("")
     d = res["by_set"].get("all")
     if d and "qn" in d["area"] and "lbfgs" in d["area"] and "scipy_lbfgsb" in d["area"]:
-        lines += ["## Issue 23's targets (all problems)", ""] + _targets(d, "qn")
+        lines += ["## Issue 23's targets (all problems)", ""]
         if "qn_bfgs" in d["area"]:
-            lines += ["The same targets for `LSR1Config.qn_bfgs()` (BFGS update, newest-pair γ, strong-Wolfe search):",
-                      ""] + _targets(d, "qn_bfgs")
+            lines += ["For the default without a card, `LSR1Config.qn_bfgs()` (BFGS update, newest-pair γ, strong-Wolfe "
+                      "search, 10 pairs; what `LSR1Optimizer(params)` and `LSR1Solver()` run):", ""] + _targets(
+                d, "qn_bfgs")
+        lines += ["For the SR1 qn form, `LSR1Config.qn()` (the form of every qn card and of meta-training):", ""] + (
+            _targets(d, "qn"))
     lines += ["## Per problem: evaluations to solve (— unsolved)", "",
               "| problem | ×x₀ | " + " | ".join(solvers) + " |", "|---|---|" + "---|" * len(solvers)]
     table = {(r["set"], r["problem"], r["mult"], r["solver"]): r for r in records}
