@@ -5,6 +5,7 @@ computations (``lsr1_core.viz.explore``) take the :class:`SolverSpec` s built he
 from __future__ import annotations
 
 from lsr1_core.errors import UnknownNameError
+from lsr1_core.learned.model import QN_BFGS_RULES
 from lsr1_core.solvers import solver_class
 from lsr1_core.viz.explore import SolverSpec
 
@@ -36,8 +37,7 @@ QN_VARIANTS = {
     "as shipped": (),
     "no BFGS fallback": (("fallback", "skip"),),
     "H₀ = γI, no BFGS fallback": (("fallback", "skip"), ("h0", "envelope")),
-    "qn_bfgs rules (BFGS update, strong Wolfe)": (("update", "bfgs"), ("h0", "bb"), ("gamma_factor", 1.0),
-                                                  ("backtrack", "wolfe"), ("extrapolate", 0), ("probe_pair", False)),
+    "qn_bfgs rules (BFGS update, strong Wolfe)": tuple(QN_BFGS_RULES.items()),
 }
 
 # The L-SR1 model every page starts with (a sidebar label of lsr1_core.runs.catalog.available_models);

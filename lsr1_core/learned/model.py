@@ -51,6 +51,13 @@ DIAG_LIMIT = 4.0  # |β| of the diagonal metric; β = 2 already equalises a diag
 BACKTRACKS = ("halve", "interpolate", "wolfe")
 
 
+# LSR1Config.qn_bfgs(): the rules it changes in the qn form (the app's qn_bfgs variant applies them to a card) and
+# its memory (scipy L-BFGS-B's default maxcor)
+QN_BFGS_RULES = {"update": "bfgs", "h0": "bb", "gamma_factor": 1.0, "backtrack": "wolfe", "extrapolate": 0,
+                 "probe_pair": False}
+QN_BFGS_MEMORY = 10
+
+
 @dataclass
 class LSR1Config(ConfigMixin):
     """Architecture and behaviour of an L-SR1 model. Validated on construction.
@@ -146,8 +153,7 @@ class LSR1Config(ConfigMixin):
         ``maxcor``; the SR1 form and the paper keep 8). Measured at equal evaluations against scipy and torch L-BFGS in
         docs/results_peers.md. Its learned parts are the step sizes α and the family scalars; the SR1 vectors (and
         so the learned corrections u) are off — :meth:`qn`'s SR1 form is the one meta-training shapes."""
-        base = dict(update="bfgs", h0="bb", gamma_factor=1.0, backtrack="wolfe", extrapolate=0, probe_pair=False,
-                    memory=10)
+        base = dict(QN_BFGS_RULES, memory=QN_BFGS_MEMORY)
         base.update(changes)
         return cls.qn(**base)
 

@@ -220,7 +220,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
             self.last_evals = 0
             return loss
         # (a cache hit is the accepted point of the last step, whose f and ∇f the safeguard found finite)
-        if evals and not (_all_finite(g) and _all_finite(x) and _all_finite(f)):
+        if evals and not (all_finite(g) and all_finite(x) and all_finite(f)):
             raise NonFiniteError("the loss, the parameters or their gradients are not finite; the optimizer "
                                  "stopped before changing anything (lower the loss scale or check the model)")
         w = self._net_param
@@ -351,9 +351,6 @@ def _after_load(opt: LSR1Optimizer) -> None:
     st = opt._lsr1
     opt._op = None if st is None else opt.rule.operator(opt.net, st)
     opt._cache = None
-
-
-_all_finite = all_finite  # NaN and ±inf show in the minimum or maximum (no mask written; lsr1_core.rowops)
 
 
 def loss_value(loss) -> float:

@@ -314,10 +314,10 @@ def compact_applies(net: LSR1Net, U: torch.Tensor | None) -> bool:
             and compact.is_zero(U))
 
 
-def _pair_stats(base, s: int, m: int, fresh: bool) -> torch.Tensor:
+def _pair_stats(base, s: int, m: int) -> torch.Tensor:
     """(B, m, 3) float64: pᵀq, pᵀp, qᵀq of the pairs base[:, s:s+m] of a pair buffer (:func:`compact.append_pair`).
-    Slots are written once, so the buffer keeps them: a new pair costs three O(N) products, a new buffer its
-    window's."""
+    Slots are written once, so the buffer keeps them (and a new buffer those of the window it copied): a new pair
+    costs three O(N) products, a buffer without them its window's."""
     B, cap = base.shape[:2]
     cache = getattr(base, "_lsr1_pairstats", None)
     if cache is None or getattr(base, "_lsr1_pairstats_upto", -1) != s + m - 1:
@@ -376,8 +376,8 @@ def bfgs_propose(cfg, P, Q, p, q, g, gamma_prev, step_scale: float) -> dict | No
     Returns None where a pair's statistics are not finite (an overflowing problem: the general path takes the
     step)."""
     B, N = g.shape
-    base, s, m, fresh = compact.append_pair(P, Q, p, q, None, cfg.memory)
-    st = _pair_stats(base, s, m, fresh)
+    base, s, m, _ = compact.append_pair(P, Q, p, q, None, cfg.memory)
+    st = _pair_stats(base, s, m)
     if not bool(torch.isfinite(st).all()):
         return None
     pq, pp, qq = st.unbind(-1)

@@ -62,16 +62,13 @@ class SafeStep:
         return torch.where(self.replaced.unsqueeze(-1), torch.ones_like(alpha), alpha) * self.t.unsqueeze(-1)
 
 
-_rows_finite = rows_finite  # (B,) every entry of the row is finite, without a (B, N) temporary
-
-
 def _accept(f_try, g_try, f, gs, t, c1):
     # Below the rounding level of f a decrease cannot be measured: there a step that does not raise f by
     # more than rounding is accepted (otherwise a converged row would halve 30 times every step).
     noise = 8 * torch.finfo(f.dtype).eps * f.abs()
     decrease = f_try <= f - c1 * t * gs
     flat = (c1 * t * gs <= noise) & (f_try <= f + noise)
-    return torch.isfinite(f_try) & _rows_finite(g_try) & (decrease | flat)
+    return torch.isfinite(f_try) & rows_finite(g_try) & (decrease | flat)
 
 
 def _interpolated(t, f_t, f, gs, lo: float = 1e-3):

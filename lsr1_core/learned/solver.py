@@ -25,15 +25,14 @@ def inference_mode(net: LSR1Net, rows: int | None = None):
     statistics are never changed by inference — and running statistics otherwise, or when
     there is only one row to normalise over.
     """
-    cfg = net.config
-    if not cfg.batchnorm and cfg.dropout == 0 and getattr(net, "_lsr1_plain", False):
-        yield net  # (checked once below: the config builds neither, and the modules agree)
+    if getattr(net, "_lsr1_plain", False):  # scanned once below: neither built by its config nor in its modules
+        yield net
         return
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
     if not bns and not any(isinstance(m, nn.Dropout) and m.p > 0 for m in net.modules()):
         # train and eval mode compute the same here (the qn form: no BatchNorm, no dropout): nothing to switch,
         # which saves two passes over every module per step; a net whose config says so is not scanned again
-        net._lsr1_plain = not cfg.batchnorm and cfg.dropout == 0
+        net._lsr1_plain = not net.config.batchnorm and net.config.dropout == 0
         yield net
         return
     was_training = net.training

@@ -23,7 +23,7 @@ import math
 
 from ..errors import LSR1Error, ShapeError, check_memory
 from ..operators import LowRank
-from ..rowops import rows_finite
+from ..rowops import row_max_abs, rows_finite
 from .base import Solver, StepInfo
 
 
@@ -74,7 +74,7 @@ def safe_norm(t: torch.Tensor) -> torch.Tensor:
         return n
     over = torch.isinf(n) & rows_finite(t).unsqueeze(-1)
     if bool(over.any()):
-        a = t.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
+        a = row_max_abs(t).unsqueeze(-1).clamp_min(torch.finfo(t.dtype).tiny)
         n = torch.where(over, a * (t / a).norm(dim=-1, keepdim=True), n)
     return n
 
@@ -97,13 +97,14 @@ def probe_scale(objective, x: torch.Tensor, g: torch.Tensor, rel: float = 1e-3):
         _, g1 = objective.value_and_grad(x + p)
         q = g1 - g
         pq, qq = (p * q).sum(-1, keepdim=True), (q * q).sum(-1, keepdim=True)
-        big = torch.isinf(qq) & torch.isfinite(q).all(-1, keepdim=True)
+        finite = rows_finite(q).unsqueeze(-1)
+        big = torch.isinf(qq) & finite
         if bool(big.any()):  # |q| beyond √(float max): pᵀq/qᵀq as (pᵀq/a)/(qᵀq/a) with a = max|q|
             a = q.abs().amax(-1, keepdim=True).clamp_min(tiny)
             qs = q / a
             pq = torch.where(big, (p * qs).sum(-1, keepdim=True), pq)
             qq = torch.where(big, a * (qs * qs).sum(-1, keepdim=True), qq)
-        usable = torch.isfinite(q).all(-1, keepdim=True) & (qq > 0) & (pq > 0)
+        usable = finite & (qq > 0) & (pq > 0)
         gamma = torch.where(usable, pq / qq.clamp_min(tiny), length / gn.clamp_min(tiny))
         gamma = torch.where(torch.isfinite(gamma) & (gamma > 0), gamma, torch.ones_like(gamma))
         p = torch.where(usable, p, torch.zeros_like(p))
