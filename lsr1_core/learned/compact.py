@@ -138,12 +138,25 @@ def is_zero(t: torch.Tensor | None) -> bool:
     if t is None or t.numel() == 0:
         return True
     t = plain(t)
-    if all(s == 0 for s in t.stride()):
-        return not bool(t.reshape(-1)[:1].any())
+    if all(s == 0 for s in t.stride()):  # (its one element, read without reshaping: that would copy it out)
+        return not bool(t[(0,) * t.dim()])
     return not bool(t.any())
 
 
 # --- the pair buffer -------------------------------------------------------------------------------------------
+def next_slots(P: torch.Tensor, Q: torch.Tensor):
+    """The (p, q) slots where :func:`append_pair` will store the next pair after P, Q without a new buffer (so a
+    step can compute its pair into them and the next step need not copy it), or None."""
+    found = _buffer_of(P, Q) if P.shape[1] else None
+    if found is None:
+        return None
+    base, s = found
+    j = s + P.shape[1]
+    if base._lsr1_hwm != j or j + 1 >= base.shape[1]:
+        return None
+    return base[:, j, 0], base[:, j, 1]
+
+
 def _buffer_of(P: torch.Tensor, Q: torch.Tensor):
     """(base, s) where P, Q are base[:, s:s+m, 0], base[:, s:s+m, 1] of a pair buffer, else None."""
     base = P._base
@@ -174,8 +187,10 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
         base, s = found
         j = s + m_old
         if base._lsr1_hwm == j and j + 1 < base.shape[1] and base.device == p.device and base.dtype == p.dtype:
-            base[:, j, 0].copy_(p)
-            base[:, j, 1].copy_(q)
+            for k, v in ((0, p), (1, q)):
+                slot = base[:, j, k]
+                if not (v.data_ptr() == slot.data_ptr() and v.shape == slot.shape and v.stride() == slot.stride()):
+                    slot.copy_(v)  # (a pair computed into its slot already, see next_slots, is not copied)
             if g is not None:
                 base[:, j + 1, 0].copy_(g)
             base._lsr1_hwm = j + 1

@@ -174,8 +174,13 @@ class LSR1Optimizer(torch.optim.Optimizer):
     def _write(self, x: torch.Tensor) -> None:
         """Set the parameters from x, except those whose gradient was None at the last evaluation (torch's
         convention: a parameter without a gradient is not stepped)."""
+        params = self._params()
+        if len(params) == 1:  # (one parameter: no slicing)
+            if not (self._no_grad and self._no_grad[0]):
+                params[0].data.copy_(x.reshape(params[0].shape))
+            return
         i = 0
-        for j, p in enumerate(self._params()):
+        for j, p in enumerate(params):
             n = p.numel()
             if not (j < len(self._no_grad) and self._no_grad[j]):
                 p.data.copy_(x[0, i:i + n].view_as(p).to(p.dtype))
@@ -227,9 +232,9 @@ class LSR1Optimizer(torch.optim.Optimizer):
         if w.dtype != x.dtype or w.device != x.device:
             self.net.to(device=x.device, dtype=x.dtype)
             self._net_param = next(self.net.parameters())
-        hit, why = self._stop.at_start(g)
-        if bool(hit[0]):
-            self.converged, self.stop_reason, self.last_evals = True, why[0], evals
+        why = self._stop.at_start_one(g)
+        if why is not None:
+            self.converged, self.stop_reason, self.last_evals = True, why, evals
             self._cache = (x.clone(), f, g, f.reshape(()))
             return loss
         if self.rule.deferred:
@@ -280,7 +285,8 @@ class LSR1Optimizer(torch.optim.Optimizer):
             new, out = self.rule.step(self.net, st, obj, differentiable=False, step_scale=step_scale)
         self.last_secant_residual = float(out.secant_rel)
         self.last_safeguard = out.safeguard is not None and bool(out.safeguard.any())
-        self._write(new.x)  # the safeguard's last evaluation was at the accepted point
+        if not out.extras.get("x_evaluated"):  # (where it was, the parameters hold the accepted point already)
+            self._write(new.x)  # the safeguard's last evaluation was at the accepted point
         self._lsr1, self._op = new, out.operator
         # (the parameters as written: those without a gradient kept their values, and f, g were evaluated so; where
         # every parameter was written, in its own dtype, they are new.x itself)
@@ -291,9 +297,9 @@ class LSR1Optimizer(torch.optim.Optimizer):
 
     def _check_stop(self, x, f, x_new, f_new, g_new) -> None:
         self._steps += 1
-        hit, why = self._stop.after_step(self._steps, x, f, x_new, f_new, g_new)
-        if bool(hit[0]):
-            self.converged, self.stop_reason = True, why[0]
+        why = self._stop.after_step_one(self._steps, x, f, x_new, f_new, g_new)
+        if why is not None:
+            self.converged, self.stop_reason = True, why
 
 
 # --- the state dict: the base class's, plus hooks ---------------------------------------------------------

@@ -232,12 +232,14 @@ def _cubic_one(x1, f1, g1, x2, f2, g2, lo=None, hi=None):
     return 0.5 * (lo + hi)
 
 
-def _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change, first=None):
+def _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change, first=None, last=None, gd0=None):
     """:func:`strong_wolfe` for a batch of one row: the batched code's decisions, step for step, with its
     bookkeeping (steps, values, slopes, flags) held in numpy scalars of x's dtype — the same arithmetic, so the same
     iterates — instead of one-element tensors. At N = 10³ the batched code spends about 0.4 ms of tensor calls per
     trial on a single row (its masks, its ``where``s); this path keeps the per-trial tensor work to the evaluation
-    and one dot product. Returns what :func:`strong_wolfe` returns."""
+    and one dot product. Returns what :func:`strong_wolfe` returns. ``last``, a list, is set to [t, x − t·d] of each
+    evaluation (so a caller can reuse the accepted trial point instead of forming it again). ``gd0``: gᵀd at x where
+    the caller has it (row_dot(g0, d) as a number), so it is not computed again."""
     F = _NP_DTYPES[x.dtype]
     c1, c2 = F(c1), F(c2)
     zero = F(0)
@@ -247,7 +249,7 @@ def _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change
         return F(v.item() if isinstance(v, torch.Tensor) else v)
 
     fz = scal(f0)
-    gtd0 = -scal(row_dot(g0, d))
+    gtd0 = -scal(row_dot(g0, d) if gd0 is None else gd0)
     tiny_bracket = None  # max|d| and the tolerance, computed where a zoom first needs them
 
     def tiny(width):
@@ -264,7 +266,10 @@ def _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change
     ls_iter = evals = 0
     with np.errstate(all="ignore"):
         while True:
-            f_t, g_new = objective.value_and_grad(x - float(t) * d)
+            x_t = x - float(t) * d
+            f_t, g_new = objective.value_and_grad(x_t)
+            if last is not None:
+                last[:] = (float(t), x_t)
             f_t, g_new = f_t.detach(), g_new.detach()
             if evals == 0 and first is not None:
                 first.append((f_t, g_new))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..errors import LSR1Error
@@ -89,6 +90,57 @@ class StopRule:
                               f"(f {float(f_old[r]):.6g} → {float(f_new[r]):.6g})")
         return g_hit | f_hit, reasons
 
+    # --- one row (LSR1Optimizer): the same tests on numbers of the row's dtype, a few tensor calls per step ---------
+    def at_start_one(self, g: torch.Tensor) -> str | None:
+        """:meth:`at_start` for a (1, N) gradient: the reason, or None where it has not converged."""
+        if self.gtol is None or not self._g_small(g):
+            return None
+        return self._g_reason(g[0], 0)
+
+    def after_step_one(self, k: int, x_old, f_old, x_new, f_new, g_new) -> str | None:
+        """:meth:`after_step` for one row (the same decisions; x "moved" where max|x_new − x_old| > 0, which is
+        x_new ≠ x_old for finite x): the reason, or None where it has not converged. ``_still`` is then a bool."""
+        if self.gtol is not None and self._g_small(g_new):
+            self._still = None if self.ftol is None else not bool((x_new != x_old).any())
+            return self._g_reason(g_new[0], k)
+        if self.ftol is None:
+            self._still = None
+            return None
+        F = np.float32 if f_new.dtype == torch.float32 else np.float64
+        dx = x_new - x_old
+        big = _max_abs_one(dx)
+        moved = big != 0  # (NaN: x is always finite here)
+        fo, fn = F(f_old.reshape(-1)[0].item()), F(f_new.reshape(-1)[0].item())
+        with np.errstate(all="ignore"):
+            df = fo - fn
+            tol = F(self.ftol)
+            if self.mode == "scipy":
+                small = df / max(max(abs(fo), abs(fn)), F(1)) <= tol
+            else:
+                small = abs(df) < tol or F(big) < tol
+        still_before = bool(self._still) if self._still is not None else False
+        self._still = not moved
+        if not (small and (moved or still_before)):
+            return None
+        what = "relative decrease of f" if self.mode == "scipy" else "change of f or x"
+        return (f"converged at step {k}: {what} ≤ {self.names[1]} = {self.ftol:g} "
+                f"(f {float(fo):.6g} → {float(fn):.6g})")
+
+    def _g_small(self, g: torch.Tensor) -> bool:
+        """max|g| ≤ gtol, compared in g's dtype (as the tensor comparison does)."""
+        F = np.float32 if g.dtype == torch.float32 else np.float64
+        return bool(F(_max_abs_one(g)) <= F(self.gtol))
+
     def _g_reason(self, g_row: torch.Tensor, k: int) -> str:
         return (f"converged at step {k}: max|g| = {float(g_row.abs().max()):.3g} ≤ {self.names[0]} = "
                 f"{self.gtol:g}")
+
+
+def _max_abs_one(t: torch.Tensor) -> float:
+    """max_i |t_i| of a tensor as a number (NaN where it holds a NaN), from its maximum and minimum."""
+    if t.numel() == 0:
+        return 0.0
+    hi, lo = t.amax().item(), t.amin().item()
+    if math.isnan(hi) or math.isnan(lo):
+        return math.nan
+    return max(abs(hi), abs(lo))

@@ -1,0 +1,203 @@
+"""One row of the qn form's L-BFGS step (``LSR1Config.qn_bfgs()``, the default without a card) with its bookkeeping
+in scalars.
+
+:meth:`QNRule._step <lsr1_core.learned.qn.QNRule>` with the update ``"bfgs"``, the strong-Wolfe search, no diagonal
+metric, zero output layers and no gradient wanted is, for a batch of one row, the two-loop recursion, one strong-Wolfe
+search and a few tests on numbers. The batched code makes each of those tests with (1,)-shaped tensors — about a
+hundred small tensor calls a step, ~1 ms at N = 10³ where the recursion itself costs ~0.1 ms. This path takes the same
+steps with the same operations on the vectors (the same functions where it can: the pair buffer and its inner
+products, :func:`~lsr1_core.learned.qn._two_loop_one`, :func:`~lsr1_core.solvers.lbfgs._strong_wolfe_one`, the
+Armijo search and the restart behind it) and makes its decisions on numpy scalars of x's dtype, the arithmetic the
+batched code does element by element — so its iterates are the batched code's, bit for bit (tests/test_qn_one.py
+compares them on float32 and float64 problems with restarts, non-finite regions, lengthened and shortened steps).
+
+It is selected with the other one-row paths (``lsr1_core.solvers.lbfgs.ONE_ROW``; False runs the batched code, the
+ablation in docs/benchmarks_optimizer.md). Where it does not apply, :func:`bfgs_step_one` returns None and the
+batched code runs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..rowops import row_dot, row_max_abs
+from ..solvers import lbfgs as _lbfgs
+from . import compact
+from .pairs import compact_applies, pair_stats, two_loop_rows
+from .model import LSR1Operator, LSR1State
+from .rules import StepOut
+from .safeguard import EXTEND_TRIALS, WOLFE_C2, WOLFE_EVALS, armijo_step
+
+ENABLED = True  # False: the batched step (with its one-row search and recursion) — for the test that they agree
+
+
+def applies(net, state: LSR1State) -> bool:
+    """True where :func:`bfgs_step_one` takes the step: one row on the CPU in float32/float64, the qn_bfgs rules
+    (update ``"bfgs"``, strong-Wolfe search behind the Armijo safeguard, no diagonal metric) and the compact
+    conditions (no gradient wanted, zero output layers and stored corrections)."""
+    cfg = net.config
+    x = state.x
+    return (ENABLED and _lbfgs.ONE_ROW and x.shape[0] == 1 and x.device.type == "cpu" and x.dtype in _lbfgs._NP_DTYPES
+            and state.f.dtype == x.dtype and cfg.update == "bfgs" and cfg.safeguard == "armijo"
+            and cfg.backtrack == "wolfe" and not cfg.diag and not x.requires_grad
+            and not state.g.requires_grad and compact_applies(net, state.U))
+
+
+def bfgs_step_one(net, state: LSR1State, objective, step_scale: float, max_halvings: int):
+    """:meth:`QNRule._step` for one row where :func:`applies` (module docstring): returns (new state, StepOut,
+    restart), or None where the pairs' statistics are not finite (the batched code then takes the step, as it does).
+    ``restart``: None, or the (failed, extended) flags with which the caller restarts the row
+    (:func:`~lsr1_core.learned.qn.restart_rows`, adding its evaluations to the StepOut's). The StepOut's
+    ``extras["x_evaluated"]`` says the objective's last evaluation was at the new point."""
+    with np.errstate(all="ignore"):  # (numpy scalars overflow to inf as the tensors do, without a warning)
+        return _step(net, state, objective, step_scale, max_halvings)
+
+
+def _step(net, state, objective, step_scale, max_halvings):
+    cfg = net.config
+    F = _lbfgs._NP_DTYPES[state.x.dtype]
+    x, f, g = state.x, state.f, state.g
+    p, q = state.p, state.q
+    old = max(cfg.memory - 1, 0)
+    P, Q = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q))
+    B, N = g.shape
+
+    # --- the direction: bfgs_propose's numbers, on scalars --------------------------------------------------
+    base, s0, m, _ = compact.append_pair(P, Q, p, q, None, cfg.memory)
+    st = pair_stats(base, s0, m).tolist()[0]  # [[pᵀq, pᵀp, qᵀq], …] in float64
+    if not all(math.isfinite(v) for row in st for v in row):
+        return None
+    eps = cfg.skip_eps
+    tiny64 = np.finfo(np.float64).tiny
+    rho64 = []
+    for pq, pp, qq in st:  # rho_where_curved
+        curved = pq > eps * math.sqrt(max(pp, 0.0)) * math.sqrt(max(qq, 0.0)) and pq > 0
+        rho64.append(1 / max(pq, tiny64) if curved else 0.0)
+    gamma64 = None  # scale_from_curvatures(newest=True): factor·pᵀq/qᵀq of the newest pair with positive curvature
+    for pq, _, qq in reversed(st):
+        bb = cfg.gamma_factor * pq / max(qq, tiny64)
+        if pq > 0 and qq > 0 and math.isfinite(bb):
+            gamma64 = bb
+            break
+    gamma_f = F(gamma64) if gamma64 is not None else F(state.gamma.reshape(-1)[0].item())
+    rho_f = [F(r) for r in rho64]
+    dtype = g.dtype
+    gamma = torch.full((1, 1), float(gamma_f), dtype=dtype)
+    rho_list = [float(r) for r in rho_f]
+    P_all, Q_all = base[:, s0:s0 + m, 0], base[:, s0:s0 + m, 1]
+    Pv, Qv = _row_views(base)
+    Pv, Qv = Pv[s0:s0 + m], Qv[s0:s0 + m]
+    gamma0 = float(gamma_f)  # (y·γ with γ a number of y's dtype: the product with the 0-d tensor the batched code uses)
+    d = two_loop_rows(Pv, Qv, rho_list, gamma0, g[0], m).unsqueeze(0)
+    took = rho_list[m - 1] > 0
+    if took:
+        Hq = compact.LazyTensor(tuple(g.shape), dtype, g.device,
+                                lambda: two_loop_rows(Pv, Qv, rho_list, gamma0, q[0], m - 1).unsqueeze(0))
+        secant = g.new_zeros(B)
+        rel_sq = g.new_zeros(B)
+        rel = 0.0
+    else:
+        Hq = two_loop_rows(Pv, Qv, rho_list, gamma0, q[0], m - 1).unsqueeze(0)
+        resid = p - Hq
+        secant = (resid * resid).sum(-1)
+        psq = F(st[m - 1][1])
+        sec = F(secant.item())
+        rel_f = sec / max(psq, F(np.finfo(F).tiny)) if psq > 0 else F(0)
+        rel_sq = g.new_full((B,), float(rel_f))
+        rel = float(torch.tensor(float(max(rel_f, F(0))), dtype=dtype).sqrt())
+    alpha = g.new_full((), step_scale).expand(B, N)
+    a_f = F(step_scale)
+    s = d if a_f == 1 else alpha * d
+
+    # --- the safeguard: wolfe_step's decisions, on scalars ------------------------------------------------------
+    c1 = F(1e-4)
+    gs = F(row_dot(g, s).item())
+    replaced = not (gs > 0)
+    if replaced:  # (the fallback is d itself)
+        s = d
+        gs = F(row_dot(g, s).item())
+    first: list = []
+    last: list = []  # [t, x − t·s] of the search's last evaluation
+    fz = F(f.item())
+
+    def rounding():
+        return 4 * torch.finfo(dtype).eps * row_max_abs(x)
+
+    t_t, f_t, g_t, evals, _ = _lbfgs._strong_wolfe_one(objective, x, s, f, g, torch.ones_like(f), 1e-4, WOLFE_C2,
+                                                       WOLFE_EVALS, rounding, first, last, gs)
+    t, ft = F(t_t.item()), F(f_t.item())
+    noise = F(8 * torch.finfo(dtype).eps) * abs(fz)
+    accept = math.isfinite(ft) and _finite(g_t) and (
+        ft <= fz - c1 * t * gs or (c1 * t * gs <= noise and ft <= fz + noise))
+    good = t > 0 and math.isfinite(t) and accept and ft <= fz
+    extended = null = False
+    if good:
+        # the search's last trial, where it is the accepted one: x − float(t)·s there rounds as x − t ⊙ s here
+        x_trial = last[1] if last and last[0] == float(t) else None
+    else:
+        rest = armijo_step(objective, x, f, g, s, d, c1=1e-4, max_halvings=max_halvings,
+                           extend=EXTEND_TRIALS if cfg.restart else 0, backtrack="interpolate", first=first[0])
+        evals += rest.evals
+        t_t, f_t, g_t = rest.t, rest.f, rest.g
+        t = F(t_t.item())
+        extended, null = bool(rest.extended[0]), bool(rest.null[0])
+        x_trial = None
+    if t > 0:
+        x_new = x_trial if x_trial is not None else x - t_t.unsqueeze(-1) * s
+    else:
+        x_new = x - torch.zeros_like(s)
+    grown = good and t > 1
+    fired = replaced or t != 1 or null
+
+    # --- the new state: QNRule._step's --------------------------------------------------------------------------
+    evals += state.pending_evals
+    W = compact.zeros_expanded(g, B, m, N)
+    rho = torch.tensor([rho_list], dtype=dtype)
+    slots = compact.next_slots(P_all, Q_all)  # the pair computed where the next step stores it (no copy then)
+    if slots is not None:
+        p_new, q_new = torch.sub(x_new, x, out=slots[0]), torch.sub(g_t, g, out=slots[1])
+    else:
+        p_new, q_new = x_new - x, g_t - g
+    new = LSR1State(x=x_new, f=f_t, g=g_t, p=p_new, d=d, q=q_new, W=W, Bq=Hq, k=state.k + 1, gamma=gamma,
+                    P=P_all, Q=Q_all, U=compact.zeros_expanded(g, B, m, N), S=None)
+    failed = t == 0 or null
+    if failed:
+        failed = bool(row_max_abs(g)[0] > 0)
+    restarted = failed or extended  # (the caller forgets the memory: qn.restart_rows, with the flags returned)
+    if a_f == 1 and not replaced and t == 1:
+        step_size = alpha
+    else:  # SafeStep.step_size: (1 where the step was replaced, else α) · t
+        step_size = g.new_full((), float((F(1) if replaced else a_f) * t)).expand(B, N)
+    out = StepOut(direction=d, step_size=step_size, operator=LSR1Operator(W, scale=gamma, bfgs=(P_all, Q_all, rho)),
+                  evals=evals, vector=compact.zeros_expanded(g, B, N), secant=secant,
+                  secant_rel=g.new_full((B,), rel), learned_step=alpha, secant_rel_sq=rel_sq,
+                  departure=g.new_zeros(B), safeguard=_flag(fired), skipped=_flag(True), restarted=_flag(restarted),
+                  bfgs=_flag(took), lengthened=_flag(grown),
+                  extras={"x_evaluated": x_trial is not None and not restarted})
+    return new, out, ((_flag(failed), _flag(extended)) if restarted else None)
+
+
+def _row_views(base: torch.Tensor):
+    """The pair buffer's slots as lists of (N,) views of its one row (p's, q's), made once per buffer."""
+    views = getattr(base, "_lsr1_row_views", None)
+    if views is None:
+        views = (base[0, :, 0].unbind(0), base[0, :, 1].unbind(0))
+        base._lsr1_row_views = views
+    return views
+
+
+_FLAGS = (torch.tensor([False]), torch.tensor([True]))  # shared (1,) marks: a StepOut's flags are read, never written
+
+
+def _flag(v: bool) -> torch.Tensor:
+    return _FLAGS[bool(v)]
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """rows_finite(t)[0] for one row, as a bool (its maximum and minimum are finite)."""
+    return t.numel() == 0 or (math.isfinite(t.amax().item()) and math.isfinite(t.amin().item()))
+
+
+__all__ = ["applies", "bfgs_step_one"]
