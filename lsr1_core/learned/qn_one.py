@@ -127,15 +127,23 @@ def _step(net, state, objective, step_scale, max_halvings):
 
     t_t, f_t, g_t, evals, _ = _lbfgs._strong_wolfe_one(objective, x, s, f, g, torch.ones_like(f), 1e-4, WOLFE_C2,
                                                        WOLFE_EVALS, rounding, first, last, gs)
-    t, ft = F(t_t.item()), F(f_t.item())
     noise = F(8 * torch.finfo(dtype).eps) * abs(fz)
-    accept = math.isfinite(ft) and _finite(g_t) and (
-        ft <= fz - c1 * t * gs or (c1 * t * gs <= noise and ft <= fz + noise))
-    good = t > 0 and math.isfinite(t) and accept and ft <= fz
+
+    def accept(ft, gt, t):  # safeguard._accept: sufficient decrease, or no rise beyond f's rounding where too flat
+        return math.isfinite(ft) and _finite(gt) and (
+            ft <= fz - c1 * t * gs or (c1 * t * gs <= noise and ft <= fz + noise))
+
+    t, ft = F(t_t.item()), F(f_t.item())
+    good = t > 0 and math.isfinite(t) and accept(ft, g_t, t) and ft <= fz
     extended = null = False
     if good:
         # the search's last trial, where it is the accepted one: x − float(t)·s there rounds as x − t ⊙ s here
         x_trial = last[1] if last and last[0] == float(t) else None
+    elif accept(F(first[0][0].item()), first[0][1], F(1)):
+        # the Armijo search behind it accepts its first trial, the unit step the search evaluated first (typically a
+        # step at f's rounding level that the search refused for not lowering f): t = 1, nothing evaluated again
+        t_t, (f_t, g_t), t = torch.ones_like(f), first[0], F(1)
+        x_trial = last[1] if last and last[0] == 1.0 else None
     else:
         rest = armijo_step(objective, x, f, g, s, d, c1=1e-4, max_halvings=max_halvings,
                            extend=EXTEND_TRIALS if cfg.restart else 0, backtrack="interpolate", first=first[0])
