@@ -1,0 +1,35 @@
+"""experiments.optimizer_cost: the wall-time benchmark of LSR1Optimizer beside torch.optim.LBFGS runs, counts every
+closure call, and its time-to-solution table solves the problem with each optimizer's default tolerances."""
+import pytest
+
+from experiments import optimizer_cost
+
+
+def test_every_row_reaches_the_same_loss_and_counts_its_calls():
+    ref = optimizer_cost.measure(300, "lbfgs", steps=20)
+    for method in ("qn_bfgs", "qn_bfgs_batched", "qn", "lbfgs_one_call"):
+        r = optimizer_cost.measure(300, method, steps=20)
+        assert r["calls"] >= 1 and r["note"] == ""
+        assert r["loss"] == pytest.approx(ref["loss"], rel=1e-5), method
+        assert 0 <= r["own_ms_per_eval"] <= r["ms_per_eval"]
+
+
+def test_time_to_solution_stops_where_the_tolerances_say():
+    ref = optimizer_cost.time_to_solution(300, "lbfgs_one_call")
+    for method in ("qn_bfgs", "qn"):
+        r = optimizer_cost.time_to_solution(300, method)
+        assert r["loss"] == pytest.approx(ref["loss"], rel=1e-6), method
+        assert r["calls"] < 60  # it stopped: the problem is solved in a few dozen evaluations at most
+
+
+def test_report_has_both_tables(tmp_path):
+    assert optimizer_cost.main(["--sizes", "200", "--steps", "5", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "benchmarks_optimizer.md").read_text()
+    assert "÷ LBFGS (one call) per evaluation" in md and "## Time to a solution" in md
+    assert md.count("| 200 |") == 10  # seven per-evaluation rows (the paper form's too, at this size), three to a solution
+
+
+@pytest.mark.parametrize("args", [["--sizes", "0"], ["--repeat", "0"], ["--steps", "x"]])
+def test_bad_arguments_are_refused(args, tmp_path):
+    with pytest.raises(SystemExit):
+        optimizer_cost.main(args + ["--out", str(tmp_path)])
