@@ -142,3 +142,31 @@ def test_one_row_stop_tests_decide_as_the_batched_ones(mode, dtype):
             x, f = x_new, f_new.to(dtype)
         ref_start, _ = ref.at_start(g_new)
         assert (one.at_start_one(g_new) is not None) == bool(ref_start[0])
+
+
+def test_a_pair_computed_into_the_buffer_is_not_overwritten_by_a_sibling_state():
+    """A step computes its pair into the slot where the next step stores it. Another state with the same stored pairs
+    but a different newest pair (a branch) must get its own buffer, not write over that slot."""
+    import dataclasses
+
+    fn = FUNCTIONS["rosenbrock"]
+    net = default_net().to(torch.float64)
+    obj = _Counting(fn)
+    rule = rule_for(net.config)
+    with torch.no_grad():
+        st = rule.init(net, obj, torch.tensor([[-1.2, 1.0, 0.3]], dtype=torch.float64))
+        for _ in range(3):
+            st, _ = rule.step(net, st, obj, differentiable=False)
+        p_before, q_before = st.p.clone(), st.q.clone()
+        branch = dataclasses.replace(st, p=st.p * 0.5, q=st.q * 0.5)  # same stored pairs, another newest pair
+        rule.step(net, branch, obj, differentiable=False)
+        assert torch.equal(st.p, p_before) and torch.equal(st.q, q_before)
+        # and the original state still steps as it would have
+        a, _ = rule.step(net, st, obj, differentiable=False)
+        qn_one.ENABLED = False
+        try:
+            fresh = dataclasses.replace(st, p=p_before, q=q_before)
+            b, _ = rule.step(net, fresh, obj, differentiable=False)
+        finally:
+            qn_one.ENABLED = True
+        assert torch.equal(a.x, b.x) and torch.equal(a.f, b.f)

@@ -154,6 +154,7 @@ def next_slots(P: torch.Tensor, Q: torch.Tensor):
     j = s + P.shape[1]
     if base._lsr1_hwm != j or j + 1 >= base.shape[1]:
         return None
+    base._lsr1_reserved = j  # (append_pair then writes no other pair over it)
     return base[:, j, 0], base[:, j, 1]
 
 
@@ -186,11 +187,15 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
     if found is not None:
         base, s = found
         j = s + m_old
-        if base._lsr1_hwm == j and j + 1 < base.shape[1] and base.device == p.device and base.dtype == p.dtype:
-            for k, v in ((0, p), (1, q)):
-                slot = base[:, j, k]
-                if not (v.data_ptr() == slot.data_ptr() and v.shape == slot.shape and v.stride() == slot.stride()):
-                    slot.copy_(v)  # (a pair computed into its slot already, see next_slots, is not copied)
+        slots = [(base[:, j, k], v) for k, v in ((0, p), (1, q))]
+        # a pair computed into its slot already (next_slots) is not copied; a slot another state's pair was computed
+        # into is not overwritten by a different pair (the new buffer below takes it)
+        copy = [(slot, v) for slot, v in slots if not (v.data_ptr() == slot.data_ptr() and v.shape == slot.shape
+                                                        and v.stride() == slot.stride())]
+        if (base._lsr1_hwm == j and j + 1 < base.shape[1] and base.device == p.device and base.dtype == p.dtype
+                and not (copy and getattr(base, "_lsr1_reserved", -1) == j)):
+            for slot, v in copy:
+                slot.copy_(v)
             if g is not None:
                 base[:, j + 1, 0].copy_(g)
             base._lsr1_hwm = j + 1
