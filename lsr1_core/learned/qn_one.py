@@ -2,14 +2,15 @@
 in scalars.
 
 :meth:`QNRule._step <lsr1_core.learned.qn.QNRule>` with the update ``"bfgs"``, the strong-Wolfe search, no diagonal
-metric, zero output layers and no gradient wanted is, for a batch of one row, the two-loop recursion, one strong-Wolfe
-search and a few tests on numbers. The batched code makes each of those tests with (1,)-shaped tensors — about a
-hundred small tensor calls a step, ~1 ms at N = 10³ where the recursion itself costs ~0.1 ms. This path takes the same
-steps with the same operations on the vectors (the same functions where it can: the pair buffer and its inner
-products, :func:`~lsr1_core.learned.qn._two_loop_one`, :func:`~lsr1_core.solvers.lbfgs._strong_wolfe_one`, the
-Armijo search and the restart behind it) and makes its decisions on numpy scalars of x's dtype, the arithmetic the
-batched code does element by element — so its iterates are the batched code's, bit for bit (tests/test_qn_one.py
-compares them on float32 and float64 problems with restarts, non-finite regions, lengthened and shortened steps).
+metric, zero output layers and no gradient wanted is, for a batch of one row, the two-loop recursion, one
+strong-Wolfe search and a few tests on numbers. The batched code makes each of those tests with (1,)-shaped tensors — about
+a hundred small tensor calls a step, ~1 ms at N = 10³ where the recursion itself costs ~0.1 ms. This path takes the
+same steps with the same operations on the vectors (the same functions where it can: the pair buffer, its inner
+products and the two-loop recursion of :mod:`lsr1_core.learned.pairs`, the strong-Wolfe search
+:func:`~lsr1_core.solvers.lbfgs._strong_wolfe_one`, the Armijo search and the restart behind it) and makes its
+decisions on numpy scalars of x's dtype, the arithmetic the batched code does element by element — so its iterates
+are the batched code's, bit for bit (tests/test_qn_one.py compares them on float32 and float64 problems with
+restarts, non-finite regions, lengthened and shortened steps).
 
 It is selected with the other one-row paths (``lsr1_core.solvers.lbfgs.ONE_ROW``; False runs the batched code, the
 ablation in docs/benchmarks_optimizer.md). Where it does not apply, :func:`bfgs_step_one` returns None and the
@@ -89,7 +90,7 @@ def _step(net, state, objective, step_scale, max_halvings):
     P_all, Q_all = base[:, s0:s0 + m, 0], base[:, s0:s0 + m, 1]
     Pv, Qv = _row_views(base)
     Pv, Qv = Pv[s0:s0 + m], Qv[s0:s0 + m]
-    gamma0 = float(gamma_f)  # (y·γ with γ a number of y's dtype: the product with the 0-d tensor the batched code uses)
+    gamma0 = float(gamma_f)  # (y·γ, γ a number of y's dtype: the batched code's product with a 0-d tensor)
     d = two_loop_rows(Pv, Qv, rho_list, gamma0, g[0], m).unsqueeze(0)
     took = rho_list[m - 1] > 0
     if took:
