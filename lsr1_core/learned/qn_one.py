@@ -3,8 +3,8 @@ in scalars.
 
 :meth:`QNRule._step <lsr1_core.learned.qn.QNRule>` with the update ``"bfgs"``, the strong-Wolfe search, no diagonal
 metric, zero output layers and no gradient wanted is, for a batch of one row, the two-loop recursion, one
-strong-Wolfe search and a few tests on numbers. The batched code makes each of those tests with (1,)-shaped tensors — about
-a hundred small tensor calls a step, ~1 ms at N = 10³ where the recursion itself costs ~0.1 ms. This path takes the
+strong-Wolfe search and a few tests on numbers. The batched code makes each of those tests with (1,)-shaped tensors
+— about a hundred small tensor calls a step, ~1 ms at N = 10³ where the recursion itself costs ~0.1 ms. This path takes the
 same steps with the same operations on the vectors (the same functions where it can: the pair buffer, its inner
 products and the two-loop recursion of :mod:`lsr1_core.learned.pairs`, the strong-Wolfe search
 :func:`~lsr1_core.solvers.lbfgs._strong_wolfe_one`, the Armijo search and the restart behind it) and makes its
