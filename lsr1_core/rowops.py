@@ -9,9 +9,14 @@ to the summation order's rounding).
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 BMM_MIN = 1 << 15  # row_dot uses a batched matrix product from this many elements per row
+# numpy's scalar type of a floating dtype: the one-row paths make their tests on these, rounded as the tensors are
+NP_SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def row_max_abs(t: torch.Tensor) -> torch.Tensor:
@@ -30,8 +35,19 @@ def rows_finite(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    """Every element of t finite (any shape)."""
-    return t.numel() == 0 or bool(rows_finite(t.detach().reshape(1, -1))[0])
+    """Every element of t finite (any shape): its maximum and minimum, read as numbers."""
+    return t.numel() == 0 or (math.isfinite(t.amax().item()) and math.isfinite(t.amin().item()))
+
+
+def max_abs(t: torch.Tensor) -> float:
+    """max_i |t_i| over all of t as a number (NaN where t holds a NaN, 0 where it is empty): :func:`row_max_abs`'s
+    value for one row."""
+    if t.numel() == 0:
+        return 0.0
+    hi, lo = t.amax().item(), t.amin().item()
+    if math.isnan(hi) or math.isnan(lo):
+        return math.nan
+    return max(abs(hi), abs(lo))
 
 
 def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -187,19 +187,18 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
     if found is not None:
         base, s = found
         j = s + m_old
-        slots = [(base[:, j, k], v) for k, v in ((0, p), (1, q))]
-        # a pair computed into its slot already (next_slots) is not copied; a slot another state's pair was computed
-        # into is not overwritten by a different pair (the new buffer below takes it)
-        copy = [(slot, v) for slot, v in slots if not (v.data_ptr() == slot.data_ptr() and v.shape == slot.shape
-                                                        and v.stride() == slot.stride())]
-        if (base._lsr1_hwm == j and j + 1 < base.shape[1] and base.device == p.device and base.dtype == p.dtype
-                and not (copy and getattr(base, "_lsr1_reserved", -1) == j)):
-            for slot, v in copy:
-                slot.copy_(v)
-            if g is not None:
-                base[:, j + 1, 0].copy_(g)
-            base._lsr1_hwm = j + 1
-            return base, s, m_old + 1, False
+        if base._lsr1_hwm == j and j + 1 < base.shape[1] and base.device == p.device and base.dtype == p.dtype:
+            # a pair computed into its slot already (next_slots) is not copied; a slot another state's pair was
+            # computed into is not overwritten by a different pair (the new buffer below takes it)
+            copy = [(slot, v) for slot, v in ((base[:, j, 0], p), (base[:, j, 1], q))
+                    if not (v.data_ptr() == slot.data_ptr() and v.shape == slot.shape and v.stride() == slot.stride())]
+            if not (copy and getattr(base, "_lsr1_reserved", -1) == j):
+                for slot, v in copy:
+                    slot.copy_(v)
+                if g is not None:
+                    base[:, j + 1, 0].copy_(g)
+                base._lsr1_hwm = j + 1
+                return base, s, m_old + 1, False
     cap = max(memory, m_old + 1) + max(memory, 1) + 1
     shadow = None  # float64 copies of the window (see _in_float64) follow it into the new buffer
     if found is not None:

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from ..rowops import row_dot, row_max_abs
+from ..rowops import NP_SCALAR, all_finite, row_dot, row_max_abs
 from ..solvers import lbfgs as _lbfgs
 from . import compact
 from .pairs import compact_applies, pair_stats, two_loop_rows
@@ -40,7 +40,7 @@ def applies(net, state: LSR1State) -> bool:
     conditions (no gradient wanted, zero output layers and stored corrections)."""
     cfg = net.config
     x = state.x
-    return (ENABLED and _lbfgs.ONE_ROW and x.shape[0] == 1 and x.device.type == "cpu" and x.dtype in _lbfgs._NP_DTYPES
+    return (ENABLED and _lbfgs.ONE_ROW and x.shape[0] == 1 and x.device.type == "cpu" and x.dtype in NP_SCALAR
             and state.f.dtype == x.dtype and cfg.update == "bfgs" and cfg.safeguard == "armijo"
             and cfg.backtrack == "wolfe" and not cfg.diag and not x.requires_grad
             and not state.g.requires_grad and compact_applies(net, state.U))
@@ -58,7 +58,7 @@ def bfgs_step_one(net, state: LSR1State, objective, step_scale: float, max_halvi
 
 def _step(net, state, objective, step_scale, max_halvings):
     cfg = net.config
-    F = _lbfgs._NP_DTYPES[state.x.dtype]
+    F = NP_SCALAR[state.x.dtype]
     x, f, g = state.x, state.f, state.g
     p, q = state.p, state.q
     old = max(cfg.memory - 1, 0)
@@ -83,10 +83,9 @@ def _step(net, state, objective, step_scale, max_halvings):
             gamma64 = bb
             break
     gamma_f = F(gamma64) if gamma64 is not None else F(state.gamma.reshape(-1)[0].item())
-    rho_f = [F(r) for r in rho64]
+    rho_list = [float(F(r)) for r in rho64]  # (rounded to x's dtype, as the batched code's ρ)
     dtype = g.dtype
     gamma = torch.full((1, 1), float(gamma_f), dtype=dtype)
-    rho_list = [float(r) for r in rho_f]
     P_all, Q_all = base[:, s0:s0 + m, 0], base[:, s0:s0 + m, 1]
     Pv, Qv = _row_views(base)
     Pv, Qv = Pv[s0:s0 + m], Qv[s0:s0 + m]
@@ -131,7 +130,7 @@ def _step(net, state, objective, step_scale, max_halvings):
     noise = F(8 * torch.finfo(dtype).eps) * abs(fz)
 
     def accept(ft, gt, t):  # safeguard._accept: sufficient decrease, or no rise beyond f's rounding where too flat
-        return math.isfinite(ft) and _finite(gt) and (
+        return math.isfinite(ft) and all_finite(gt) and (
             ft <= fz - c1 * t * gs or (c1 * t * gs <= noise and ft <= fz + noise))
 
     t, ft = F(t_t.item()), F(f_t.item())
@@ -203,10 +202,6 @@ _FLAGS = (torch.tensor([False]), torch.tensor([True]))  # shared (1,) marks: a S
 def _flag(v: bool) -> torch.Tensor:
     return _FLAGS[bool(v)]
 
-
-def _finite(t: torch.Tensor) -> bool:
-    """rows_finite(t)[0] for one row, as a bool (its maximum and minimum are finite)."""
-    return t.numel() == 0 or (math.isfinite(t.amax().item()) and math.isfinite(t.amin().item()))
 
 
 __all__ = ["applies", "bfgs_step_one"]

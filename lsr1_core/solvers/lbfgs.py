@@ -25,7 +25,7 @@ import torch
 
 from ..errors import LSR1Error, check_memory
 from ..operators import LBFGSInverse
-from ..rowops import row_dot, row_max_abs
+from ..rowops import NP_SCALAR, row_dot, row_max_abs
 from .base import Solver, StepInfo
 
 CURVATURE_EPS = 1e-10  # pairs with sᵀy ≤ this are skipped (torch.optim.LBFGS uses the same threshold)
@@ -70,7 +70,7 @@ def strong_wolfe(objective, x, d, f0, g0, t0, c1: float = 1e-4, c2: float = 0.9,
     """
     if max_evals < 1:
         raise LSR1Error(f"max_evals must be at least 1, got {max_evals!r}")
-    if ONE_ROW and x.shape[0] == 1 and x.dtype in _NP_DTYPES and f0.dtype == x.dtype:
+    if ONE_ROW and x.shape[0] == 1 and x.dtype in NP_SCALAR and f0.dtype == x.dtype:
         return _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change, first)
     if callable(tol_change):
         tol_change = tol_change()
@@ -208,7 +208,6 @@ def strong_wolfe(objective, x, d, f0, g0, t0, c1: float = 1e-4, c2: float = 0.9,
 # strong_wolfe runs a batch of one through _strong_wolfe_one, and the qn form's two-loop recursion one row on the CPU
 # with Python scalars (False: the batched code for both; tests and the optimizer_cost benchmark's ablation)
 ONE_ROW = True
-_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _TORCH_OF = {np.float32: torch.float32, np.float64: torch.float64}
 
 
@@ -240,7 +239,7 @@ def _strong_wolfe_one(objective, x, d, f0, g0, t0, c1, c2, max_evals, tol_change
     and one dot product. Returns what :func:`strong_wolfe` returns. ``last``, a list, is set to [t, x − t·d] of each
     evaluation (so a caller can reuse the accepted trial point instead of forming it again). ``gd0``: gᵀd at x where
     the caller has it (row_dot(g0, d) as a number), so it is not computed again."""
-    F = _NP_DTYPES[x.dtype]
+    F = NP_SCALAR[x.dtype]
     c1, c2 = F(c1), F(c2)
     zero = F(0)
     max_ls = max_evals - 1

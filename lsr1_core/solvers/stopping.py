@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import LSR1Error
-from ..rowops import row_max_abs
+from ..rowops import NP_SCALAR, max_abs, row_max_abs
 
 
 def check_tolerance(name: str, value) -> float | None:
@@ -106,9 +106,8 @@ class StopRule:
         if self.ftol is None:
             self._still = None
             return None
-        F = np.float32 if f_new.dtype == torch.float32 else np.float64
-        dx = x_new - x_old
-        big = _max_abs_one(dx)
+        F = NP_SCALAR.get(f_new.dtype, np.float64)
+        big = max_abs(x_new - x_old)
         moved = big != 0  # (NaN: x is always finite here)
         fo, fn = F(f_old.reshape(-1)[0].item()), F(f_new.reshape(-1)[0].item())
         with np.errstate(all="ignore"):
@@ -128,19 +127,9 @@ class StopRule:
 
     def _g_small(self, g: torch.Tensor) -> bool:
         """max|g| ≤ gtol, compared in g's dtype (as the tensor comparison does)."""
-        F = np.float32 if g.dtype == torch.float32 else np.float64
-        return bool(F(_max_abs_one(g)) <= F(self.gtol))
+        F = NP_SCALAR.get(g.dtype, np.float64)
+        return bool(F(max_abs(g)) <= F(self.gtol))
 
     def _g_reason(self, g_row: torch.Tensor, k: int) -> str:
         return (f"converged at step {k}: max|g| = {float(g_row.abs().max()):.3g} ≤ {self.names[0]} = "
                 f"{self.gtol:g}")
-
-
-def _max_abs_one(t: torch.Tensor) -> float:
-    """max_i |t_i| of a tensor as a number (NaN where it holds a NaN), from its maximum and minimum."""
-    if t.numel() == 0:
-        return 0.0
-    hi, lo = t.amax().item(), t.amin().item()
-    if math.isnan(hi) or math.isnan(lo):
-        return math.nan
-    return max(abs(hi), abs(lo))
