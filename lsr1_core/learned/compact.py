@@ -144,6 +144,19 @@ def is_zero(t: torch.Tensor | None) -> bool:
 
 
 # --- the pair buffer -------------------------------------------------------------------------------------------
+def sync_stats(base: torch.Tensor) -> None:
+    """Fill the buffer's pair statistics tensor (``pair_stats``') from the numbers the one-row step kept for the
+    slots it added since (:func:`lsr1_core.learned.qn_one._stats`), before anything reads the tensor."""
+    j = getattr(base, "_lsr1_stats_dirty", None)
+    if j is None:
+        return
+    upto = base._lsr1_pairstats_upto
+    rows = base._lsr1_stats_one[j:upto]
+    if rows:
+        base._lsr1_pairstats[0, j:upto] = torch.tensor(rows, dtype=torch.float64, device=base.device)
+    base._lsr1_stats_dirty = None
+
+
 def next_slots(P: torch.Tensor, Q: torch.Tensor):
     """The (p, q) slots where :func:`append_pair` will store the next pair after P, Q without a new buffer (so a
     step can compute its pair into them and the next step need not copy it), or None."""
@@ -218,6 +231,7 @@ def append_pair(P: torch.Tensor, Q: torch.Tensor, p: torch.Tensor, q: torch.Tens
     base._lsr1_gram_upto = -1
     base._lsr1_shadow = shadow
     if found is not None:  # the window's pᵀq, pᵀp, qᵀq move with it
+        sync_stats(found[0])
         old = getattr(found[0], "_lsr1_pairstats", None)
         if old is not None and getattr(found[0], "_lsr1_pairstats_upto", -1) == found[1] + m_old:
             stats = old.new_zeros(B, cap, 3)

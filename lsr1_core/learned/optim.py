@@ -32,10 +32,12 @@ form and the ``"lsr1"`` view, and check a loaded state). Every step is the model
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..errors import LSR1Error, NonFiniteError
-from ..rowops import all_finite
+from ..rowops import all_finite, same_bits
 from ..solvers.stopping import StopRule
 from .io import load_model
 from .model import LSR1Net, LSR1State, default_net
@@ -43,6 +45,7 @@ from .rules import check_form, rule_for
 from .solver import check_step_scale, inference_mode
 
 _STATE_TENSORS = ("x", "f", "g", "p", "d", "q", "W", "Bq", "gamma", "P", "Q", "U", "S")
+_HAS_GRAD = (False,)  # _no_grad of one parameter with a gradient (shared: never changed in place)
 _LEGACY_KEY = "lsr1"  # the state dict's view of the L-SR1 state (where states before 2026-12 kept it)
 
 
@@ -54,12 +57,26 @@ class _ClosureObjective:
         self.evals = 0
 
     def value_and_grad(self, x: torch.Tensor):
-        self.opt._write(x)
+        opt = self.opt
+        one = opt._one_param()
+        if one is not None and not (opt._no_grad and opt._no_grad[0]):
+            one.data.copy_(x.view(one.shape) if x.is_contiguous() else x.reshape(one.shape))
+        else:
+            opt._write(x)
         with torch.enable_grad():
             loss = self.closure()
         self.evals += 1
-        f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
-        return f, self.opt._flat(grads=True).to(x.dtype)
+        if type(loss) is torch.Tensor and loss.numel() == 1 and not loss.is_complex():
+            f = torch.tensor([loss.item()], dtype=x.dtype, device=x.device)  # (loss_value's checks, passed)
+        else:
+            f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
+        if one is not None:
+            gr = one.grad
+            if gr is not None and gr.dtype == x.dtype and not gr.is_sparse and gr.shape == one.shape and \
+                    gr.device == one.device:
+                opt._no_grad = _HAS_GRAD
+                return f, gr.reshape(1, -1).clone()  # (a copy: a closure may zero its gradients in place)
+        return f, opt._flat(grads=True).to(x.dtype)
 
     def value(self, x: torch.Tensor):
         return self.value_and_grad(x)[0]
@@ -108,6 +125,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
         for p in self.net.parameters():
             p.requires_grad_(False)
         self._op = None  # the operator of the last step (rebuilt from the state on load)
+        self._written = None  # (entry, state, its tensors): the state last written to self.state
         self._cache: tuple | None = None  # (x, f, g) of the accepted point, reused when x is unchanged
         self.last_alpha: torch.Tensor | None = None
         self.last_secant_residual: float | None = None
@@ -139,16 +157,29 @@ class LSR1Optimizer(torch.optim.Optimizer):
         entry = self.state.get(self.param_groups[0]["params"][0])
         if not entry or entry.get("x") is None:
             return None
+        kept = self._written
+        if kept is not None and kept[0] is entry and entry.get("k") == kept[1].k and all(
+                a is entry.get(k) for a, k in zip(kept[2], _STATE_TENSORS)):
+            kept[1].pending_evals = 0
+            return kept[1]  # (the state written last, its entry unchanged since: no new object)
         return LSR1State(**{k: entry.get(k) for k in _STATE_TENSORS}, k=int(entry.get("k", 0)))
 
     @_lsr1.setter
     def _lsr1(self, st: LSR1State) -> None:
-        entry = {k: getattr(st, k) for k in _STATE_TENSORS if getattr(st, k) is not None}
+        values = [getattr(st, k) for k in _STATE_TENSORS]
+        entry = {k: v for k, v in zip(_STATE_TENSORS, values) if v is not None}
         entry["k"] = st.k
         self.state[self.param_groups[0]["params"][0]] = entry
+        self._written = (entry, st, [entry.get(k) for k in _STATE_TENSORS])
 
     def _params(self):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    def _one_param(self):
+        """The parameter where the group holds exactly one and it is to be optimised (the common case, taken
+        without building lists), else None."""
+        params = self.param_groups[0]["params"]
+        return params[0] if len(params) == 1 and params[0].requires_grad else None
 
     def _flat(self, grads: bool) -> torch.Tensor:
         out = []
@@ -188,13 +219,16 @@ class LSR1Optimizer(torch.optim.Optimizer):
 
     def _unchanged(self, x: torch.Tensor) -> bool:
         """The parameters hold x (1, n) exactly (compared in place, without flattening them into a copy)."""
+        one = self._one_param()
+        if one is not None:
+            return same_bits(x, one.data)
         params = self._params()
         if x.dtype != params[0].dtype or x.device != params[0].device or x.shape[1] != sum(p.numel() for p in params):
             return False
         i = 0
         for p in params:
             n = p.numel()
-            if not torch.equal(x[0, i:i + n], p.data.reshape(-1)):
+            if not same_bits(x[0, i:i + n], p.data):
                 return False
             i += n
         return True
@@ -276,15 +310,14 @@ class LSR1Optimizer(torch.optim.Optimizer):
 
     def _safe_step_inner(self, closure, x, f, g, loss, evals, step_scale):
         obj = _ClosureObjective(self, closure)
-        with inference_mode(self.net, rows=x.shape[1]):
-            st = self._lsr1
-            if st is None:
-                st = self.rule.init(self.net, obj, x, f, g)
-            else:
-                st.x, st.f, st.g = x, f, g
-            new, out = self.rule.step(self.net, st, obj, differentiable=False, step_scale=step_scale)
+        if getattr(self.net, "_lsr1_plain", False):  # (inference_mode has nothing to switch on this net)
+            new, out = self._rule_step(obj, x, f, g, step_scale)
+        else:
+            with inference_mode(self.net, rows=x.shape[1]):
+                new, out = self._rule_step(obj, x, f, g, step_scale)
         self.last_secant_residual = float(out.secant_rel)
-        self.last_safeguard = out.safeguard is not None and bool(out.safeguard.any())
+        fired = out.extras.get("fired")  # (the one-row step says it as a number)
+        self.last_safeguard = fired if fired is not None else out.safeguard is not None and bool(out.safeguard.any())
         if not out.extras.get("x_evaluated"):  # (where it was, the parameters hold the accepted point already)
             self._write(new.x)  # the safeguard's last evaluation was at the accepted point
         self._lsr1, self._op = new, out.operator
@@ -294,6 +327,14 @@ class LSR1Optimizer(torch.optim.Optimizer):
         self._cache = (new.x if same else self._flat(grads=False), new.f, new.g, new.f.reshape(()))
         self.last_alpha, self.last_evals = out.step_size, evals + obj.evals
         return loss
+
+    def _rule_step(self, obj, x, f, g, step_scale):
+        st = self._lsr1
+        if st is None:
+            st = self.rule.init(self.net, obj, x, f, g)
+        elif st.x is not x or st.f is not f or st.g is not g:
+            st = dataclasses.replace(st, x=x, f=f, g=g)
+        return self.rule.step(self.net, st, obj, differentiable=False, step_scale=step_scale)
 
     def _check_stop(self, x, f, x_new, f_new, g_new) -> None:
         self._steps += 1

@@ -22,8 +22,12 @@ def heads_are_zero(net: LSR1Net) -> bool:
     """True where both generators' output layers are exactly zero (weights and biases): the network's output is
     then 0 for every finite input. (Read every time: a cache keyed on version counters would miss writes through
     ``.data``.)"""
-    return all(not bool(m.fc2.weight.any()) and not bool(m.fc2.bias.any())
-               for m in (net.vector_generator, net.lr_generator))
+    mods = net._modules  # (the modules' own dicts: what attribute access reads, without its per-name lookups)
+    for name in ("vector_generator", "lr_generator"):
+        params = mods[name]._modules["fc2"]._parameters
+        if bool(params["weight"].any()) or bool(params["bias"].any()):
+            return False
+    return True
 
 
 def compact_applies(net: LSR1Net, U: torch.Tensor | None) -> bool:
@@ -38,6 +42,7 @@ def pair_stats(base, s: int, m: int) -> torch.Tensor:
     Slots are written once, so the buffer keeps them (and a new buffer those of the window it copied): a new pair
     costs three O(N) products, a buffer without them its window's."""
     B, cap = base.shape[:2]
+    compact.sync_stats(base)  # (numbers the one-row step kept, written into the tensor)
     cache = getattr(base, "_lsr1_pairstats", None)
     if cache is None or getattr(base, "_lsr1_pairstats_upto", -1) != s + m - 1:
         if cache is None:

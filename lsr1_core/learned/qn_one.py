@@ -58,35 +58,30 @@ def bfgs_step_one(net, state: LSR1State, objective, step_scale: float, max_halvi
 
 def _step(net, state, objective, step_scale, max_halvings):
     cfg = net.config
-    F = NP_SCALAR[state.x.dtype]
     x, f, g = state.x, state.f, state.g
     p, q = state.p, state.q
-    old = max(cfg.memory - 1, 0)
-    P, Q = (t[:, t.shape[1] - min(old, t.shape[1]):] for t in (state.P, state.Q))
+    dtype = g.dtype
+    F = NP_SCALAR[dtype]
     B, N = g.shape
 
     # --- the direction: bfgs_propose's numbers, on scalars --------------------------------------------------
-    base, s0, m, _ = compact.append_pair(P, Q, p, q, None, cfg.memory)
-    st = pair_stats(base, s0, m).tolist()[0]  # [[pᵀq, pᵀp, qᵀq], …] in float64
-    if not all(math.isfinite(v) for row in st for v in row):
+    base, s0, m, P_all, Q_all = _window(state, cfg.memory)
+    st = _stats(base, s0, m)  # [(pᵀq, pᵀp, qᵀq), …] in float64; None: not all finite
+    if st is None:
         return None
     eps = cfg.skip_eps
-    tiny64 = np.finfo(np.float64).tiny
-    rho64 = []
-    for pq, pp, qq in st:  # rho_where_curved
+    rho_list = []  # rho_where_curved, rounded to x's dtype as the batched code's ρ
+    for pq, pp, qq in st:
         curved = pq > eps * math.sqrt(max(pp, 0.0)) * math.sqrt(max(qq, 0.0)) and pq > 0
-        rho64.append(1 / max(pq, tiny64) if curved else 0.0)
+        rho_list.append(float(F(1 / max(pq, _TINY64))) if curved else 0.0)
     gamma64 = None  # scale_from_curvatures(newest=True): factor·pᵀq/qᵀq of the newest pair with positive curvature
     for pq, _, qq in reversed(st):
-        bb = cfg.gamma_factor * pq / max(qq, tiny64)
+        bb = cfg.gamma_factor * pq / max(qq, _TINY64)
         if pq > 0 and qq > 0 and math.isfinite(bb):
             gamma64 = bb
             break
     gamma_f = F(gamma64) if gamma64 is not None else F(state.gamma.reshape(-1)[0].item())
-    rho_list = [float(F(r)) for r in rho64]  # (rounded to x's dtype, as the batched code's ρ)
-    dtype = g.dtype
     gamma = torch.full((1, 1), float(gamma_f), dtype=dtype)
-    P_all, Q_all = base[:, s0:s0 + m, 0], base[:, s0:s0 + m, 1]
     Pv, Qv = _row_views(base)
     Pv, Qv = Pv[s0:s0 + m], Qv[s0:s0 + m]
     gamma0 = float(gamma_f)  # (y·γ, γ a number of y's dtype: the batched code's product with a 0-d tensor)
@@ -95,8 +90,7 @@ def _step(net, state, objective, step_scale, max_halvings):
     if took:
         Hq = compact.LazyTensor(tuple(g.shape), dtype, g.device,
                                 lambda: two_loop_rows(Pv, Qv, rho_list, gamma0, q[0], m - 1).unsqueeze(0))
-        secant = g.new_zeros(B)
-        rel_sq = g.new_zeros(B)
+        secant = rel_sq = zero = g.new_zeros(B)  # (one zero for the step's zero fields)
         rel = 0.0
     else:
         Hq = two_loop_rows(Pv, Qv, rho_list, gamma0, q[0], m - 1).unsqueeze(0)
@@ -107,7 +101,8 @@ def _step(net, state, objective, step_scale, max_halvings):
         rel_f = sec / max(psq, F(np.finfo(F).tiny)) if psq > 0 else F(0)
         rel_sq = g.new_full((B,), float(rel_f))
         rel = float(torch.tensor(float(max(rel_f, F(0))), dtype=dtype).sqrt())
-    alpha = g.new_full((), step_scale).expand(B, N)
+        zero = g.new_zeros(B)
+    alpha = _const(dtype, step_scale, B, N)
     a_f = F(step_scale)
     s = d if a_f == 1 else alpha * d
 
@@ -161,15 +156,16 @@ def _step(net, state, objective, step_scale, max_halvings):
 
     # --- the new state: QNRule._step's --------------------------------------------------------------------------
     evals += state.pending_evals
-    W = compact.zeros_expanded(g, B, m, N)
+    W = _const(dtype, 0.0, B, m, N)
     rho = torch.tensor([rho_list], dtype=dtype)
-    slots = compact.next_slots(P_all, Q_all)  # the pair computed where the next step stores it (no copy then)
+    slots = _next_slots(base, s0, m)  # the pair computed where the next step stores it (no copy then)
     if slots is not None:
         p_new, q_new = torch.sub(x_new, x, out=slots[0]), torch.sub(g_t, g, out=slots[1])
+        P_all._lsr1_window = (s0, m, Q_all, p_new, q_new)  # (what the next step's _window reads)
     else:
         p_new, q_new = x_new - x, g_t - g
     new = LSR1State(x=x_new, f=f_t, g=g_t, p=p_new, d=d, q=q_new, W=W, Bq=Hq, k=state.k + 1, gamma=gamma,
-                    P=P_all, Q=Q_all, U=compact.zeros_expanded(g, B, m, N), S=None)
+                    P=P_all, Q=Q_all, U=W, S=None)
     failed = t == 0 or null
     if failed:
         failed = bool(row_max_abs(g)[0] > 0)
@@ -179,12 +175,71 @@ def _step(net, state, objective, step_scale, max_halvings):
     else:  # SafeStep.step_size: (1 where the step was replaced, else α) · t
         step_size = g.new_full((), float((F(1) if replaced else a_f) * t)).expand(B, N)
     out = StepOut(direction=d, step_size=step_size, operator=LSR1Operator(W, scale=gamma, bfgs=(P_all, Q_all, rho)),
-                  evals=evals, vector=compact.zeros_expanded(g, B, N), secant=secant,
-                  secant_rel=g.new_full((B,), rel), learned_step=alpha, secant_rel_sq=rel_sq,
-                  departure=g.new_zeros(B), safeguard=_flag(fired), skipped=_flag(True), restarted=_flag(restarted),
+                  evals=evals, vector=_const(dtype, 0.0, B, N), secant=secant,
+                  secant_rel=zero if rel == 0 else g.new_full((B,), rel), learned_step=alpha, secant_rel_sq=rel_sq,
+                  departure=zero, safeguard=_flag(fired), skipped=_flag(True), restarted=_flag(restarted),
                   bfgs=_flag(took), lengthened=_flag(grown),
-                  extras={"x_evaluated": x_trial is not None and not restarted})
+                  extras={"x_evaluated": x_trial is not None and not restarted, "fired": bool(fired)})
     return new, out, ((_flag(failed), _flag(extended)) if restarted else None)
+
+
+_TINY64 = float(np.finfo(np.float64).tiny)
+
+
+def _window(state: LSR1State, memory: int):
+    """:func:`compact.append_pair` of the state's newest pair after its last ``memory − 1`` stored ones: (base, s, m,
+    P, Q) with the m pairs in base[:, s:s+m] and P, Q their views. Where the state is the one the last step of this
+    path made (its P carries the window it was cut from, and p, q are the buffer's next slots, reserved for them),
+    the result is read from that record without inspecting the views; otherwise append_pair decides."""
+    P, Q, p, q = state.P, state.Q, state.p, state.q
+    rec = getattr(P, "_lsr1_window", None)
+    if rec is not None and rec[2] is Q and rec[3] is p and rec[4] is q:
+        s, m_old = rec[0], rec[1]
+        base = P._base
+        j = s + m_old
+        if base._lsr1_hwm == j and j + 1 < base.shape[1] and getattr(base, "_lsr1_reserved", -1) == j:
+            base._lsr1_hwm = j + 1  # (append_pair's bookkeeping where the pair is in its slot already)
+            keep = min(max(memory - 1, 0), m_old)
+            s, m = j - keep, keep + 1
+            return base, s, m, base[:, s:s + m, 0], base[:, s:s + m, 1]
+    old = max(memory - 1, 0)
+    P, Q = (t if t.shape[1] <= old else t[:, t.shape[1] - old:] for t in (P, Q))
+    base, s, m, _ = compact.append_pair(P, Q, p, q, None, memory)
+    return base, s, m, base[:, s:s + m, 0], base[:, s:s + m, 1]
+
+
+def _next_slots(base: torch.Tensor, s: int, m: int):
+    """:func:`compact.next_slots` for the window base[:, s:s+m] (known here, so not read from views)."""
+    j = s + m
+    if base._lsr1_hwm != j or j + 1 >= base.shape[1]:
+        return None
+    base._lsr1_reserved = j  # (append_pair then writes no other pair over it)
+    return base[:, j, 0], base[:, j, 1]
+
+
+def _stats(base: torch.Tensor, s: int, m: int):
+    """:func:`pair_stats` of base[:, s:s+m] for one row, as a list of (pᵀq, pᵀp, qᵀq) float64 numbers, or None where
+    one of them is not finite. The buffer keeps them (slots are written once) beside pair_stats' tensor, which is
+    filled from them where a batched step reads it (:func:`compact.sync_stats`): a new pair costs its three
+    products and three reads."""
+    rows = getattr(base, "_lsr1_stats_one", None)
+    j = s + m - 1
+    if rows is not None and len(rows) >= j and getattr(base, "_lsr1_pairstats_upto", -1) == j:
+        p, q = base[:, j, 0], base[:, j, 1]  # (pair_stats' products, of the same views)
+        del rows[j:]
+        rows.append((row_dot(p, q).item(), row_dot(p, p).item(), row_dot(q, q).item()))
+        base._lsr1_pairstats_upto = s + m
+        if getattr(base, "_lsr1_stats_dirty", None) is None:
+            base._lsr1_stats_dirty = j  # (the first slot pair_stats' tensor lacks)
+    else:
+        st = pair_stats(base, s, m).tolist()[0]
+        rows = [(0.0, 0.0, 0.0)] * s + [tuple(r) for r in st]
+        base._lsr1_stats_one = rows
+    out = rows[s:s + m]
+    for r in out:
+        if not (math.isfinite(r[0]) and math.isfinite(r[1]) and math.isfinite(r[2])):
+            return None
+    return out
 
 
 def _row_views(base: torch.Tensor):
@@ -197,6 +252,22 @@ def _row_views(base: torch.Tensor):
 
 
 _FLAGS = (torch.tensor([False]), torch.tensor([True]))  # shared (1,) marks: a StepOut's flags are read, never written
+_CONSTS: dict = {}
+
+
+def _const(dtype: torch.dtype, value: float, *shape: int) -> torch.Tensor:
+    """A CPU tensor of ``shape`` holding ``value`` everywhere, as one element expanded, shared between steps (the
+    step's zero fields and unit step sizes). Shared only where it has more than one element: an expanded tensor
+    refuses in-place writes then, so nothing can change it; a one-element one is made new."""
+    if math.prod(shape) <= 1:
+        return torch.full(shape, value, dtype=dtype)
+    key = (dtype, value, shape)
+    t = _CONSTS.get(key)
+    if t is None:
+        if len(_CONSTS) > 256:
+            _CONSTS.clear()
+        t = _CONSTS[key] = torch.full((), value, dtype=dtype).expand(*shape)
+    return t
 
 
 def _flag(v: bool) -> torch.Tensor:
