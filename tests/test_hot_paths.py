@@ -9,7 +9,7 @@ import torch
 from lsr1_core.learned import LSR1Config, LSR1Net, LSR1Optimizer
 from lsr1_core.learned.qn import _times, two_loop
 from lsr1_core.learned.safeguard import SafeStep, wolfe_step
-from lsr1_core.rowops import BMM_MIN, all_finite, row_dot, row_max_abs, rows_finite
+from lsr1_core.rowops import BMM_MIN, all_finite, row_dot, row_max_abs, rows_finite, same_bits
 from lsr1_core.solvers import lbfgs
 
 F64 = torch.float64
@@ -53,6 +53,15 @@ def test_row_reductions_match_their_plain_forms():
     assert row_max_abs(t[:, :0]).tolist() == [0.0] * 5 and rows_finite(t[:, :0]).all()
     # finite but huge entries are finite (a sum or a norm would overflow)
     assert rows_finite(torch.full((1, 8), 3e38)).item()
+    assert all_finite(torch.full((1, 8), 3e38)) and all_finite(torch.tensor([3e38, -3e38, 3e38, 3e38]))
+    for bad in (math.nan, math.inf, -math.inf):  # one bad entry anywhere, among finite ones that cancel or overflow
+        for pos in (0, 17, 39):
+            u = torch.full((40,), 3e38)
+            u[pos] = bad
+            assert not all_finite(u) and not all_finite(u.double())
+        u = torch.zeros(3, 7, dtype=torch.float32)
+        u[2, 6] = bad
+        assert not all_finite(u) and not all_finite(u.t())
     # a dot product of long rows takes the matrix-product form: the same value up to summation order
     a, b = torch.randn(3, BMM_MIN + 5, generator=g, dtype=F64), torch.randn(3, BMM_MIN + 5, generator=g, dtype=F64)
     assert torch.allclose(row_dot(a, b), (a * b).sum(-1), rtol=1e-12, atol=1e-9)
@@ -206,3 +215,22 @@ def test_optimizer_results_do_not_depend_on_the_one_row_paths(monkeypatch):
         monkeypatch.setattr(lbfgs, "ONE_ROW", one)
         runs.append(fit())
     assert torch.allclose(runs[0][0], runs[1][0], rtol=1e-9, atol=1e-12) and runs[0][1] == runs[1][1]
+
+
+def test_same_bits_compares_memory_exactly():
+    g = torch.Generator().manual_seed(3)
+    for n in (1, 7, 1000, BMM_MIN + 3):
+        a = torch.randn(1, n, generator=g)
+        b = a[0].clone()
+        assert same_bits(a, b) and same_bits(b, a)
+        for pos in {0, n // 2, n - 1}:
+            c = b.clone()
+            c[pos] = torch.nextafter(c[pos], torch.tensor(math.inf))  # one ulp anywhere
+            assert not same_bits(a, c)
+    z = torch.zeros(4)
+    assert not same_bits(z, -z)  # as memory: −0.0 is not 0.0 (a cache then only evaluates again)
+    assert not same_bits(torch.ones(4), torch.ones(4, dtype=torch.float64))  # dtypes differ
+    assert not same_bits(torch.ones(4), torch.ones(5)) and same_bits(torch.ones(0), torch.ones(0))
+    # not contiguous: compared by value
+    m = torch.randn(6, 5, generator=g)
+    assert same_bits(m.t(), m.t().contiguous()) and not same_bits(m.t(), m.contiguous().reshape(5, 6))

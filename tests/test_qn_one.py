@@ -170,3 +170,64 @@ def test_a_pair_computed_into_the_buffer_is_not_overwritten_by_a_sibling_state()
         finally:
             qn_one.ENABLED = True
         assert torch.equal(a.x, b.x) and torch.equal(a.f, b.f)
+
+
+def test_one_row_and_batched_steps_mixed_on_one_state_chain():
+    """Steps of the one-row path and of the batched code alternate on one chain of states (the one-row path keeps
+    the pairs' inner products as numbers; the batched code reads the buffer's tensor of them): the iterates are the
+    all-batched chain's, bit for bit."""
+    def chain(pattern, fn, x0, steps=30):
+        net = default_net().to(x0.dtype)
+        obj = _Counting(fn)
+        rule = rule_for(net.config)
+        xs = []
+        with torch.no_grad():
+            st = rule.init(net, obj, x0)
+            for k in range(steps):
+                qn_one.ENABLED = pattern(k)
+                try:
+                    st, out = rule.step(net, st, obj, differentiable=False)
+                finally:
+                    qn_one.ENABLED = True
+                xs.append((st.x.clone(), st.f.clone(), st.gamma.clone(), out.evals))
+        return xs, obj.calls
+
+    for name in ("rosenbrock", "rastrigin", "nearly_linear"):
+        for dtype, n in ((torch.float32, 40), (torch.float64, 9)):
+            x0 = torch.randn(1, n, generator=torch.Generator().manual_seed(5), dtype=dtype)
+            ref, calls = chain(lambda k: False, FUNCTIONS[name], x0)
+            for pattern in (lambda k: k % 2 == 0, lambda k: k % 3 != 2, lambda k: k >= 12):
+                got, calls_got = chain(pattern, FUNCTIONS[name], x0)
+                assert calls_got == calls
+                for k, (a, b) in enumerate(zip(got, ref)):
+                    assert all(_same(u, v) for u, v in zip(a, b)), f"{name} {dtype}: step {k}"
+
+
+def test_optimizer_steps_do_not_inspect_the_pair_buffer_again(monkeypatch):
+    """The one-row step reads its window and next slots from the record the last step left (append_pair runs at the
+    first step and where the window moves to a new buffer, not every step)."""
+    from lsr1_core.learned import compact
+
+    calls = []
+    real = compact.append_pair
+    monkeypatch.setattr(compact, "append_pair", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    A, b = torch.randn(40, 30), torch.randn(40)
+    w = torch.nn.Parameter(torch.zeros(30))
+    opt = LSR1Optimizer([w], tolerance_grad=None, tolerance_change=None)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((A @ w - b) ** 2).mean() + 1e-3 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(30):
+        opt.step(closure)
+    assert 1 <= len(calls) <= 4, len(calls)
+    # the state read back is the state written, and it follows an edit of the optimizer's state entry
+    st = opt._lsr1
+    assert st is opt._lsr1 and torch.equal(st.x.reshape(-1), w.detach())
+    entry = opt.state[w]
+    entry["x"] = entry["x"] + 1.0
+    assert opt._lsr1 is not st and torch.equal(opt._lsr1.x, entry["x"])
