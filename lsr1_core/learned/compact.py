@@ -135,7 +135,7 @@ def zeros_expanded(like: torch.Tensor, *shape) -> torch.Tensor:
 
 def is_zero(t: torch.Tensor | None) -> bool:
     """True where t is None, empty or all zero (an expanded zero is checked on one element)."""
-    if t is None or t.numel() == 0:
+    if t is None or getattr(t, "_lsr1_zero", False) or t.numel() == 0:  # (a shared zero: qn_one._const)
         return True
     t = plain(t)
     if all(s == 0 for s in t.stride()):  # (its one element, read without reshaping: that would copy it out)

@@ -25,9 +25,23 @@ def heads_are_zero(net: LSR1Net) -> bool:
     mods = net._modules  # (the modules' own dicts: what attribute access reads, without its per-name lookups)
     for name in ("vector_generator", "lr_generator"):
         params = mods[name]._modules["fc2"]._parameters
-        if bool(params["weight"].any()) or bool(params["bias"].any()):
-            return False
+        for t in (params["weight"], params["bias"]):
+            if not torch.equal(t, _zeros_as(t)):  # (one call, no 0-d result to read: as `not t.any()` decides)
+                return False
     return True
+
+
+_ZEROS: dict = {}
+
+
+def _zeros_as(t: torch.Tensor) -> torch.Tensor:
+    key = (tuple(t.shape), t.dtype, t.device)
+    z = _ZEROS.get(key)
+    if z is None:
+        if len(_ZEROS) > 64:
+            _ZEROS.clear()
+        z = _ZEROS[key] = torch.zeros((), dtype=t.dtype, device=t.device).expand(key[0])
+    return z
 
 
 def compact_applies(net: LSR1Net, U: torch.Tensor | None) -> bool:

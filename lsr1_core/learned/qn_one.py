@@ -267,6 +267,7 @@ def _const(dtype: torch.dtype, value: float, *shape: int) -> torch.Tensor:
         if len(_CONSTS) > 256:
             _CONSTS.clear()
         t = _CONSTS[key] = torch.full((), value, dtype=dtype).expand(*shape)
+        t._lsr1_zero = value == 0  # (compact.is_zero reads this: the element cannot change, see above)
     return t
 
 
