@@ -67,7 +67,8 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     it."""
     if a.dtype != b.dtype or a.numel() != b.numel() or a.device != b.device:
         return False
-    if _MEMCMP is not None and a.device.type == "cpu" and a.is_contiguous() and b.is_contiguous():
+    if _MEMCMP is not None and a.device.type == "cpu" and a.is_contiguous() and b.is_contiguous() and not (
+            a.is_neg() or b.is_neg() or a.is_conj() or b.is_conj()):  # (lazy sign views: memory is not the value)
         return a.numel() == 0 or _MEMCMP(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) == 0
     return torch.equal(a.reshape(-1), b.reshape(-1))
 
