@@ -67,6 +67,7 @@ def pair_stats(base, s: int, m: int) -> torch.Tensor:
         p, q = base[:, s + m - 1, 0], base[:, s + m - 1, 1]
         cache[:, s + m - 1] = torch.stack([row_dot(p, q), row_dot(p, p), row_dot(q, q)], -1).double()
     base._lsr1_pairstats, base._lsr1_pairstats_upto = cache, s + m
+    base._lsr1_stats_one = None  # (the one-row step's numbers are read again from this tensor: qn_one._stats)
     return cache[:, s:s + m]
 
 
