@@ -22,14 +22,30 @@ def test_time_to_solution_stops_where_the_tolerances_say():
         assert r["calls"] < 60  # it stopped: the problem is solved in a few dozen evaluations at most
 
 
-def test_report_has_both_tables(tmp_path):
-    assert optimizer_cost.main(["--sizes", "200", "--steps", "5", "--repeat", "1", "--out", str(tmp_path)]) == 0
+def test_report_has_all_tables(tmp_path):
+    assert optimizer_cost.main(["--sizes", "200", "--steps", "5", "--repeat", "1", "--pairs", "3",
+                                "--out", str(tmp_path)]) == 0
     md = (tmp_path / "benchmarks_optimizer.md").read_text()
-    assert "÷ LBFGS (one call) per evaluation" in md and "## Time to a solution" in md
-    assert md.count("| 200 |") == 10  # seven per-evaluation rows (the paper form's too, at this size), three to a solution
+    assert "÷ LBFGS (one call) per evaluation" in md and "## Time to a solution" in md and "## The spread" in md
+    # seven per-evaluation rows (the paper form's too, at this size), three to a solution, one of the spread
+    assert md.count("| 200 |") == 11
+    row = [line for line in md.splitlines() if line.startswith("| 200 | 3 |")]
+    cells = [c.strip() for c in row[0].split("|")[1:-1]]
+    mid, low, high = (float(c.rstrip("×")) for c in cells[2:5])
+    assert 0 < low <= mid <= high
+    assert optimizer_cost.main(["--sizes", "200", "--steps", "5", "--repeat", "1", "--pairs", "0",
+                                "--out", str(tmp_path)]) == 0
+    assert "## The spread" not in (tmp_path / "benchmarks_optimizer.md").read_text()
 
 
-@pytest.mark.parametrize("args", [["--sizes", "0"], ["--repeat", "0"], ["--steps", "x"]])
+def test_interleaved_ratio_is_a_median_of_pairs():
+    r = optimizer_cost.interleaved(200, 3, steps=5)
+    assert r["pairs"] == 3 and 0 < r["low"] <= r["median"] <= r["high"]
+    assert optimizer_cost.default_pairs(1000) == 21 and optimizer_cost.default_pairs(10**6) == 3
+
+
+@pytest.mark.parametrize("args", [["--sizes", "0"], ["--repeat", "0"], ["--steps", "x"], ["--pairs", "-1"],
+                                  ["--pairs", "two"]])
 def test_bad_arguments_are_refused(args, tmp_path):
     with pytest.raises(SystemExit):
         optimizer_cost.main(args + ["--out", str(tmp_path)])
