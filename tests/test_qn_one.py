@@ -21,7 +21,9 @@ FUNCTIONS["huge"] = lambda x: 1e30 * (x ** 2).sum(-1) * (1 + x.sum(-1) ** 2)
 
 
 def _trajectory(fn, x0, steps, lean, scale):
-    qn_one.ENABLED = lean
+    """The rule's steps from x0 with the one-row path on (lean True), off, or chosen per step (lean a function of the
+    step index: one-row and batched steps mixed on one chain of states)."""
+    pattern = lean if callable(lean) else (lambda k: lean)
     try:
         net = default_net().to(x0.dtype)
         obj = _Counting(fn)
@@ -29,7 +31,8 @@ def _trajectory(fn, x0, steps, lean, scale):
         rows = []
         with torch.no_grad():
             st = rule.init(net, obj, x0)
-            for _ in range(steps):
+            for k in range(steps):
+                qn_one.ENABLED = pattern(k)
                 x_old = st.x
                 st, out = rule.step(net, st, obj, differentiable=False, step_scale=scale)
                 rows.append(dict(still=bool(torch.equal(st.x, x_old)), x=st.x.clone(), f=st.f.clone(), g=st.g.clone(), p=st.p.clone(), q=st.q.clone(),
@@ -176,31 +179,16 @@ def test_one_row_and_batched_steps_mixed_on_one_state_chain():
     """Steps of the one-row path and of the batched code alternate on one chain of states (the one-row path keeps
     the pairs' inner products as numbers; the batched code reads the buffer's tensor of them): the iterates are the
     all-batched chain's, bit for bit."""
-    def chain(pattern, fn, x0, steps=30):
-        net = default_net().to(x0.dtype)
-        obj = _Counting(fn)
-        rule = rule_for(net.config)
-        xs = []
-        with torch.no_grad():
-            st = rule.init(net, obj, x0)
-            for k in range(steps):
-                qn_one.ENABLED = pattern(k)
-                try:
-                    st, out = rule.step(net, st, obj, differentiable=False)
-                finally:
-                    qn_one.ENABLED = True
-                xs.append((st.x.clone(), st.f.clone(), st.gamma.clone(), out.evals))
-        return xs, obj.calls
-
     for name in ("rosenbrock", "rastrigin", "nearly_linear"):
         for dtype, n in ((torch.float32, 40), (torch.float64, 9)):
             x0 = torch.randn(1, n, generator=torch.Generator().manual_seed(5), dtype=dtype)
-            ref, calls = chain(lambda k: False, FUNCTIONS[name], x0)
+            ref, calls = _trajectory(FUNCTIONS[name], x0, 30, False, 1.0)
             for pattern in (lambda k: k % 2 == 0, lambda k: k % 3 != 2, lambda k: k >= 12):
-                got, calls_got = chain(pattern, FUNCTIONS[name], x0)
+                got, calls_got = _trajectory(FUNCTIONS[name], x0, 30, pattern, 1.0)
                 assert calls_got == calls
                 for k, (a, b) in enumerate(zip(got, ref)):
-                    assert all(_same(u, v) for u, v in zip(a, b)), f"{name} {dtype}: step {k}"
+                    bad = [key for key in b if not _same(a[key], b[key])]
+                    assert not bad, f"{name} {dtype}: step {k} differs in {bad}"
 
 
 def test_optimizer_steps_do_not_inspect_the_pair_buffer_again(monkeypatch):
