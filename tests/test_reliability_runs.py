@@ -321,3 +321,43 @@ def test_a_damaged_latest_card_is_a_checkpoint_error(tmp_path, field, value):
     (run / "latest.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="damaged"):
         Trainer.resume(run)
+
+
+def test_wait_does_not_report_a_launch_in_progress_or_a_worker_just_finished_as_interrupted(tmp_path):
+    """While a launch is in progress status.json says running before the worker's pid is recorded, and a worker that
+    ends writes its final state and exits between info()'s two looks: from outside both look like a dead worker for a
+    moment. Both happen under the runs root's lock; wait() looks again holding it (a flaky CI failure: a queued run
+    started by the previous run's worker was reported interrupted)."""
+    import threading
+
+    from lsr1_core.runs.files import root_lock
+
+    mgr = RunManager(tmp_path / "jobs", max_concurrent=1)
+    mgr.start(tiny(), run_id="r", launch=False)
+    path = mgr.root / "r"
+    st = json.loads((path / "status.json").read_text())
+    locked, release = threading.Event(), threading.Event()
+
+    def launcher():  # holds the lock with the run marked running and no pid yet, then records its end
+        with root_lock(mgr.root):
+            st.update(state="running", pid=None, pid_start=None)
+            (path / "status.json").write_text(json.dumps(st))
+            locked.set()
+            release.wait(5)
+            st.update(state="finished")
+            (path / "status.json").write_text(json.dumps(st))
+
+    t = threading.Thread(target=launcher)
+    t.start()
+    try:
+        assert locked.wait(5)
+        assert mgr.info("r").state == "interrupted"  # what a look from outside sees meanwhile
+        threading.Timer(0.3, release.set).start()
+        assert mgr.wait("r", timeout=10).state == "finished"
+    finally:
+        release.set()
+        t.join()
+    # a worker that really died is still reported interrupted
+    st.update(state="running", pid=None, pid_start=None)
+    (path / "status.json").write_text(json.dumps(st))
+    assert mgr.wait("r", timeout=5).state == "interrupted"

@@ -366,9 +366,17 @@ class RunManager:
         return self.info(run_id).state
 
     def wait(self, run_id: str, timeout: float = 600.0, poll: float = 0.2) -> RunInfo:
+        """The run's info once it is neither running nor queued (TimeoutError after ``timeout`` seconds)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             info = self.info(run_id)
+            if info.state == "interrupted":
+                # Two moments look like a dead worker from outside: a launch in progress (status.json says running
+                # before the worker's pid is recorded) and a worker that wrote its final state and exited between
+                # info()'s read of status.json and its look at the process. Both are done under the runs root's
+                # lock, so holding it and looking again tells them from a worker that really died.
+                with root_lock(self.root):
+                    info = self.info(run_id)
             if info.state not in ("running", "queued"):
                 return info
             time.sleep(poll)
