@@ -128,6 +128,21 @@ def plain(t):
     return t.value() if isinstance(t, LazyTensor) else t
 
 
+_CONSTS: dict = {}
+
+
+def shared_const(value: float, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+    """``value`` everywhere in ``shape``, one element expanded, made once and shared (a cache of at most 256): for
+    constants that are read, never written."""
+    key = (value, shape, dtype, device)
+    t = _CONSTS.get(key)
+    if t is None:
+        if len(_CONSTS) > 256:
+            _CONSTS.clear()
+        t = _CONSTS[key] = torch.full((), value, dtype=dtype, device=device).expand(shape)
+    return t
+
+
 def zeros_expanded(like: torch.Tensor, *shape) -> torch.Tensor:
     """Zeros of ``shape`` that hold one element (an expanded scalar)."""
     return like.new_zeros(()).expand(*shape)
@@ -135,7 +150,7 @@ def zeros_expanded(like: torch.Tensor, *shape) -> torch.Tensor:
 
 def is_zero(t: torch.Tensor | None) -> bool:
     """True where t is None, empty or all zero (an expanded zero is checked on one element)."""
-    if t is None or getattr(t, "_lsr1_zero", False) or t.numel() == 0:  # (a shared zero: qn_one._const)
+    if t is None or getattr(t, "_lsr1_zero", False) or t.numel() == 0:  # (a shared zero: qn_one._const marks it)
         return True
     t = plain(t)
     if all(s == 0 for s in t.stride()):  # (its one element, read without reshaping: that would copy it out)
@@ -157,14 +172,10 @@ def sync_stats(base: torch.Tensor) -> None:
     base._lsr1_stats_dirty = None
 
 
-def next_slots(P: torch.Tensor, Q: torch.Tensor):
-    """The (p, q) slots where :func:`append_pair` will store the next pair after P, Q without a new buffer (so a
-    step can compute its pair into them and the next step need not copy it), or None."""
-    found = _buffer_of(P, Q) if P.shape[1] else None
-    if found is None:
-        return None
-    base, s = found
-    j = s + P.shape[1]
+def next_slots(base: torch.Tensor, s: int, m: int):
+    """The (p, q) slots where :func:`append_pair` will store the next pair after the window base[:, s:s+m] without a
+    new buffer (so a step can compute its pair into them and the next step need not copy it), or None."""
+    j = s + m
     if base._lsr1_hwm != j or j + 1 >= base.shape[1]:
         return None
     base._lsr1_reserved = j  # (append_pair then writes no other pair over it)

@@ -57,26 +57,11 @@ class _ClosureObjective:
         self.evals = 0
 
     def value_and_grad(self, x: torch.Tensor):
-        opt = self.opt
-        one = opt._one_param()
-        if one is not None and not (opt._no_grad and opt._no_grad[0]):
-            one.data.copy_(x.view(one.shape) if x.is_contiguous() else x.reshape(one.shape))
-        else:
-            opt._write(x)
+        self.opt._write(x)
         with torch.enable_grad():
             loss = self.closure()
         self.evals += 1
-        if type(loss) is torch.Tensor and loss.numel() == 1 and not loss.is_complex():
-            f = torch.tensor([loss.item()], dtype=x.dtype, device=x.device)  # (loss_value's checks, passed)
-        else:
-            f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
-        if one is not None:
-            gr = one.grad
-            if gr is not None and gr.dtype == x.dtype and not gr.is_sparse and gr.shape == one.shape and \
-                    gr.device == one.device:
-                opt._no_grad = _HAS_GRAD
-                return f, gr.reshape(1, -1).clone()  # (a copy: a closure may zero its gradients in place)
-        return f, opt._flat(grads=True).to(x.dtype)
+        return _loss_tensor(loss, x), self.opt._flat(grads=True).to(x.dtype)
 
     def value(self, x: torch.Tensor):
         return self.value_and_grad(x)[0]
@@ -170,7 +155,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
         entry = {k: v for k, v in zip(_STATE_TENSORS, values) if v is not None}
         entry["k"] = st.k
         self.state[self.param_groups[0]["params"][0]] = entry
-        self._written = (entry, st, [entry.get(k) for k in _STATE_TENSORS])
+        self._written = (entry, st, values)
 
     def _params(self):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -182,6 +167,13 @@ class LSR1Optimizer(torch.optim.Optimizer):
         return params[0] if len(params) == 1 and params[0].requires_grad else None
 
     def _flat(self, grads: bool) -> torch.Tensor:
+        one = self._one_param()
+        if grads and one is not None:  # (one parameter with a dense gradient of its own shape: no lists, no cat)
+            gr = one.grad
+            if gr is not None and not gr.is_sparse and gr.shape == one.shape and gr.device == one.device:
+                self._no_grad = _HAS_GRAD
+                # a copy, as cat makes: a closure may zero its gradients in place
+                return gr.reshape(1, -1).to(one.dtype, copy=True)
         out = []
         params = self._params()
         dtype = params[0].dtype
@@ -205,11 +197,12 @@ class LSR1Optimizer(torch.optim.Optimizer):
     def _write(self, x: torch.Tensor) -> None:
         """Set the parameters from x, except those whose gradient was None at the last evaluation (torch's
         convention: a parameter without a gradient is not stepped)."""
-        params = self._params()
-        if len(params) == 1:  # (one parameter: no slicing)
+        one = self._one_param()
+        if one is not None:  # (one parameter: no list, no slicing)
             if not (self._no_grad and self._no_grad[0]):
-                params[0].data.copy_(x.reshape(params[0].shape))
+                one.data.copy_(x.reshape(one.shape))
             return
+        params = self._params()
         i = 0
         for j, p in enumerate(params):
             n = p.numel()
@@ -240,8 +233,7 @@ class LSR1Optimizer(torch.optim.Optimizer):
         x = self._flat(grads=False)
         with torch.enable_grad():
             loss = closure()
-        f = torch.as_tensor(loss_value(loss), dtype=x.dtype, device=x.device).view(1)
-        return x, f, self._flat(grads=True), loss, 1
+        return x, _loss_tensor(loss, x), self._flat(grads=True), loss, 1
 
     @torch.no_grad()
     def step(self, closure):
@@ -310,14 +302,10 @@ class LSR1Optimizer(torch.optim.Optimizer):
 
     def _safe_step_inner(self, closure, x, f, g, loss, evals, step_scale):
         obj = _ClosureObjective(self, closure)
-        if getattr(self.net, "_lsr1_plain", False):  # (inference_mode has nothing to switch on this net)
+        with inference_mode(self.net, rows=x.shape[1]):
             new, out = self._rule_step(obj, x, f, g, step_scale)
-        else:
-            with inference_mode(self.net, rows=x.shape[1]):
-                new, out = self._rule_step(obj, x, f, g, step_scale)
         self.last_secant_residual = float(out.secant_rel)
-        fired = out.extras.get("fired")  # (the one-row step says it as a number)
-        self.last_safeguard = fired if fired is not None else out.safeguard is not None and bool(out.safeguard.any())
+        self.last_safeguard = out.safeguard is not None and bool(out.safeguard.any())
         if not out.extras.get("x_evaluated"):  # (where it was, the parameters hold the accepted point already)
             self._write(new.x)  # the safeguard's last evaluation was at the accepted point
         self._lsr1, self._op = new, out.operator
@@ -400,6 +388,11 @@ def _after_load(opt: LSR1Optimizer) -> None:
     opt._cache = None
 
 
+def _loss_tensor(loss, x: torch.Tensor) -> torch.Tensor:
+    """The closure's loss as a (1,) tensor of x's dtype and device (:func:`loss_value`'s checks)."""
+    return torch.tensor([loss_value(loss)], dtype=x.dtype, device=x.device)
+
+
 def loss_value(loss) -> float:
     """The closure's loss as a float; anything but a real scalar (or one-element tensor) is refused."""
     if isinstance(loss, torch.Tensor):
@@ -408,7 +401,7 @@ def loss_value(loss) -> float:
                             "(reduce it, e.g. .mean() or .sum())")
         if loss.is_complex():
             raise LSR1Error("the closure returned a complex loss; it must be real")
-        return float(loss.detach())
+        return float(loss.item())  # (no detached copy to make)
     if isinstance(loss, (int, float)) and not isinstance(loss, bool):
         return float(loss)
     raise LSR1Error(f"the closure must return the loss (a scalar tensor or number), got {type(loss).__name__}: "

@@ -26,22 +26,10 @@ def heads_are_zero(net: LSR1Net) -> bool:
     for name in ("vector_generator", "lr_generator"):
         params = mods[name]._modules["fc2"]._parameters
         for t in (params["weight"], params["bias"]):
-            if not torch.equal(t, _zeros_as(t)):  # (one call, no 0-d result to read: as `not t.any()` decides)
+            # (one call against a shared zero, no 0-d result to read: as `not t.any()` decides, NaN and −0.0 included)
+            if not torch.equal(t, compact.shared_const(0.0, tuple(t.shape), t.dtype, t.device)):
                 return False
     return True
-
-
-_ZEROS: dict = {}
-
-
-def _zeros_as(t: torch.Tensor) -> torch.Tensor:
-    key = (tuple(t.shape), t.dtype, t.device)
-    z = _ZEROS.get(key)
-    if z is None:
-        if len(_ZEROS) > 64:
-            _ZEROS.clear()
-        z = _ZEROS[key] = torch.zeros((), dtype=t.dtype, device=t.device).expand(key[0])
-    return z
 
 
 def compact_applies(net: LSR1Net, U: torch.Tensor | None) -> bool:

@@ -158,7 +158,7 @@ def _step(net, state, objective, step_scale, max_halvings):
     evals += state.pending_evals
     W = _const(dtype, 0.0, B, m, N)
     rho = torch.tensor([rho_list], dtype=dtype)
-    slots = _next_slots(base, s0, m)  # the pair computed where the next step stores it (no copy then)
+    slots = compact.next_slots(base, s0, m)  # the pair computed where the next step stores it (no copy then)
     if slots is not None:
         p_new, q_new = torch.sub(x_new, x, out=slots[0]), torch.sub(g_t, g, out=slots[1])
         P_all._lsr1_window = (s0, m, Q_all, p_new, q_new)  # (what the next step's _window reads)
@@ -179,7 +179,7 @@ def _step(net, state, objective, step_scale, max_halvings):
                   secant_rel=zero if rel == 0 else g.new_full((B,), rel), learned_step=alpha, secant_rel_sq=rel_sq,
                   departure=zero, safeguard=_flag(fired), skipped=_flag(True), restarted=_flag(restarted),
                   bfgs=_flag(took), lengthened=_flag(grown),
-                  extras={"x_evaluated": x_trial is not None and not restarted, "fired": bool(fired)})
+                  extras={"x_evaluated": x_trial is not None and not restarted})
     return new, out, ((_flag(failed), _flag(extended)) if restarted else None)
 
 
@@ -206,15 +206,6 @@ def _window(state: LSR1State, memory: int):
     P, Q = (t if t.shape[1] <= old else t[:, t.shape[1] - old:] for t in (P, Q))
     base, s, m, _ = compact.append_pair(P, Q, p, q, None, memory)
     return base, s, m, base[:, s:s + m, 0], base[:, s:s + m, 1]
-
-
-def _next_slots(base: torch.Tensor, s: int, m: int):
-    """:func:`compact.next_slots` for the window base[:, s:s+m] (known here, so not read from views)."""
-    j = s + m
-    if base._lsr1_hwm != j or j + 1 >= base.shape[1]:
-        return None
-    base._lsr1_reserved = j  # (append_pair then writes no other pair over it)
-    return base[:, j, 0], base[:, j, 1]
 
 
 def _stats(base: torch.Tensor, s: int, m: int):
@@ -251,23 +242,17 @@ def _row_views(base: torch.Tensor):
     return views
 
 
+_CPU = torch.device("cpu")
 _FLAGS = (torch.tensor([False]), torch.tensor([True]))  # shared (1,) marks: a StepOut's flags are read, never written
-_CONSTS: dict = {}
-
-
 def _const(dtype: torch.dtype, value: float, *shape: int) -> torch.Tensor:
-    """A CPU tensor of ``shape`` holding ``value`` everywhere, as one element expanded, shared between steps (the
-    step's zero fields and unit step sizes). Shared only where it has more than one element: an expanded tensor
-    refuses in-place writes then, so nothing can change it; a one-element one is made new."""
+    """A CPU tensor of ``shape`` holding ``value`` everywhere (the step's zero fields and unit step sizes): shared
+    (:func:`compact.shared_const`) only where it has more than one element — an expanded tensor refuses in-place
+    writes then, so nothing can change it — and made new where it has one."""
     if math.prod(shape) <= 1:
         return torch.full(shape, value, dtype=dtype)
-    key = (dtype, value, shape)
-    t = _CONSTS.get(key)
-    if t is None:
-        if len(_CONSTS) > 256:
-            _CONSTS.clear()
-        t = _CONSTS[key] = torch.full((), value, dtype=dtype).expand(*shape)
-        t._lsr1_zero = value == 0  # (compact.is_zero reads this: the element cannot change, see above)
+    t = compact.shared_const(value, shape, dtype, _CPU)
+    if value == 0:
+        t._lsr1_zero = True  # (compact.is_zero reads this: the element cannot change, see above)
     return t
 
 

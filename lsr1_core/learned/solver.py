@@ -16,18 +16,22 @@ from .model import LSR1Net, default_net
 from .rules import MARKS, check_form, check_options, rule_for
 
 
-@contextlib.contextmanager
 def inference_mode(net: LSR1Net, rows: int | None = None):
-    """Evaluation behaviour of an L-SR1 net, restored on exit.
+    """Evaluation behaviour of an L-SR1 net, restored on exit (a context manager).
 
     Dropout is off. BatchNorm uses batch statistics when the config says
     ``bn_train_at_eval`` (the authors' evaluation) — with momentum 0 so the stored running
     statistics are never changed by inference — and running statistics otherwise, or when
-    there is only one row to normalise over.
+    there is only one row to normalise over. A net with neither (marked once it was scanned) gets a context that
+    does nothing, without the generator a switching one needs (the qn form's per-step path).
     """
-    if getattr(net, "_lsr1_plain", False):  # scanned once below: neither built by its config nor in its modules
-        yield net
-        return
+    if getattr(net, "_lsr1_plain", False):  # scanned before: neither built by its config nor in its modules
+        return contextlib.nullcontext(net)
+    return _switched(net, rows)
+
+
+@contextlib.contextmanager
+def _switched(net: LSR1Net, rows: int | None):
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
     if not bns and not any(isinstance(m, nn.Dropout) and m.p > 0 for m in net.modules()):
         # train and eval mode compute the same here (the qn form: no BatchNorm, no dropout): nothing to switch,
