@@ -27,8 +27,21 @@ def test_report_has_all_tables(tmp_path):
                                 "--out", str(tmp_path)]) == 0
     md = (tmp_path / "benchmarks_optimizer.md").read_text()
     assert "÷ LBFGS (one call) per evaluation" in md and "## Time to a solution" in md and "## The spread" in md
-    # seven per-evaluation rows (the paper form's too, at this size), three to a solution, one of the spread
-    assert md.count("| 200 |") == 11
+    # seven per-evaluation rows (the paper form's too, at this size), one of the own-step allowance, three to a
+    # solution, one of the spread
+    assert md.count("| 200 |") == 12
+    # the allowance table restates the first table per step: the default's own ms per step is its own ms per
+    # evaluation × its evaluations ÷ the 5 steps, and the allowance is 1.5 × LBFGS's ms per evaluation × those
+    # evaluations less the default's closure time, per step
+    first = {cells[1]: cells for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()
+                                           if line.startswith("| 200 |"))}
+    qn = first["**LSR1Optimizer default** (no card: untrained `LSR1Config.qn_bfgs()`)"]
+    lb = first["torch.optim.LBFGS (strong Wolfe, history 10: the default's memory)"]
+    step = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()
+            if line.startswith("| 200 |") and line.count("/") == 2][0]
+    ms, own, calls, ref = float(qn[2]), float(qn[3]), int(qn[4]), float(lb[2])
+    assert float(step[1]) == pytest.approx(own * calls / 5, abs=0.002)
+    assert float(step[2]) == pytest.approx((1.5 * ref - (ms - own)) * calls / 5, abs=0.005)
     row = [line for line in md.splitlines() if line.startswith("| 200 | 3 |")]
     cells = [c.strip() for c in row[0].split("|")[1:-1]]
     mid, low, high = (float(c.rstrip("×")) for c in cells[2:5])
