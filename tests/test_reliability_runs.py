@@ -361,3 +361,64 @@ def test_wait_does_not_report_a_launch_in_progress_or_a_worker_just_finished_as_
     st.update(state="running", pid=None, pid_start=None)
     (path / "status.json").write_text(json.dumps(st))
     assert mgr.wait("r", timeout=5).state == "interrupted"
+
+
+def test_info_tells_a_launch_in_progress_and_a_worker_just_finished_from_a_dead_worker(tmp_path, monkeypatch):
+    """info() itself, not only wait(): the Meta-training page showed a run as interrupted for one refresh while its
+    launcher had not yet recorded the worker's pid, or right as its worker ended."""
+    from datetime import datetime, timedelta, timezone
+
+    from lsr1_core.runs import manager as mgr_mod
+
+    mgr = RunManager(tmp_path / "jobs", max_concurrent=1)
+    mgr.start(tiny(), run_id="r", launch=False)
+    path = mgr.root / "r"
+    st = json.loads((path / "status.json").read_text())
+
+    def write(**kw):
+        st.update(kw)
+        (path / "status.json").write_text(json.dumps(st))
+
+    def stamp(seconds_ago):
+        return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).isoformat(timespec="seconds")
+
+    from lsr1_core.runs.files import root_lock
+
+    # a launch in progress: running, no pid, launched just now and not started since, the runs root's lock held by
+    # the launcher (here: this test, through another open of the lock file)
+    write(state="running", pid=None, pid_start=None, launching=stamp(0))
+    st.pop("started", None)
+    (path / "status.json").write_text(json.dumps(st))
+    with root_lock(mgr.root):
+        assert mgr.info("r").state == "running"
+        write(started=stamp(60))  # a start recorded by an earlier launch does not end this one
+        assert mgr.info("r").state == "running"
+    # nobody holds the lock: no launch is in progress, the launcher died (e.g. its status write failed)
+    assert mgr.info("r").state == "interrupted"
+    # ... and where this manager holds it (as cancel and resume do) no launch of another can be half done
+    with mgr._locked():
+        assert mgr.info("r").state == "interrupted"
+    with root_lock(mgr.root):
+        # a launch that never recorded its worker is interrupted once the grace has passed, whoever holds the lock
+        write(launching=stamp(mgr_mod.LAUNCH_GRACE_S + 5))
+        assert mgr.info("r").state == "interrupted"
+        # a launch whose worker was recorded and is gone: interrupted (started at or after launching)
+        write(launching=stamp(0), started=stamp(0), pid=2 ** 22 + 12345)
+        assert mgr.info("r").state == "interrupted"
+    # damaged or hostile timestamps are not a launch in progress
+    with root_lock(mgr.root):
+        for bad in ("yesterday", 12, None, ["2026"], "9" * 100, "2026-13-45T99:00:00"):
+            write(launching=bad, started=None, pid=None)
+            assert mgr.info("r").state == "interrupted", bad
+
+    # a worker that writes its final state and exits between info()'s read of status.json and its look at the
+    # process: the look finds no process, status.json read again says finished
+    write(state="running", pid=None, launching=None, error=None)
+    real = RunManager._worker_alive
+
+    def finishes_meanwhile(self, p, s):
+        (path / "status.json").write_text(json.dumps(dict(st, state="finished")))
+        return real(self, p, s)
+
+    monkeypatch.setattr(RunManager, "_worker_alive", finishes_meanwhile)
+    assert mgr.info("r").state == "finished"

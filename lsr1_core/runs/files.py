@@ -49,6 +49,24 @@ def root_lock(root: Path):
         os.close(fd)  # closing releases the lock
 
 
+def lock_held_elsewhere(root: Path) -> bool:
+    """Another holder has the runs root's lock right now (another process, or another open of it in this one).
+    True where locks are not available (the caller then cannot tell, and assumes someone might hold it)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # (releases it where it was taken)
+    return False
+
+
 def log_tail(path: Path) -> str:
     """The last line of the run's log.txt (its last 4 kB only; a FIFO or device named log.txt is not read)."""
     try:

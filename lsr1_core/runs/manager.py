@@ -29,6 +29,8 @@ metrics.jsonl (``tensorboard.py``).
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import os
 import signal
 import sys
@@ -41,8 +43,8 @@ from ..errors import LSR1Error
 from ..meta import registry
 from ..meta.registry import as_integer, check_latest_present
 from .backends import LocalBackend, backend_of, make_backend, proc_start_time
-from .files import (STATES, as_float, json_problem, log_tail, now as _now, read_json, read_metrics, root_lock,
-                    valid_run_id, write_json)
+from .files import (STATES, as_float, json_problem, lock_held_elsewhere, log_tail, now as _now, read_json,
+                    read_metrics, root_lock, valid_run_id, write_json)
 from .tensorboard import EventLog
 
 __all__ = ["STATES", "RunInfo", "RunManager", "json_problem", "preset_config", "read_config", "read_json",
@@ -105,6 +107,7 @@ class RunManager:
         self.backend = backend if hasattr(backend, "submit") else make_backend(backend)
         self.launch_only = launch_only
         self._local = LocalBackend()  # kept: it waits for a worker it had to kill
+        self._lock_held = 0  # > 0 inside _locked(): no launch can be in progress then
 
     # --- creating ---------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -168,6 +171,16 @@ class RunManager:
         b = backend_of(st)
         return self._local if b.name == "local" else b
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """The runs root's lock, held by this manager (info() then knows no launch is half done)."""
+        with root_lock(self.root):
+            self._lock_held += 1
+            try:
+                yield
+            finally:
+                self._lock_held -= 1
+
     def _worker_alive(self, path: Path, st: dict) -> bool:
         try:
             backend = self._backend(st)
@@ -187,10 +200,25 @@ class RunManager:
             state, st["error"] = "failed", f"status.json holds an unknown state {state!r}"
         error = st.get("error")
         error = error if isinstance(error, str) or error is None else str(error)
-        if state == "running" and not self._worker_alive(path, st) and st.get("cancel_requested") is True:
-            state = "cancelled"  # cancelled before the worker could install its SIGTERM handler (issue 24, item 21)
-        elif state == "running" and not self._worker_alive(path, st):
-            state = "interrupted"
+        if state == "running" and not self._worker_alive(path, st):
+            # Two moments look like a dead worker from outside, and are not: a worker that wrote its final state
+            # and exited between the read above and the look at its process (status.json, read again, says so),
+            # and a launch in progress (status.json says running before the worker's handle is recorded)
+            again = read_json(path / "status.json")
+            if isinstance(again, dict) and again.get("state") in STATES and again.get("state") != "running":
+                st, state = again, again["state"]
+                error = st.get("error")
+                error = error if isinstance(error, str) or error is None else str(error)
+            elif not self._lock_held and _launch_in_progress(st) and lock_held_elsewhere(self.root):
+                # (launches are made under the runs root's lock: where this manager holds it, or nobody does, a
+                # half-done one is a launcher that died; one that never recorded its worker is interrupted after
+                # LAUNCH_GRACE_S whoever holds the lock)
+                pass
+            elif st.get("cancel_requested") is True:
+                state = "cancelled"  # cancelled before the worker could install its SIGTERM handler (issue 24, item 21)
+            else:
+                state = "interrupted"
+        if state == "interrupted" and st.get("state") == "running":
             tail = log_tail(path)
             error = error or ("the job process ended without reporting" + (f"; its log ends: {tail}" if tail else ""))
         metrics = read_metrics(path)
@@ -254,7 +282,7 @@ class RunManager:
         if not self.root.exists():
             return []
         launched = []
-        with root_lock(self.root):
+        with self._locked():
             self._remove_stale_temporaries()
             runs = self.list()
             free = self.max_concurrent - sum(r.state == "running" for r in runs)
@@ -312,7 +340,7 @@ class RunManager:
         """Ask a running job to checkpoint and stop (SIGTERM, on either backend); a queued job is cancelled at
         once."""
         path = self._path(run_id)
-        with root_lock(self.root):
+        with self._locked():
             info = self.info(run_id)
             if info.state == "queued":
                 st = self._status(path)
@@ -342,7 +370,7 @@ class RunManager:
         if backend is not None:
             backend = backend if hasattr(backend, "submit") else make_backend(backend)
             backend.check()
-        with root_lock(self.root):
+        with self._locked():
             info = self.info(run_id)
             if info.state in ("running", "queued"):
                 raise LSR1Error(f"run {run_id} is already {info.state}")
@@ -371,16 +399,41 @@ class RunManager:
         while time.time() < deadline:
             info = self.info(run_id)
             if info.state == "interrupted":
-                # Two moments look like a dead worker from outside: a launch in progress (status.json says running
-                # before the worker's pid is recorded) and a worker that wrote its final state and exited between
-                # info()'s read of status.json and its look at the process. Both are done under the runs root's
-                # lock, so holding it and looking again tells them from a worker that really died.
-                with root_lock(self.root):
+                # info() knows the two moments that look like a dead worker from outside (a launch in progress, a
+                # worker that has just written its final state and exited) by what status.json records; both are
+                # done under the runs root's lock, so holding it and looking again is the last word on anything
+                # else that is half written (a status.json without a launch time, as older versions wrote)
+                with self._locked():
                     info = self.info(run_id)
             if info.state not in ("running", "queued"):
                 return info
             time.sleep(poll)
         raise TimeoutError(f"run {run_id} still {self.info(run_id).state} after {timeout} s")
+
+
+LAUNCH_GRACE_S = 30.0  # how long a run may say running before its launcher records the worker
+
+
+def _launch_in_progress(st: dict) -> bool:
+    """status.json was written by a launch that has not yet recorded its worker: ``launching`` is recent and no
+    ``started`` at or after it (both written by RunManager._launch; anything unreadable counts as not)."""
+    launching, started = _when(st.get("launching")), _when(st.get("started"))
+    if launching is None or (started is not None and started >= launching):
+        return False
+    return 0 <= time.time() - launching < LAUNCH_GRACE_S
+
+
+def _when(value) -> float | None:
+    """A timestamp written by files.now() as seconds since the epoch; None for anything else."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        t = _dt.datetime.fromisoformat(value)
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.timezone.utc)
+        return t.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def worker(run_dir: str, root: str | None = None, max_concurrent: int = 1, launch_only: str | None = None) -> int:
