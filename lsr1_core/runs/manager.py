@@ -198,17 +198,14 @@ class RunManager:
         state = st.get("state")
         if state not in STATES:
             state, st["error"] = "failed", f"status.json holds an unknown state {state!r}"
-        error = st.get("error")
-        error = error if isinstance(error, str) or error is None else str(error)
+        error = _error_text(st)
         if state == "running" and not self._worker_alive(path, st):
             # Two moments look like a dead worker from outside, and are not: a worker that wrote its final state
             # and exited between the read above and the look at its process (status.json, read again, says so),
             # and a launch in progress (status.json says running before the worker's handle is recorded)
             again = read_json(path / "status.json")
-            if isinstance(again, dict) and again.get("state") in STATES and again.get("state") != "running":
-                st, state = again, again["state"]
-                error = st.get("error")
-                error = error if isinstance(error, str) or error is None else str(error)
+            if again is not None and again.get("state") in STATES and again["state"] != "running":
+                st, state, error = again, again["state"], _error_text(again)
             elif not self._lock_held and _launch_in_progress(st) and lock_held_elsewhere(self.root):
                 # (launches are made under the runs root's lock: where this manager holds it, or nobody does, a
                 # half-done one is a launcher that died; one that never recorded its worker is interrupted after
@@ -218,9 +215,9 @@ class RunManager:
                 state = "cancelled"  # cancelled before the worker could install its SIGTERM handler (issue 24, item 21)
             else:
                 state = "interrupted"
-        if state == "interrupted" and st.get("state") == "running":
-            tail = log_tail(path)
-            error = error or ("the job process ended without reporting" + (f"; its log ends: {tail}" if tail else ""))
+                tail = log_tail(path)
+                error = error or ("the job process ended without reporting"
+                                  + (f"; its log ends: {tail}" if tail else ""))
         metrics = read_metrics(path)
         last = metrics[-1] if metrics else {}
         vals = [v for v in (as_float(m.get("val_loss")) for m in metrics) if v is not None]
@@ -409,6 +406,12 @@ class RunManager:
                 return info
             time.sleep(poll)
         raise TimeoutError(f"run {run_id} still {self.info(run_id).state} after {timeout} s")
+
+
+def _error_text(st: dict) -> str | None:
+    """status.json's error as text (None where there is none)."""
+    error = st.get("error")
+    return error if isinstance(error, str) or error is None else str(error)
 
 
 LAUNCH_GRACE_S = 30.0  # how long a run may say running before its launcher records the worker
